@@ -1,0 +1,59 @@
+//! The guest-physical memory map: QEMU `virt`'s addresses, so a dtb dumped from QEMU fits.
+//!
+//! ```text
+//!   0x0000_0000 ┌──────────────────────────────┐
+//!               │ (unmapped)                   │
+//!   0x0010_0000 ├──────────────────────────────┤ sifive,test0 finisher (4 KiB)
+//!   0x0c00_0000 ├──────────────────────────────┤ PLIC (64 MiB window)
+//!   0x1000_0000 ├──────────────────────────────┤ ns16550a UART (256 B, irq 10)
+//!   0x1000_1000 ├──────────────────────────────┤ virtio-mmio slots 0..7 (4 KiB each, irqs 1..8)
+//!   0x1010_0000 ├──────────────────────────────┤ rvvmm test device (4 KiB, only with --testdev)
+//!   0x8000_0000 ├──────────────────────────────┤ RAM (--memory bytes)
+//!               │ kernel at RAM base (+text_offset for a Linux Image)
+//!               │ ...                          │
+//!               │ dtb: last 2 MiB-aligned block│
+//!   RAM end     └──────────────────────────────┘
+//! ```
+
+/// Start of guest RAM.
+pub const RAM_BASE: u64 = 0x8000_0000;
+/// Largest guest RAM rvvmm maps: RAM must end below 2^39 (Sv39 reaches every byte).
+pub const RAM_MAX: u64 = (1 << 39) - RAM_BASE;
+/// Smallest guest RAM: room for a flat binary and the dtb block.
+pub const RAM_MIN: u64 = 4 << 20;
+/// The sifive,test0 finisher (QEMU virt `VIRT_TEST`).
+pub const FINISHER_BASE: u64 = 0x10_0000;
+/// Size of the finisher's window.
+pub const FINISHER_SIZE: u64 = 0x1000;
+/// rvvmm's MMIO test device (not on QEMU virt; a free spot after the virtio-mmio slots).
+pub const TESTDEV_BASE: u64 = 0x1010_0000;
+/// Size of the test device.
+pub const TESTDEV_SIZE: u64 = 0x1000;
+/// Room reserved for the dtb at the top of RAM.
+pub const FDT_MAX_SIZE: u64 = 0x1_0000;
+/// Alignment of the dtb block (Linux asks for 8 bytes; 2 MiB keeps it out of huge pages).
+pub const FDT_ALIGN: u64 = 2 << 20;
+
+/// Where the dtb goes for `ram_size` bytes of RAM: the start of the last 2 MiB-aligned block
+/// that fits it, as QEMU places it.
+pub fn fdt_addr(ram_size: u64) -> u64 {
+    let end = RAM_BASE + ram_size;
+    (end - FDT_MAX_SIZE) & !(FDT_ALIGN - 1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fdt_sits_in_the_last_aligned_block() {
+        assert_eq!(fdt_addr(128 << 20), 0x8000_0000 + (126 << 20));
+        assert_eq!(fdt_addr(RAM_MIN), 0x8000_0000 + (2 << 20));
+        // Always inside RAM, with FDT_MAX_SIZE to spare.
+        for mib in [4u64, 5, 64, 100, 2048] {
+            let size = mib << 20;
+            let addr = fdt_addr(size);
+            assert!(addr >= RAM_BASE && addr + FDT_MAX_SIZE <= RAM_BASE + size);
+        }
+    }
+}

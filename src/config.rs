@@ -1,0 +1,139 @@
+//! The VM's configuration: from command-line flags (clap), validated in one place.
+
+use std::path::PathBuf;
+
+use clap::Parser;
+
+use crate::arch::riscv64::layout::{RAM_MAX, RAM_MIN};
+
+/// Most vCPUs rvvmm creates.
+pub const MAX_CPUS: u32 = 32;
+
+/// rvvmm: a minimal KVM-backed RISC-V virtual machine monitor.
+#[derive(Debug, Clone, Parser)]
+#[command(name = "rvvmm", version, about, long_about = None)]
+pub struct Args {
+    /// Kernel to boot: a RISC-V Linux Image, or a flat binary loaded and entered at 0x8000_0000.
+    #[arg(long, value_name = "FILE")]
+    pub kernel: PathBuf,
+
+    /// Guest RAM, e.g. 128M, 2G, or bytes.
+    #[arg(long, value_name = "SIZE", default_value = "256M", value_parser = parse_memory)]
+    pub memory: u64,
+
+    /// Number of vCPUs (1 to 32). Hart 0 boots; the guest starts the others with SBI HSM.
+    #[arg(long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=MAX_CPUS as i64))]
+    pub cpus: u32,
+
+    /// Kernel command line, placed in the device tree's /chosen/bootargs.
+    #[arg(long, value_name = "STRING")]
+    pub cmdline: Option<String>,
+
+    /// Map rvvmm's MMIO test device at 0x1010_0000 (for testing the VMM).
+    #[arg(long)]
+    pub testdev: bool,
+}
+
+/// Everything the VMM needs to build a VM.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VmConfig {
+    /// Kernel file.
+    pub kernel: PathBuf,
+    /// Bytes of guest RAM.
+    pub memory: u64,
+    /// vCPU count.
+    pub cpus: u32,
+    /// Kernel command line.
+    pub cmdline: Option<String>,
+    /// Whether to map the test device.
+    pub testdev: bool,
+}
+
+impl From<Args> for VmConfig {
+    fn from(args: Args) -> Self {
+        VmConfig {
+            kernel: args.kernel,
+            memory: args.memory,
+            cpus: args.cpus,
+            cmdline: args.cmdline,
+            testdev: args.testdev,
+        }
+    }
+}
+
+/// Parses a size: a number with an optional K, M, G or T suffix (powers of 1024), or an
+/// optional trailing "B"/"iB". Bounded to what rvvmm can map.
+pub fn parse_memory(s: &str) -> Result<u64, String> {
+    let size = parse_size(s)?;
+    if size < RAM_MIN {
+        return Err(format!(
+            "{s} is less than the {} MiB rvvmm needs",
+            RAM_MIN >> 20
+        ));
+    }
+    if size > RAM_MAX {
+        return Err(format!(
+            "{s} is more than the {} GiB rvvmm can map",
+            RAM_MAX >> 30
+        ));
+    }
+    if size % 4096 != 0 {
+        return Err(format!("{s} is not a multiple of 4 KiB"));
+    }
+    Ok(size)
+}
+
+/// Parses "512M", "2G", "2GiB", "1048576".
+pub fn parse_size(s: &str) -> Result<u64, String> {
+    let t = s.trim();
+    let t = t
+        .strip_suffix("iB")
+        .or_else(|| t.strip_suffix('B'))
+        .unwrap_or(t);
+    let (digits, shift) = match t.chars().last() {
+        Some('K' | 'k') => (&t[..t.len() - 1], 10),
+        Some('M' | 'm') => (&t[..t.len() - 1], 20),
+        Some('G' | 'g') => (&t[..t.len() - 1], 30),
+        Some('T' | 't') => (&t[..t.len() - 1], 40),
+        _ => (t, 0),
+    };
+    let n: u64 = digits
+        .parse()
+        .map_err(|_| format!("'{s}' is not a size (try 512M or 2G)"))?;
+    n.checked_mul(1 << shift)
+        .ok_or_else(|| format!("'{s}' is too large"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_size("512M"), Ok(512 << 20));
+        assert_eq!(parse_size("2G"), Ok(2 << 30));
+        assert_eq!(parse_size("2GiB"), Ok(2 << 30));
+        assert_eq!(parse_size("64k"), Ok(64 << 10));
+        assert_eq!(parse_size("4096"), Ok(4096));
+        for bad in ["", "M", "twelve", "1.5G", "-1M", "99999999999999999999T"] {
+            assert!(parse_size(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn memory_bounds() {
+        assert!(parse_memory("1M").is_err());
+        assert!(parse_memory("1T").is_err());
+        assert!(parse_memory("4194305").is_err());
+        assert_eq!(parse_memory("128M"), Ok(128 << 20));
+    }
+
+    #[test]
+    fn cpus_bounds() {
+        let parse = |cpus: &str| Args::try_parse_from(["rvvmm", "--kernel", "k", "--cpus", cpus]);
+        assert!(parse("0").is_err());
+        assert!(parse("33").is_err());
+        assert_eq!(parse("32").unwrap().cpus, 32);
+        assert!(Args::try_parse_from(["rvvmm"]).is_err());
+    }
+}

@@ -1,0 +1,226 @@
+//! The MMIO bus: guest-physical ranges mapped to devices.
+//!
+//! As in Firecracker's and Cloud Hypervisor's `Bus`, ranges live in a BTreeMap keyed by base,
+//! insertion rejects empty and overlapping ranges, and lookup is `range(..=addr).next_back()`.
+//! The bus checks that an access lies wholly inside the device's range, so a device only sees
+//! offsets it owns. An access no device claims is never fatal: a read returns 0, a write is
+//! dropped, and both are logged at debug level, rate-limited.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+/// A device on the bus. Accesses are 1, 2, 4 or 8 bytes, little-endian in `data`.
+pub trait BusDevice: Send + Sync {
+    /// Guest load at `offset` from the device's base; fill `data`.
+    fn read(&self, offset: u64, data: &mut [u8]);
+    /// Guest store at `offset` from the device's base.
+    fn write(&self, offset: u64, data: &[u8]);
+}
+
+/// Errors building the bus.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum BusError {
+    /// A device asked for zero bytes.
+    #[error("device range at {0:#x} is empty")]
+    ZeroSized(u64),
+    /// Two devices asked for overlapping ranges.
+    #[error("device range {base:#x}+{len:#x} overlaps the device at {other:#x}")]
+    Overlap {
+        /// Base of the new range.
+        base: u64,
+        /// Length of the new range.
+        len: u64,
+        /// Base of the range already there.
+        other: u64,
+    },
+}
+
+struct Entry {
+    len: u64,
+    device: Arc<dyn BusDevice>,
+}
+
+/// Log the first this many unclaimed accesses, then one in every `UNCLAIMED_LOG_EVERY`.
+const UNCLAIMED_LOG_FIRST: u64 = 8;
+const UNCLAIMED_LOG_EVERY: u64 = 4096;
+
+/// The MMIO bus.
+#[derive(Default)]
+pub struct Bus {
+    devices: BTreeMap<u64, Entry>,
+    unclaimed: AtomicU64,
+}
+
+impl Bus {
+    /// An empty bus.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Maps `device` at [base, base + len).
+    pub fn insert(
+        &mut self,
+        base: u64,
+        len: u64,
+        device: Arc<dyn BusDevice>,
+    ) -> Result<(), BusError> {
+        if len == 0 {
+            return Err(BusError::ZeroSized(base));
+        }
+        let end = base.checked_add(len - 1).ok_or(BusError::Overlap {
+            base,
+            len,
+            other: base,
+        })?;
+        if let Some((&other, _)) = self
+            .devices
+            .range(..=end)
+            .next_back()
+            .filter(|(&b, e)| b + (e.len - 1) >= base)
+        {
+            return Err(BusError::Overlap { base, len, other });
+        }
+        self.devices.insert(base, Entry { len, device });
+        Ok(())
+    }
+
+    fn find(&self, addr: u64, len: usize) -> Option<(u64, &Arc<dyn BusDevice>)> {
+        let (&base, entry) = self.devices.range(..=addr).next_back()?;
+        let offset = addr - base;
+        (offset.checked_add(len as u64)? <= entry.len).then_some((offset, &entry.device))
+    }
+
+    /// A guest load of `data.len()` bytes at `addr`. Returns whether a device claimed it.
+    pub fn read(&self, addr: u64, data: &mut [u8]) -> bool {
+        match self.find(addr, data.len()) {
+            Some((offset, device)) => {
+                device.read(offset, data);
+                true
+            }
+            None => {
+                data.fill(0);
+                self.log_unclaimed("read", addr, data.len(), 0);
+                false
+            }
+        }
+    }
+
+    /// A guest store of `data` at `addr`. Returns whether a device claimed it.
+    pub fn write(&self, addr: u64, data: &[u8]) -> bool {
+        match self.find(addr, data.len()) {
+            Some((offset, device)) => {
+                device.write(offset, data);
+                true
+            }
+            None => {
+                let mut bytes = [0u8; 8];
+                let n = data.len().min(8);
+                bytes[..n].copy_from_slice(&data[..n]);
+                self.log_unclaimed("write", addr, data.len(), u64::from_le_bytes(bytes));
+                false
+            }
+        }
+    }
+
+    /// How many accesses no device claimed.
+    pub fn unclaimed(&self) -> u64 {
+        self.unclaimed.load(Ordering::Relaxed)
+    }
+
+    fn log_unclaimed(&self, what: &str, addr: u64, len: usize, value: u64) {
+        let n = self.unclaimed.fetch_add(1, Ordering::Relaxed);
+        if (n < UNCLAIMED_LOG_FIRST || n.is_multiple_of(UNCLAIMED_LOG_EVERY))
+            && log::log_enabled!(log::Level::Debug)
+        {
+            log::debug!(
+                "unclaimed MMIO {what} of {len} bytes at {addr:#x} (value {value:#x}; {} so far)",
+                n + 1
+            );
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Mutex;
+
+    #[derive(Default)]
+    struct Recorder(Mutex<Vec<(bool, u64, Vec<u8>)>>);
+
+    impl BusDevice for Recorder {
+        fn read(&self, offset: u64, data: &mut [u8]) {
+            for (i, b) in data.iter_mut().enumerate() {
+                *b = offset as u8 + i as u8;
+            }
+            self.0.lock().unwrap().push((false, offset, data.to_vec()));
+        }
+        fn write(&self, offset: u64, data: &[u8]) {
+            self.0.lock().unwrap().push((true, offset, data.to_vec()));
+        }
+    }
+
+    #[test]
+    fn overlapping_and_empty_ranges_are_rejected() {
+        let dev: Arc<dyn BusDevice> = Arc::new(Recorder::default());
+        let mut bus = Bus::new();
+        bus.insert(0x1000, 0x100, dev.clone()).unwrap();
+        assert_eq!(
+            bus.insert(0x2000, 0, dev.clone()),
+            Err(BusError::ZeroSized(0x2000))
+        );
+        for (base, len) in [
+            (0x1000, 0x100),
+            (0x10ff, 1),
+            (0xf00, 0x101),
+            (0x1080, 0x10),
+            (0, 0x2000),
+        ] {
+            assert!(
+                matches!(
+                    bus.insert(base, len, dev.clone()),
+                    Err(BusError::Overlap { other: 0x1000, .. })
+                ),
+                "{base:#x}+{len:#x}"
+            );
+        }
+        assert!(bus.insert(u64::MAX, 2, dev.clone()).is_err());
+        // Neighbours on both sides fit.
+        bus.insert(0x1100, 0x100, dev.clone()).unwrap();
+        bus.insert(0xf00, 0x100, dev).unwrap();
+    }
+
+    #[test]
+    fn every_width_reaches_the_device_at_its_offset() {
+        let dev = Arc::new(Recorder::default());
+        let mut bus = Bus::new();
+        bus.insert(0x1000, 0x100, dev.clone()).unwrap();
+        for width in [1usize, 2, 4, 8] {
+            let mut data = vec![0u8; width];
+            assert!(bus.read(0x1010, &mut data));
+            assert_eq!(data[0], 0x10);
+            assert_eq!(data[width - 1], 0x10 + width as u8 - 1);
+            assert!(bus.write(0x10f8, &vec![0xab; width]));
+        }
+        let log = dev.0.lock().unwrap();
+        assert_eq!(log.len(), 8);
+        assert!(log.iter().all(|(_, off, _)| *off == 0x10 || *off == 0xf8));
+    }
+
+    #[test]
+    fn unclaimed_accesses_read_zero_and_are_counted() {
+        let dev = Arc::new(Recorder::default());
+        let mut bus = Bus::new();
+        bus.insert(0x1000, 0x100, dev.clone()).unwrap();
+        let mut data = [0xffu8; 8];
+        assert!(!bus.read(0x2000, &mut data));
+        assert_eq!(data, [0; 8]);
+        assert!(!bus.write(0x0, &[1, 2, 3, 4]));
+        // Straddling the device's end is not the device's.
+        assert!(!bus.read(0x10fc, &mut data));
+        assert!(!bus.write(0x10ff, &[1, 2]));
+        assert_eq!(bus.unclaimed(), 4);
+        assert!(dev.0.lock().unwrap().is_empty());
+    }
+}

@@ -1,0 +1,177 @@
+//! The KVM backend: the only code in rvvmm that issues KVM ioctls (riscv64 hosts only).
+//!
+//! kvm-ioctls 0.25 has no RISC-V SBI exit variant: `KVM_EXIT_RISCV_SBI` (35) arrives as
+//! `VcpuExit::Unsupported(35)`, and the call is read from, and answered in, the `riscv_sbi`
+//! member of the `kvm_run` exit union ourselves.
+
+use std::io;
+
+use kvm_bindings::{kvm_userspace_memory_region, KVM_EXIT_RISCV_SBI, KVM_MP_STATE_STOPPED};
+use kvm_ioctls::{Cap, Kvm, VcpuExit, VcpuFd, VmFd};
+use vm_memory::{GuestMemoryBackend, GuestMemoryMmap, GuestMemoryRegion};
+
+use super::{HypervisorError, MpState, RawExit, Result, SbiCall, VcpuBackend, VmBackend};
+
+fn ioctl_err(op: &'static str) -> impl FnOnce(kvm_ioctls::Error) -> HypervisorError {
+    move |e| HypervisorError::Ioctl {
+        op,
+        source: io::Error::from_raw_os_error(e.errno()),
+    }
+}
+
+/// A KVM VM (`KVM_CREATE_VM`).
+pub struct KvmVm {
+    // Dropped before `_kvm`; the guest memory outlives both (the VMM owns it and drops the VM
+    // first).
+    vm: VmFd,
+    _kvm: Kvm,
+}
+
+impl KvmVm {
+    /// Opens /dev/kvm, checks what rvvmm needs, and creates a VM.
+    pub fn new() -> Result<Self> {
+        let kvm = Kvm::new()
+            .map_err(|e| HypervisorError::OpenKvm(io::Error::from_raw_os_error(e.errno())))?;
+        for (cap, name) in [
+            (Cap::UserMemory, "KVM_CAP_USER_MEMORY"),
+            (Cap::OneReg, "KVM_CAP_ONE_REG"),
+            (Cap::MpState, "KVM_CAP_MP_STATE"),
+        ] {
+            if !kvm.check_extension(cap) {
+                return Err(HypervisorError::MissingCapability(name));
+            }
+        }
+        let vm = kvm.create_vm().map_err(ioctl_err("KVM_CREATE_VM"))?;
+        Ok(KvmVm { vm, _kvm: kvm })
+    }
+}
+
+impl VmBackend for KvmVm {
+    type Vcpu = KvmVcpu;
+
+    fn map_memory(&self, memory: &GuestMemoryMmap) -> Result<()> {
+        for (slot, region) in memory.iter().enumerate() {
+            let mem_region = kvm_userspace_memory_region {
+                slot: slot as u32,
+                flags: 0,
+                guest_phys_addr: region.start_addr().0,
+                memory_size: region.len(),
+                userspace_addr: region.as_ptr() as u64,
+            };
+            // SAFETY: `userspace_addr` is the start of a live mmap of `memory_size` bytes owned
+            // by `memory`. The VMM keeps that GuestMemoryMmap alive for longer than this VM: it
+            // drops the VM (and every vCPU) before the memory, so KVM never maps freed pages.
+            unsafe { self.vm.set_user_memory_region(mem_region) }
+                .map_err(ioctl_err("KVM_SET_USER_MEMORY_REGION"))?;
+        }
+        Ok(())
+    }
+
+    fn create_vcpu(&self, index: u32) -> Result<KvmVcpu> {
+        let fd = self
+            .vm
+            .create_vcpu(u64::from(index))
+            .map_err(ioctl_err("KVM_CREATE_VCPU"))?;
+        Ok(KvmVcpu { fd })
+    }
+}
+
+/// A KVM vCPU (`KVM_CREATE_VCPU`).
+pub struct KvmVcpu {
+    fd: VcpuFd,
+}
+
+impl VcpuBackend for KvmVcpu {
+    fn get_reg(&self, id: u64) -> Result<u64> {
+        let mut bytes = [0u8; 8];
+        self.fd
+            .get_one_reg(id, &mut bytes)
+            .map_err(ioctl_err("KVM_GET_ONE_REG"))?;
+        Ok(u64::from_le_bytes(bytes))
+    }
+
+    fn set_reg(&mut self, id: u64, value: u64) -> Result<()> {
+        self.fd
+            .set_one_reg(id, &value.to_le_bytes())
+            .map_err(ioctl_err("KVM_SET_ONE_REG"))?;
+        Ok(())
+    }
+
+    fn run(&mut self) -> Result<RawExit> {
+        let exit = match self.fd.run() {
+            Ok(VcpuExit::MmioRead(addr, data)) => RawExit::MmioRead {
+                addr,
+                len: data.len() as u8,
+            },
+            Ok(VcpuExit::MmioWrite(addr, data)) => {
+                let mut bytes = [0u8; 8];
+                let len = data.len().min(8);
+                bytes[..len].copy_from_slice(&data[..len]);
+                RawExit::MmioWrite {
+                    addr,
+                    len: len as u8,
+                    data: bytes,
+                }
+            }
+            Ok(VcpuExit::SystemEvent(kind, data)) => RawExit::SystemEvent {
+                kind,
+                data: data.first().copied().unwrap_or(0),
+            },
+            Ok(VcpuExit::Unsupported(KVM_EXIT_RISCV_SBI)) => {
+                let run = self.fd.get_kvm_run();
+                // SAFETY: the kernel set exit_reason to KVM_EXIT_RISCV_SBI, which says that
+                // `riscv_sbi` is the live member of the exit union; it is plain integers.
+                let sbi = unsafe { run.__bindgen_anon_1.riscv_sbi };
+                RawExit::Sbi(SbiCall {
+                    eid: sbi.extension_id,
+                    fid: sbi.function_id,
+                    args: sbi.args,
+                })
+            }
+            Ok(VcpuExit::Intr) => RawExit::Interrupted,
+            Ok(VcpuExit::FailEntry(reason, _cpu)) => RawExit::FailEntry { reason },
+            Ok(VcpuExit::InternalError) => RawExit::InternalError,
+            Ok(VcpuExit::MemoryFault { gpa, size, .. }) => RawExit::MemoryFault { gpa, size },
+            Ok(VcpuExit::Unsupported(reason)) => RawExit::Other(reason),
+            Ok(other) => {
+                log::debug!("unexpected KVM exit {other:?}");
+                RawExit::Other(self.fd.get_kvm_run().exit_reason)
+            }
+            Err(e) if e.errno() == libc::EINTR || e.errno() == libc::EAGAIN => RawExit::Interrupted,
+            Err(e) => return Err(ioctl_err("KVM_RUN")(e)),
+        };
+        Ok(exit)
+    }
+
+    fn set_sbi_return(&mut self, index: usize, value: u64) {
+        let run = self.fd.get_kvm_run();
+        if run.exit_reason == KVM_EXIT_RISCV_SBI && index < 2 {
+            // SAFETY: exit_reason says `riscv_sbi` is the live member of the exit union; the
+            // kernel copies ret[0..2] into the guest's a0/a1 on the next KVM_RUN.
+            unsafe { run.__bindgen_anon_1.riscv_sbi.ret[index] = value };
+        }
+    }
+
+    fn set_mmio_read_data(&mut self, data: &[u8]) {
+        let run = self.fd.get_kvm_run();
+        if run.exit_reason == kvm_bindings::KVM_EXIT_MMIO {
+            // SAFETY: exit_reason says `mmio` is the live member of the exit union; the kernel
+            // reads `data[..len]` into the guest's destination register on the next KVM_RUN.
+            let mmio = unsafe { &mut run.__bindgen_anon_1.mmio };
+            let len = (mmio.len as usize).min(data.len()).min(mmio.data.len());
+            mmio.data[..len].copy_from_slice(&data[..len]);
+        }
+    }
+
+    fn mp_state(&mut self) -> Result<MpState> {
+        let state = self
+            .fd
+            .get_mp_state()
+            .map_err(ioctl_err("KVM_GET_MP_STATE"))?;
+        Ok(if state.mp_state == KVM_MP_STATE_STOPPED {
+            MpState::Stopped
+        } else {
+            MpState::Runnable
+        })
+    }
+}

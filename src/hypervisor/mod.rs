@@ -1,0 +1,143 @@
+//! The seam between rvvmm and the hypervisor.
+//!
+//! Everything above this module (the vCPU lifecycle, exit decoding, SBI and MMIO dispatch,
+//! devices, the VMM) talks to two small traits, [`VmBackend`] and [`VcpuBackend`]. On a riscv64
+//! host they are implemented by [`kvm`], the only code in rvvmm that issues KVM ioctls. On every
+//! host they are also implemented by [`scripted`], which replays a list of exits so the rest of
+//! rvvmm can be unit-tested on x86_64.
+//!
+//! A backend reports each exit as a [`RawExit`]: the KVM exit, decoded and copied out of the
+//! shared `kvm_run` page, with no borrow on the vCPU. The mapping from `RawExit` to the public
+//! taxonomy ([`crate::vcpu::ExitReason`]) is pure and lives above this seam.
+
+#[cfg(target_arch = "riscv64")]
+pub mod kvm;
+pub mod scripted;
+
+use vm_memory::GuestMemoryMmap;
+
+/// Errors of the hypervisor layer.
+#[derive(Debug, thiserror::Error)]
+pub enum HypervisorError {
+    /// /dev/kvm is missing or cannot be opened.
+    #[error("cannot open /dev/kvm: {0} (rvvmm needs a riscv64 Linux host with the H extension and kvm.ko loaded)")]
+    OpenKvm(#[source] std::io::Error),
+    /// The host's KVM lacks something rvvmm needs.
+    #[error("KVM on this host lacks {0}")]
+    MissingCapability(&'static str),
+    /// A KVM ioctl failed.
+    #[error("KVM {op} failed: {source}")]
+    Ioctl {
+        /// What rvvmm was doing.
+        op: &'static str,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// This build of rvvmm has no KVM backend.
+    #[error("rvvmm runs guests only on a riscv64 host with KVM; this build is for {0}")]
+    Unsupported(&'static str),
+    /// A scripted vCPU ran out of exits (tests only).
+    #[error("scripted vCPU {0} has no more exits")]
+    ScriptEnded(u32),
+}
+
+/// Result type of the hypervisor layer.
+pub type Result<T> = std::result::Result<T, HypervisorError>;
+
+/// An SBI call that KVM forwarded to user space (`KVM_EXIT_RISCV_SBI`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SbiCall {
+    /// Extension ID (guest a7).
+    pub eid: u64,
+    /// Function ID (guest a6).
+    pub fid: u64,
+    /// Arguments (guest a0..a5).
+    pub args: [u64; 6],
+}
+
+/// A KVM exit, decoded and copied out of `kvm_run`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RawExit {
+    /// `KVM_EXIT_RISCV_SBI`: an SBI call for user space. Answer with [`VcpuBackend::set_sbi_return`].
+    Sbi(SbiCall),
+    /// `KVM_EXIT_MMIO`, read of `len` bytes. Answer with [`VcpuBackend::set_mmio_read_data`].
+    MmioRead {
+        /// Guest-physical address.
+        addr: u64,
+        /// Access width in bytes (1, 2, 4 or 8).
+        len: u8,
+    },
+    /// `KVM_EXIT_MMIO`, write of `len` bytes (little-endian in `data`).
+    MmioWrite {
+        /// Guest-physical address.
+        addr: u64,
+        /// Access width in bytes (1, 2, 4 or 8).
+        len: u8,
+        /// The bytes written; only the first `len` count.
+        data: [u8; 8],
+    },
+    /// `KVM_EXIT_SYSTEM_EVENT` with its type and first data word (the SRST reason).
+    SystemEvent {
+        /// `KVM_SYSTEM_EVENT_*`.
+        kind: u32,
+        /// `data[0]` when the kernel gave one, else 0.
+        data: u64,
+    },
+    /// `KVM_RUN` returned `EINTR` (`KVM_EXIT_INTR`): a signal kicked the vCPU thread.
+    Interrupted,
+    /// `KVM_EXIT_MEMORY_FAULT`: the guest touched memory KVM could not back.
+    MemoryFault {
+        /// Guest-physical address.
+        gpa: u64,
+        /// Size of the faulting range.
+        size: u64,
+    },
+    /// `KVM_EXIT_FAIL_ENTRY`: KVM could not enter the guest.
+    FailEntry {
+        /// `hardware_entry_failure_reason`.
+        reason: u64,
+    },
+    /// `KVM_EXIT_INTERNAL_ERROR`.
+    InternalError,
+    /// Any other exit reason.
+    Other(u32),
+}
+
+/// The multiprocessor state of a vCPU (RISC-V KVM knows only these two).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MpState {
+    /// The vCPU runs (or waits in WFI) when `KVM_RUN` is called.
+    Runnable,
+    /// The vCPU is powered off (secondary harts at creation, or after SBI HSM hart_stop).
+    Stopped,
+}
+
+/// A VM: the memory map and the factory of vCPUs.
+pub trait VmBackend: Send + Sync {
+    /// The vCPU type this VM creates.
+    type Vcpu: VcpuBackend;
+
+    /// Registers every region of `memory` as guest RAM. The caller keeps `memory` alive for as
+    /// long as this VM exists.
+    fn map_memory(&self, memory: &GuestMemoryMmap) -> Result<()>;
+
+    /// Creates vCPU number `index` (KVM's vcpu_id, equal to the hart ID in rvvmm).
+    fn create_vcpu(&self, index: u32) -> Result<Self::Vcpu>;
+}
+
+/// A vCPU as the hypervisor sees it: registers by ONE_REG ID, runs, and completes exits.
+pub trait VcpuBackend: Send {
+    /// Reads a 64-bit register by its ONE_REG ID ([`crate::arch::riscv64::regs`]).
+    fn get_reg(&self, id: u64) -> Result<u64>;
+    /// Writes a 64-bit register by its ONE_REG ID.
+    fn set_reg(&mut self, id: u64, value: u64) -> Result<()>;
+    /// Enters the guest until the next exit.
+    fn run(&mut self) -> Result<RawExit>;
+    /// Sets `ret[index]` (0: a0, the SBI error; 1: a1, the value) of the pending SBI exit.
+    fn set_sbi_return(&mut self, index: usize, value: u64);
+    /// Fills the data of the pending MMIO read exit.
+    fn set_mmio_read_data(&mut self, data: &[u8]);
+    /// The vCPU's multiprocessor state.
+    fn mp_state(&mut self) -> Result<MpState>;
+}

@@ -1,0 +1,172 @@
+//! A scripted hypervisor: each vCPU replays a fixed list of exits and records what rvvmm
+//! answered. It stands in for KVM in the x86_64 unit and integration tests, the way
+//! Firecracker's `test_handle_kvm_exit` feeds made-up exits to its dispatcher.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::{Arc, Mutex};
+
+use vm_memory::{GuestMemoryBackend, GuestMemoryMmap, GuestMemoryRegion};
+
+use super::{HypervisorError, MpState, RawExit, Result, VcpuBackend, VmBackend};
+
+/// One step of a script: an exit to return from `run`, or a change of mp_state before it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Step {
+    /// `run` returns this exit.
+    Exit(RawExit),
+    /// The vCPU's mp_state becomes this (as when another hart calls HSM hart_start).
+    SetMpState(MpState),
+}
+
+/// What rvvmm did to a scripted vCPU, in order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Event {
+    /// `set_reg(id, value)`.
+    SetReg(u64, u64),
+    /// `set_sbi_return(index, value)`.
+    SbiReturn(usize, u64),
+    /// `set_mmio_read_data(data)`.
+    MmioData(Vec<u8>),
+    /// `run()` was called.
+    Run,
+}
+
+/// The shared record of one scripted vCPU.
+#[derive(Debug, Default)]
+pub struct Record {
+    /// Every call, in order.
+    pub events: Vec<Event>,
+    /// Register values as last written (or preset).
+    pub regs: BTreeMap<u64, u64>,
+}
+
+/// A VM whose vCPUs replay scripts.
+#[derive(Debug, Default)]
+pub struct ScriptedVm {
+    scripts: Mutex<BTreeMap<u32, (MpState, Vec<Step>)>>,
+    records: Mutex<BTreeMap<u32, Arc<Mutex<Record>>>>,
+    regs: BTreeMap<u64, u64>,
+    /// Guest memory ranges mapped with `map_memory`: (start, len).
+    pub mapped: Mutex<Vec<(u64, u64)>>,
+}
+
+impl ScriptedVm {
+    /// A VM with no scripts yet.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Presets a register that every vCPU reports (e.g. the ISA config register).
+    pub fn with_reg(mut self, id: u64, value: u64) -> Self {
+        self.regs.insert(id, value);
+        self
+    }
+
+    /// Gives vCPU `index` a script and its initial mp_state.
+    pub fn script(self, index: u32, initial: MpState, steps: Vec<Step>) -> Self {
+        self.scripts.lock().unwrap().insert(index, (initial, steps));
+        self
+    }
+
+    /// The record of vCPU `index`, once created.
+    pub fn record(&self, index: u32) -> Option<Arc<Mutex<Record>>> {
+        self.records.lock().unwrap().get(&index).cloned()
+    }
+}
+
+impl VmBackend for ScriptedVm {
+    type Vcpu = ScriptedVcpu;
+
+    fn map_memory(&self, memory: &GuestMemoryMmap) -> Result<()> {
+        let mut mapped = self.mapped.lock().unwrap();
+        for region in memory.iter() {
+            mapped.push((region.start_addr().0, region.len()));
+        }
+        Ok(())
+    }
+
+    fn create_vcpu(&self, index: u32) -> Result<ScriptedVcpu> {
+        let (mp_state, steps) = self
+            .scripts
+            .lock()
+            .unwrap()
+            .remove(&index)
+            .unwrap_or((MpState::Runnable, Vec::new()));
+        let record = Arc::new(Mutex::new(Record {
+            events: Vec::new(),
+            regs: self.regs.clone(),
+        }));
+        self.records.lock().unwrap().insert(index, record.clone());
+        Ok(ScriptedVcpu {
+            index,
+            mp_state,
+            steps: steps.into(),
+            record,
+        })
+    }
+}
+
+/// A vCPU that replays its script.
+#[derive(Debug)]
+pub struct ScriptedVcpu {
+    index: u32,
+    mp_state: MpState,
+    steps: VecDeque<Step>,
+    record: Arc<Mutex<Record>>,
+}
+
+impl ScriptedVcpu {
+    fn log(&self, event: Event) {
+        self.record.lock().unwrap().events.push(event);
+    }
+
+    /// Applies leading mp_state steps, as a concurrent HSM call would.
+    fn apply_state_steps(&mut self) {
+        while let Some(Step::SetMpState(state)) = self.steps.front().copied() {
+            self.mp_state = state;
+            self.steps.pop_front();
+        }
+    }
+}
+
+impl VcpuBackend for ScriptedVcpu {
+    fn get_reg(&self, id: u64) -> Result<u64> {
+        Ok(self
+            .record
+            .lock()
+            .unwrap()
+            .regs
+            .get(&id)
+            .copied()
+            .unwrap_or(0))
+    }
+
+    fn set_reg(&mut self, id: u64, value: u64) -> Result<()> {
+        let mut record = self.record.lock().unwrap();
+        record.regs.insert(id, value);
+        record.events.push(Event::SetReg(id, value));
+        Ok(())
+    }
+
+    fn run(&mut self) -> Result<RawExit> {
+        self.log(Event::Run);
+        self.apply_state_steps();
+        match self.steps.pop_front() {
+            Some(Step::Exit(exit)) => Ok(exit),
+            _ => Err(HypervisorError::ScriptEnded(self.index)),
+        }
+    }
+
+    fn set_sbi_return(&mut self, index: usize, value: u64) {
+        self.log(Event::SbiReturn(index, value));
+    }
+
+    fn set_mmio_read_data(&mut self, data: &[u8]) {
+        self.log(Event::MmioData(data.to_vec()));
+    }
+
+    fn mp_state(&mut self) -> Result<MpState> {
+        self.apply_state_steps();
+        Ok(self.mp_state)
+    }
+}

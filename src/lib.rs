@@ -1,0 +1,22 @@
+//! rvvmm: a minimal, hosted, KVM-backed RISC-V virtual machine monitor.
+//!
+//! The data path, one module a step: [`config`] (CLI) → [`vmm`] (build the VM) → [`loader`] and
+//! [`arch::riscv64`] (RAM map, ONE_REG IDs, device tree) → [`vcpu`] (lifecycle and the
+//! [`vcpu::ExitReason`] taxonomy) → [`sbi`] and the MMIO [`devices::Bus`] → [`devices`].
+//! [`hypervisor`] is the seam: KVM on riscv64, a scripted vCPU for tests everywhere.
+#![warn(missing_docs)]
+
+pub mod arch;
+pub mod config;
+pub mod console;
+pub mod control;
+pub mod devices;
+pub mod hypervisor;
+pub mod loader;
+pub mod sbi;
+pub mod vcpu;
+pub mod vmm;
+
+pub use config::VmConfig;
+pub use vcpu::{ExitReason, Vcpu, VcpuConfig};
+pub use vmm::Vmm;

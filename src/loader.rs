@@ -1,0 +1,226 @@
+//! Loading the kernel into guest RAM.
+//!
+//! A file with the RISC-V Linux Image header (magic "RSC\x05" at offset 0x38, see the kernel's
+//! `Documentation/arch/riscv/boot-image-header.rst`) is placed at RAM base + text_offset and
+//! entered there. Anything else is a flat binary loaded and entered at the RAM base.
+//! The header is parsed here by hand: linux-loader's PE loader only builds for riscv64 hosts,
+//! and this logic must be tested on x86_64.
+
+use std::path::{Path, PathBuf};
+
+use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
+
+use crate::arch::riscv64::layout::{fdt_addr, RAM_BASE};
+
+/// Errors loading a kernel.
+#[derive(Debug, thiserror::Error)]
+pub enum LoaderError {
+    /// The file could not be read.
+    #[error("cannot read kernel {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The file is empty.
+    #[error("kernel {0} is empty")]
+    Empty(PathBuf),
+    /// The image does not fit below the device tree.
+    #[error("kernel {path} needs {need} bytes at {load:#x}, but guest RAM has room for {room} below the device tree; raise --memory")]
+    TooLarge {
+        /// The file.
+        path: PathBuf,
+        /// Bytes the image occupies.
+        need: u64,
+        /// Load address.
+        load: u64,
+        /// Bytes available.
+        room: u64,
+    },
+    /// A Linux Image header with an impossible text_offset.
+    #[error("kernel {path} has a Linux Image header with text_offset {offset:#x}, which is not 2 MiB-aligned")]
+    BadTextOffset {
+        /// The file.
+        path: PathBuf,
+        /// The offset.
+        offset: u64,
+    },
+    /// Writing guest RAM failed.
+    #[error("cannot write the kernel into guest RAM: {0}")]
+    Memory(#[from] vm_memory::GuestMemoryError),
+}
+
+/// What kind of kernel a file is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KernelKind {
+    /// A RISC-V Linux Image.
+    LinuxImage {
+        /// Offset from the RAM base (2 MiB-aligned).
+        text_offset: u64,
+        /// Bytes the kernel occupies once running (bss included).
+        image_size: u64,
+    },
+    /// A flat binary.
+    Flat,
+}
+
+/// A kernel read from disk, ready to be placed.
+#[derive(Debug, Clone)]
+pub struct Kernel {
+    /// The file it came from.
+    pub path: PathBuf,
+    /// Its bytes.
+    pub bytes: Vec<u8>,
+    /// Its kind.
+    pub kind: KernelKind,
+}
+
+const IMAGE_MAGIC2: &[u8; 4] = b"RSC\x05";
+const IMAGE_HEADER_SIZE: usize = 64;
+
+impl Kernel {
+    /// Reads and classifies `path`.
+    pub fn read(path: &Path) -> Result<Self, LoaderError> {
+        let bytes = std::fs::read(path).map_err(|source| LoaderError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        if bytes.is_empty() {
+            return Err(LoaderError::Empty(path.to_owned()));
+        }
+        let kind = classify(&bytes);
+        if let KernelKind::LinuxImage { text_offset, .. } = kind {
+            if text_offset % (2 << 20) != 0 {
+                return Err(LoaderError::BadTextOffset {
+                    path: path.to_owned(),
+                    offset: text_offset,
+                });
+            }
+        }
+        Ok(Kernel {
+            path: path.to_owned(),
+            bytes,
+            kind,
+        })
+    }
+
+    /// The guest address the kernel is loaded at and entered at.
+    pub fn load_addr(&self) -> u64 {
+        match self.kind {
+            KernelKind::LinuxImage { text_offset, .. } => RAM_BASE + text_offset,
+            KernelKind::Flat => RAM_BASE,
+        }
+    }
+
+    /// Checks the kernel fits in `ram_size` bytes of RAM below the device tree.
+    pub fn check_fits(&self, ram_size: u64) -> Result<(), LoaderError> {
+        let load = self.load_addr();
+        let need = match self.kind {
+            KernelKind::LinuxImage { image_size, .. } => image_size.max(self.bytes.len() as u64),
+            KernelKind::Flat => self.bytes.len() as u64,
+        };
+        let room = fdt_addr(ram_size).saturating_sub(load);
+        if need > room {
+            return Err(LoaderError::TooLarge {
+                path: self.path.clone(),
+                need,
+                load,
+                room,
+            });
+        }
+        Ok(())
+    }
+
+    /// Copies the kernel into guest RAM; returns the entry address.
+    pub fn load(&self, memory: &GuestMemoryMmap) -> Result<u64, LoaderError> {
+        let load = self.load_addr();
+        memory.write_slice(&self.bytes, GuestAddress(load))?;
+        Ok(load)
+    }
+}
+
+fn classify(bytes: &[u8]) -> KernelKind {
+    if bytes.len() < IMAGE_HEADER_SIZE || &bytes[0x38..0x3c] != IMAGE_MAGIC2 {
+        return KernelKind::Flat;
+    }
+    let le = |at: usize| u64::from_le_bytes(bytes[at..at + 8].try_into().unwrap());
+    KernelKind::LinuxImage {
+        text_offset: le(0x08),
+        image_size: le(0x10),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn image_header(text_offset: u64, image_size: u64) -> Vec<u8> {
+        let mut h = vec![0u8; 128];
+        h[0x08..0x10].copy_from_slice(&text_offset.to_le_bytes());
+        h[0x10..0x18].copy_from_slice(&image_size.to_le_bytes());
+        h[0x30..0x38].copy_from_slice(b"RISCV\0\0\0");
+        h[0x38..0x3c].copy_from_slice(IMAGE_MAGIC2);
+        h
+    }
+
+    fn kernel(bytes: Vec<u8>) -> Kernel {
+        Kernel {
+            path: "k".into(),
+            kind: classify(&bytes),
+            bytes,
+        }
+    }
+
+    #[test]
+    fn linux_images_are_recognised() {
+        let k = kernel(image_header(0x20_0000, 0x100_0000));
+        assert_eq!(
+            k.kind,
+            KernelKind::LinuxImage {
+                text_offset: 0x20_0000,
+                image_size: 0x100_0000
+            }
+        );
+        assert_eq!(k.load_addr(), 0x8020_0000);
+        // Needs image_size (16 MiB) at +2 MiB: 16 MiB of RAM is too little, 32 MiB is enough.
+        assert!(matches!(
+            k.check_fits(16 << 20),
+            Err(LoaderError::TooLarge { .. })
+        ));
+        k.check_fits(32 << 20).unwrap();
+    }
+
+    #[test]
+    fn anything_else_is_flat() {
+        for bytes in [vec![0x13u8; 4], vec![0u8; 200], b"RSC\x05".to_vec()] {
+            let k = kernel(bytes);
+            assert_eq!(k.kind, KernelKind::Flat);
+            assert_eq!(k.load_addr(), RAM_BASE);
+        }
+    }
+
+    #[test]
+    fn flat_binaries_must_fit_below_the_dtb() {
+        let k = kernel(vec![0u8; 3 << 20]);
+        assert!(k.check_fits(4 << 20).is_err());
+        k.check_fits(8 << 20).unwrap();
+    }
+
+    #[test]
+    fn loading_copies_the_bytes() {
+        let memory = GuestMemoryMmap::from_ranges(&[(GuestAddress(RAM_BASE), 8 << 20)]).unwrap();
+        let k = kernel(b"\x13\x00\x00\x00hello".to_vec());
+        assert_eq!(k.load(&memory).unwrap(), RAM_BASE);
+        let mut got = [0u8; 9];
+        memory.read_slice(&mut got, GuestAddress(RAM_BASE)).unwrap();
+        assert_eq!(&got, b"\x13\x00\x00\x00hello");
+    }
+
+    #[test]
+    fn read_errors_name_the_path() {
+        let err = Kernel::read(Path::new("/nonexistent/kernel.bin")).unwrap_err();
+        assert!(err.to_string().contains("/nonexistent/kernel.bin"));
+    }
+}

@@ -1,0 +1,146 @@
+//! SBI calls that KVM forwards to user space, dispatched by extension ID.
+//!
+//! KVM 6.12 handles BASE, TIME, IPI, RFENCE, HSM, SRST, PMU in the kernel. It forwards DBCN
+//! (once rvvmm enables it), the experimental range (0x0800_0000..=0x08FF_FFFF) and the vendor
+//! range (0x0900_0000..=0x09FF_FFFF). This module answers those through [`HANDLERS`], a table
+//! of one entry per extension; anything else gets `SBI_ERR_NOT_SUPPORTED`.
+
+pub mod dbcn;
+pub mod hypercall;
+
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use vm_memory::GuestMemoryMmap;
+
+use crate::console::Console;
+use crate::hypervisor::SbiCall;
+
+/// `SBI_SUCCESS`.
+pub const SBI_SUCCESS: i64 = 0;
+/// `SBI_ERR_FAILED`.
+pub const SBI_ERR_FAILED: i64 = -1;
+/// `SBI_ERR_NOT_SUPPORTED`.
+pub const SBI_ERR_NOT_SUPPORTED: i64 = -2;
+/// `SBI_ERR_INVALID_PARAM`.
+pub const SBI_ERR_INVALID_PARAM: i64 = -3;
+
+/// What the vCPU does with a forwarded call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SbiOutcome {
+    /// Answered here: a0 = error, a1 = value.
+    Return {
+        /// SBI error code.
+        error: i64,
+        /// Return value.
+        value: u64,
+    },
+    /// A hypercall for the embedder ([`crate::vcpu::ExitReason::Hypercall`]).
+    Hypercall {
+        /// Hypercall number.
+        nr: u64,
+        /// a0..a5.
+        args: [u64; 6],
+    },
+}
+
+impl SbiOutcome {
+    /// A plain error return.
+    pub const fn error(error: i64) -> Self {
+        SbiOutcome::Return { error, value: 0 }
+    }
+
+    /// A successful return of `value`.
+    pub const fn ok(value: u64) -> Self {
+        SbiOutcome::Return {
+            error: SBI_SUCCESS,
+            value,
+        }
+    }
+}
+
+/// What SBI handlers may touch: guest RAM and the host console.
+pub struct SbiContext {
+    /// Guest RAM, for buffers passed by physical address.
+    pub memory: GuestMemoryMmap,
+    /// The host console.
+    pub console: Arc<dyn Console>,
+}
+
+type Handler = fn(&SbiContext, &SbiCall) -> SbiOutcome;
+
+/// Extension ID, name, handler.
+pub const HANDLERS: &[(u64, &str, Handler)] = &[
+    (dbcn::EID, "DBCN", dbcn::handle),
+    (hypercall::EID, "rvvmm hypercall", hypercall::handle),
+];
+
+/// How many distinct unknown EIDs are remembered for "logged once" (bounded: a guest cannot
+/// grow rvvmm's memory by calling many EIDs).
+const MAX_LOGGED_EIDS: usize = 64;
+
+/// The per-vCPU SBI dispatcher.
+pub struct Sbi {
+    ctx: SbiContext,
+    logged: HashSet<u64>,
+}
+
+impl Sbi {
+    /// A dispatcher over `ctx`.
+    pub fn new(ctx: SbiContext) -> Self {
+        Sbi {
+            ctx,
+            logged: HashSet::new(),
+        }
+    }
+
+    /// Answers one forwarded call.
+    pub fn dispatch(&mut self, call: &SbiCall) -> SbiOutcome {
+        if let Some((_, _, handler)) = HANDLERS.iter().find(|(eid, _, _)| *eid == call.eid) {
+            return handler(&self.ctx, call);
+        }
+        if self.logged.len() < MAX_LOGGED_EIDS && self.logged.insert(call.eid) {
+            log::warn!(
+                "guest called unsupported SBI extension {:#x} (fid {}); answering SBI_ERR_NOT_SUPPORTED",
+                call.eid,
+                call.fid
+            );
+        }
+        SbiOutcome::error(SBI_ERR_NOT_SUPPORTED)
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use crate::console::BufferConsole;
+    use vm_memory::GuestAddress;
+
+    pub fn context(console: Arc<BufferConsole>) -> SbiContext {
+        let memory =
+            GuestMemoryMmap::from_ranges(&[(GuestAddress(0x8000_0000), 0x10_0000)]).unwrap();
+        SbiContext { memory, console }
+    }
+
+    pub fn call(eid: u64, fid: u64, args: &[u64]) -> SbiCall {
+        let mut a = [0u64; 6];
+        a[..args.len()].copy_from_slice(args);
+        SbiCall { eid, fid, args: a }
+    }
+
+    #[test]
+    fn unknown_extensions_are_not_supported() {
+        let mut sbi = Sbi::new(context(Arc::default()));
+        for eid in [0x0800_0000, 0x0900_1234, 0x10, 0x4442_4300] {
+            assert_eq!(
+                sbi.dispatch(&call(eid, 0, &[])),
+                SbiOutcome::error(SBI_ERR_NOT_SUPPORTED)
+            );
+        }
+        // Thousands of distinct EIDs: the log memory stays bounded.
+        for eid in 0..10_000 {
+            sbi.dispatch(&call(0x0900_0000 + eid, 0, &[]));
+        }
+        assert!(sbi.logged.len() <= MAX_LOGGED_EIDS);
+    }
+}

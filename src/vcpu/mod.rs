@@ -1,0 +1,287 @@
+//! A RISC-V vCPU with riscv_vcpu's lifecycle: `new` → `setup` → `set_entry` → `run`.
+//!
+//! [`Vcpu`] sits on a [`VcpuBackend`] (KVM on riscv64, a script in tests), turns each raw exit
+//! into one [`ExitReason`], and answers the SBI calls it can answer alone (DBCN, unknown
+//! extensions) without bothering the VMM.
+
+mod exit;
+
+use std::time::Duration;
+
+pub use exit::{ExitReason, SRST_REASON_SYSTEM_FAILURE};
+
+use crate::arch::riscv64::regs::{self, VcpuIsa, ISA_EXTS};
+use crate::hypervisor::{HypervisorError, MpState, RawExit, VcpuBackend};
+use crate::sbi::{Sbi, SbiOutcome};
+
+/// `KVM_SYSTEM_EVENT_SHUTDOWN`.
+const SYSTEM_EVENT_SHUTDOWN: u32 = 1;
+/// `KVM_SYSTEM_EVENT_RESET`.
+const SYSTEM_EVENT_RESET: u32 = 2;
+/// `KVM_SYSTEM_EVENT_SUSPEND`.
+const SYSTEM_EVENT_SUSPEND: u32 = 5;
+
+/// How often a stopped vCPU looks whether another hart started it.
+pub const STOPPED_POLL: Duration = Duration::from_millis(1);
+
+/// Errors of the vCPU layer.
+#[derive(Debug, thiserror::Error)]
+pub enum VcpuError {
+    /// The hypervisor refused an operation.
+    #[error("vCPU {vcpu}: {source}")]
+    Hypervisor {
+        /// vCPU index.
+        vcpu: u32,
+        /// The hypervisor's error.
+        #[source]
+        source: HypervisorError,
+    },
+    /// `set_gpr` takes a0..a7 only.
+    #[error("vCPU {vcpu}: set_gpr index {index} is not one of a0..a7")]
+    BadGpr {
+        /// vCPU index.
+        vcpu: u32,
+        /// The index asked for.
+        index: usize,
+    },
+    /// KVM reported an MMIO access of a width no bus supports.
+    #[error("vCPU {vcpu}: MMIO access of {width} bytes at {addr:#x}")]
+    BadMmioWidth {
+        /// vCPU index.
+        vcpu: u32,
+        /// Address.
+        addr: u64,
+        /// Width.
+        width: u8,
+    },
+}
+
+/// Result type of the vCPU layer.
+pub type Result<T> = std::result::Result<T, VcpuError>;
+
+/// What `new` needs besides the vCPU index (riscv_vcpu's `VCpuConfig`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct VcpuConfig {
+    /// The hart ID the guest sees in a0.
+    pub hart_id: u64,
+    /// Guest-physical address of the device tree, passed in a1.
+    pub dtb_addr: u64,
+}
+
+/// What the vCPU is waiting for the VMM to answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Pending {
+    None,
+    Sbi,
+    MmioRead(u8),
+}
+
+/// One RISC-V vCPU.
+pub struct Vcpu<B: VcpuBackend> {
+    id: u32,
+    config: VcpuConfig,
+    backend: B,
+    sbi: Sbi,
+    pending: Pending,
+    stopped: bool,
+    isa: VcpuIsa,
+}
+
+impl<B: VcpuBackend> Vcpu<B> {
+    /// Takes a freshly created backend vCPU; sets a0 = hart ID and a1 = dtb address.
+    pub fn new(vcpu_id: u32, config: VcpuConfig, backend: B, sbi: Sbi) -> Result<Self> {
+        let mut vcpu = Vcpu {
+            id: vcpu_id,
+            config,
+            backend,
+            sbi,
+            pending: Pending::None,
+            stopped: false,
+            isa: VcpuIsa::default(),
+        };
+        vcpu.set_reg(regs::a(0), config.hart_id)?;
+        vcpu.set_reg(regs::a(1), config.dtb_addr)?;
+        Ok(vcpu)
+    }
+
+    /// Enables the SBI extensions rvvmm handles (DBCN), reads what the vCPU offers (ISA,
+    /// paging mode, timebase) and whether it starts stopped.
+    pub fn setup(&mut self) -> Result<()> {
+        self.set_reg(regs::sbi_ext(regs::SBI_EXT_DBCN), 1)?;
+        let mut isa = VcpuIsa {
+            base: self.get_reg(regs::CONFIG_ISA)?,
+            timebase_frequency: self.get_reg(regs::TIMER_FREQUENCY)?,
+            // Older kernels lack satp_mode; fall back to Sv39, which every RV64 MMU has.
+            satp_mode: self.get_reg(regs::CONFIG_SATP_MODE).unwrap_or(0),
+            ..Default::default()
+        };
+        for (id, name) in ISA_EXTS {
+            // A register the kernel does not know reads as an error: the vCPU lacks it.
+            if self.backend.get_reg(regs::isa_ext(*id)).unwrap_or(0) == 1 {
+                isa.extensions.push(name);
+            }
+        }
+        if isa.extensions.contains(&"zicbom") {
+            isa.zicbom_block_size = self.get_reg(regs::CONFIG_ZICBOM_BLOCK_SIZE)?;
+        }
+        if isa.extensions.contains(&"zicboz") {
+            isa.zicboz_block_size = self.get_reg(regs::CONFIG_ZICBOZ_BLOCK_SIZE)?;
+        }
+        log::debug!("vCPU {}: {}", self.id, isa.isa_string());
+        self.isa = isa;
+        self.stopped = self.backend.mp_state().map_err(self.err())? == MpState::Stopped;
+        Ok(())
+    }
+
+    /// Sets the guest's first instruction.
+    pub fn set_entry(&mut self, entry: u64) -> Result<()> {
+        self.set_reg(regs::PC, entry)
+    }
+
+    /// Sets a<index> (0..=7). Right after an SBI exit, a0 and a1 are the call's return pair.
+    pub fn set_gpr(&mut self, index: usize, value: u64) -> Result<()> {
+        if index > 7 {
+            return Err(VcpuError::BadGpr {
+                vcpu: self.id,
+                index,
+            });
+        }
+        if self.pending == Pending::Sbi && index < 2 {
+            // KVM copies ret[0..2] into a0/a1 on the next KVM_RUN, overwriting a ONE_REG write.
+            self.backend.set_sbi_return(index, value);
+            return Ok(());
+        }
+        self.set_reg(regs::a(index as u64), value)
+    }
+
+    /// Answers the pending `MmioRead` with `value` (its low `width` bytes, little-endian).
+    pub fn complete_mmio_read(&mut self, value: u64) {
+        if let Pending::MmioRead(width) = self.pending {
+            self.backend
+                .set_mmio_read_data(&value.to_le_bytes()[..usize::from(width)]);
+        }
+    }
+
+    /// Runs the guest until an exit the VMM must see.
+    pub fn run(&mut self) -> Result<ExitReason> {
+        self.pending = Pending::None;
+        if self.stopped {
+            return self.poll_stopped();
+        }
+        let raw = self.backend.run().map_err(self.err())?;
+        self.decode(raw)
+    }
+
+    /// The vCPU index.
+    pub fn id(&self) -> u32 {
+        self.id
+    }
+
+    /// The configuration given to `new`.
+    pub fn config(&self) -> VcpuConfig {
+        self.config
+    }
+
+    /// What `setup` read from the hypervisor.
+    pub fn isa(&self) -> &VcpuIsa {
+        &self.isa
+    }
+
+    /// Whether the vCPU is powered off (waiting for SBI HSM hart_start).
+    pub fn is_stopped(&self) -> bool {
+        self.stopped
+    }
+
+    fn decode(&mut self, raw: RawExit) -> Result<ExitReason> {
+        Ok(match raw {
+            RawExit::Sbi(call) => match self.sbi.dispatch(&call) {
+                SbiOutcome::Return { error, value } => {
+                    self.backend.set_sbi_return(0, error as u64);
+                    self.backend.set_sbi_return(1, value);
+                    ExitReason::Nothing
+                }
+                SbiOutcome::Hypercall { nr, args } => {
+                    self.pending = Pending::Sbi;
+                    ExitReason::Hypercall { nr, args }
+                }
+            },
+            RawExit::MmioRead { addr, len } => {
+                self.check_width(addr, len)?;
+                self.pending = Pending::MmioRead(len);
+                ExitReason::MmioRead { addr, width: len }
+            }
+            RawExit::MmioWrite { addr, len, data } => {
+                self.check_width(addr, len)?;
+                let mut bytes = [0u8; 8];
+                bytes[..usize::from(len)].copy_from_slice(&data[..usize::from(len)]);
+                ExitReason::MmioWrite {
+                    addr,
+                    width: len,
+                    data: u64::from_le_bytes(bytes),
+                }
+            }
+            RawExit::SystemEvent { kind, data } => match kind {
+                SYSTEM_EVENT_SHUTDOWN => ExitReason::SystemDown { reason: data },
+                SYSTEM_EVENT_RESET => ExitReason::SystemReset { reason: data },
+                SYSTEM_EVENT_SUSPEND => ExitReason::Halt,
+                other => ExitReason::FailEntry {
+                    reason: u64::from(other),
+                },
+            },
+            RawExit::Interrupted => {
+                if self.backend.mp_state().map_err(self.err())? == MpState::Stopped {
+                    self.stopped = true;
+                    ExitReason::CpuDown
+                } else {
+                    ExitReason::ExternalInterrupt
+                }
+            }
+            RawExit::MemoryFault { gpa, size } => ExitReason::NestedPageFault { addr: gpa, size },
+            RawExit::FailEntry { reason } => ExitReason::FailEntry { reason },
+            RawExit::InternalError => ExitReason::FailEntry { reason: 0 },
+            RawExit::Other(reason) => ExitReason::FailEntry {
+                reason: u64::from(reason),
+            },
+        })
+    }
+
+    /// A stopped vCPU does not enter KVM_RUN (it would sleep there out of the VMM's sight);
+    /// it polls mp_state, so a start by another hart becomes a `CpuUp`.
+    fn poll_stopped(&mut self) -> Result<ExitReason> {
+        if self.backend.mp_state().map_err(self.err())? == MpState::Runnable {
+            self.stopped = false;
+            return Ok(ExitReason::CpuUp {
+                target_cpu: self.config.hart_id,
+                entry: None,
+                arg: None,
+            });
+        }
+        std::thread::sleep(STOPPED_POLL);
+        Ok(ExitReason::Nothing)
+    }
+
+    fn check_width(&self, addr: u64, width: u8) -> Result<()> {
+        match width {
+            1 | 2 | 4 | 8 => Ok(()),
+            _ => Err(VcpuError::BadMmioWidth {
+                vcpu: self.id,
+                addr,
+                width,
+            }),
+        }
+    }
+
+    fn err(&self) -> impl FnOnce(HypervisorError) -> VcpuError {
+        let vcpu = self.id;
+        move |source| VcpuError::Hypervisor { vcpu, source }
+    }
+
+    fn get_reg(&self, id: u64) -> Result<u64> {
+        self.backend.get_reg(id).map_err(self.err())
+    }
+
+    fn set_reg(&mut self, id: u64, value: u64) -> Result<()> {
+        let err = self.err();
+        self.backend.set_reg(id, value).map_err(err)
+    }
+}

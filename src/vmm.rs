@@ -1,0 +1,322 @@
+//! Builds the VM and owns the exit policy.
+//!
+//! One linear recipe per boot ([`Vmm::boot`]): map RAM, load the kernel, build the bus, create
+//! and set up the vCPUs, write the device tree, start one thread per vCPU. The main thread then
+//! waits for the first stop request ([`VmControl`]), kicks every vCPU thread out of `KVM_RUN`
+//! with a signal, and joins them. A reboot runs the recipe again on the same RAM (as QEMU keeps
+//! RAM across a reset); the kernel and device tree are written anew.
+
+use std::sync::{Arc, Once};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
+use vmm_sys_util::signal::{register_signal_handler, Killable, SIGRTMIN};
+
+use crate::arch::riscv64::fdt::{create_fdt, FdtConfig, FdtError};
+use crate::arch::riscv64::layout::{
+    fdt_addr, FINISHER_BASE, FINISHER_SIZE, RAM_BASE, TESTDEV_BASE, TESTDEV_SIZE,
+};
+use crate::config::VmConfig;
+use crate::console::Console;
+use crate::control::{ExitRequest, VmControl};
+use crate::devices::finisher::Finisher;
+use crate::devices::testdev::TestDev;
+use crate::devices::{Bus, BusError};
+use crate::hypervisor::{HypervisorError, VcpuBackend, VmBackend};
+use crate::loader::{Kernel, LoaderError};
+use crate::sbi::{Sbi, SbiContext};
+use crate::vcpu::{ExitReason, Vcpu, VcpuConfig, VcpuError, SRST_REASON_SYSTEM_FAILURE};
+
+/// Errors of the VMM layer.
+#[derive(Debug, thiserror::Error)]
+pub enum VmmError {
+    /// Guest RAM could not be mapped.
+    #[error("cannot map {size} bytes of guest RAM: {source}")]
+    Memory {
+        /// Bytes asked for.
+        size: u64,
+        /// vm-memory's error.
+        #[source]
+        source: vm_memory::mmap::FromRangesError,
+    },
+    /// The kernel could not be loaded.
+    #[error(transparent)]
+    Loader(#[from] LoaderError),
+    /// The hypervisor failed.
+    #[error(transparent)]
+    Hypervisor(#[from] HypervisorError),
+    /// A vCPU failed while being built.
+    #[error(transparent)]
+    Vcpu(#[from] VcpuError),
+    /// The device tree could not be built.
+    #[error(transparent)]
+    Fdt(#[from] FdtError),
+    /// Devices could not be placed on the bus.
+    #[error("cannot build the MMIO bus: {0}")]
+    Bus(#[from] BusError),
+    /// Writing the device tree into guest RAM failed.
+    #[error("cannot write the device tree into guest RAM: {0}")]
+    FdtWrite(#[source] vm_memory::GuestMemoryError),
+    /// A vCPU thread could not be started.
+    #[error("cannot start a vCPU thread: {0}")]
+    Thread(#[source] std::io::Error),
+    /// The VM stopped because of an error (a vCPU thread's, or the guest's failure report).
+    #[error("{0}")]
+    Stopped(String),
+}
+
+/// Result type of the VMM layer.
+pub type Result<T> = std::result::Result<T, VmmError>;
+
+/// How the embedder answers guest hypercalls: (nr, args) -> (SBI error, value).
+pub type HypercallHandler = Arc<dyn Fn(u64, &[u64; 6]) -> (i64, u64) + Send + Sync>;
+
+/// How often the main thread re-kicks vCPU threads that have not yet left `KVM_RUN`.
+const KICK_INTERVAL: Duration = Duration::from_millis(5);
+
+/// The VMM: configuration, guest RAM and the host console.
+pub struct Vmm {
+    config: VmConfig,
+    kernel: Kernel,
+    memory: GuestMemoryMmap,
+    console: Arc<dyn Console>,
+    hypercall: HypercallHandler,
+}
+
+impl Vmm {
+    /// Reads the kernel, checks it fits, and maps guest RAM. Fails before any hypervisor call,
+    /// so bad input is reported the same on every host.
+    pub fn new(config: VmConfig, console: Arc<dyn Console>) -> Result<Self> {
+        let kernel = Kernel::read(&config.kernel)?;
+        kernel.check_fits(config.memory)?;
+        let memory =
+            GuestMemoryMmap::from_ranges(&[(GuestAddress(RAM_BASE), config.memory as usize)])
+                .map_err(|source| VmmError::Memory {
+                    size: config.memory,
+                    source,
+                })?;
+        Ok(Vmm {
+            config,
+            kernel,
+            memory,
+            console,
+            hypercall: Arc::new(crate::sbi::hypercall::answer),
+        })
+    }
+
+    /// Replaces the hypercall handler (the `rvvmm` command's answers by default).
+    pub fn with_hypercall_handler(mut self, handler: HypercallHandler) -> Self {
+        self.hypercall = handler;
+        self
+    }
+
+    /// Guest RAM.
+    pub fn memory(&self) -> &GuestMemoryMmap {
+        &self.memory
+    }
+
+    /// Boots the guest on VMs made by `make_vm` (one per boot) until it powers off.
+    /// Returns the exit status rvvmm should end with.
+    pub fn run<V, F>(&self, mut make_vm: F) -> Result<i32>
+    where
+        V: VmBackend,
+        V::Vcpu: 'static,
+        F: FnMut() -> std::result::Result<V, HypervisorError>,
+    {
+        let mut boots = 0u64;
+        loop {
+            boots += 1;
+            let vm = make_vm()?;
+            let request = self.boot(&vm)?;
+            // Every vCPU thread is joined; now the VM (and its vCPU fds) can go.
+            drop(vm);
+            match request {
+                ExitRequest::Shutdown => return Ok(0),
+                ExitRequest::Exit(code) => return Ok(code),
+                ExitRequest::Error(msg) => return Err(VmmError::Stopped(msg)),
+                ExitRequest::Reboot => log::info!("guest rebooted; boot {}", boots + 1),
+            }
+        }
+    }
+
+    /// One boot: build everything, run until a stop request, join every vCPU thread.
+    fn boot<V>(&self, vm: &V) -> Result<ExitRequest>
+    where
+        V: VmBackend,
+        V::Vcpu: 'static,
+    {
+        vm.map_memory(&self.memory)?;
+        let entry = self.kernel.load(&self.memory)?;
+        let control = Arc::new(VmControl::default());
+        let bus = Arc::new(self.build_bus(&control)?);
+        let dtb_addr = fdt_addr(self.config.memory);
+
+        let mut vcpus = Vec::with_capacity(self.config.cpus as usize);
+        for index in 0..self.config.cpus {
+            let config = VcpuConfig {
+                hart_id: u64::from(index),
+                dtb_addr,
+            };
+            let sbi = Sbi::new(SbiContext {
+                memory: self.memory.clone(),
+                console: self.console.clone(),
+            });
+            let mut vcpu = Vcpu::new(index, config, vm.create_vcpu(index)?, sbi)?;
+            vcpu.setup()?;
+            vcpu.set_entry(entry)?;
+            vcpus.push(vcpu);
+        }
+
+        let fdt = create_fdt(&FdtConfig {
+            num_cpus: self.config.cpus,
+            isa: vcpus[0].isa().clone(),
+            ram_size: self.config.memory,
+            cmdline: self.config.cmdline.clone(),
+            testdev: self.config.testdev,
+        })?;
+        self.memory
+            .write_slice(&fdt, GuestAddress(dtb_addr))
+            .map_err(VmmError::FdtWrite)?;
+        log::info!(
+            "booting {} at {entry:#x}: {} vCPU(s), {} MiB RAM, dtb at {dtb_addr:#x}",
+            self.config.kernel.display(),
+            self.config.cpus,
+            self.config.memory >> 20
+        );
+
+        install_kick_handler();
+        let mut threads = Vec::with_capacity(vcpus.len());
+        for vcpu in vcpus {
+            let ctx = LoopContext {
+                bus: bus.clone(),
+                control: control.clone(),
+                hypercall: self.hypercall.clone(),
+            };
+            let spawned = std::thread::Builder::new()
+                .name(format!("vcpu{}", vcpu.id()))
+                .spawn(move || vcpu_loop(vcpu, &ctx));
+            match spawned {
+                Ok(handle) => threads.push(handle),
+                Err(e) => {
+                    control.request(ExitRequest::Error(format!(
+                        "cannot start a vCPU thread: {e}"
+                    )));
+                    stop_threads(threads);
+                    return Err(VmmError::Thread(e));
+                }
+            }
+        }
+        let request = control.wait();
+        stop_threads(threads);
+        Ok(request)
+    }
+
+    fn build_bus(&self, control: &Arc<VmControl>) -> Result<Bus> {
+        let mut bus = Bus::new();
+        bus.insert(
+            FINISHER_BASE,
+            FINISHER_SIZE,
+            Arc::new(Finisher::new(control.clone())),
+        )?;
+        if self.config.testdev {
+            bus.insert(TESTDEV_BASE, TESTDEV_SIZE, Arc::new(TestDev::default()))?;
+        }
+        Ok(bus)
+    }
+}
+
+/// What a vCPU thread shares with the rest of the VM.
+struct LoopContext {
+    bus: Arc<Bus>,
+    control: Arc<VmControl>,
+    hypercall: HypercallHandler,
+}
+
+/// A vCPU thread: run, dispatch the exit, repeat until the VM stops.
+fn vcpu_loop<B: VcpuBackend>(mut vcpu: Vcpu<B>, ctx: &LoopContext) {
+    while !ctx.control.should_stop() {
+        let result = vcpu
+            .run()
+            .and_then(|exit| handle_exit(&mut vcpu, exit, ctx));
+        if let Err(e) = result {
+            ctx.control.request(ExitRequest::Error(e.to_string()));
+        }
+    }
+}
+
+/// The exit policy: what the VMM does with each [`ExitReason`].
+fn handle_exit<B: VcpuBackend>(
+    vcpu: &mut Vcpu<B>,
+    exit: ExitReason,
+    ctx: &LoopContext,
+) -> std::result::Result<(), VcpuError> {
+    match exit {
+        ExitReason::Nothing | ExitReason::ExternalInterrupt => {}
+        ExitReason::Hypercall { nr, args } => {
+            let (error, value) = (ctx.hypercall)(nr, &args);
+            vcpu.set_gpr(0, error as u64)?;
+            vcpu.set_gpr(1, value)?;
+        }
+        ExitReason::MmioRead { addr, width } => {
+            let mut data = [0u8; 8];
+            ctx.bus.read(addr, &mut data[..usize::from(width)]);
+            vcpu.complete_mmio_read(u64::from_le_bytes(data));
+        }
+        ExitReason::MmioWrite { addr, width, data } => {
+            ctx.bus
+                .write(addr, &data.to_le_bytes()[..usize::from(width)]);
+        }
+        ExitReason::CpuUp { target_cpu, .. } => log::info!("hart {target_cpu} started"),
+        ExitReason::CpuDown => log::info!("hart {} stopped", vcpu.config().hart_id),
+        ExitReason::Halt => log::info!("hart {} suspended the system", vcpu.config().hart_id),
+        ExitReason::SystemDown { reason } if reason == SRST_REASON_SYSTEM_FAILURE => {
+            ctx.control.request(ExitRequest::Error(
+                "the guest reported a system failure (SBI SRST shutdown, reason 1)".into(),
+            ))
+        }
+        ExitReason::SystemDown { .. } => ctx.control.request(ExitRequest::Shutdown),
+        ExitReason::SystemReset { .. } => ctx.control.request(ExitRequest::Reboot),
+        ExitReason::NestedPageFault { addr, size } => {
+            ctx.control.request(ExitRequest::Error(format!(
+                "hart {}: guest memory at {addr:#x} (+{size:#x}) could not be provided",
+                vcpu.config().hart_id
+            )))
+        }
+        ExitReason::FailEntry { reason } => ctx.control.request(ExitRequest::Error(format!(
+            "hart {}: KVM could not run the guest (reason {reason:#x})",
+            vcpu.config().hart_id
+        ))),
+    }
+    Ok(())
+}
+
+extern "C" fn kick_handler(_: libc::c_int, _: *mut libc::siginfo_t, _: *mut libc::c_void) {}
+
+/// The kick signal only needs to interrupt `KVM_RUN` (which then returns `EINTR`); its handler
+/// does nothing. Installed once per process.
+fn install_kick_handler() {
+    static ONCE: Once = Once::new();
+    ONCE.call_once(|| {
+        if let Err(e) = register_signal_handler(SIGRTMIN(), kick_handler) {
+            log::warn!("cannot install the vCPU kick signal handler: {e}");
+        }
+    });
+}
+
+/// Kicks every vCPU thread until it has left its loop, then joins it. A thread may be between
+/// its stop check and `KVM_RUN` when a kick lands, so kicks repeat until it is out.
+fn stop_threads(threads: Vec<JoinHandle<()>>) {
+    while threads.iter().any(|t| !t.is_finished()) {
+        for thread in threads.iter().filter(|t| !t.is_finished()) {
+            // The thread may finish between the check and the kill; ESRCH is harmless then.
+            let _ = thread.kill(SIGRTMIN());
+        }
+        std::thread::sleep(KICK_INTERVAL);
+    }
+    for thread in threads {
+        if thread.join().is_err() {
+            log::error!("a vCPU thread panicked");
+        }
+    }
+}
