@@ -207,8 +207,14 @@ impl Vmm {
                 }
             }
         }
+        log::info!("VmRSS at start: {} KiB", vm_rss_kib());
         let request = control.wait();
-        stop_threads(threads);
+        let exits = stop_threads(threads);
+        log::info!(
+            "VmRSS at exit: {} KiB after {} exits (per hart: {exits:?})",
+            vm_rss_kib(),
+            exits.iter().sum::<u64>()
+        );
         Ok(request)
     }
 
@@ -233,16 +239,22 @@ struct LoopContext {
     hypercall: HypercallHandler,
 }
 
-/// A vCPU thread: run, dispatch the exit, repeat until the VM stops.
-fn vcpu_loop<B: VcpuBackend>(mut vcpu: Vcpu<B>, ctx: &LoopContext) {
+/// A vCPU thread: run, dispatch the exit, repeat until the VM stops. Returns how many exits
+/// reached user space.
+fn vcpu_loop<B: VcpuBackend>(mut vcpu: Vcpu<B>, ctx: &LoopContext) -> u64 {
+    let mut exits = 0u64;
     while !ctx.control.should_stop() {
-        let result = vcpu
-            .run()
-            .and_then(|exit| handle_exit(&mut vcpu, exit, ctx));
+        let result = vcpu.run().and_then(|exit| {
+            if exit != ExitReason::Nothing || !vcpu.is_stopped() {
+                exits += 1;
+            }
+            handle_exit(&mut vcpu, exit, ctx)
+        });
         if let Err(e) = result {
             ctx.control.request(ExitRequest::Error(e.to_string()));
         }
     }
+    exits
 }
 
 /// The exit policy: what the VMM does with each [`ExitReason`].
@@ -306,7 +318,8 @@ fn install_kick_handler() {
 
 /// Kicks every vCPU thread until it has left its loop, then joins it. A thread may be between
 /// its stop check and `KVM_RUN` when a kick lands, so kicks repeat until it is out.
-fn stop_threads(threads: Vec<JoinHandle<()>>) {
+/// Returns each thread's exit count.
+fn stop_threads(threads: Vec<JoinHandle<u64>>) -> Vec<u64> {
     while threads.iter().any(|t| !t.is_finished()) {
         for thread in threads.iter().filter(|t| !t.is_finished()) {
             // The thread may finish between the check and the kill; ESRCH is harmless then.
@@ -314,9 +327,26 @@ fn stop_threads(threads: Vec<JoinHandle<()>>) {
         }
         std::thread::sleep(KICK_INTERVAL);
     }
-    for thread in threads {
-        if thread.join().is_err() {
-            log::error!("a vCPU thread panicked");
-        }
-    }
+    threads
+        .into_iter()
+        .map(|thread| {
+            thread.join().unwrap_or_else(|_| {
+                log::error!("a vCPU thread panicked");
+                0
+            })
+        })
+        .collect()
+}
+
+/// This process's resident set size, from /proc/self/status (0 if unreadable).
+pub fn vm_rss_kib() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|status| {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix("VmRSS:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        })
+        .unwrap_or(0)
 }

@@ -16,6 +16,10 @@ pub enum Step {
     Exit(RawExit),
     /// The vCPU's mp_state becomes this (as when another hart calls HSM hart_start).
     SetMpState(MpState),
+    /// `run` sleeps this many milliseconds, then goes on with the next step.
+    SleepMs(u64),
+    /// `run` idles like a guest in WFI: sleeps 1 ms and returns `Interrupted`, forever.
+    Idle,
 }
 
 /// What rvvmm did to a scripted vCPU, in order.
@@ -92,11 +96,7 @@ impl VmBackend for ScriptedVm {
             .unwrap()
             .remove(&index)
             .unwrap_or((MpState::Runnable, Vec::new()));
-        let record = Arc::new(Mutex::new(Record {
-            events: Vec::new(),
-            regs: self.regs.clone(),
-        }));
-        self.records.lock().unwrap().insert(index, record.clone());
+        let record = self.record_handle(index);
         Ok(ScriptedVcpu {
             index,
             mp_state,
@@ -129,6 +129,13 @@ impl ScriptedVcpu {
     }
 }
 
+impl ScriptedVcpu {
+    /// Sets the mp_state now, as another hart's SBI HSM call would.
+    pub fn force_mp_state(&mut self, state: MpState) {
+        self.mp_state = state;
+    }
+}
+
 impl VcpuBackend for ScriptedVcpu {
     fn get_reg(&self, id: u64) -> Result<u64> {
         Ok(self
@@ -151,9 +158,24 @@ impl VcpuBackend for ScriptedVcpu {
     fn run(&mut self) -> Result<RawExit> {
         self.log(Event::Run);
         self.apply_state_steps();
-        match self.steps.pop_front() {
-            Some(Step::Exit(exit)) => Ok(exit),
-            _ => Err(HypervisorError::ScriptEnded(self.index)),
+        loop {
+            match self.steps.front().copied() {
+                Some(Step::Exit(exit)) => {
+                    self.steps.pop_front();
+                    return Ok(exit);
+                }
+                Some(Step::SleepMs(ms)) => {
+                    self.steps.pop_front();
+                    std::thread::sleep(std::time::Duration::from_millis(ms));
+                    self.apply_state_steps();
+                }
+                Some(Step::Idle) => {
+                    std::thread::sleep(std::time::Duration::from_millis(1));
+                    return Ok(RawExit::Interrupted);
+                }
+                Some(Step::SetMpState(_)) => self.apply_state_steps(),
+                None => return Err(HypervisorError::ScriptEnded(self.index)),
+            }
         }
     }
 
@@ -168,5 +190,23 @@ impl VcpuBackend for ScriptedVcpu {
     fn mp_state(&mut self) -> Result<MpState> {
         self.apply_state_steps();
         Ok(self.mp_state)
+    }
+}
+
+impl ScriptedVm {
+    /// A handle on vCPU `index`'s record, made before the vCPU exists (so a test can keep it
+    /// after handing the VM to the VMM).
+    pub fn record_handle(&self, index: u32) -> Arc<Mutex<Record>> {
+        self.records
+            .lock()
+            .unwrap()
+            .entry(index)
+            .or_insert_with(|| {
+                Arc::new(Mutex::new(Record {
+                    events: Vec::new(),
+                    regs: self.regs.clone(),
+                }))
+            })
+            .clone()
     }
 }

@@ -25,7 +25,7 @@ pub fn handle(_ctx: &SbiContext, call: &SbiCall) -> SbiOutcome {
 
 /// The answers of the `rvvmm` command: (SBI error, value).
 pub fn answer(nr: u64, args: &[u64; 6]) -> (i64, u64) {
-    log::debug!("hypercall nr={nr} args={args:#x?}");
+    log::debug!("hypercall nr={nr} args={args:x?}");
     match nr {
         NR_ABI_VERSION => (0, ABI_VERSION),
         _ => (SBI_ERR_NOT_SUPPORTED, 0),

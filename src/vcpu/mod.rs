@@ -285,3 +285,262 @@ impl<B: VcpuBackend> Vcpu<B> {
         self.backend.set_reg(id, value).map_err(err)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::{Arc, Mutex};
+
+    use vm_memory::{GuestAddress, GuestMemoryMmap};
+
+    use super::*;
+    use crate::console::BufferConsole;
+    use crate::hypervisor::scripted::{Event, Record, ScriptedVcpu, ScriptedVm, Step};
+    use crate::hypervisor::{SbiCall, VmBackend};
+    use crate::sbi::{SbiContext, SBI_ERR_NOT_SUPPORTED};
+
+    const CONFIG: VcpuConfig = VcpuConfig {
+        hart_id: 3,
+        dtb_addr: 0x8fe0_0000,
+    };
+
+    fn vcpu(initial: MpState, steps: Vec<Step>) -> (Vcpu<ScriptedVcpu>, Arc<Mutex<Record>>) {
+        let vm = ScriptedVm::new()
+            .with_reg(regs::CONFIG_ISA, 0x112d)
+            .with_reg(regs::TIMER_FREQUENCY, 10_000_000)
+            .with_reg(regs::isa_ext(8), 1)
+            .with_reg(regs::isa_ext(20), 1)
+            .script(3, initial, steps);
+        let memory = GuestMemoryMmap::from_ranges(&[(GuestAddress(0x8000_0000), 1 << 20)]).unwrap();
+        let sbi = Sbi::new(SbiContext {
+            memory,
+            console: Arc::new(BufferConsole::default()),
+        });
+        let backend = vm.create_vcpu(3).unwrap();
+        let record = vm.record(3).unwrap();
+        let mut vcpu = Vcpu::new(3, CONFIG, backend, sbi).unwrap();
+        vcpu.setup().unwrap();
+        (vcpu, record)
+    }
+
+    fn exit(e: RawExit) -> Step {
+        Step::Exit(e)
+    }
+
+    #[test]
+    fn lifecycle_sets_boot_registers_and_reads_the_isa() {
+        let (mut vcpu, record) = vcpu(MpState::Runnable, vec![]);
+        vcpu.set_entry(0x8020_0000).unwrap();
+        let regs_now = record.lock().unwrap().regs.clone();
+        assert_eq!(regs_now[&regs::a(0)], 3);
+        assert_eq!(regs_now[&regs::a(1)], 0x8fe0_0000);
+        assert_eq!(regs_now[&regs::PC], 0x8020_0000);
+        assert_eq!(
+            regs_now[&regs::sbi_ext(regs::SBI_EXT_DBCN)],
+            1,
+            "DBCN enabled"
+        );
+        assert_eq!(vcpu.isa().isa_string(), "rv64imafdc_zicsr_sstc");
+        assert_eq!(vcpu.isa().timebase_frequency, 10_000_000);
+        assert!(!vcpu.is_stopped());
+    }
+
+    #[test]
+    fn set_gpr_takes_a0_to_a7_only() {
+        let (mut vcpu, record) = vcpu(MpState::Runnable, vec![]);
+        vcpu.set_gpr(7, 0x77).unwrap();
+        assert_eq!(record.lock().unwrap().regs[&regs::a(7)], 0x77);
+        assert!(matches!(
+            vcpu.set_gpr(8, 0),
+            Err(VcpuError::BadGpr { index: 8, .. })
+        ));
+    }
+
+    #[test]
+    fn every_raw_exit_maps_to_its_reason() {
+        let call = SbiCall {
+            eid: 0x0848_5643,
+            fid: 9,
+            args: [1, 2, 3, 4, 5, 6],
+        };
+        let cases = [
+            (
+                RawExit::Sbi(call),
+                ExitReason::Hypercall {
+                    nr: 9,
+                    args: [1, 2, 3, 4, 5, 6],
+                },
+            ),
+            (
+                RawExit::Sbi(SbiCall {
+                    eid: 0x0900_0001,
+                    fid: 0,
+                    args: [0; 6],
+                }),
+                ExitReason::Nothing,
+            ),
+            (
+                RawExit::MmioRead {
+                    addr: 0x1000,
+                    len: 4,
+                },
+                ExitReason::MmioRead {
+                    addr: 0x1000,
+                    width: 4,
+                },
+            ),
+            (
+                RawExit::MmioWrite {
+                    addr: 0x1000,
+                    len: 2,
+                    data: [0x34, 0x12, 0xff, 0xff, 0, 0, 0, 0],
+                },
+                ExitReason::MmioWrite {
+                    addr: 0x1000,
+                    width: 2,
+                    data: 0x1234,
+                },
+            ),
+            (
+                RawExit::SystemEvent { kind: 1, data: 0 },
+                ExitReason::SystemDown { reason: 0 },
+            ),
+            (
+                RawExit::SystemEvent { kind: 1, data: 1 },
+                ExitReason::SystemDown { reason: 1 },
+            ),
+            (
+                RawExit::SystemEvent { kind: 2, data: 0 },
+                ExitReason::SystemReset { reason: 0 },
+            ),
+            (RawExit::SystemEvent { kind: 5, data: 0 }, ExitReason::Halt),
+            (
+                RawExit::SystemEvent { kind: 3, data: 0 },
+                ExitReason::FailEntry { reason: 3 },
+            ),
+            (RawExit::Interrupted, ExitReason::ExternalInterrupt),
+            (
+                RawExit::MemoryFault {
+                    gpa: 0x9000_0000,
+                    size: 4096,
+                },
+                ExitReason::NestedPageFault {
+                    addr: 0x9000_0000,
+                    size: 4096,
+                },
+            ),
+            (
+                RawExit::FailEntry { reason: 7 },
+                ExitReason::FailEntry { reason: 7 },
+            ),
+            (RawExit::InternalError, ExitReason::FailEntry { reason: 0 }),
+            (RawExit::Other(99), ExitReason::FailEntry { reason: 99 }),
+        ];
+        let (mut vcpu, _) = vcpu(
+            MpState::Runnable,
+            cases.iter().map(|(raw, _)| exit(*raw)).collect(),
+        );
+        for (raw, want) in cases {
+            assert_eq!(vcpu.run().unwrap(), want, "{raw:?}");
+        }
+    }
+
+    #[test]
+    fn sbi_answers_reach_the_return_registers() {
+        let hvc = SbiCall {
+            eid: 0x0848_5643,
+            fid: 0,
+            args: [0; 6],
+        };
+        let unknown = SbiCall {
+            eid: 0x0800_0000,
+            fid: 0,
+            args: [0; 6],
+        };
+        let (mut vcpu, record) = vcpu(
+            MpState::Runnable,
+            vec![exit(RawExit::Sbi(unknown)), exit(RawExit::Sbi(hvc))],
+        );
+        assert_eq!(vcpu.run().unwrap(), ExitReason::Nothing);
+        assert_eq!(
+            vcpu.run().unwrap(),
+            ExitReason::Hypercall {
+                nr: 0,
+                args: [0; 6]
+            }
+        );
+        vcpu.set_gpr(0, 0).unwrap();
+        vcpu.set_gpr(1, 42).unwrap();
+        let events = record.lock().unwrap().events.clone();
+        let returns: Vec<_> = events
+            .iter()
+            .filter(|e| matches!(e, Event::SbiReturn(..)))
+            .cloned()
+            .collect();
+        assert_eq!(
+            returns,
+            vec![
+                Event::SbiReturn(0, SBI_ERR_NOT_SUPPORTED as u64),
+                Event::SbiReturn(1, 0),
+                Event::SbiReturn(0, 0),
+                Event::SbiReturn(1, 42)
+            ]
+        );
+    }
+
+    #[test]
+    fn mmio_reads_complete_with_exactly_width_bytes() {
+        let (mut vcpu, record) = vcpu(
+            MpState::Runnable,
+            vec![exit(RawExit::MmioRead { addr: 0x10, len: 2 })],
+        );
+        vcpu.run().unwrap();
+        vcpu.complete_mmio_read(0xaabb_ccdd);
+        assert!(record
+            .lock()
+            .unwrap()
+            .events
+            .contains(&Event::MmioData(vec![0xdd, 0xcc])));
+    }
+
+    #[test]
+    fn odd_mmio_widths_are_errors() {
+        let (mut vcpu, _) = vcpu(
+            MpState::Runnable,
+            vec![exit(RawExit::MmioRead { addr: 0x10, len: 3 })],
+        );
+        assert!(matches!(
+            vcpu.run(),
+            Err(VcpuError::BadMmioWidth { width: 3, .. })
+        ));
+    }
+
+    #[test]
+    fn stopped_vcpus_surface_cpu_up_and_cpu_down() {
+        let (mut vcpu, record) = vcpu(MpState::Stopped, vec![exit(RawExit::Interrupted)]);
+        assert!(vcpu.is_stopped());
+        // Stopped: no KVM_RUN, just a poll of mp_state.
+        assert_eq!(vcpu.run().unwrap(), ExitReason::Nothing);
+        assert!(!record.lock().unwrap().events.contains(&Event::Run));
+        // Another hart's HSM hart_start makes it runnable.
+        vcpu.backend.force_mp_state(MpState::Runnable);
+        assert_eq!(
+            vcpu.run().unwrap(),
+            ExitReason::CpuUp {
+                target_cpu: 3,
+                entry: None,
+                arg: None
+            }
+        );
+        // HSM hart_stop parks it in KVM_RUN; a kick returns EINTR and mp_state says STOPPED.
+        vcpu.backend.force_mp_state(MpState::Stopped);
+        assert_eq!(vcpu.run().unwrap(), ExitReason::CpuDown);
+        assert!(vcpu.is_stopped());
+    }
+
+    #[test]
+    fn a_kick_on_a_running_vcpu_is_an_external_interrupt() {
+        let (mut vcpu, _) = vcpu(MpState::Runnable, vec![exit(RawExit::Interrupted)]);
+        assert_eq!(vcpu.run().unwrap(), ExitReason::ExternalInterrupt);
+        assert!(!vcpu.is_stopped());
+    }
+}

@@ -1,0 +1,58 @@
+/* Entry of every test guest. a0 = hart ID, a1 = dtb address (set by the VMM via ONE_REG).
+ * Each hart gets a 16 KiB stack; the boot hart clears .bss and calls main(hartid, dtb);
+ * harts started with SBI HSM enter at secondary_entry and call secondary_main(hartid, opaque). */
+#define STACK_SHIFT 14
+#define MAX_HARTS 32
+
+    .section .text.start
+    .globl _start
+_start:
+    .option push
+    .option norelax
+    la gp, __global_pointer$
+    .option pop
+    la sp, stacks_top
+    slli t0, a0, STACK_SHIFT
+    sub sp, sp, t0
+    /* clear .bss, keeping a0/a1 */
+    la t0, __bss_start
+    la t1, __bss_end
+1:  bgeu t0, t1, 2f
+    sd zero, 0(t0)
+    addi t0, t0, 8
+    j 1b
+2:  la t0, boot_a0
+    sd a0, 0(t0)
+    la t0, boot_a1
+    sd a1, 0(t0)
+    call main
+    j guest_halt
+
+    .globl secondary_entry
+secondary_entry:
+    .option push
+    .option norelax
+    la gp, __global_pointer$
+    .option pop
+    la sp, stacks_top
+    slli t0, a0, STACK_SHIFT
+    sub sp, sp, t0
+    call secondary_main
+    j guest_halt
+
+    .globl guest_halt
+guest_halt:
+    wfi
+    j guest_halt
+
+    .section .data
+    .globl boot_a0, boot_a1
+    .balign 8
+boot_a0: .dword 0
+boot_a1: .dword 0
+
+    .section .bss
+    .balign 16
+stacks:
+    .space (MAX_HARTS << STACK_SHIFT)
+stacks_top:

@@ -1,0 +1,93 @@
+//! The `rvvmm` command's handling of bad input: one line, the right status, never a panic.
+
+use std::process::{Command, Output};
+
+fn rvvmm(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_rvvmm"))
+        .args(args)
+        .env_remove("RUST_LOG")
+        .output()
+        .expect("rvvmm runs")
+}
+
+fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+fn assert_one_line_error(out: &Output, code: i32, needle: &str) {
+    let err = stderr(out);
+    assert_eq!(out.status.code(), Some(code), "stderr: {err}");
+    assert!(err.contains(needle), "{needle:?} not in {err:?}");
+    assert!(!err.contains("panicked"), "{err}");
+    assert_eq!(err.trim_end().lines().count(), 1, "not one line: {err:?}");
+}
+
+#[test]
+fn no_kernel_is_a_usage_error() {
+    let out = rvvmm(&[]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("--kernel <FILE>"));
+}
+
+#[test]
+fn bad_flag_values_are_usage_errors() {
+    for args in [
+        &["--kernel", "k", "--cpus", "0"][..],
+        &["--kernel", "k", "--cpus", "33"],
+        &["--kernel", "k", "--memory", "lots"],
+        &["--kernel", "k", "--memory", "1M"],
+        &["--kernel", "k", "--memory", "1T"],
+        &["--kernel", "k", "--bogus"],
+    ] {
+        let out = rvvmm(args);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {}", stderr(&out));
+        assert!(!stderr(&out).contains("panicked"));
+    }
+}
+
+#[test]
+fn missing_kernel_names_the_path_and_the_os_error() {
+    let out = rvvmm(&["--kernel", "/nonexistent/Image"]);
+    assert_one_line_error(
+        &out,
+        1,
+        "cannot read kernel /nonexistent/Image: No such file or directory",
+    );
+}
+
+#[test]
+fn a_directory_is_not_a_kernel() {
+    let out = rvvmm(&["--kernel", "/"]);
+    assert_one_line_error(&out, 1, "cannot read kernel /");
+}
+
+#[test]
+fn empty_kernel_is_refused() {
+    let dir = std::env::temp_dir().join(format!("rvvmm-cli-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let empty = dir.join("empty.bin");
+    std::fs::write(&empty, b"").unwrap();
+    let out = rvvmm(&["--kernel", empty.to_str().unwrap()]);
+    assert_one_line_error(&out, 1, "is empty");
+}
+
+#[test]
+fn kernel_larger_than_ram_is_refused() {
+    let dir = std::env::temp_dir().join(format!("rvvmm-cli-big-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let big = dir.join("big.bin");
+    std::fs::write(&big, vec![0u8; 5 << 20]).unwrap();
+    let out = rvvmm(&["--kernel", big.to_str().unwrap(), "--memory", "4M"]);
+    assert_one_line_error(&out, 1, "raise --memory");
+}
+
+#[cfg(not(target_arch = "riscv64"))]
+#[test]
+fn a_host_without_riscv_kvm_is_told_so() {
+    let dir = std::env::temp_dir().join(format!("rvvmm-cli-ok-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let k = dir.join("ok.bin");
+    std::fs::write(&k, [0x73, 0x00, 0x50, 0x10]).unwrap(); // wfi
+    let out = rvvmm(&["--kernel", k.to_str().unwrap()]);
+    assert_one_line_error(&out, 1, "only on a riscv64 host with KVM");
+}

@@ -1,0 +1,259 @@
+//! The whole VMM (threads, exit policy, bus, SBI) driven by scripted vCPUs on any host.
+
+use std::sync::{Arc, Mutex};
+
+use rvvmm::arch::riscv64::layout::{FINISHER_BASE, TESTDEV_BASE};
+use rvvmm::arch::riscv64::regs;
+use rvvmm::console::BufferConsole;
+use rvvmm::hypervisor::scripted::{Event, ScriptedVm, Step};
+use rvvmm::hypervisor::{MpState, RawExit, SbiCall};
+use rvvmm::{VmConfig, Vmm};
+use vm_memory::{Bytes, GuestAddress};
+
+const SHUTDOWN: Step = Step::Exit(RawExit::SystemEvent { kind: 1, data: 0 });
+
+fn kernel_file(tag: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("rvvmm-scripted-{tag}-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("guest.bin");
+    std::fs::write(&path, [0x73, 0x00, 0x50, 0x10]).unwrap();
+    path
+}
+
+fn config(tag: &str, cpus: u32) -> VmConfig {
+    VmConfig {
+        kernel: kernel_file(tag),
+        memory: 16 << 20,
+        cpus,
+        cmdline: None,
+        testdev: true,
+    }
+}
+
+fn sbi(eid: u64, fid: u64, args: [u64; 6]) -> Step {
+    Step::Exit(RawExit::Sbi(SbiCall { eid, fid, args }))
+}
+
+#[test]
+fn dbcn_write_then_shutdown_prints_and_exits_zero() {
+    let console = Arc::new(BufferConsole::default());
+    let vmm = Vmm::new(config("dbcn", 1), console.clone()).unwrap();
+    let text = GuestAddress(0x8010_0000);
+    vmm.memory()
+        .write_slice(b"hi from the guest\n", text)
+        .unwrap();
+    let status = vmm
+        .run(|| {
+            Ok(ScriptedVm::new().script(
+                0,
+                MpState::Runnable,
+                vec![sbi(0x4442_434E, 0, [18, text.0, 0, 0, 0, 0]), SHUTDOWN],
+            ))
+        })
+        .unwrap();
+    assert_eq!(status, 0);
+    assert_eq!(console.output_string(), "hi from the guest\n");
+}
+
+#[test]
+fn finisher_and_testdev_over_the_bus() {
+    let console = Arc::new(BufferConsole::default());
+    let vmm = Vmm::new(config("bus", 1), console).unwrap();
+    let record = Arc::new(Mutex::new(None));
+    let keep = record.clone();
+    let status = vmm
+        .run(move || {
+            let vm = ScriptedVm::new().script(
+                0,
+                MpState::Runnable,
+                vec![
+                    Step::Exit(RawExit::MmioWrite {
+                        addr: TESTDEV_BASE + 8,
+                        len: 4,
+                        data: [1, 2, 3, 4, 0, 0, 0, 0],
+                    }),
+                    Step::Exit(RawExit::MmioRead {
+                        addr: TESTDEV_BASE + 8,
+                        len: 2,
+                    }),
+                    Step::Exit(RawExit::MmioRead {
+                        addr: 0x3000_0000,
+                        len: 8,
+                    }),
+                    Step::Exit(RawExit::MmioWrite {
+                        addr: FINISHER_BASE,
+                        len: 4,
+                        data: [0x33, 0x33, 7, 0, 0, 0, 0, 0],
+                    }),
+                    // Never reached: the finisher stopped the VM.
+                    SHUTDOWN,
+                ],
+            );
+            Ok(vm)
+        })
+        .map(|s| {
+            *keep.lock().unwrap() = Some(s);
+            s
+        })
+        .unwrap();
+    assert_eq!(status, 7);
+    assert_eq!(*record.lock().unwrap(), Some(7));
+}
+
+#[test]
+fn mmio_reads_are_answered_with_device_data() {
+    let console = Arc::new(BufferConsole::default());
+    let vmm = Vmm::new(config("mmio", 1), console).unwrap();
+    let records = Arc::new(Mutex::new(Vec::new()));
+    let keep = records.clone();
+    vmm.run(move || {
+        let vm = ScriptedVm::new().script(
+            0,
+            MpState::Runnable,
+            vec![
+                Step::Exit(RawExit::MmioWrite {
+                    addr: TESTDEV_BASE,
+                    len: 8,
+                    data: 0x1122_3344_5566_7788u64.to_le_bytes(),
+                }),
+                Step::Exit(RawExit::MmioRead {
+                    addr: TESTDEV_BASE + 4,
+                    len: 4,
+                }),
+                Step::Exit(RawExit::MmioRead {
+                    addr: 0x3000_0000,
+                    len: 8,
+                }),
+                SHUTDOWN,
+            ],
+        );
+        keep.lock().unwrap().push(vm.record_handle(0));
+        Ok(vm)
+    })
+    .unwrap();
+    let record = records.lock().unwrap()[0].lock().unwrap().events.clone();
+    let data: Vec<Vec<u8>> = record
+        .iter()
+        .filter_map(|e| match e {
+            Event::MmioData(d) => Some(d.clone()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(data, vec![vec![0x44, 0x33, 0x22, 0x11], vec![0; 8]]);
+}
+
+#[test]
+fn hypercalls_get_the_embedders_answer() {
+    let console = Arc::new(BufferConsole::default());
+    let vmm = Vmm::new(config("hvc", 1), console)
+        .unwrap()
+        .with_hypercall_handler(Arc::new(|nr, args| (0, nr + args.iter().sum::<u64>())));
+    let records = Arc::new(Mutex::new(Vec::new()));
+    let keep = records.clone();
+    vmm.run(move || {
+        let vm = ScriptedVm::new().script(
+            0,
+            MpState::Runnable,
+            vec![sbi(0x0848_5643, 100, [1, 2, 3, 4, 5, 6]), SHUTDOWN],
+        );
+        keep.lock().unwrap().push(vm.record_handle(0));
+        Ok(vm)
+    })
+    .unwrap();
+    let events = records.lock().unwrap()[0].lock().unwrap().events.clone();
+    assert!(events.contains(&Event::SbiReturn(0, 0)));
+    assert!(events.contains(&Event::SbiReturn(1, 121)));
+}
+
+#[test]
+fn reboot_boots_again_and_keeps_ram() {
+    let console = Arc::new(BufferConsole::default());
+    let vmm = Vmm::new(config("reboot", 1), console).unwrap();
+    let marker = GuestAddress(0x8080_0000);
+    let mut boots = 0;
+    let status = vmm
+        .run(|| {
+            boots += 1;
+            let last = if boots == 1 {
+                RawExit::SystemEvent { kind: 2, data: 0 }
+            } else {
+                RawExit::SystemEvent { kind: 1, data: 0 }
+            };
+            Ok(ScriptedVm::new().script(0, MpState::Runnable, vec![Step::Exit(last)]))
+        })
+        .unwrap();
+    assert_eq!(status, 0);
+    assert_eq!(boots, 2);
+    let _: u64 = vmm.memory().read_obj(marker).unwrap();
+}
+
+#[test]
+fn system_failure_and_vcpu_errors_stop_the_vm_with_a_message() {
+    let console = Arc::new(BufferConsole::default());
+    let vmm = Vmm::new(config("fail", 1), console.clone()).unwrap();
+    let err = vmm
+        .run(|| {
+            Ok(ScriptedVm::new().script(
+                0,
+                MpState::Runnable,
+                vec![Step::Exit(RawExit::SystemEvent { kind: 1, data: 1 })],
+            ))
+        })
+        .unwrap_err();
+    assert!(err.to_string().contains("system failure"), "{err}");
+
+    let vmm = Vmm::new(config("fail2", 1), console).unwrap();
+    let err = vmm
+        .run(|| {
+            Ok(ScriptedVm::new().script(
+                0,
+                MpState::Runnable,
+                vec![Step::Exit(RawExit::FailEntry { reason: 0x99 })],
+            ))
+        })
+        .unwrap_err();
+    assert!(err.to_string().contains("reason 0x99"), "{err}");
+}
+
+#[test]
+fn secondary_harts_wait_stopped_until_started() {
+    let console = Arc::new(BufferConsole::default());
+    let vmm = Vmm::new(config("smp", 3), console).unwrap();
+    let records = Arc::new(Mutex::new(Vec::new()));
+    let keep = records.clone();
+    let status = vmm
+        .run(move || {
+            let vm = ScriptedVm::new()
+                // Hart 0 runs a while, then powers off.
+                .script(0, MpState::Runnable, vec![Step::SleepMs(50), SHUTDOWN])
+                // Hart 1 is started at once and idles; hart 2 is never started.
+                .script(
+                    1,
+                    MpState::Stopped,
+                    vec![Step::SetMpState(MpState::Runnable), Step::Idle],
+                )
+                .script(2, MpState::Stopped, vec![]);
+            keep.lock()
+                .unwrap()
+                .extend([vm.record_handle(1), vm.record_handle(2)]);
+            Ok(vm)
+        })
+        .unwrap();
+    assert_eq!(status, 0);
+    let records = records.lock().unwrap();
+    let runs = |i: usize| {
+        records[i]
+            .lock()
+            .unwrap()
+            .events
+            .iter()
+            .filter(|e| **e == Event::Run)
+            .count()
+    };
+    assert!(runs(0) > 0, "hart 1 was started, so it entered the guest");
+    assert_eq!(
+        runs(1),
+        0,
+        "hart 2 was never started, so it never entered the guest"
+    );
+}

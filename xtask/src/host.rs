@@ -1,0 +1,168 @@
+//! Running host commands, and installing what the lab needs on a fresh Debian machine.
+
+use std::path::Path;
+use std::process::{Command, Stdio};
+
+/// Debian packages the lab needs, with a command each provides (to see whether it is there).
+const PACKAGES: &[(&str, &str)] = &[
+    ("debootstrap", "debootstrap"),
+    ("gcc-riscv64-linux-gnu", "riscv64-linux-gnu-gcc"),
+    ("binutils-riscv64-linux-gnu", "riscv64-linux-gnu-objcopy"),
+    ("xz-utils", "xz"),
+    ("curl", "curl"),
+];
+
+/// The Rust target rvvmm is cross-built for.
+pub const RISCV_TARGET: &str = "riscv64gc-unknown-linux-gnu";
+
+/// `cargo`, as the one running this xtask.
+pub fn cargo() -> Command {
+    Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+}
+
+fn describe(cmd: &Command) -> String {
+    let mut s = cmd.get_program().to_string_lossy().into_owned();
+    for a in cmd.get_args() {
+        s.push(' ');
+        s.push_str(&a.to_string_lossy());
+    }
+    s
+}
+
+/// Runs `cmd` with its output shown; fails unless it exits 0.
+pub fn run_visible(cmd: &mut Command) -> Result<(), String> {
+    let status = cmd
+        .status()
+        .map_err(|e| format!("cannot run {}: {e}", describe(cmd)))?;
+    if !status.success() {
+        return Err(format!("{} failed ({status})", describe(cmd)));
+    }
+    Ok(())
+}
+
+/// Runs `cmd` quietly; on failure, its output is part of the error.
+pub fn run_quiet(cmd: &mut Command) -> Result<String, String> {
+    let out = cmd
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|e| format!("cannot run {}: {e}", describe(cmd)))?;
+    if !out.status.success() {
+        let tail: String = String::from_utf8_lossy(&out.stderr)
+            .lines()
+            .rev()
+            .take(15)
+            .collect::<Vec<_>>()
+            .into_iter()
+            .rev()
+            .collect::<Vec<_>>()
+            .join("\n");
+        return Err(format!(
+            "{} failed ({}):\n{tail}",
+            describe(cmd),
+            out.status
+        ));
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// Whether `program` is on PATH.
+pub fn have(program: &str) -> bool {
+    std::env::var_os("PATH")
+        .map(|paths| std::env::split_paths(&paths).any(|dir| dir.join(program).is_file()))
+        .unwrap_or(false)
+}
+
+/// Installs the Debian packages and the Rust target the lab needs, if missing.
+pub fn ensure_tools() -> Result<(), String> {
+    let missing: Vec<&str> = PACKAGES
+        .iter()
+        .filter(|(_, cmd)| !have(cmd))
+        .map(|(pkg, _)| *pkg)
+        .collect();
+    if !missing.is_empty() {
+        eprintln!("lab: installing {}", missing.join(" "));
+        run_quiet(Command::new("apt-get").args(["update", "-q"]))?;
+        run_quiet(
+            Command::new("apt-get")
+                .args(["install", "-y", "-q", "--no-install-recommends"])
+                .args(&missing)
+                .env("DEBIAN_FRONTEND", "noninteractive"),
+        )?;
+    }
+    let installed = run_quiet(Command::new("rustup").args(["target", "list", "--installed"]))?;
+    if !installed.lines().any(|l| l.trim() == RISCV_TARGET) {
+        eprintln!("lab: adding the Rust target {RISCV_TARGET}");
+        run_quiet(Command::new("rustup").args(["target", "add", RISCV_TARGET]))?;
+    }
+    Ok(())
+}
+
+/// The Debian mirror this machine's apt uses (`RVVMM_DEBIAN_MIRROR` overrides it), so the lab
+/// fetches from wherever the machine is allowed to.
+pub fn debian_mirror() -> Result<String, String> {
+    if let Ok(m) = std::env::var("RVVMM_DEBIAN_MIRROR") {
+        return Ok(m.trim_end_matches('/').to_string());
+    }
+    let mut texts = Vec::new();
+    for dir in ["/etc/apt/sources.list.d"] {
+        if let Ok(entries) = std::fs::read_dir(dir) {
+            let mut paths: Vec<_> = entries.flatten().map(|e| e.path()).collect();
+            paths.sort();
+            for p in paths {
+                let name = p.to_string_lossy();
+                if name.ends_with(".sources") || name.ends_with(".list") {
+                    texts.push(std::fs::read_to_string(&p).unwrap_or_default());
+                }
+            }
+        }
+    }
+    texts.push(std::fs::read_to_string("/etc/apt/sources.list").unwrap_or_default());
+    texts
+        .iter()
+        .find_map(|t| mirror_in(t))
+        .ok_or_else(|| "cannot find a Debian mirror in /etc/apt; set RVVMM_DEBIAN_MIRROR".into())
+}
+
+/// The first Debian archive URI (not the security archive) in an apt sources text.
+fn mirror_in(text: &str) -> Option<String> {
+    text.lines()
+        .filter(|l| !l.trim_start().starts_with('#'))
+        .flat_map(|l| l.split_whitespace())
+        .map(|w| w.trim_start_matches("URIs:"))
+        .filter(|w| w.starts_with("http://") || w.starts_with("https://"))
+        .map(|w| w.trim_end_matches('/'))
+        .find(|w| w.ends_with("/debian"))
+        .map(String::from)
+}
+
+/// Downloads `url` to `dest` (through a temporary file, so a broken download leaves nothing).
+pub fn download(url: &str, dest: &Path) -> Result<(), String> {
+    let part = dest.with_extension("part");
+    run_quiet(
+        Command::new("curl")
+            .args(["-fsSL", "--retry", "3", "-o"])
+            .arg(&part)
+            .arg(url),
+    )?;
+    std::fs::rename(&part, dest).map_err(|e| format!("cannot move {}: {e}", part.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn finds_the_debian_archive_in_deb822_and_one_line_sources() {
+        let deb822 = "Types: deb\n# http://snapshot/x/debian\nURIs: http://mirror.example/debian\nSuites: bookworm\n\nTypes: deb\nURIs: http://mirror.example/debian-security\n";
+        assert_eq!(
+            mirror_in(deb822).as_deref(),
+            Some("http://mirror.example/debian")
+        );
+        let list = "deb http://sec.example/debian-security bookworm-security main\ndeb [arch=amd64] https://m.example/debian/ bookworm main\n";
+        assert_eq!(mirror_in(list).as_deref(), Some("https://m.example/debian"));
+        assert_eq!(
+            mirror_in("deb https://packages.example/apt stable main"),
+            None
+        );
+    }
+}

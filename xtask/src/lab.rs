@@ -1,0 +1,519 @@
+//! The nested lab: fetch, build, boot L1 under QEMU, run the plan, judge the console.
+
+use std::fs;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use sha2::{Digest, Sha256};
+
+use crate::cpio::{self, Entry};
+use crate::host::{self, RISCV_TARGET};
+use crate::paths;
+use crate::plan::{self, Case};
+
+/// L1's interrupt controller: QEMU virt's PLIC, or AIA (APLIC + IMSIC), which gives KVM an
+/// in-kernel irqchip for L2.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// `-M virt`.
+    Plic,
+    /// `-M virt,aia=aplic-imsic,aia-guests=4`.
+    Aia,
+}
+
+impl Mode {
+    fn name(self) -> &'static str {
+        match self {
+            Mode::Plic => "plic",
+            Mode::Aia => "aia",
+        }
+    }
+
+    fn machine(self) -> &'static str {
+        match self {
+            Mode::Plic => "virt",
+            Mode::Aia => "virt,aia=aplic-imsic,aia-guests=4",
+        }
+    }
+}
+
+/// A Debian pool file pinned by sha256.
+struct Pinned {
+    pool_path: &'static str,
+    sha256: &'static str,
+}
+
+const KERNEL_DEB: Pinned = Pinned {
+    pool_path: "pool/main/l/linux/linux-image-6.12.107+deb13-riscv64_6.12.107-1_riscv64.deb",
+    sha256: "abe9f65d74b434692149482b031db7a2aaf832921e09f69f775293c0e0c5799c",
+};
+const BUSYBOX_DEB: Pinned = Pinned {
+    pool_path: "pool/main/b/busybox/busybox-static_1.37.0-6+b9_riscv64.deb",
+    sha256: "4add476d2b185c5b487c285b38d790f0881a7e4a8e2ddde835f917e770eb8633",
+};
+const KERNEL_RELEASE: &str = "6.12.107+deb13-riscv64";
+
+/// The suite whose QEMU (10.x) boots L1 with AIA; bookworm's 7.2 hangs in AIA mode.
+const QEMU_SUITE: &str = "trixie";
+
+/// A whole L1 boot may take this long before it counts as hung.
+const L1_TIMEOUT: Duration = Duration::from_secs(900);
+
+/// The guests built from resources/guests, and extra C flags of each.
+const GUESTS: &[(&str, &str, &str)] = &[
+    ("hello", "hello", ""),
+    ("boot_regs", "boot_regs", ""),
+    ("dbcn", "dbcn", ""),
+    ("hypercall", "hypercall", ""),
+    ("mmio", "mmio", ""),
+    ("reboot", "reboot", ""),
+    ("sysfail", "sysfail", ""),
+    ("finisher", "finisher", ""),
+    ("smp", "smp", ""),
+    ("exits", "exits", "-DEXITS=200000"),
+];
+
+/// Everything a boot of L1 needs, ready on disk.
+struct Prepared {
+    image: PathBuf,
+    busybox: Vec<u8>,
+    kvm_ko: Vec<u8>,
+    rvvmm: Vec<u8>,
+    guests: Vec<(String, Vec<u8>)>,
+    chroot: PathBuf,
+}
+
+/// Runs `cases` (all when empty) in each mode; prints a line per case and the summary line.
+pub fn run(modes: &[Mode], only: &[String]) -> Result<bool, String> {
+    let cases: Vec<Case> = plan::cases()
+        .into_iter()
+        .filter(|c| only.is_empty() || only.iter().any(|o| o == c.name))
+        .collect();
+    if cases.is_empty() {
+        return Err(format!("no lab case is named {only:?}"));
+    }
+    let prepared = prepare()?;
+    let (mut passed, mut failed) = (0, 0);
+    for &mode in modes {
+        let started = Instant::now();
+        let log = boot_l1(&prepared, mode, &cases)?;
+        let ran = plan::parse_log(&log);
+        if let Some(header) = log.lines().find(|l| l.starts_with("@@LAB ")) {
+            println!(
+                "lab[{}] L1: {}",
+                mode.name(),
+                header.trim_start_matches("@@LAB ").trim_end()
+            );
+        }
+        for c in &cases {
+            let result = ran.iter().find(|(name, _)| name == c.name).map(|(_, r)| r);
+            let verdict = plan::judge(c, mode, result);
+            println!(
+                "lab[{}] {:<18} {} ({})",
+                mode.name(),
+                verdict.name,
+                if verdict.pass { "ok" } else { "FAILED" },
+                verdict.detail
+            );
+            if verdict.pass {
+                passed += 1;
+            } else {
+                failed += 1;
+                if let Some(r) = result {
+                    for line in r.output.lines().take(40) {
+                        println!("    | {line}");
+                    }
+                }
+            }
+        }
+        println!(
+            "lab[{}] L1 boot and all cases: {:.1} s",
+            mode.name(),
+            started.elapsed().as_secs_f64()
+        );
+    }
+    println!("lab: {passed} passed, {failed} failed");
+    Ok(failed == 0)
+}
+
+/// Boots L1 in AIA mode and runs the hello guest, showing its output.
+pub fn demo() -> Result<bool, String> {
+    let prepared = prepare()?;
+    let hello = plan::cases()
+        .into_iter()
+        .filter(|c| c.name == "hello")
+        .collect::<Vec<_>>();
+    println!("demo: booting Debian's riscv64 6.12 kernel under QEMU (TCG) with kvm.ko, then rvvmm on /dev/kvm:");
+    println!("demo: $ rvvmm --kernel hello.bin");
+    let log = boot_l1(&prepared, Mode::Aia, &hello)?;
+    let ran = plan::parse_log(&log);
+    match ran.first() {
+        Some((_, r)) => {
+            print!("{}", r.output);
+            println!("demo: rvvmm exited with status {}", r.rc);
+            Ok(r.rc == 0)
+        }
+        None => Err("L1 did not run the demo; see target/lab/console-aia.log".into()),
+    }
+}
+
+fn prepare() -> Result<Prepared, String> {
+    host::ensure_tools()?;
+    let cache = paths::cache_dir();
+    let work = paths::work_dir();
+    for dir in [&cache, &work] {
+        fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    }
+    let mirror = host::debian_mirror()?;
+    let kernel_deb = fetch_pinned(&mirror, &KERNEL_DEB, &cache)?;
+    let busybox_deb = fetch_pinned(&mirror, &BUSYBOX_DEB, &cache)?;
+    let kernel_dir = unpack_deb(&kernel_deb, &cache.join("kernel"))?;
+    let busybox_dir = unpack_deb(&busybox_deb, &cache.join("busybox"))?;
+    let image = kernel_dir.join(format!("boot/vmlinux-{KERNEL_RELEASE}"));
+    let kvm_xz = kernel_dir.join(format!(
+        "usr/lib/modules/{KERNEL_RELEASE}/kernel/arch/riscv/kvm/kvm.ko.xz"
+    ));
+    let kvm_ko = decompress_xz(&kvm_xz, &work.join("kvm.ko"))?;
+    let busybox = read(&busybox_dir.join("usr/bin/busybox"))?;
+    let chroot = ensure_qemu_chroot(&mirror, &cache)?;
+
+    eprintln!("lab: cross-building rvvmm for {RISCV_TARGET}");
+    host::run_visible(host::cargo().current_dir(paths::root()).args([
+        "build",
+        "--quiet",
+        "--release",
+        "--package",
+        "rvvmm",
+        "--bin",
+        "rvvmm",
+        "--target",
+        RISCV_TARGET,
+    ]))?;
+    let rvvmm = read(&paths::root().join(format!("target/{RISCV_TARGET}/release/rvvmm")))?;
+    let guests = build_guests(&work.join("guests"))?;
+    Ok(Prepared {
+        image,
+        busybox,
+        kvm_ko,
+        rvvmm,
+        guests,
+        chroot,
+    })
+}
+
+fn read(path: &Path) -> Result<Vec<u8>, String> {
+    fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))
+}
+
+fn sha256_hex(path: &Path) -> Result<String, String> {
+    let bytes = read(path)?;
+    Ok(Sha256::digest(&bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect())
+}
+
+/// Returns the cached file, downloading it when missing or when its sha256 is wrong.
+fn fetch_pinned(mirror: &str, pin: &Pinned, cache: &Path) -> Result<PathBuf, String> {
+    let name = pin.pool_path.rsplit('/').next().unwrap_or(pin.pool_path);
+    let dest = cache.join("debs").join(name);
+    fs::create_dir_all(dest.parent().unwrap()).map_err(|e| e.to_string())?;
+    if dest.exists() && sha256_hex(&dest)? == pin.sha256 {
+        return Ok(dest);
+    }
+    if dest.exists() {
+        eprintln!("lab: {name} in the cache has a wrong sha256; fetching it again");
+        let _ = fs::remove_file(&dest);
+    }
+    eprintln!("lab: fetching {name}");
+    host::download(&format!("{mirror}/{}", pin.pool_path), &dest)?;
+    let got = sha256_hex(&dest)?;
+    if got != pin.sha256 {
+        let _ = fs::remove_file(&dest);
+        return Err(format!("{name}: sha256 {got}, expected {}", pin.sha256));
+    }
+    Ok(dest)
+}
+
+/// Unpacks a .deb once (a marker records which one).
+fn unpack_deb(deb: &Path, dir: &Path) -> Result<PathBuf, String> {
+    let marker = dir.join(".rvvmm-unpacked");
+    let want = deb.file_name().unwrap().to_string_lossy().into_owned();
+    if fs::read_to_string(&marker).ok().as_deref() == Some(want.as_str()) {
+        return Ok(dir.to_path_buf());
+    }
+    let _ = fs::remove_dir_all(dir);
+    fs::create_dir_all(dir).map_err(|e| e.to_string())?;
+    host::run_quiet(Command::new("dpkg-deb").arg("-x").arg(deb).arg(dir))?;
+    fs::write(&marker, &want).map_err(|e| e.to_string())?;
+    Ok(dir.to_path_buf())
+}
+
+fn decompress_xz(src: &Path, dest: &Path) -> Result<Vec<u8>, String> {
+    let out =
+        fs::File::create(dest).map_err(|e| format!("cannot create {}: {e}", dest.display()))?;
+    let status = Command::new("xz")
+        .arg("-dc")
+        .arg(src)
+        .stdout(out)
+        .status()
+        .map_err(|e| format!("cannot run xz: {e}"))?;
+    if !status.success() {
+        return Err(format!("xz -dc {} failed", src.display()));
+    }
+    read(dest)
+}
+
+/// A Debian trixie chroot with QEMU 10, made once with debootstrap.
+fn ensure_qemu_chroot(mirror: &str, cache: &Path) -> Result<PathBuf, String> {
+    let root = cache.join(format!("{QEMU_SUITE}-qemu"));
+    let marker = root.join(".rvvmm-qemu-ready");
+    if marker.exists() {
+        return Ok(root);
+    }
+    eprintln!("lab: making a Debian {QEMU_SUITE} chroot with QEMU (once; about a minute)");
+    let _ = fs::remove_dir_all(&root);
+    host::run_quiet(
+        Command::new("debootstrap")
+            .args(["--variant=minbase", QEMU_SUITE])
+            .arg(&root)
+            .arg(mirror),
+    )?;
+    host::run_quiet(
+        Command::new("chroot")
+            .arg(&root)
+            .args([
+                "apt-get",
+                "install",
+                "-y",
+                "-q",
+                "--no-install-recommends",
+                "qemu-system-riscv",
+            ])
+            .env("DEBIAN_FRONTEND", "noninteractive"),
+    )?;
+    let version = host::run_quiet(
+        Command::new("chroot")
+            .arg(&root)
+            .args(["qemu-system-riscv64", "--version"]),
+    )?;
+    fs::write(&marker, version).map_err(|e| e.to_string())?;
+    Ok(root)
+}
+
+/// Cross-compiles every test guest to a flat binary.
+fn build_guests(out: &Path) -> Result<Vec<(String, Vec<u8>)>, String> {
+    fs::create_dir_all(out).map_err(|e| e.to_string())?;
+    let src = paths::root().join("resources/guests");
+    let mut built = Vec::new();
+    for (name, source, cflags) in GUESTS {
+        let elf = out.join(format!("{name}.elf"));
+        let bin = out.join(format!("{name}.bin"));
+        let mut gcc = Command::new("riscv64-linux-gnu-gcc");
+        gcc.current_dir(&src)
+            .args([
+                "-march=rv64gc",
+                "-mabi=lp64d",
+                "-mcmodel=medany",
+                "-ffreestanding",
+                "-nostdlib",
+            ])
+            .args([
+                "-nostartfiles",
+                "-static",
+                "-fno-pic",
+                "-no-pie",
+                "-fno-builtin",
+                "-O2",
+                "-Wall",
+            ])
+            .args([
+                "-Werror",
+                "-Wno-main",
+                "-Wl,--no-warn-rwx-segments",
+                "-Wl,--build-id=none",
+                "-T",
+                "guest.ld",
+            ])
+            .args(cflags.split_whitespace())
+            .args(["crt0.S", "lib.c", &format!("{source}.c"), "-o"])
+            .arg(&elf);
+        host::run_quiet(&mut gcc)?;
+        host::run_quiet(
+            Command::new("riscv64-linux-gnu-objcopy")
+                .args(["-O", "binary"])
+                .arg(&elf)
+                .arg(&bin),
+        )?;
+        built.push((name.to_string(), read(&bin)?));
+    }
+    Ok(built)
+}
+
+/// L1's /init: set up, load kvm.ko, run the plan, power off.
+fn init_script(cases: &[Case]) -> String {
+    format!(
+        "#!/bin/busybox sh\n\
+         /bin/busybox --install -s /bin\n\
+         mount -t proc proc /proc\nmount -t sysfs sys /sys\nmount -t devtmpfs dev /dev\n\
+         mkdir -p /tmp\n\
+         insmod /kvm.ko || echo '@@LAB insmod kvm.ko failed'\n\
+         echo \"@@LAB kernel $(uname -r), $(grep -c ^processor /proc/cpuinfo) harts, $(grep -m1 ^isa /proc/cpuinfo)\"\n\
+         {}\
+         echo '@@LAB done'\n\
+         poweroff -f\n",
+        plan::runner(cases)
+    )
+}
+
+fn initramfs(p: &Prepared, cases: &[Case]) -> Vec<u8> {
+    let init = init_script(cases);
+    let scripts: Vec<(String, String)> = cases
+        .iter()
+        .map(|c| (format!("cases/{}.sh", c.name), plan::case_script(c)))
+        .collect();
+    let stdins: Vec<(String, &str)> = cases
+        .iter()
+        .filter_map(|c| c.stdin.map(|s| (format!("cases/{}.stdin", c.name), s)))
+        .collect();
+    let guest_paths: Vec<(String, &[u8])> = p
+        .guests
+        .iter()
+        .map(|(n, b)| (format!("guests/{n}.bin"), b.as_slice()))
+        .collect();
+    let mut entries = vec![
+        Entry::Dir("bin"),
+        Entry::Dir("dev"),
+        Entry::CharDev("dev/console", 5, 1),
+        Entry::CharDev("dev/null", 1, 3),
+        Entry::Dir("proc"),
+        Entry::Dir("sys"),
+        Entry::Dir("tmp"),
+        Entry::Dir("cases"),
+        Entry::Dir("guests"),
+        Entry::File("bin/busybox", 0o755, &p.busybox),
+        Entry::Symlink("bin/sh", "busybox"),
+        Entry::File("init", 0o755, init.as_bytes()),
+        Entry::File("kvm.ko", 0o644, &p.kvm_ko),
+        Entry::File("rvvmm", 0o755, &p.rvvmm),
+    ];
+    entries.extend(
+        scripts
+            .iter()
+            .map(|(path, s)| Entry::File(path, 0o755, s.as_bytes())),
+    );
+    entries.extend(
+        stdins
+            .iter()
+            .map(|(path, s)| Entry::File(path, 0o644, s.as_bytes())),
+    );
+    entries.extend(
+        guest_paths
+            .iter()
+            .map(|(path, b)| Entry::File(path, 0o644, b)),
+    );
+    cpio::archive(&entries)
+}
+
+/// Boots L1 once with `cases`; returns the console log. Fails if QEMU cannot start, or L1
+/// neither finishes nor powers off within [`L1_TIMEOUT`].
+fn boot_l1(p: &Prepared, mode: Mode, cases: &[Case]) -> Result<String, String> {
+    let lab_dir = p.chroot.join("lab");
+    fs::create_dir_all(&lab_dir).map_err(|e| e.to_string())?;
+    fs::copy(&p.image, lab_dir.join("Image"))
+        .map_err(|e| format!("cannot copy the kernel: {e}"))?;
+    let initrd_name = format!("initrd-{}.cpio", mode.name());
+    fs::write(lab_dir.join(&initrd_name), initramfs(p, cases)).map_err(|e| e.to_string())?;
+    let log_path = paths::work_dir().join(format!("console-{}.log", mode.name()));
+    let log_file = fs::File::create(&log_path)
+        .map_err(|e| format!("cannot create {}: {e}", log_path.display()))?;
+    eprintln!(
+        "lab[{}]: booting L1 (QEMU -M {}), console in {}",
+        mode.name(),
+        mode.machine(),
+        log_path.display()
+    );
+    let mut child = Command::new("chroot")
+        .arg(&p.chroot)
+        .args([
+            "qemu-system-riscv64",
+            "-M",
+            mode.machine(),
+            "-cpu",
+            "rv64",
+            "-smp",
+            "2",
+            "-m",
+            "2G",
+        ])
+        .args([
+            "-display",
+            "none",
+            "-monitor",
+            "none",
+            "-serial",
+            "stdio",
+            "-no-reboot",
+        ])
+        .args([
+            "-kernel",
+            "/lab/Image",
+            "-initrd",
+            &format!("/lab/{initrd_name}"),
+        ])
+        .args(["-append", "console=ttyS0 quiet loglevel=1 panic=-1"])
+        .stdin(Stdio::null())
+        .stdout(log_file)
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("cannot start QEMU: {e}"))?;
+    let started = Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().map_err(|e| e.to_string())? {
+            break Some(status);
+        }
+        if started.elapsed() > L1_TIMEOUT {
+            let _ = child.kill();
+            let _ = child.wait();
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    let log = String::from_utf8_lossy(&read(&log_path)?).into_owned();
+    let mut stderr = String::new();
+    if let Some(mut e) = child.stderr.take() {
+        use std::io::Read;
+        let _ = e.read_to_string(&mut stderr);
+    }
+    match status {
+        None => {
+            let _ = std::io::stdout().flush();
+            eprintln!(
+                "lab[{}]: L1 did not finish in {} s; killed",
+                mode.name(),
+                L1_TIMEOUT.as_secs()
+            );
+        }
+        Some(s) if !s.success() => return Err(format!("QEMU failed ({s}): {}", stderr.trim())),
+        Some(_) => {}
+    }
+    if !log.contains("@@LAB done") {
+        eprintln!(
+            "lab[{}]: L1 did not reach the end of its plan; last console lines:",
+            mode.name()
+        );
+        for line in log
+            .lines()
+            .rev()
+            .take(20)
+            .collect::<Vec<_>>()
+            .into_iter()
+            .rev()
+        {
+            eprintln!("    | {line}");
+        }
+    }
+    Ok(log)
+}

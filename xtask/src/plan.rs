@@ -1,0 +1,392 @@
+//! The lab's test plan: what runs inside L1, and how its console output is judged.
+//!
+//! Each case is a shell command run by L1's init with a time limit. Its output is framed by
+//! `@@CASE name` / `@@END name rc=N` markers on the serial console, and judged here on the host:
+//! exit status, lines that must appear, lines that must not, and optional extra checks.
+
+use crate::lab::Mode;
+
+/// An extra check on a case's output.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Check {
+    /// Nothing beyond status and text.
+    None,
+    /// rvvmm's "VmRSS at start" and "VmRSS at exit" lines differ by at most this many KiB.
+    RssGrowthAtMost(u64),
+}
+
+/// One lab case.
+#[derive(Debug, Clone)]
+pub struct Case {
+    /// Short name, unique.
+    pub name: &'static str,
+    /// Shell command run in L1 (rvvmm is /rvvmm, guests are /guests/NAME.bin).
+    pub cmd: &'static str,
+    /// Bytes fed to the command's stdin (else /dev/null).
+    pub stdin: Option<&'static str>,
+    /// Expected exit status.
+    pub rc: i32,
+    /// Text that must appear in the output, in any mode.
+    pub expect: &'static [&'static str],
+    /// Text that must appear only in PLIC mode / only in AIA mode.
+    pub expect_plic: &'static [&'static str],
+    /// See `expect_plic`.
+    pub expect_aia: &'static [&'static str],
+    /// Text that must not appear.
+    pub reject: &'static [&'static str],
+    /// Extra check.
+    pub check: Check,
+    /// Seconds before the case is killed (a hang fails the case, not the lab).
+    pub timeout: u32,
+}
+
+const fn case(
+    name: &'static str,
+    cmd: &'static str,
+    rc: i32,
+    expect: &'static [&'static str],
+) -> Case {
+    Case {
+        name,
+        cmd,
+        stdin: None,
+        rc,
+        expect,
+        expect_plic: &[],
+        expect_aia: &[],
+        reject: &["panicked", "RUST_BACKTRACE"],
+        check: Check::None,
+        timeout: 120,
+    }
+}
+
+/// Every lab case, in the order they run.
+pub fn cases() -> Vec<Case> {
+    vec![
+        Case {
+            expect_plic: &["riscv-plic"],
+            expect_aia: &["AIA available with"],
+            ..case(
+                "l1_irqchip",
+                "ls -l /dev/kvm && dmesg | grep -i -E 'plic|aia' | head -n 8",
+                0,
+                &["/dev/kvm"],
+            )
+        },
+        case(
+            "hello",
+            "/rvvmm --kernel /guests/hello.bin",
+            0,
+            &["Hello from a RISC-V guest on rvvmm!"],
+        ),
+        case(
+            "boot_regs",
+            "/rvvmm --kernel /guests/boot_regs.bin --memory 64M",
+            0,
+            &["boot_regs: a1=0x0000000083e00000", "PASS boot_regs"],
+        ),
+        Case {
+            stdin: Some("ping"),
+            ..case(
+                "dbcn",
+                "/rvvmm --kernel /guests/dbcn.bin",
+                0,
+                &[
+                    "dbcn: write ok",
+                    "dbcn: write_byte ok",
+                    "dbcn: errors ok",
+                    "dbcn: read 'ping'",
+                    "PASS dbcn",
+                ],
+            )
+        },
+        case(
+            "hypercall",
+            "RUST_LOG=rvvmm=debug /rvvmm --kernel /guests/hypercall.bin",
+            0,
+            &[
+                "hypercall nr=0 args=[1111, 2222, 3333, 4444, 5555, 6666666666666666]",
+                "hypercall nr=7 args=[1, 2, 3, 4, 5, 6]",
+                "hypercall: abi version 0x0000000000000001",
+                "unsupported SBI extension 0x8000001",
+                "unsupported SBI extension 0x9000000",
+                "PASS hypercall",
+            ],
+        ),
+        case(
+            "mmio",
+            "RUST_LOG=rvvmm=debug /rvvmm --kernel /guests/mmio.bin --testdev",
+            0,
+            &[
+                "mmio: testdev ok",
+                "unclaimed MMIO read of 8 bytes at 0x20000008",
+                "unclaimed MMIO write of 4 bytes at 0x20000000",
+                "PASS mmio",
+            ],
+        ),
+        case(
+            "srst_shutdown",
+            "/rvvmm --kernel /guests/hello.bin; echo status=$?",
+            0,
+            &["status=0"],
+        ),
+        case(
+            "srst_reboot",
+            "RUST_LOG=rvvmm=info /rvvmm --kernel /guests/reboot.bin",
+            0,
+            &[
+                "reboot: boot 0x0000000000000001",
+                "guest rebooted; boot 2",
+                "reboot: boot 0x0000000000000002",
+                "PASS reboot",
+            ],
+        ),
+        case(
+            "srst_failure",
+            "/rvvmm --kernel /guests/sysfail.bin",
+            1,
+            &["rvvmm: the guest reported a system failure"],
+        ),
+        case(
+            "finisher_code",
+            "/rvvmm --kernel /guests/finisher.bin",
+            42,
+            &["finisher: exiting with code 42"],
+        ),
+        case(
+            "smp_hsm",
+            "RUST_LOG=rvvmm=info /rvvmm --kernel /guests/smp.bin --cpus 2",
+            0,
+            &[
+                "hart 1 started",
+                "smp: hello from hart 0x0000000000000001",
+                "PASS smp",
+            ],
+        ),
+        Case {
+            check: Check::RssGrowthAtMost(256),
+            ..case(
+                "exits_200k",
+                "RUST_LOG=rvvmm=info /rvvmm --kernel /guests/exits.bin --testdev",
+                0,
+                &[
+                    "exits: done 0x0000000000030d40",
+                    "PASS exits",
+                    "VmRSS at exit",
+                ],
+            )
+        },
+        case(
+            "bad_kernel_path",
+            "/rvvmm --kernel /nonexistent.bin",
+            1,
+            &["rvvmm: cannot read kernel /nonexistent.bin: No such file or directory"],
+        ),
+        case("no_kernel_flag", "/rvvmm", 2, &["--kernel <FILE>"]),
+        case(
+            "kernel_too_large",
+            "/rvvmm --kernel /rvvmm --memory 4M",
+            1,
+            &["raise --memory"],
+        ),
+    ]
+}
+
+/// The L1 shell script that runs `cases`: one file a case (see [`case_script`]) plus this.
+pub fn runner(cases: &[Case]) -> String {
+    let mut s = String::new();
+    for c in cases {
+        let stdin = if c.stdin.is_some() {
+            format!("/cases/{}.stdin", c.name)
+        } else {
+            "/dev/null".into()
+        };
+        s.push_str(&format!(
+            "echo '@@CASE {name}'\ncd /\ntimeout -s KILL {t} sh /cases/{name}.sh < {stdin} > /tmp/case.out 2>&1\nrc=$?\ncat /tmp/case.out\necho \"@@END {name} rc=$rc\"\n",
+            name = c.name,
+            t = c.timeout,
+        ));
+    }
+    s
+}
+
+/// The script of one case.
+pub fn case_script(c: &Case) -> String {
+    format!("#!/bin/sh\n{}\n", c.cmd)
+}
+
+/// The verdict on one case.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Verdict {
+    /// Case name.
+    pub name: String,
+    /// Passed?
+    pub pass: bool,
+    /// What was seen (status, and why it failed).
+    pub detail: String,
+}
+
+/// A case's output and status, cut from the console log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Ran {
+    /// Output lines.
+    pub output: String,
+    /// Exit status.
+    pub rc: i32,
+}
+
+/// Cuts every `@@CASE`..`@@END` block out of the console log.
+pub fn parse_log(log: &str) -> Vec<(String, Ran)> {
+    let mut found = Vec::new();
+    let mut current: Option<(String, String)> = None;
+    for line in log.lines() {
+        let line = line.trim_end_matches('\r');
+        if let Some(name) = line.strip_prefix("@@CASE ") {
+            current = Some((name.trim().to_string(), String::new()));
+        } else if let Some(rest) = line.strip_prefix("@@END ") {
+            let mut parts = rest.split_whitespace();
+            let name = parts.next().unwrap_or_default();
+            let rc = parts
+                .next()
+                .and_then(|p| p.strip_prefix("rc="))
+                .and_then(|v| v.parse().ok());
+            if let (Some((open, output)), Some(rc)) = (current.take(), rc) {
+                if open == name {
+                    found.push((open, Ran { output, rc }));
+                }
+            }
+        } else if let Some((_, output)) = current.as_mut() {
+            output.push_str(line);
+            output.push('\n');
+        }
+    }
+    found
+}
+
+/// Judges `ran` (None: the case never finished) against `c`.
+pub fn judge(c: &Case, mode: Mode, ran: Option<&Ran>) -> Verdict {
+    let mut problems = Vec::new();
+    let mut detail = String::new();
+    match ran {
+        None => problems.push("no result (L1 hung or died before the case ended)".to_string()),
+        Some(ran) => {
+            detail = format!("rc={}", ran.rc);
+            if ran.rc != c.rc {
+                problems.push(format!("exit status {} (expected {})", ran.rc, c.rc));
+            }
+            let mode_expect = match mode {
+                Mode::Plic => c.expect_plic,
+                Mode::Aia => c.expect_aia,
+            };
+            for want in c.expect.iter().chain(mode_expect) {
+                if !ran.output.contains(want) {
+                    problems.push(format!("missing {want:?}"));
+                }
+            }
+            for bad in c.reject {
+                if ran.output.contains(bad) {
+                    problems.push(format!("unexpected {bad:?}"));
+                }
+            }
+            if let Check::RssGrowthAtMost(limit) = c.check {
+                match (
+                    kib_after(&ran.output, "VmRSS at start: "),
+                    kib_after(&ran.output, "VmRSS at exit: "),
+                ) {
+                    (Some(start), Some(end)) => {
+                        detail.push_str(&format!(", VmRSS {start} KiB -> {end} KiB"));
+                        if end > start + limit {
+                            problems
+                                .push(format!("VmRSS grew by {} KiB (limit {limit})", end - start));
+                        }
+                    }
+                    _ => problems.push("no VmRSS lines".into()),
+                }
+            }
+            if let Some(exits) = ran.output.lines().find_map(|l| l.split("after ").nth(1)) {
+                if let Some(n) = exits.split_whitespace().next() {
+                    detail.push_str(&format!(", {n} exits"));
+                }
+            }
+        }
+    }
+    let pass = problems.is_empty();
+    if !pass {
+        detail.push_str(&format!(": {}", problems.join("; ")));
+    }
+    Verdict {
+        name: c.name.to_string(),
+        pass,
+        detail,
+    }
+}
+
+fn kib_after(output: &str, prefix: &str) -> Option<u64> {
+    output
+        .lines()
+        .find_map(|l| l.split(prefix).nth(1))
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_unique_and_shell_safe() {
+        let cases = cases();
+        let mut names: Vec<_> = cases.iter().map(|c| c.name).collect();
+        names.sort_unstable();
+        names.dedup();
+        assert_eq!(names.len(), cases.len());
+        assert!(cases.iter().all(|c| c
+            .name
+            .chars()
+            .all(|ch| ch.is_ascii_alphanumeric() || ch == '_')));
+    }
+
+    #[test]
+    fn log_blocks_are_cut_and_judged() {
+        let log = "boot noise\r\n@@CASE hello\r\nHello from a RISC-V guest on rvvmm!\r\n@@END hello rc=0\r\n@@CASE boot_regs\r\nFAIL: x\r\n@@END boot_regs rc=10\r\n@@CASE dbcn\r\n[ kernel oops ]\r\n";
+        let ran = parse_log(log);
+        assert_eq!(ran.len(), 2);
+        let cases = cases();
+        let hello = cases.iter().find(|c| c.name == "hello").unwrap();
+        assert!(judge(hello, Mode::Aia, Some(&ran[0].1)).pass);
+        let regs = cases.iter().find(|c| c.name == "boot_regs").unwrap();
+        let v = judge(regs, Mode::Aia, Some(&ran[1].1));
+        assert!(!v.pass && v.detail.contains("exit status 10"));
+        let dbcn = cases.iter().find(|c| c.name == "dbcn").unwrap();
+        assert!(!judge(dbcn, Mode::Plic, None).pass);
+    }
+
+    #[test]
+    fn rss_growth_is_checked() {
+        let c = Case {
+            check: Check::RssGrowthAtMost(256),
+            ..case("x", "", 0, &[])
+        };
+        let ran = |end: u64| Ran {
+            output: format!("VmRSS at start: 1000 KiB\nVmRSS at exit: {end} KiB after 5 exits\n"),
+            rc: 0,
+        };
+        assert!(judge(&c, Mode::Plic, Some(&ran(1200))).pass);
+        let v = judge(&c, Mode::Plic, Some(&ran(2000)));
+        assert!(!v.pass && v.detail.contains("grew by 1000 KiB"));
+    }
+
+    #[test]
+    fn mode_specific_expectations() {
+        let c = cases()
+            .into_iter()
+            .find(|c| c.name == "l1_irqchip")
+            .unwrap();
+        let ran = Ran {
+            output: "/dev/kvm\nriscv-plic: mapped 96 interrupts\n".into(),
+            rc: 0,
+        };
+        assert!(judge(&c, Mode::Plic, Some(&ran)).pass);
+        assert!(!judge(&c, Mode::Aia, Some(&ran)).pass);
+    }
+}
