@@ -368,8 +368,9 @@ fn init_script(cases: &[Case]) -> String {
     )
 }
 
-fn initramfs(p: &Prepared, cases: &[Case]) -> Vec<u8> {
+fn initramfs(p: &Prepared, cases: &[Case]) -> Result<Vec<u8>, String> {
     let init = init_script(cases);
+    let image = read(&p.image)?;
     let scripts: Vec<(String, String)> = cases
         .iter()
         .map(|c| (format!("cases/{}.sh", c.name), plan::case_script(c)))
@@ -398,6 +399,8 @@ fn initramfs(p: &Prepared, cases: &[Case]) -> Vec<u8> {
         Entry::File("init", 0o755, init.as_bytes()),
         Entry::File("kvm.ko", 0o644, &p.kvm_ko),
         Entry::File("rvvmm", 0o755, &p.rvvmm),
+        Entry::Dir("l2"),
+        Entry::File("l2/Image", 0o644, &image),
     ];
     entries.extend(
         scripts
@@ -414,7 +417,7 @@ fn initramfs(p: &Prepared, cases: &[Case]) -> Vec<u8> {
             .iter()
             .map(|(path, b)| Entry::File(path, 0o644, b)),
     );
-    cpio::archive(&entries)
+    Ok(cpio::archive(&entries))
 }
 
 /// Boots L1 once with `cases`; returns the console log. Fails if QEMU cannot start, or L1
@@ -425,7 +428,7 @@ fn boot_l1(p: &Prepared, mode: Mode, cases: &[Case]) -> Result<String, String> {
     fs::copy(&p.image, lab_dir.join("Image"))
         .map_err(|e| format!("cannot copy the kernel: {e}"))?;
     let initrd_name = format!("initrd-{}.cpio", mode.name());
-    fs::write(lab_dir.join(&initrd_name), initramfs(p, cases)).map_err(|e| e.to_string())?;
+    fs::write(lab_dir.join(&initrd_name), initramfs(p, cases)?).map_err(|e| e.to_string())?;
     let log_path = paths::work_dir().join(format!("console-{}.log", mode.name()));
     let log_file = fs::File::create(&log_path)
         .map_err(|e| format!("cannot create {}: {e}", log_path.display()))?;
