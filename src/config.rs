@@ -17,46 +17,74 @@ pub struct Args {
     #[arg(long, value_name = "FILE")]
     pub kernel: PathBuf,
 
-    /// Guest RAM, e.g. 128M, 2G, or bytes.
-    #[arg(long, value_name = "SIZE", default_value = "256M", value_parser = parse_memory)]
-    pub memory: u64,
+    /// Device tree to patch and pass to the guest (e.g. dumped from QEMU with
+    /// `-M virt,dumpdtb=virt.dtb`). Without it, rvvmm generates one.
+    #[arg(long, value_name = "FILE")]
+    pub dtb: Option<PathBuf>,
+
+    /// Initial ramdisk, placed in RAM and announced in the device tree.
+    #[arg(long, value_name = "FILE")]
+    pub initrd: Option<PathBuf>,
+
+    /// Guest RAM, e.g. 512M or 2G [default: the --dtb's /memory size, else 256M].
+    #[arg(long, value_name = "SIZE", value_parser = parse_memory)]
+    pub memory: Option<u64>,
 
     /// Number of vCPUs (1 to 32). Hart 0 boots; the guest starts the others with SBI HSM.
     #[arg(long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=MAX_CPUS as i64))]
     pub cpus: u32,
 
     /// Kernel command line, placed in the device tree's /chosen/bootargs.
-    #[arg(long, value_name = "STRING")]
+    #[arg(long, value_name = "STRING", value_parser = parse_cmdline)]
     pub cmdline: Option<String>,
 
-    /// Map rvvmm's MMIO test device at 0x1010_0000 (for testing the VMM).
+    /// Write the final device tree to FILE and exit, without running the guest.
+    #[arg(long, value_name = "FILE")]
+    pub dump_dtb: Option<PathBuf>,
+
+    /// Map rvvmm's MMIO test device at 0x1008_0000 (for testing the VMM).
     #[arg(long)]
     pub testdev: bool,
 }
 
 /// Everything the VMM needs to build a VM.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct VmConfig {
     /// Kernel file.
     pub kernel: PathBuf,
-    /// Bytes of guest RAM.
-    pub memory: u64,
+    /// User device tree.
+    pub dtb: Option<PathBuf>,
+    /// Initial ramdisk.
+    pub initrd: Option<PathBuf>,
+    /// Bytes of guest RAM (else the dtb's, else [`DEFAULT_MEMORY`]).
+    pub memory: Option<u64>,
     /// vCPU count.
     pub cpus: u32,
     /// Kernel command line.
     pub cmdline: Option<String>,
     /// Whether to map the test device.
     pub testdev: bool,
+    /// Where to write the final device tree instead of running.
+    pub dump_dtb: Option<PathBuf>,
 }
+
+/// Guest RAM when neither --memory nor a --dtb says.
+pub const DEFAULT_MEMORY: u64 = 256 << 20;
+
+/// Longest kernel command line: Linux's RISC-V COMMAND_LINE_SIZE is 1024 with the NUL.
+pub const MAX_CMDLINE: usize = 1023;
 
 impl From<Args> for VmConfig {
     fn from(args: Args) -> Self {
         VmConfig {
             kernel: args.kernel,
+            dtb: args.dtb,
+            initrd: args.initrd,
             memory: args.memory,
             cpus: args.cpus,
             cmdline: args.cmdline,
             testdev: args.testdev,
+            dump_dtb: args.dump_dtb,
         }
     }
 }
@@ -81,6 +109,17 @@ pub fn parse_memory(s: &str) -> Result<u64, String> {
         return Err(format!("{s} is not a multiple of 4 KiB"));
     }
     Ok(size)
+}
+
+/// Accepts a command line Linux can take whole.
+pub fn parse_cmdline(s: &str) -> Result<String, String> {
+    if s.len() > MAX_CMDLINE {
+        return Err(format!(
+            "the command line is {} bytes; Linux on RISC-V takes at most {MAX_CMDLINE}",
+            s.len()
+        ));
+    }
+    Ok(s.to_string())
 }
 
 /// Parses "512M", "2G", "2GiB", "1048576".
@@ -126,6 +165,12 @@ mod tests {
         assert!(parse_memory("1T").is_err());
         assert!(parse_memory("4194305").is_err());
         assert_eq!(parse_memory("128M"), Ok(128 << 20));
+    }
+
+    #[test]
+    fn cmdline_bounds() {
+        assert!(parse_cmdline(&"x".repeat(MAX_CMDLINE)).is_ok());
+        assert!(parse_cmdline(&"x".repeat(MAX_CMDLINE + 1)).is_err());
     }
 
     #[test]

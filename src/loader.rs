@@ -47,6 +47,33 @@ pub enum LoaderError {
         /// The offset.
         offset: u64,
     },
+    /// A format rvvmm cannot boot.
+    #[error("kernel {path} is {what}; rvvmm boots a RISC-V Linux Image (arch/riscv/boot/Image) or a flat binary")]
+    Unloadable {
+        /// The file.
+        path: PathBuf,
+        /// What it looks like.
+        what: &'static str,
+    },
+    /// The initrd could not be read.
+    #[error("cannot read initrd {path}: {source}")]
+    ReadInitrd {
+        /// The file.
+        path: PathBuf,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The initrd does not fit between the kernel and the device tree.
+    #[error("initrd {path} is {len} bytes, but only {room} are free between the kernel and the device tree; raise --memory")]
+    InitrdTooLarge {
+        /// The file.
+        path: PathBuf,
+        /// Its size.
+        len: u64,
+        /// Bytes free.
+        room: u64,
+    },
     /// Writing guest RAM failed.
     #[error("cannot write the kernel into guest RAM: {0}")]
     Memory(#[from] vm_memory::GuestMemoryError),
@@ -90,6 +117,12 @@ impl Kernel {
         if bytes.is_empty() {
             return Err(LoaderError::Empty(path.to_owned()));
         }
+        if let Some(what) = unloadable(&bytes) {
+            return Err(LoaderError::Unloadable {
+                path: path.to_owned(),
+                what,
+            });
+        }
         let kind = classify(&bytes);
         if let KernelKind::LinuxImage { text_offset, .. } = kind {
             if text_offset % (2 << 20) != 0 {
@@ -114,13 +147,18 @@ impl Kernel {
         }
     }
 
+    /// Bytes the kernel occupies from its load address once running.
+    pub fn footprint(&self) -> u64 {
+        match self.kind {
+            KernelKind::LinuxImage { image_size, .. } => image_size.max(self.bytes.len() as u64),
+            KernelKind::Flat => self.bytes.len() as u64,
+        }
+    }
+
     /// Checks the kernel fits in `ram_size` bytes of RAM below the device tree.
     pub fn check_fits(&self, ram_size: u64) -> Result<(), LoaderError> {
         let load = self.load_addr();
-        let need = match self.kind {
-            KernelKind::LinuxImage { image_size, .. } => image_size.max(self.bytes.len() as u64),
-            KernelKind::Flat => self.bytes.len() as u64,
-        };
+        let need = self.footprint();
         let room = fdt_addr(ram_size).saturating_sub(load);
         if need > room {
             return Err(LoaderError::TooLarge {
@@ -138,6 +176,73 @@ impl Kernel {
         let load = self.load_addr();
         memory.write_slice(&self.bytes, GuestAddress(load))?;
         Ok(load)
+    }
+}
+
+/// An initial ramdisk read from disk.
+#[derive(Debug, Clone)]
+pub struct Initrd {
+    /// The file.
+    pub path: PathBuf,
+    /// Its bytes.
+    pub bytes: Vec<u8>,
+}
+
+impl Initrd {
+    /// Reads `path`.
+    pub fn read(path: &Path) -> Result<Self, LoaderError> {
+        let bytes = std::fs::read(path).map_err(|source| LoaderError::ReadInitrd {
+            path: path.to_owned(),
+            source,
+        })?;
+        Ok(Initrd {
+            path: path.to_owned(),
+            bytes,
+        })
+    }
+
+    /// Where the initrd goes: page-aligned, as high as it fits below the device tree and above
+    /// the kernel. Returns [start, end).
+    pub fn place(&self, kernel: &Kernel, ram_size: u64) -> Result<(u64, u64), LoaderError> {
+        let len = self.bytes.len() as u64;
+        let top = fdt_addr(ram_size);
+        // The kernel's footprint, rounded up to 2 MiB: Linux maps itself in 2 MiB pages.
+        let kernel_end =
+            (kernel.load_addr() + kernel.footprint() + (2 << 20) - 1) & !((2 << 20) - 1);
+        let room = top.saturating_sub(kernel_end);
+        if len > room {
+            return Err(LoaderError::InitrdTooLarge {
+                path: self.path.clone(),
+                len,
+                room,
+            });
+        }
+        let start = (top - len) & !0xfff;
+        Ok((start, start + len))
+    }
+
+    /// Copies the initrd to `start`.
+    pub fn load(&self, memory: &GuestMemoryMmap, start: u64) -> Result<(), LoaderError> {
+        memory.write_slice(&self.bytes, GuestAddress(start))?;
+        Ok(())
+    }
+}
+
+/// Formats that are kernels, but not ones rvvmm can boot.
+fn unloadable(bytes: &[u8]) -> Option<&'static str> {
+    let starts = |magic: &[u8]| bytes.starts_with(magic);
+    if starts(b"\x7fELF") {
+        Some("an ELF file (vmlinux)")
+    } else if starts(&[0x1f, 0x8b]) {
+        Some("gzip-compressed (Image.gz); decompress it first")
+    } else if starts(&[0x28, 0xb5, 0x2f, 0xfd]) {
+        Some("zstd-compressed; decompress it first")
+    } else if starts(b"\xfd7zXZ\0") {
+        Some("xz-compressed; decompress it first")
+    } else if starts(b"MZ") && bytes.get(4..8) == Some(b"zimg") {
+        Some("an EFI zboot image (vmlinuz.efi)")
+    } else {
+        None
     }
 }
 
@@ -216,6 +321,48 @@ mod tests {
         let mut got = [0u8; 9];
         memory.read_slice(&mut got, GuestAddress(RAM_BASE)).unwrap();
         assert_eq!(&got, b"\x13\x00\x00\x00hello");
+    }
+
+    #[test]
+    fn compressed_and_elf_kernels_are_refused() {
+        let dir = std::env::temp_dir().join(format!("rvvmm-loader-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        for (name, bytes) in [
+            ("vmlinux", b"\x7fELF\x02\x01\x01".to_vec()),
+            ("Image.gz", vec![0x1f, 0x8b, 8, 0]),
+            ("Image.xz", b"\xfd7zXZ\0rest".to_vec()),
+            ("vmlinuz.efi", b"MZ\0\0zimg".to_vec()),
+        ] {
+            let path = dir.join(name);
+            std::fs::write(&path, bytes).unwrap();
+            let err = Kernel::read(&path).unwrap_err();
+            assert!(
+                matches!(err, LoaderError::Unloadable { .. }),
+                "{name}: {err}"
+            );
+        }
+    }
+
+    #[test]
+    fn initrd_goes_high_and_must_clear_the_kernel() {
+        let k = kernel(image_header(0x20_0000, 0x100_0000)); // 16 MiB at +2 MiB
+        let initrd = Initrd {
+            path: "i".into(),
+            bytes: vec![0; 0x12_345],
+        };
+        let (start, end) = initrd.place(&k, 64 << 20).unwrap();
+        assert_eq!(start % 4096, 0);
+        assert_eq!(end - start, 0x12_345);
+        assert!(end <= fdt_addr(64 << 20));
+        assert!(start >= 0x8120_0000);
+        let big = Initrd {
+            path: "i".into(),
+            bytes: vec![0; 40 << 20],
+        };
+        assert!(matches!(
+            big.place(&k, 48 << 20),
+            Err(LoaderError::InitrdTooLarge { .. })
+        ));
     }
 
     #[test]

@@ -3,10 +3,10 @@
 
 use std::error::Error;
 use std::process::ExitCode;
-use std::sync::Arc;
 
 use clap::Parser;
 use rvvmm::config::Args;
+use rvvmm::console::terminal::{stdin_is_tty, RawTerminal};
 use rvvmm::console::StdioConsole;
 use rvvmm::hypervisor::HypervisorError;
 use rvvmm::{VmConfig, Vmm};
@@ -26,7 +26,20 @@ fn main() -> ExitCode {
 }
 
 fn run(config: VmConfig) -> Result<i32, Box<dyn Error>> {
-    let vmm = Vmm::new(config, Arc::new(StdioConsole::default()))?;
+    let interactive = stdin_is_tty();
+    let console = StdioConsole::new(interactive);
+    let dump = config.dump_dtb.clone();
+    let vmm = Vmm::new(config, console.clone())?;
+    if let Some(path) = dump {
+        vmm.dump_dtb(&make_vm()?, &path)?;
+        return Ok(0);
+    }
+    // Restored when this returns, on every path (and by signal and panic hooks).
+    let _raw = RawTerminal::enter();
+    if interactive {
+        eprint!("rvvmm: console on this terminal; Ctrl-A x quits\r\n");
+    }
+    console.start_input();
     Ok(vmm.run(make_vm)?)
 }
 

@@ -6,6 +6,8 @@
 //! with a signal, and joins them. A reboot runs the recipe again on the same RAM (as QEMU keeps
 //! RAM across a reset); the kernel and device tree are written anew.
 
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Once};
 use std::thread::JoinHandle;
 use std::time::Duration;
@@ -13,18 +15,23 @@ use std::time::Duration;
 use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
 use vmm_sys_util::signal::{register_signal_handler, Killable, SIGRTMIN};
 
-use crate::arch::riscv64::fdt::{create_fdt, FdtConfig, FdtError};
+use crate::arch::riscv64::fdt::tree::{Tree, MAX_BLOB};
+use crate::arch::riscv64::fdt::{check_size, create_fdt, patch, FdtConfig, FdtError};
 use crate::arch::riscv64::layout::{
-    fdt_addr, FINISHER_BASE, FINISHER_SIZE, RAM_BASE, TESTDEV_BASE, TESTDEV_SIZE,
+    fdt_addr, FINISHER_BASE, FINISHER_SIZE, PLIC_BASE, PLIC_SIZE, RAM_BASE, TESTDEV_BASE,
+    TESTDEV_SIZE, UART_BASE, UART_IRQ, UART_SIZE,
 };
-use crate::config::VmConfig;
-use crate::console::Console;
+use crate::arch::riscv64::regs::VcpuIsa;
+use crate::config::{parse_memory, VmConfig, DEFAULT_MEMORY};
+use crate::console::{Console, ConsoleEvent};
 use crate::control::{ExitRequest, VmControl};
 use crate::devices::finisher::Finisher;
+use crate::devices::plic::Plic;
 use crate::devices::testdev::TestDev;
+use crate::devices::uart::Uart;
 use crate::devices::{Bus, BusError};
-use crate::hypervisor::{HypervisorError, VcpuBackend, VmBackend};
-use crate::loader::{Kernel, LoaderError};
+use crate::hypervisor::{HypervisorError, InterruptLine, VcpuBackend, VmBackend};
+use crate::loader::{Initrd, Kernel, LoaderError};
 use crate::sbi::{Sbi, SbiContext};
 use crate::vcpu::{ExitReason, Vcpu, VcpuConfig, VcpuError, SRST_REASON_SYSTEM_FAILURE};
 
@@ -58,6 +65,26 @@ pub enum VmmError {
     /// Writing the device tree into guest RAM failed.
     #[error("cannot write the device tree into guest RAM: {0}")]
     FdtWrite(#[source] vm_memory::GuestMemoryError),
+    /// The --dtb file is missing or not a device tree.
+    #[error("cannot use dtb {path}: {what}")]
+    Dtb {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        what: String,
+    },
+    /// The --dtb's memory size is unusable.
+    #[error("the dtb's /memory size is unusable: {0}; give --memory")]
+    DtbMemory(String),
+    /// --dump-dtb could not write its file.
+    #[error("cannot write {path}: {source}")]
+    DumpDtb {
+        /// The file.
+        path: PathBuf,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
     /// A vCPU thread could not be started.
     #[error("cannot start a vCPU thread: {0}")]
     Thread(#[source] std::io::Error),
@@ -75,33 +102,62 @@ pub type HypercallHandler = Arc<dyn Fn(u64, &[u64; 6]) -> (i64, u64) + Send + Sy
 /// How often the main thread re-kicks vCPU threads that have not yet left `KVM_RUN`.
 const KICK_INTERVAL: Duration = Duration::from_millis(5);
 
-/// The VMM: configuration, guest RAM and the host console.
+/// The VMM: configuration, what it loads, guest RAM and the host console.
 pub struct Vmm {
     config: VmConfig,
     kernel: Kernel,
+    initrd: Option<(Initrd, (u64, u64))>,
+    user_dtb: Option<Tree>,
+    ram_size: u64,
     memory: GuestMemoryMmap,
     console: Arc<dyn Console>,
     hypercall: HypercallHandler,
+    warned_dtb: AtomicBool,
 }
 
 impl Vmm {
-    /// Reads the kernel, checks it fits, and maps guest RAM. Fails before any hypervisor call,
-    /// so bad input is reported the same on every host.
+    /// Reads the kernel, initrd and dtb, checks they fit, and maps guest RAM. Fails before any
+    /// hypervisor call, so bad input is reported the same on every host.
     pub fn new(config: VmConfig, console: Arc<dyn Console>) -> Result<Self> {
+        let user_dtb = match &config.dtb {
+            Some(path) => Some(read_dtb(path)?),
+            None => None,
+        };
+        let ram_size = match (
+            config.memory,
+            user_dtb.as_ref().and_then(patch::memory_size),
+        ) {
+            (Some(size), _) => size,
+            (None, Some(size)) => {
+                parse_memory(&size.to_string()).map_err(|e| VmmError::DtbMemory(e.to_string()))?
+            }
+            (None, None) => DEFAULT_MEMORY,
+        };
         let kernel = Kernel::read(&config.kernel)?;
-        kernel.check_fits(config.memory)?;
-        let memory =
-            GuestMemoryMmap::from_ranges(&[(GuestAddress(RAM_BASE), config.memory as usize)])
-                .map_err(|source| VmmError::Memory {
-                    size: config.memory,
-                    source,
-                })?;
+        kernel.check_fits(ram_size)?;
+        let initrd = match &config.initrd {
+            Some(path) => {
+                let initrd = Initrd::read(path)?;
+                let range = initrd.place(&kernel, ram_size)?;
+                Some((initrd, range))
+            }
+            None => None,
+        };
+        let memory = GuestMemoryMmap::from_ranges(&[(GuestAddress(RAM_BASE), ram_size as usize)])
+            .map_err(|source| VmmError::Memory {
+            size: ram_size,
+            source,
+        })?;
         Ok(Vmm {
             config,
             kernel,
+            initrd,
+            user_dtb,
+            ram_size,
             memory,
             console,
             hypercall: Arc::new(crate::sbi::hypercall::answer),
+            warned_dtb: AtomicBool::new(false),
         })
     }
 
@@ -116,6 +172,11 @@ impl Vmm {
         &self.memory
     }
 
+    /// Bytes of guest RAM.
+    pub fn ram_size(&self) -> u64 {
+        self.ram_size
+    }
+
     /// Boots the guest on VMs made by `make_vm` (one per boot) until it powers off.
     /// Returns the exit status rvvmm should end with.
     pub fn run<V, F>(&self, mut make_vm: F) -> Result<i32>
@@ -128,7 +189,7 @@ impl Vmm {
         loop {
             boots += 1;
             let vm = make_vm()?;
-            let request = self.boot(&vm)?;
+            let request = self.boot(&vm, boots)?;
             // Every vCPU thread is joined; now the VM (and its vCPU fds) can go.
             drop(vm);
             match request {
@@ -140,41 +201,84 @@ impl Vmm {
         }
     }
 
+    /// Builds the device tree the guest would get and writes it to `path` (`--dump-dtb`).
+    /// Needs the hypervisor: the cpus describe what its vCPUs really offer.
+    pub fn dump_dtb<V: VmBackend>(&self, vm: &V, path: &Path) -> Result<()> {
+        let mut vcpu0 = self.create_vcpu(vm, 0)?;
+        vcpu0.setup()?;
+        let blob = self.device_tree(vcpu0.isa(), 1)?;
+        std::fs::write(path, &blob).map_err(|source| VmmError::DumpDtb {
+            path: path.to_owned(),
+            source,
+        })
+    }
+
+    fn create_vcpu<V: VmBackend>(&self, vm: &V, index: u32) -> Result<Vcpu<V::Vcpu>> {
+        let config = VcpuConfig {
+            hart_id: u64::from(index),
+            dtb_addr: fdt_addr(self.ram_size),
+        };
+        let sbi = Sbi::new(SbiContext {
+            memory: self.memory.clone(),
+            console: self.console.clone(),
+        });
+        Ok(Vcpu::new(index, config, vm.create_vcpu(index)?, sbi)?)
+    }
+
+    /// The device tree for vCPUs offering `isa`: the user's, patched, or a generated one.
+    fn device_tree(&self, isa: &VcpuIsa, boot_count: u64) -> Result<Vec<u8>> {
+        let config = FdtConfig {
+            num_cpus: self.config.cpus,
+            isa: isa.clone(),
+            ram_size: self.ram_size,
+            cmdline: self.config.cmdline.clone(),
+            initrd: self.initrd.as_ref().map(|(_, range)| *range),
+            testdev: self.config.testdev,
+            boot_count: boot_count.min(u64::from(u32::MAX)) as u32,
+        };
+        let Some(user) = &self.user_dtb else {
+            return Ok(create_fdt(&config)?);
+        };
+        let mut tree = user.clone();
+        let disabled = patch::patch_fdt(&mut tree, &config)?;
+        if !disabled.is_empty() && !self.warned_dtb.swap(true, Ordering::Relaxed) {
+            log::warn!(
+                "the dtb describes devices rvvmm does not emulate; disabled: {}",
+                disabled.join(", ")
+            );
+        }
+        let blob = tree.to_blob().map_err(FdtError::from)?;
+        check_size(&blob)?;
+        Ok(blob)
+    }
+
     /// One boot: build everything, run until a stop request, join every vCPU thread.
-    fn boot<V>(&self, vm: &V) -> Result<ExitRequest>
+    fn boot<V>(&self, vm: &V, boot_count: u64) -> Result<ExitRequest>
     where
         V: VmBackend,
         V::Vcpu: 'static,
     {
         vm.map_memory(&self.memory)?;
         let entry = self.kernel.load(&self.memory)?;
+        if let Some((initrd, (start, _))) = &self.initrd {
+            initrd.load(&self.memory, *start)?;
+        }
         let control = Arc::new(VmControl::default());
-        let bus = Arc::new(self.build_bus(&control)?);
-        let dtb_addr = fdt_addr(self.config.memory);
 
         let mut vcpus = Vec::with_capacity(self.config.cpus as usize);
+        let mut lines = Vec::with_capacity(self.config.cpus as usize);
         for index in 0..self.config.cpus {
-            let config = VcpuConfig {
-                hart_id: u64::from(index),
-                dtb_addr,
-            };
-            let sbi = Sbi::new(SbiContext {
-                memory: self.memory.clone(),
-                console: self.console.clone(),
-            });
-            let mut vcpu = Vcpu::new(index, config, vm.create_vcpu(index)?, sbi)?;
+            let mut vcpu = self.create_vcpu(vm, index)?;
             vcpu.setup()?;
             vcpu.set_entry(entry)?;
+            lines.push(vcpu.interrupt_line()?);
             vcpus.push(vcpu);
         }
+        let (bus, uart) = self.build_bus(&control, lines)?;
+        let bus = Arc::new(bus);
 
-        let fdt = create_fdt(&FdtConfig {
-            num_cpus: self.config.cpus,
-            isa: vcpus[0].isa().clone(),
-            ram_size: self.config.memory,
-            cmdline: self.config.cmdline.clone(),
-            testdev: self.config.testdev,
-        })?;
+        let fdt = self.device_tree(vcpus[0].isa(), boot_count)?;
+        let dtb_addr = fdt_addr(self.ram_size);
         self.memory
             .write_slice(&fdt, GuestAddress(dtb_addr))
             .map_err(VmmError::FdtWrite)?;
@@ -182,8 +286,15 @@ impl Vmm {
             "booting {} at {entry:#x}: {} vCPU(s), {} MiB RAM, dtb at {dtb_addr:#x}",
             self.config.kernel.display(),
             self.config.cpus,
-            self.config.memory >> 20
+            self.ram_size >> 20
         );
+
+        let listener_control = control.clone();
+        self.console
+            .set_listener(Some(Arc::new(move |event| match event {
+                ConsoleEvent::Input => uart.pull_input(),
+                ConsoleEvent::Quit => listener_control.request(ExitRequest::Exit(0)),
+            })));
 
         install_kick_handler();
         let mut threads = Vec::with_capacity(vcpus.len());
@@ -203,6 +314,7 @@ impl Vmm {
                         "cannot start a vCPU thread: {e}"
                     )));
                     stop_threads(threads);
+                    self.console.set_listener(None);
                     return Err(VmmError::Thread(e));
                 }
             }
@@ -210,6 +322,7 @@ impl Vmm {
         log::info!("VmRSS at start: {} KiB", vm_rss_kib());
         let request = control.wait();
         let exits = stop_threads(threads);
+        self.console.set_listener(None);
         log::info!(
             "VmRSS at exit: {} KiB after {} exits (per hart: {exits:?})",
             vm_rss_kib(),
@@ -218,18 +331,42 @@ impl Vmm {
         Ok(request)
     }
 
-    fn build_bus(&self, control: &Arc<VmControl>) -> Result<Bus> {
+    fn build_bus(
+        &self,
+        control: &Arc<VmControl>,
+        lines: Vec<Arc<dyn InterruptLine>>,
+    ) -> Result<(Bus, Arc<Uart>)> {
+        let plic = Arc::new(Plic::new(lines));
+        let uart = Arc::new(Uart::new(self.console.clone(), plic.clone(), UART_IRQ));
         let mut bus = Bus::new();
         bus.insert(
             FINISHER_BASE,
             FINISHER_SIZE,
             Arc::new(Finisher::new(control.clone())),
         )?;
+        bus.insert(PLIC_BASE, PLIC_SIZE, plic)?;
+        bus.insert(UART_BASE, UART_SIZE, uart.clone())?;
         if self.config.testdev {
             bus.insert(TESTDEV_BASE, TESTDEV_SIZE, Arc::new(TestDev::default()))?;
         }
-        Ok(bus)
+        Ok((bus, uart))
     }
+}
+
+fn read_dtb(path: &Path) -> Result<Tree> {
+    let dtb_err = |what: String| VmmError::Dtb {
+        path: path.to_owned(),
+        what,
+    };
+    let meta = std::fs::metadata(path).map_err(|e| dtb_err(e.to_string()))?;
+    if meta.len() > MAX_BLOB as u64 {
+        return Err(dtb_err(format!(
+            "{} bytes is too large for a device tree",
+            meta.len()
+        )));
+    }
+    let blob = std::fs::read(path).map_err(|e| dtb_err(e.to_string()))?;
+    Tree::parse(&blob).map_err(|e| dtb_err(e.to_string()))
 }
 
 /// What a vCPU thread shares with the rest of the VM.

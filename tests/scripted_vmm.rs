@@ -22,10 +22,10 @@ fn kernel_file(tag: &str) -> std::path::PathBuf {
 fn config(tag: &str, cpus: u32) -> VmConfig {
     VmConfig {
         kernel: kernel_file(tag),
-        memory: 16 << 20,
+        memory: Some(16 << 20),
         cpus,
-        cmdline: None,
         testdev: true,
+        ..Default::default()
     }
 }
 
@@ -247,5 +247,82 @@ fn secondary_harts_wait_stopped_until_started() {
         runs(1),
         0,
         "hart 2 was never started, so it never entered the guest"
+    );
+}
+
+#[test]
+fn uart_output_and_plic_interrupts_through_the_bus() {
+    use rvvmm::arch::riscv64::layout::{PLIC_BASE, UART_BASE};
+    let console = Arc::new(BufferConsole::default());
+    let vmm = Vmm::new(config("uart", 1), console.clone()).unwrap();
+    let write = |addr: u64, len: u8, value: u32| {
+        let mut data = [0u8; 8];
+        data[..4].copy_from_slice(&value.to_le_bytes());
+        Step::Exit(RawExit::MmioWrite { addr, len, data })
+    };
+    let lines = Arc::new(Mutex::new(Vec::new()));
+    let keep = lines.clone();
+    let status = vmm
+        .run(move || {
+            let vm = ScriptedVm::new().script(
+                0,
+                MpState::Runnable,
+                vec![
+                    write(PLIC_BASE + 4 * 10, 4, 1), // priority of the UART's source
+                    write(PLIC_BASE + 0x2000 + 0x80, 4, 1 << 10), // enable it for hart 0, S-mode
+                    write(UART_BASE + 1, 1, 0x2),    // UART: THR-empty interrupt on
+                    write(UART_BASE, 1, u32::from(b'A')),
+                    write(UART_BASE, 1, u32::from(b'\n')),
+                    Step::Exit(RawExit::MmioRead {
+                        addr: PLIC_BASE + 0x20_1004,
+                        len: 4,
+                    }), // claim
+                    SHUTDOWN,
+                ],
+            );
+            keep.lock().unwrap().push(vm.line_handle(0));
+            Ok(vm)
+        })
+        .unwrap();
+    assert_eq!(status, 0);
+    assert_eq!(console.output_string(), "A\n");
+    // THR-empty raised the UART's source; the claim took it: the line went up, then down.
+    let levels = lines.lock().unwrap()[0].levels.lock().unwrap().clone();
+    assert_eq!(levels, [true, false]);
+}
+
+#[test]
+fn dump_dtb_patches_a_qemu_dtb_to_the_vcpu() {
+    use rvvmm::arch::riscv64::fdt::tree::Tree;
+    let dir = std::env::temp_dir().join(format!("rvvmm-dump-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let out = dir.join("out.dtb");
+    let cfg = VmConfig {
+        kernel: kernel_file("dump"),
+        dtb: Some(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/qemu-virt-smp2.dtb").into()),
+        cmdline: Some("console=ttyS0".into()),
+        cpus: 1,
+        ..Default::default()
+    };
+    let vmm = Vmm::new(cfg, Arc::new(BufferConsole::default())).unwrap();
+    assert_eq!(vmm.ram_size(), 2 << 30, "RAM from the dtb's /memory");
+    let vm = ScriptedVm::new()
+        .with_reg(rvvmm::arch::riscv64::regs::CONFIG_ISA, 0x112d)
+        .with_reg(rvvmm::arch::riscv64::regs::TIMER_FREQUENCY, 12_345_678);
+    vmm.dump_dtb(&vm, &out).unwrap();
+    let tree = Tree::parse(&std::fs::read(&out).unwrap()).unwrap();
+    let cpu0 = tree.node("/cpus/cpu@0").unwrap();
+    assert_eq!(cpu0.prop_str("riscv,isa"), Some("rv64imafdc"));
+    assert_eq!(
+        tree.node("/cpus/cpu@1").unwrap().prop_str("status"),
+        Some("disabled")
+    );
+    assert_eq!(
+        tree.node("/cpus").unwrap().prop_u32("timebase-frequency"),
+        Some(12_345_678)
+    );
+    assert_eq!(
+        tree.node("/chosen").unwrap().prop_str("bootargs"),
+        Some("console=ttyS0")
     );
 }

@@ -20,7 +20,7 @@ typedef long s64;
 
 #define RAM_BASE 0x80000000UL
 #define FINISHER 0x100000UL
-#define TESTDEV 0x10100000UL
+#define TESTDEV 0x10080000UL
 
 struct sbiret { s64 error; s64 value; };
 

@@ -1,6 +1,8 @@
 //! Devices on the MMIO bus, one a file.
 pub mod bus;
 pub mod finisher;
+pub mod plic;
 pub mod testdev;
+pub mod uart;
 
 pub use bus::{Bus, BusDevice, BusError};

@@ -5,12 +5,57 @@
 //! member of the `kvm_run` exit union ourselves.
 
 use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::sync::Arc;
 
-use kvm_bindings::{kvm_userspace_memory_region, KVM_EXIT_RISCV_SBI, KVM_MP_STATE_STOPPED};
+use kvm_bindings::{
+    kvm_interrupt, kvm_userspace_memory_region, KVM_EXIT_RISCV_SBI, KVM_INTERRUPT_SET,
+    KVM_INTERRUPT_UNSET, KVM_MP_STATE_STOPPED,
+};
 use kvm_ioctls::{Cap, Kvm, VcpuExit, VcpuFd, VmFd};
 use vm_memory::{GuestMemoryBackend, GuestMemoryMmap, GuestMemoryRegion};
+use vmm_sys_util::ioctl::ioctl_with_ref;
 
-use super::{HypervisorError, MpState, RawExit, Result, SbiCall, VcpuBackend, VmBackend};
+use super::{
+    HypervisorError, InterruptLine, MpState, RawExit, Result, SbiCall, VcpuBackend, VmBackend,
+};
+
+/// ioctl numbers kvm-ioctls lacks for RISC-V.
+mod nr {
+    #![allow(missing_docs)]
+    use kvm_bindings::kvm_interrupt;
+    vmm_sys_util::ioctl_iow_nr!(KVM_INTERRUPT, 0xAE, 0x86, kvm_interrupt);
+}
+use nr::KVM_INTERRUPT;
+
+/// A vCPU's VS-level external interrupt, driven with KVM_INTERRUPT on a duplicate of the vCPU
+/// fd. The kernel handles KVM_INTERRUPT as an asynchronous vCPU ioctl, so a user-space PLIC
+/// can call it from any thread while the vCPU sits in KVM_RUN.
+struct KvmInterruptLine {
+    fd: OwnedFd,
+}
+
+impl InterruptLine for KvmInterruptLine {
+    fn set_level(&self, level: bool) -> Result<()> {
+        let irq = kvm_interrupt {
+            irq: if level {
+                KVM_INTERRUPT_SET
+            } else {
+                KVM_INTERRUPT_UNSET
+            } as u32,
+        };
+        // SAFETY: `fd` is an open vCPU fd (a dup we own) and `irq` is a valid kvm_interrupt
+        // that the kernel only reads.
+        let ret = unsafe { ioctl_with_ref(&self.fd, KVM_INTERRUPT(), &irq) };
+        if ret < 0 {
+            return Err(HypervisorError::Ioctl {
+                op: "KVM_INTERRUPT",
+                source: io::Error::last_os_error(),
+            });
+        }
+        Ok(())
+    }
+}
 
 fn ioctl_err(op: &'static str) -> impl FnOnce(kvm_ioctls::Error) -> HypervisorError {
     move |e| HypervisorError::Ioctl {
@@ -82,6 +127,20 @@ pub struct KvmVcpu {
 }
 
 impl VcpuBackend for KvmVcpu {
+    fn interrupt_line(&self) -> Result<Arc<dyn InterruptLine>> {
+        // SAFETY: dup of a valid open fd; the result is checked before use.
+        let fd = unsafe { libc::dup(self.fd.as_raw_fd()) };
+        if fd < 0 {
+            return Err(HypervisorError::Ioctl {
+                op: "dup of the vCPU fd",
+                source: io::Error::last_os_error(),
+            });
+        }
+        // SAFETY: `fd` is a fresh descriptor that nothing else owns.
+        let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+        Ok(Arc::new(KvmInterruptLine { fd }))
+    }
+
     fn get_reg(&self, id: u64) -> Result<u64> {
         let mut bytes = [0u8; 8];
         self.fd

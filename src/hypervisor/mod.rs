@@ -126,8 +126,17 @@ pub trait VmBackend: Send + Sync {
     fn create_vcpu(&self, index: u32) -> Result<Self::Vcpu>;
 }
 
+/// A vCPU's supervisor external interrupt line, usable from any thread while the vCPU runs
+/// (KVM_INTERRUPT is an asynchronous vCPU ioctl).
+pub trait InterruptLine: Send + Sync {
+    /// Raises (`true`) or lowers (`false`) the line.
+    fn set_level(&self, level: bool) -> Result<()>;
+}
+
 /// A vCPU as the hypervisor sees it: registers by ONE_REG ID, runs, and completes exits.
 pub trait VcpuBackend: Send {
+    /// The vCPU's external interrupt line, for a user-space interrupt controller.
+    fn interrupt_line(&self) -> Result<std::sync::Arc<dyn InterruptLine>>;
     /// Reads a 64-bit register by its ONE_REG ID ([`crate::arch::riscv64::regs`]).
     fn get_reg(&self, id: u64) -> Result<u64>;
     /// Writes a 64-bit register by its ONE_REG ID.

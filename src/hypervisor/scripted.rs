@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 
 use vm_memory::{GuestMemoryBackend, GuestMemoryMmap, GuestMemoryRegion};
 
-use super::{HypervisorError, MpState, RawExit, Result, VcpuBackend, VmBackend};
+use super::{HypervisorError, InterruptLine, MpState, RawExit, Result, VcpuBackend, VmBackend};
 
 /// One step of a script: an exit to return from `run`, or a change of mp_state before it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -49,6 +49,7 @@ pub struct Record {
 pub struct ScriptedVm {
     scripts: Mutex<BTreeMap<u32, (MpState, Vec<Step>)>>,
     records: Mutex<BTreeMap<u32, Arc<Mutex<Record>>>>,
+    lines: Mutex<BTreeMap<u32, Arc<RecordedLine>>>,
     regs: BTreeMap<u64, u64>,
     /// Guest memory ranges mapped with `map_memory`: (start, len).
     pub mapped: Mutex<Vec<(u64, u64)>>,
@@ -102,6 +103,7 @@ impl VmBackend for ScriptedVm {
             mp_state,
             steps: steps.into(),
             record,
+            line: self.line_handle(index),
         })
     }
 }
@@ -113,6 +115,8 @@ pub struct ScriptedVcpu {
     mp_state: MpState,
     steps: VecDeque<Step>,
     record: Arc<Mutex<Record>>,
+    /// The vCPU's interrupt line.
+    pub line: Arc<RecordedLine>,
 }
 
 impl ScriptedVcpu {
@@ -136,7 +140,25 @@ impl ScriptedVcpu {
     }
 }
 
+/// A scripted vCPU's interrupt line: records each level it is set to.
+#[derive(Debug, Default)]
+pub struct RecordedLine {
+    /// Every level set, in order.
+    pub levels: Mutex<Vec<bool>>,
+}
+
+impl InterruptLine for RecordedLine {
+    fn set_level(&self, level: bool) -> Result<()> {
+        self.levels.lock().unwrap().push(level);
+        Ok(())
+    }
+}
+
 impl VcpuBackend for ScriptedVcpu {
+    fn interrupt_line(&self) -> Result<Arc<dyn InterruptLine>> {
+        Ok(self.line.clone())
+    }
+
     fn get_reg(&self, id: u64) -> Result<u64> {
         Ok(self
             .record
@@ -194,6 +216,11 @@ impl VcpuBackend for ScriptedVcpu {
 }
 
 impl ScriptedVm {
+    /// A handle on vCPU `index`'s interrupt line, made before the vCPU exists.
+    pub fn line_handle(&self, index: u32) -> Arc<RecordedLine> {
+        self.lines.lock().unwrap().entry(index).or_default().clone()
+    }
+
     /// A handle on vCPU `index`'s record, made before the vCPU exists (so a test can keep it
     /// after handing the VM to the VMM).
     pub fn record_handle(&self, index: u32) -> Arc<Mutex<Record>> {

@@ -172,6 +172,11 @@ impl<B: VcpuBackend> Vcpu<B> {
         self.decode(raw)
     }
 
+    /// The vCPU's external interrupt line (for the user-space PLIC).
+    pub fn interrupt_line(&self) -> Result<std::sync::Arc<dyn crate::hypervisor::InterruptLine>> {
+        self.backend.interrupt_line().map_err(self.err())
+    }
+
     /// The vCPU index.
     pub fn id(&self) -> u32 {
         self.id

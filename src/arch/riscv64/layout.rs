@@ -7,7 +7,7 @@
 //!   0x0c00_0000 ├──────────────────────────────┤ PLIC (64 MiB window)
 //!   0x1000_0000 ├──────────────────────────────┤ ns16550a UART (256 B, irq 10)
 //!   0x1000_1000 ├──────────────────────────────┤ virtio-mmio slots 0..7 (4 KiB each, irqs 1..8)
-//!   0x1010_0000 ├──────────────────────────────┤ rvvmm test device (4 KiB, only with --testdev)
+//!   0x1008_0000 ├──────────────────────────────┤ rvvmm test device (4 KiB, only with --testdev)
 //!   0x8000_0000 ├──────────────────────────────┤ RAM (--memory bytes)
 //!               │ kernel at RAM base (+text_offset for a Linux Image)
 //!               │ ...                          │
@@ -25,8 +25,21 @@ pub const RAM_MIN: u64 = 4 << 20;
 pub const FINISHER_BASE: u64 = 0x10_0000;
 /// Size of the finisher's window.
 pub const FINISHER_SIZE: u64 = 0x1000;
-/// rvvmm's MMIO test device (not on QEMU virt; a free spot after the virtio-mmio slots).
-pub const TESTDEV_BASE: u64 = 0x1010_0000;
+/// The PLIC (QEMU virt `VIRT_PLIC`).
+pub const PLIC_BASE: u64 = 0x0c00_0000;
+/// Size of the PLIC's window as QEMU virt describes it.
+pub const PLIC_SIZE: u64 = 0x60_0000;
+/// Interrupt sources the PLIC has (1..=PLIC_NDEV; 0 means "none"), as on QEMU virt.
+pub const PLIC_NDEV: u32 = 95;
+/// The ns16550a UART (QEMU virt `VIRT_UART0`).
+pub const UART_BASE: u64 = 0x1000_0000;
+/// Size of the UART's window.
+pub const UART_SIZE: u64 = 0x100;
+/// The UART's PLIC interrupt source.
+pub const UART_IRQ: u32 = 10;
+/// rvvmm's MMIO test device (not on QEMU virt; a free spot between the virtio-mmio slots and
+/// fw-cfg at 0x1010_0000).
+pub const TESTDEV_BASE: u64 = 0x1008_0000;
 /// Size of the test device.
 pub const TESTDEV_SIZE: u64 = 0x1000;
 /// Room reserved for the dtb at the top of RAM.

@@ -1,10 +1,15 @@
-//! The device tree rvvmm generates: exactly the machine it builds, on QEMU virt's addresses.
+//! Device trees: the one rvvmm generates (exactly the machine it builds, on QEMU virt's
+//! addresses), and a user's, patched to that machine ([`patch`]).
 //! One `create_*_node` function per node, as Cloud Hypervisor's `arch/src/riscv64/fdt.rs` does.
+
+pub mod patch;
+pub mod tree;
 
 use vm_fdt::{FdtWriter, FdtWriterResult};
 
 use super::layout::{
-    FDT_MAX_SIZE, FINISHER_BASE, FINISHER_SIZE, RAM_BASE, TESTDEV_BASE, TESTDEV_SIZE,
+    FDT_MAX_SIZE, FINISHER_BASE, FINISHER_SIZE, PLIC_BASE, PLIC_NDEV, PLIC_SIZE, RAM_BASE,
+    TESTDEV_BASE, TESTDEV_SIZE, UART_BASE, UART_IRQ, UART_SIZE,
 };
 use super::regs::VcpuIsa;
 
@@ -12,6 +17,12 @@ use super::regs::VcpuIsa;
 const CPU_INTC_PHANDLE_BASE: u32 = 1;
 /// Phandle of the finisher's syscon (after 32 harts' controllers).
 const FINISHER_PHANDLE: u32 = 64;
+/// Phandle of the PLIC.
+const PLIC_PHANDLE: u32 = 65;
+/// `interrupts-extended` cause of a hart's M-mode external interrupt (unused under KVM).
+const IRQ_M_EXT: u32 = 11;
+/// `interrupts-extended` cause of a hart's S-mode external interrupt.
+const IRQ_S_EXT: u32 = 9;
 
 /// Errors building a device tree.
 #[derive(Debug, thiserror::Error)]
@@ -22,9 +33,12 @@ pub enum FdtError {
     /// The result is larger than the room reserved for it.
     #[error("the device tree is {0} bytes, more than the {FDT_MAX_SIZE} bytes rvvmm reserves")]
     TooLarge(usize),
+    /// A user dtb that cannot describe this machine.
+    #[error("the dtb {0}")]
+    Unusable(String),
 }
 
-/// What the generated device tree describes.
+/// What the device tree describes.
 #[derive(Debug, Clone)]
 pub struct FdtConfig {
     /// Number of harts (hart IDs 0..n).
@@ -35,9 +49,19 @@ pub struct FdtConfig {
     pub ram_size: u64,
     /// Kernel command line, if any.
     pub cmdline: Option<String>,
+    /// Initial ramdisk: [start, end) guest-physical.
+    pub initrd: Option<(u64, u64)>,
     /// Whether the MMIO test device is present.
     pub testdev: bool,
+    /// Which boot of this VM this is (1, then 2 after a reboot...), in /chosen/rvvmm,boot-count.
+    pub boot_count: u32,
 }
+
+/// The /chosen property that tells the guest which boot this is.
+pub const BOOT_COUNT: &str = "rvvmm,boot-count";
+
+/// Path of the UART node in the generated tree (and what `stdout-path` names).
+pub const UART_PATH: &str = "/soc/serial@10000000";
 
 /// Builds the device tree blob.
 pub fn create_fdt(config: &FdtConfig) -> Result<Vec<u8>, FdtError> {
@@ -53,11 +77,17 @@ pub fn create_fdt(config: &FdtConfig) -> Result<Vec<u8>, FdtError> {
     create_soc_node(&mut fdt, config)?;
     fdt.end_node(root)?;
     let blob = fdt.finish()?;
+    check_size(&blob)?;
+    log::debug!("generated a {}-byte device tree", blob.len());
+    Ok(blob)
+}
+
+/// Fails if `blob` does not fit the room reserved for the device tree.
+pub fn check_size(blob: &[u8]) -> Result<(), FdtError> {
     if blob.len() as u64 > FDT_MAX_SIZE {
         return Err(FdtError::TooLarge(blob.len()));
     }
-    log::debug!("generated a {}-byte device tree", blob.len());
-    Ok(blob)
+    Ok(())
 }
 
 fn create_chosen_node(fdt: &mut FdtWriter, config: &FdtConfig) -> FdtWriterResult<()> {
@@ -65,6 +95,12 @@ fn create_chosen_node(fdt: &mut FdtWriter, config: &FdtConfig) -> FdtWriterResul
     if let Some(cmdline) = &config.cmdline {
         fdt.property_string("bootargs", cmdline)?;
     }
+    if let Some((start, end)) = config.initrd {
+        fdt.property_u64("linux,initrd-start", start)?;
+        fdt.property_u64("linux,initrd-end", end)?;
+    }
+    fdt.property_string("stdout-path", UART_PATH)?;
+    fdt.property_u32(BOOT_COUNT, config.boot_count)?;
     fdt.end_node(chosen)
 }
 
@@ -114,6 +150,8 @@ fn create_soc_node(fdt: &mut FdtWriter, config: &FdtConfig) -> FdtWriterResult<(
     fdt.property_string("compatible", "simple-bus")?;
     fdt.property_null("ranges")?;
     create_finisher_nodes(fdt)?;
+    create_plic_node(fdt, config.num_cpus)?;
+    create_uart_node(fdt)?;
     if config.testdev {
         let testdev = fdt.begin_node(&format!("testdev@{TESTDEV_BASE:x}"))?;
         fdt.property_string("compatible", "rvvmm,testdev")?;
@@ -149,11 +187,45 @@ fn create_finisher_nodes(fdt: &mut FdtWriter) -> FdtWriterResult<()> {
     Ok(())
 }
 
+/// The PLIC with QEMU virt's contexts: per hart an M-mode one (2h) and an S-mode one (2h+1).
+fn create_plic_node(fdt: &mut FdtWriter, num_cpus: u32) -> FdtWriterResult<()> {
+    let plic = fdt.begin_node(&format!("plic@{PLIC_BASE:x}"))?;
+    fdt.property_string_list(
+        "compatible",
+        vec!["sifive,plic-1.0.0".into(), "riscv,plic0".into()],
+    )?;
+    fdt.property_array_u64("reg", &[PLIC_BASE, PLIC_SIZE])?;
+    fdt.property_u32("#address-cells", 0)?;
+    fdt.property_u32("#interrupt-cells", 1)?;
+    fdt.property_null("interrupt-controller")?;
+    fdt.property_u32("riscv,ndev", PLIC_NDEV)?;
+    let contexts: Vec<u32> = (0..num_cpus)
+        .flat_map(|h| {
+            let intc = CPU_INTC_PHANDLE_BASE + h;
+            [intc, IRQ_M_EXT, intc, IRQ_S_EXT]
+        })
+        .collect();
+    fdt.property_array_u32("interrupts-extended", &contexts)?;
+    fdt.property_phandle(PLIC_PHANDLE)?;
+    fdt.end_node(plic)
+}
+
+fn create_uart_node(fdt: &mut FdtWriter) -> FdtWriterResult<()> {
+    let uart = fdt.begin_node(&format!("serial@{UART_BASE:x}"))?;
+    fdt.property_string("compatible", "ns16550a")?;
+    fdt.property_array_u64("reg", &[UART_BASE, UART_SIZE])?;
+    fdt.property_u32("clock-frequency", 0x38_4000)?;
+    fdt.property_u32("interrupts", UART_IRQ)?;
+    fdt.property_u32("interrupt-parent", PLIC_PHANDLE)?;
+    fdt.end_node(uart)
+}
+
 #[cfg(test)]
 mod tests {
+    use super::tree::Tree;
     use super::*;
 
-    fn config(num_cpus: u32) -> FdtConfig {
+    pub(crate) fn config(num_cpus: u32) -> FdtConfig {
         FdtConfig {
             num_cpus,
             isa: VcpuIsa {
@@ -164,44 +236,51 @@ mod tests {
                 ..Default::default()
             },
             ram_size: 128 << 20,
-            cmdline: Some("console=hvc0".into()),
+            cmdline: Some("console=ttyS0".into()),
+            initrd: Some((0x8600_0000, 0x8680_0000)),
             testdev: true,
+            boot_count: 1,
         }
-    }
-
-    /// Finds `needle` in the blob (the strings block and struct block hold names verbatim).
-    fn contains(blob: &[u8], needle: &[u8]) -> bool {
-        blob.windows(needle.len()).any(|w| w == needle)
     }
 
     #[test]
-    fn generated_fdt_is_valid_and_describes_the_machine() {
+    fn generated_fdt_describes_the_machine() {
         let blob = create_fdt(&config(2)).unwrap();
-        assert_eq!(&blob[..4], &[0xd0, 0x0d, 0xfe, 0xed]);
-        let total = u32::from_be_bytes(blob[4..8].try_into().unwrap()) as usize;
-        assert_eq!(total, blob.len());
-        for needle in [
-            &b"cpu@0\0"[..],
-            b"cpu@1\0",
-            b"rv64imafdc_zicsr_sstc\0",
-            b"riscv,sv48\0",
-            b"memory@80000000\0",
-            b"console=hvc0\0",
-            b"sifive,test0\0",
-            b"testdev@10100000\0",
-        ] {
-            assert!(
-                contains(&blob, needle),
-                "missing {:?}",
-                String::from_utf8_lossy(needle)
-            );
-        }
-        assert!(!contains(&create_fdt(&config(1)).unwrap(), b"cpu@1\0"));
+        let tree = Tree::parse(&blob).unwrap();
+        let names: Vec<&str> = tree.root.children.iter().map(|c| c.name.as_str()).collect();
+        assert_eq!(names, ["chosen", "memory@80000000", "cpus", "soc"]);
+        let chosen = tree.node("/chosen").unwrap();
+        assert_eq!(chosen.prop_str("bootargs"), Some("console=ttyS0"));
+        assert_eq!(chosen.prop_str("stdout-path"), Some(UART_PATH));
+        assert_eq!(chosen.prop_u32(BOOT_COUNT), Some(1));
+        assert_eq!(
+            chosen.prop("linux,initrd-start").unwrap(),
+            0x8600_0000u64.to_be_bytes()
+        );
+        let cpu1 = tree.node("/cpus/cpu@1").unwrap();
+        assert_eq!(cpu1.prop_str("riscv,isa"), Some("rv64imafdc_zicsr_sstc"));
+        assert_eq!(cpu1.prop_str("mmu-type"), Some("riscv,sv48"));
+        assert_eq!(
+            tree.node("/cpus").unwrap().prop_u32("timebase-frequency"),
+            Some(10_000_000)
+        );
+        let plic = tree.node("/soc/plic@c000000").unwrap();
+        assert_eq!(
+            plic.prop_u32s("interrupts-extended"),
+            [1, 11, 1, 9, 2, 11, 2, 9]
+        );
+        let uart = tree.node(UART_PATH).unwrap();
+        assert_eq!(uart.prop_u32("interrupt-parent"), plic.prop_u32("phandle"));
+        assert!(tree.node("/soc/testdev@10080000").is_some());
+        assert!(Tree::parse(&create_fdt(&config(1)).unwrap())
+            .unwrap()
+            .node("/cpus/cpu@1")
+            .is_none());
     }
 
     #[test]
     fn thirty_two_harts_fit() {
-        let blob = create_fdt(&config(32)).unwrap();
-        assert!(contains(&blob, b"cpu@1f\0"));
+        let tree = Tree::parse(&create_fdt(&config(32)).unwrap()).unwrap();
+        assert!(tree.node("/cpus/cpu@1f").is_some());
     }
 }

@@ -1,0 +1,84 @@
+//! Raw mode for an interactive terminal on stdin, restored on every way out: normal return,
+//! error, panic (the hook runs before the abort), and SIGTERM/SIGHUP/SIGQUIT.
+
+use std::sync::OnceLock;
+
+static SAVED: OnceLock<libc::termios> = OnceLock::new();
+
+/// Whether stdin is a terminal.
+pub fn stdin_is_tty() -> bool {
+    // SAFETY: isatty only inspects the descriptor.
+    unsafe { libc::isatty(libc::STDIN_FILENO) == 1 }
+}
+
+/// While alive, stdin is in raw mode (no line editing, echo or signal keys: every byte goes to
+/// the guest). Dropping it restores the terminal.
+pub struct RawTerminal(());
+
+impl RawTerminal {
+    /// Puts a terminal stdin in raw mode; `None` if stdin is not a terminal.
+    pub fn enter() -> Option<RawTerminal> {
+        if !stdin_is_tty() {
+            return None;
+        }
+        // SAFETY: an all-zero termios is a valid value for tcgetattr to overwrite.
+        let mut t: libc::termios = unsafe { std::mem::zeroed() };
+        // SAFETY: `t` is a valid termios to write to.
+        if unsafe { libc::tcgetattr(libc::STDIN_FILENO, &mut t) } != 0 {
+            return None;
+        }
+        let _ = SAVED.set(t);
+        install_restorers();
+        let mut raw = t;
+        raw.c_iflag &= !(libc::IGNBRK
+            | libc::BRKINT
+            | libc::PARMRK
+            | libc::ISTRIP
+            | libc::INLCR
+            | libc::IGNCR
+            | libc::ICRNL
+            | libc::IXON);
+        raw.c_lflag &= !(libc::ECHO | libc::ECHONL | libc::ICANON | libc::ISIG | libc::IEXTEN);
+        raw.c_cc[libc::VMIN] = 1;
+        raw.c_cc[libc::VTIME] = 0;
+        // SAFETY: `raw` is a valid termios derived from the current one.
+        unsafe { libc::tcsetattr(libc::STDIN_FILENO, libc::TCSANOW, &raw) };
+        Some(RawTerminal(()))
+    }
+}
+
+impl Drop for RawTerminal {
+    fn drop(&mut self) {
+        restore();
+    }
+}
+
+/// Restores the saved terminal settings (async-signal-safe: one tcsetattr).
+fn restore() {
+    if let Some(t) = SAVED.get() {
+        // SAFETY: `t` is the termios tcgetattr filled in; tcsetattr only reads it.
+        unsafe { libc::tcsetattr(libc::STDIN_FILENO, libc::TCSANOW, t) };
+    }
+}
+
+extern "C" fn restore_and_die(sig: libc::c_int) {
+    restore();
+    // SAFETY: resetting to the default action and re-raising are async-signal-safe; the
+    // process then ends as the signal asks.
+    unsafe {
+        libc::signal(sig, libc::SIG_DFL);
+        libc::raise(sig);
+    }
+}
+
+fn install_restorers() {
+    let previous = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        restore();
+        previous(info);
+    }));
+    for sig in [libc::SIGTERM, libc::SIGHUP, libc::SIGQUIT] {
+        // SAFETY: `restore_and_die` is an extern "C" fn that only makes async-signal-safe calls.
+        unsafe { libc::signal(sig, restore_and_die as *const () as libc::sighandler_t) };
+    }
+}

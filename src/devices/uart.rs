@@ -1,0 +1,207 @@
+//! The ns16550a UART at 0x1000_0000 (PLIC source 10), through vm-superio's `Serial`.
+//!
+//! Output goes to the console synchronously. Input comes from the console's queue: the UART
+//! takes bytes into its 64-byte FIFO only once the guest has touched it (so a bare-metal guest
+//! that reads through SBI DBCN gets the input instead), and tops the FIFO up whenever the guest
+//! reads a byte or new input arrives.
+
+use std::io::{self, Write};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+
+use vm_superio::serial::NoEvents;
+use vm_superio::{Serial, Trigger};
+
+use crate::console::Console;
+use crate::devices::plic::Plic;
+use crate::devices::BusDevice;
+
+/// Raises the UART's PLIC source.
+pub struct PlicIrq {
+    plic: Arc<Plic>,
+    irq: u32,
+}
+
+impl Trigger for PlicIrq {
+    type E = ();
+
+    fn trigger(&self) -> Result<(), ()> {
+        self.plic.raise(self.irq);
+        Ok(())
+    }
+}
+
+/// `Write` onto the console.
+pub struct ConsoleWriter(Arc<dyn Console>);
+
+impl Write for ConsoleWriter {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.0.write(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+/// The UART.
+pub struct Uart {
+    serial: Mutex<Serial<PlicIrq, NoEvents, ConsoleWriter>>,
+    console: Arc<dyn Console>,
+    active: AtomicBool,
+}
+
+/// Offset of the receive buffer register.
+const RBR: u64 = 0;
+
+impl Uart {
+    /// A UART on `console`, interrupting through `plic` source `irq`.
+    pub fn new(console: Arc<dyn Console>, plic: Arc<Plic>, irq: u32) -> Self {
+        Uart {
+            serial: Mutex::new(Serial::new(
+                PlicIrq { plic, irq },
+                ConsoleWriter(console.clone()),
+            )),
+            console,
+            active: AtomicBool::new(false),
+        }
+    }
+
+    /// Moves waiting console input into the FIFO, as far as it has room.
+    pub fn pull_input(&self) {
+        if !self.active.load(Ordering::Acquire) {
+            return;
+        }
+        let mut serial = self.serial.lock().unwrap_or_else(|e| e.into_inner());
+        self.fill(&mut serial);
+    }
+
+    fn fill(&self, serial: &mut Serial<PlicIrq, NoEvents, ConsoleWriter>) {
+        let mut buf = [0u8; 64];
+        let room = serial.fifo_capacity().min(buf.len());
+        if room == 0 {
+            return;
+        }
+        let n = self.console.read(&mut buf[..room]);
+        if n > 0 {
+            // Cannot fail: `room` bytes fit, and the trigger never errs.
+            let _ = serial.enqueue_raw_bytes(&buf[..n]);
+        }
+    }
+}
+
+impl BusDevice for Uart {
+    fn read(&self, offset: u64, data: &mut [u8]) {
+        data.fill(0);
+        if data.len() != 1 || offset > 7 {
+            return;
+        }
+        self.active.store(true, Ordering::Release);
+        let mut serial = self.serial.lock().unwrap_or_else(|e| e.into_inner());
+        data[0] = serial.read(offset as u8);
+        if offset == RBR {
+            self.fill(&mut serial);
+        }
+    }
+
+    fn write(&self, offset: u64, data: &[u8]) {
+        if data.len() != 1 || offset > 7 {
+            log::debug!(
+                "UART: ignored {}-byte write at offset {offset:#x}",
+                data.len()
+            );
+            return;
+        }
+        self.active.store(true, Ordering::Release);
+        let mut serial = self.serial.lock().unwrap_or_else(|e| e.into_inner());
+        if let Err(e) = serial.write(offset as u8, data[0]) {
+            log::warn!("UART: {e:?}");
+        }
+        self.fill(&mut serial);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::console::BufferConsole;
+    use crate::hypervisor::scripted::RecordedLine;
+    use crate::hypervisor::InterruptLine;
+
+    const IER: u64 = 1;
+    const LSR: u64 = 5;
+
+    fn setup() -> (Uart, Arc<BufferConsole>, Arc<Plic>, Arc<RecordedLine>) {
+        let console = Arc::new(BufferConsole::default());
+        let line = Arc::new(RecordedLine::default());
+        let plic = Arc::new(Plic::new(vec![line.clone() as Arc<dyn InterruptLine>]));
+        // Let source 10 reach hart 0's S-mode context.
+        plic.write(4 * 10, &1u32.to_le_bytes());
+        plic.write(0x2000 + 0x80, &(1u32 << 10).to_le_bytes());
+        (
+            Uart::new(console.clone(), plic.clone(), 10),
+            console,
+            plic,
+            line,
+        )
+    }
+
+    #[test]
+    fn output_reaches_the_console() {
+        let (uart, console, _, _) = setup();
+        for b in b"ok\n" {
+            uart.write(0, &[*b]);
+        }
+        assert_eq!(console.output_string(), "ok\n");
+    }
+
+    #[test]
+    fn input_waits_until_the_guest_uses_the_uart_then_interrupts() {
+        let (uart, console, _, line) = setup();
+        console.input.lock().unwrap().extend(b"hi");
+        uart.pull_input();
+        assert_eq!(
+            console.input.lock().unwrap().len(),
+            2,
+            "untouched UART takes nothing"
+        );
+        uart.write(IER, &[1]); // enable the received-data interrupt
+        uart.pull_input();
+        assert_eq!(*line.levels.lock().unwrap(), [true]);
+        let mut b = [0u8];
+        uart.read(LSR, &mut b);
+        assert_eq!(b[0] & 1, 1, "data ready");
+        uart.read(0, &mut b);
+        assert_eq!(b[0], b'h');
+        uart.read(0, &mut b);
+        assert_eq!(b[0], b'i');
+        assert!(console.input.lock().unwrap().is_empty());
+    }
+
+    #[test]
+    fn a_long_paste_is_delivered_whole_through_the_small_fifo() {
+        let (uart, console, _, _) = setup();
+        uart.write(IER, &[1]);
+        let text: Vec<u8> = (0..500).map(|i| b'a' + (i % 26) as u8).collect();
+        console.input.lock().unwrap().extend(&text);
+        uart.pull_input();
+        let mut got = Vec::new();
+        let mut b = [0u8];
+        for _ in 0..500 {
+            uart.read(0, &mut b);
+            got.push(b[0]);
+        }
+        assert_eq!(got, text);
+    }
+
+    #[test]
+    fn wide_accesses_are_ignored() {
+        let (uart, console, _, _) = setup();
+        uart.write(0, b"xy");
+        let mut d = [0xffu8; 4];
+        uart.read(0, &mut d);
+        assert_eq!(d, [0; 4]);
+        assert!(console.output_string().is_empty());
+    }
+}
