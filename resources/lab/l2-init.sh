@@ -19,8 +19,9 @@ echo "@@L2 boot-count ${boot:-none}"
 want=$(arg rvvmm.mem_mib)
 if [ -n "$want" ]; then
     kib=$(sed -n 's/^MemTotal: *\([0-9]*\) kB/\1/p' /proc/meminfo)
-    # MemTotal is RAM minus what the kernel keeps for itself: within 25% of --memory.
-    if [ "$kib" -le $((want * 1024)) ] && [ "$kib" -ge $((want * 768)) ]; then
+    # MemTotal is RAM minus what the kernel keeps for itself (its image, page structures):
+    # at most --memory, and less by no more than 100 MiB.
+    if [ "$kib" -le $((want * 1024)) ] && [ "$kib" -ge $(((want - 100) * 1024)) ]; then
         echo "@@L2 memory ok: MemTotal ${kib} kB for --memory ${want}M"
     else
         echo "@@L2 memory WRONG: MemTotal ${kib} kB for --memory ${want}M"

@@ -72,25 +72,18 @@ impl StdioConsole {
                 return;
             }
             let mut bytes = Vec::with_capacity(n as usize);
-            for &b in &buf[..n as usize] {
-                if self.escape && after_escape {
-                    after_escape = false;
-                    match b {
-                        b'x' | b'X' => {
-                            self.notify(ConsoleEvent::Quit);
-                            return;
-                        }
-                        ESCAPE => bytes.push(ESCAPE),
-                        _ => bytes.extend([ESCAPE, b]),
-                    }
-                } else if self.escape && b == ESCAPE {
-                    after_escape = true;
-                } else {
-                    bytes.push(b);
-                }
-            }
+            let quit = if self.escape {
+                filter_escape(&mut after_escape, &buf[..n as usize], &mut bytes)
+            } else {
+                bytes.extend_from_slice(&buf[..n as usize]);
+                false
+            };
             self.push(&bytes);
             self.notify(ConsoleEvent::Input);
+            if quit {
+                self.notify(ConsoleEvent::Quit);
+                return;
+            }
         }
     }
 
@@ -110,6 +103,27 @@ impl StdioConsole {
             input.extend(chunk);
         }
     }
+}
+
+/// Copies `input` to `out`, interpreting the escape key: Ctrl-A x quits (returns true; the
+/// rest of `input` is dropped), Ctrl-A Ctrl-A is one Ctrl-A, Ctrl-A and anything else pass
+/// through. `after_escape` carries a trailing Ctrl-A over to the next call.
+pub fn filter_escape(after_escape: &mut bool, input: &[u8], out: &mut Vec<u8>) -> bool {
+    for &b in input {
+        if *after_escape {
+            *after_escape = false;
+            match b {
+                b'x' | b'X' => return true,
+                ESCAPE => out.push(ESCAPE),
+                _ => out.extend([ESCAPE, b]),
+            }
+        } else if b == ESCAPE {
+            *after_escape = true;
+        } else {
+            out.push(b);
+        }
+    }
+    false
 }
 
 impl Console for StdioConsole {
@@ -134,5 +148,45 @@ impl Console for StdioConsole {
 
     fn set_listener(&self, listener: Option<Listener>) {
         *self.listener.lock().unwrap_or_else(|e| e.into_inner()) = listener;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run(chunks: &[&[u8]]) -> (Vec<u8>, bool) {
+        let mut state = false;
+        let mut out = Vec::new();
+        for chunk in chunks {
+            if filter_escape(&mut state, chunk, &mut out) {
+                return (out, true);
+            }
+        }
+        (out, false)
+    }
+
+    #[test]
+    fn escape_sequences() {
+        assert_eq!(run(&[b"ls\r"]), (b"ls\r".to_vec(), false));
+        assert_eq!(run(&[b"ab\x01xcd"]), (b"ab".to_vec(), true));
+        assert_eq!(
+            run(&[b"a\x01", b"x"]),
+            (b"a".to_vec(), true),
+            "split across reads"
+        );
+        assert_eq!(run(&[b"\x01\x01b"]), (b"\x01b".to_vec(), false));
+        assert_eq!(run(&[b"\x01c"]), (b"\x01c".to_vec(), false));
+    }
+
+    #[test]
+    fn input_is_queued_and_read_without_blocking() {
+        let console = StdioConsole::new(false);
+        let mut buf = [0u8; 8];
+        assert_eq!(console.read(&mut buf), 0);
+        console.push(b"hello");
+        assert_eq!(console.read(&mut buf[..3]), 3);
+        assert_eq!(&buf[..3], b"hel");
+        assert_eq!(console.read(&mut buf), 2);
     }
 }

@@ -10,6 +10,7 @@ const PACKAGES: &[(&str, &str)] = &[
     ("binutils-riscv64-linux-gnu", "riscv64-linux-gnu-objcopy"),
     ("xz-utils", "xz"),
     ("curl", "curl"),
+    ("device-tree-compiler", "dtc"),
 ];
 
 /// The Rust target rvvmm is cross-built for.
@@ -145,6 +146,29 @@ pub fn download(url: &str, dest: &Path) -> Result<(), String> {
             .arg(url),
     )?;
     std::fs::rename(&part, dest).map_err(|e| format!("cannot move {}: {e}", part.display()))
+}
+
+/// Decodes a base64 dtb and decompiles it with dtc; returns the source.
+pub fn dtc_decompile(base64: &str) -> Result<String, String> {
+    let dir = std::env::temp_dir().join(format!("rvvmm-dtc-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+    let b64 = dir.join("dtb.b64");
+    let dtb = dir.join("out.dtb");
+    std::fs::write(&b64, base64).map_err(|e| e.to_string())?;
+    let decoded = Command::new("base64")
+        .arg("-d")
+        .arg(&b64)
+        .output()
+        .map_err(|e| format!("cannot run base64: {e}"))?;
+    if !decoded.status.success() || decoded.stdout.is_empty() {
+        return Err("the base64 text does not decode".into());
+    }
+    std::fs::write(&dtb, &decoded.stdout).map_err(|e| e.to_string())?;
+    run_quiet(
+        Command::new("dtc")
+            .args(["-I", "dtb", "-O", "dts"])
+            .arg(&dtb),
+    )
 }
 
 #[cfg(test)]

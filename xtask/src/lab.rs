@@ -78,6 +78,10 @@ const GUESTS: &[(&str, &str, &str)] = &[
 /// Everything a boot of L1 needs, ready on disk.
 struct Prepared {
     image: PathBuf,
+    /// The L2 guest's initramfs (busybox + resources/lab/l2-init.sh).
+    l2_initrd: Vec<u8>,
+    /// A dtb dumped from the lab's QEMU (`-M virt -smp 2`), as a user would bring.
+    qemu_dtb: Vec<u8>,
     busybox: Vec<u8>,
     kvm_ko: Vec<u8>,
     rvvmm: Vec<u8>,
@@ -193,8 +197,12 @@ fn prepare() -> Result<Prepared, String> {
     ]))?;
     let rvvmm = read(&paths::root().join(format!("target/{RISCV_TARGET}/release/rvvmm")))?;
     let guests = build_guests(&work.join("guests"))?;
+    let l2_initrd = l2_initramfs(&busybox);
+    let qemu_dtb = dump_qemu_dtb(&chroot)?;
     Ok(Prepared {
         image,
+        l2_initrd,
+        qemu_dtb,
         busybox,
         kvm_ko,
         rvvmm,
@@ -352,6 +360,42 @@ fn build_guests(out: &Path) -> Result<Vec<(String, Vec<u8>)>, String> {
     Ok(built)
 }
 
+/// The L2 Linux guest's initramfs.
+fn l2_initramfs(busybox: &[u8]) -> Vec<u8> {
+    let init = include_str!("../../resources/lab/l2-init.sh");
+    cpio::archive(&[
+        Entry::Dir("bin"),
+        Entry::Dir("dev"),
+        Entry::CharDev("dev/console", 5, 1),
+        Entry::Dir("proc"),
+        Entry::Dir("sys"),
+        Entry::Dir("tmp"),
+        Entry::File("bin/busybox", 0o755, busybox),
+        Entry::Symlink("bin/sh", "busybox"),
+        Entry::File("init", 0o755, init.as_bytes()),
+    ])
+}
+
+/// The dtb QEMU's `virt` machine describes, as `-M virt,dumpdtb=` writes it.
+fn dump_qemu_dtb(chroot: &Path) -> Result<Vec<u8>, String> {
+    let lab_dir = chroot.join("lab");
+    fs::create_dir_all(&lab_dir).map_err(|e| e.to_string())?;
+    host::run_quiet(Command::new("chroot").arg(chroot).args([
+        "qemu-system-riscv64",
+        "-M",
+        "virt,dumpdtb=/lab/virt.dtb",
+        "-cpu",
+        "rv64",
+        "-smp",
+        "2",
+        "-m",
+        "2G",
+        "-display",
+        "none",
+    ]))?;
+    read(&lab_dir.join("virt.dtb"))
+}
+
 /// L1's /init: set up, load kvm.ko, run the plan, power off.
 fn init_script(cases: &[Case]) -> String {
     format!(
@@ -401,6 +445,8 @@ fn initramfs(p: &Prepared, cases: &[Case]) -> Result<Vec<u8>, String> {
         Entry::File("rvvmm", 0o755, &p.rvvmm),
         Entry::Dir("l2"),
         Entry::File("l2/Image", 0o644, &image),
+        Entry::File("l2/initrd.cpio", 0o644, &p.l2_initrd),
+        Entry::File("l2/virt.dtb", 0o644, &p.qemu_dtb),
     ];
     entries.extend(
         scripts

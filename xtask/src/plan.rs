@@ -13,6 +13,10 @@ pub enum Check {
     None,
     /// rvvmm's "VmRSS at start" and "VmRSS at exit" lines differ by at most this many KiB.
     RssGrowthAtMost(u64),
+    /// This many `@@RUN n rc=0 wall=S` lines, each boot having reached init; reports medians.
+    BootRuns(usize),
+    /// The output holds a base64 dtb between `@@DTB` and `@@ENDDTB` that dtc decompiles.
+    DtcReadsBack,
 }
 
 /// One lab case.
@@ -176,6 +180,121 @@ pub fn cases() -> Vec<Case> {
                 ],
             )
         },
+        Case {
+            reject: &["panicked", "memory WRONG", "Oops", "Kernel panic"],
+            timeout: 300,
+            ..case(
+                "linux_generated_dtb",
+                "RUST_LOG=rvvmm=info /rvvmm --kernel /l2/Image --initrd /l2/initrd.cpio --memory 512M --cmdline 'console=ttyS0 rvvmm.mem_mib=512 rvvmm.marker=generated'",
+                0,
+                &[
+                    "Linux version 6.12",
+                    "@@L2 init reached",
+                    "@@L2 cpus 1",
+                    "@@L2 cmdline console=ttyS0 rvvmm.mem_mib=512 rvvmm.marker=generated",
+                    "@@L2 memory ok",
+                    "@@L2 boot-count 1",
+                    "@@L2 powering off",
+                ],
+            )
+        },
+        Case {
+            reject: &["panicked", "memory WRONG", "Kernel panic"],
+            timeout: 300,
+            ..case(
+                "linux_generated_smp2",
+                "/rvvmm --kernel /l2/Image --initrd /l2/initrd.cpio --cpus 2 --memory 256M --cmdline 'console=ttyS0 quiet rvvmm.mem_mib=256'",
+                0,
+                &["@@L2 init reached", "@@L2 cpus 2", "@@L2 memory ok", "@@L2 powering off"],
+            )
+        },
+        Case {
+            reject: &["panicked", "memory WRONG", "Kernel panic"],
+            timeout: 300,
+            ..case(
+                "linux_qemu_dtb_smp2",
+                "/rvvmm --kernel /l2/Image --initrd /l2/initrd.cpio --dtb /l2/virt.dtb --cpus 2 --memory 512M --cmdline 'console=ttyS0 quiet rvvmm.mem_mib=512'",
+                0,
+                &[
+                    "the dtb describes devices rvvmm does not emulate; disabled: ",
+                    "/fw-cfg@10100000",
+                    "@@L2 init reached",
+                    "@@L2 cpus 2",
+                    "@@L2 memory ok",
+                    "@@L2 powering off",
+                ],
+            )
+        },
+        Case {
+            reject: &["panicked", "memory WRONG", "Kernel panic"],
+            timeout: 300,
+            ..case(
+                "linux_qemu_dtb_cpus1",
+                "/rvvmm --kernel /l2/Image --initrd /l2/initrd.cpio --dtb /l2/virt.dtb --cpus 1 --memory 384M --cmdline 'console=ttyS0 quiet rvvmm.mem_mib=384'",
+                0,
+                &["@@L2 init reached", "@@L2 cpus 1", "@@L2 memory ok", "@@L2 powering off"],
+            )
+        },
+        Case {
+            timeout: 300,
+            ..case(
+                "linux_shell_on_uart",
+                "rm -f /tmp/in /tmp/ready; mkfifo /tmp/in\n\
+                 ( while [ ! -e /tmp/ready ]; do sleep 0.2; done; sleep 1; echo 'echo hello-$((6*7))'; sleep 1; echo 'poweroff -f' ) > /tmp/in &\n\
+                 /rvvmm --kernel /l2/Image --initrd /l2/initrd.cpio --memory 256M --cmdline 'console=ttyS0 quiet rvvmm.test=shell' < /tmp/in | \
+                 while IFS= read -r line; do echo \"$line\"; case \"$line\" in *'@@L2 shell ready'*) touch /tmp/ready;; esac; done",
+                0,
+                &["@@L2 shell ready", "hello-42"],
+            )
+        },
+        Case {
+            timeout: 300,
+            ..case(
+                "linux_reboot",
+                "RUST_LOG=rvvmm=info /rvvmm --kernel /l2/Image --initrd /l2/initrd.cpio --memory 256M --cmdline 'console=ttyS0 quiet rvvmm.test=reboot'",
+                0,
+                &[
+                    "@@L2 boot-count 1",
+                    "@@L2 rebooting",
+                    "guest rebooted; boot 2",
+                    "@@L2 boot-count 2",
+                    "@@L2 second boot",
+                    "@@L2 powering off",
+                ],
+            )
+        },
+        Case {
+            check: Check::BootRuns(3),
+            timeout: 600,
+            ..case(
+                "linux_boot_time_x3",
+                "for i in 1 2 3; do\n\
+                 t0=$(cut -d' ' -f1 /proc/uptime)\n\
+                 /rvvmm --kernel /l2/Image --initrd /l2/initrd.cpio --memory 256M --cmdline 'console=ttyS0 quiet'\n\
+                 rc=$?; t1=$(cut -d' ' -f1 /proc/uptime)\n\
+                 echo \"@@RUN $i rc=$rc wall=$(awk \"BEGIN { print $t1 - $t0 }\")\"\n\
+                 done",
+                0,
+                &["@@RUN 3 rc=0"],
+            )
+        },
+        Case {
+            check: Check::DtcReadsBack,
+            ..case(
+                "dump_dtb",
+                "/rvvmm --kernel /l2/Image --dtb /l2/virt.dtb --cpus 2 --memory 512M --cmdline 'console=ttyS0' --dump-dtb /tmp/out.dtb && echo @@DTB && base64 /tmp/out.dtb && echo @@ENDDTB",
+                0,
+                &["@@DTB"],
+            )
+        },
+        case("bad_dtb", "/rvvmm --kernel /guests/hello.bin --dtb /guests/hello.bin", 1, &["not a valid flattened device tree"]),
+        case(
+            "initrd_too_large",
+            "/rvvmm --kernel /guests/hello.bin --initrd /l2/Image --memory 16M",
+            1,
+            &["raise --memory"],
+        ),
+        case("memory_too_large", "/rvvmm --kernel /guests/hello.bin --memory 1T", 2, &["more than the 510 GiB"]),
         case(
             "bad_kernel_path",
             "/rvvmm --kernel /nonexistent.bin",
@@ -185,7 +304,7 @@ pub fn cases() -> Vec<Case> {
         case("no_kernel_flag", "/rvvmm", 2, &["--kernel <FILE>"]),
         case(
             "kernel_too_large",
-            "/rvvmm --kernel /rvvmm --memory 4M",
+            "/rvvmm --kernel /l2/Image --memory 16M",
             1,
             &["raise --memory"],
         ),
@@ -303,6 +422,11 @@ pub fn judge(c: &Case, mode: Mode, ran: Option<&Ran>) -> Verdict {
                     _ => problems.push("no VmRSS lines".into()),
                 }
             }
+            match c.check {
+                Check::BootRuns(n) => boot_runs(&ran.output, n, &mut detail, &mut problems),
+                Check::DtcReadsBack => dtc_reads_back(&ran.output, &mut detail, &mut problems),
+                _ => {}
+            }
             if let Some(exits) = ran.output.lines().find_map(|l| l.split("after ").nth(1)) {
                 if let Some(n) = exits.split_whitespace().next() {
                     detail.push_str(&format!(", {n} exits"));
@@ -318,6 +442,79 @@ pub fn judge(c: &Case, mode: Mode, ran: Option<&Ran>) -> Verdict {
         name: c.name.to_string(),
         pass,
         detail,
+    }
+}
+
+/// The median of `values` (which it sorts).
+pub fn median(values: &mut [f64]) -> Option<f64> {
+    if values.is_empty() {
+        return None;
+    }
+    values.sort_by(|a, b| a.total_cmp(b));
+    let mid = values.len() / 2;
+    Some(if values.len() % 2 == 1 {
+        values[mid]
+    } else {
+        (values[mid - 1] + values[mid]) / 2.0
+    })
+}
+
+fn boot_runs(output: &str, n: usize, detail: &mut String, problems: &mut Vec<String>) {
+    let mut walls: Vec<f64> = output
+        .lines()
+        .filter(|l| l.starts_with("@@RUN ") && l.contains(" rc=0 "))
+        .filter_map(|l| l.split("wall=").nth(1)?.trim().parse().ok())
+        .collect();
+    let mut uptimes: Vec<f64> = output
+        .lines()
+        .filter_map(|l| l.split("@@L2 init reached, uptime ").nth(1))
+        .filter_map(|rest| rest.split_whitespace().next()?.parse().ok())
+        .collect();
+    if walls.len() != n || uptimes.len() != n {
+        problems.push(format!(
+            "{} of {n} boots reached init and powered off",
+            walls.len().min(uptimes.len())
+        ));
+    }
+    let walls_text = walls
+        .iter()
+        .map(|w| format!("{w:.2}"))
+        .collect::<Vec<_>>()
+        .join(" ");
+    if let (Some(wall), Some(up)) = (median(&mut walls), median(&mut uptimes)) {
+        detail.push_str(&format!(
+            ", boot to init and power-off: median {wall:.2} s wall ({walls_text}); guest uptime at init: median {up:.2} s"
+        ));
+    }
+}
+
+fn dtc_reads_back(output: &str, detail: &mut String, problems: &mut Vec<String>) {
+    let b64: String = output
+        .lines()
+        .skip_while(|l| l.trim() != "@@DTB")
+        .skip(1)
+        .take_while(|l| l.trim() != "@@ENDDTB")
+        .collect();
+    match crate::host::dtc_decompile(&b64) {
+        Ok(dts) => {
+            for want in [
+                "riscv,isa = \"rv64",
+                "mmu-type = \"riscv,sv",
+                "bootargs = \"console=ttyS0\"",
+                "rvvmm,boot-count",
+            ] {
+                if !dts.contains(want) {
+                    problems.push(format!("dts lacks {want:?}"));
+                }
+            }
+            if dts.contains("_h_") || dts.contains("imafdch") {
+                problems.push("dts still lists the H extension".into());
+            }
+            if let Some(isa) = dts.lines().find(|l| l.contains("riscv,isa = ")) {
+                detail.push_str(&format!(", dtc reads it back; {}", isa.trim()));
+            }
+        }
+        Err(e) => problems.push(format!("dtc cannot read the dumped dtb: {e}")),
     }
 }
 
@@ -374,6 +571,35 @@ mod tests {
         assert!(judge(&c, Mode::Plic, Some(&ran(1200))).pass);
         let v = judge(&c, Mode::Plic, Some(&ran(2000)));
         assert!(!v.pass && v.detail.contains("grew by 1000 KiB"));
+    }
+
+    #[test]
+    fn boot_runs_report_medians() {
+        let c = Case {
+            check: Check::BootRuns(3),
+            ..case("x", "", 0, &[])
+        };
+        let out = "@@L2 init reached, uptime 1.50 s\n@@RUN 1 rc=0 wall=4.0\n@@L2 init reached, uptime 1.20 s\n@@RUN 2 rc=0 wall=3.0\n@@L2 init reached, uptime 1.30 s\n@@RUN 3 rc=0 wall=9.5\n";
+        let v = judge(
+            &c,
+            Mode::Aia,
+            Some(&Ran {
+                output: out.into(),
+                rc: 0,
+            }),
+        );
+        assert!(v.pass, "{v:?}");
+        assert!(
+            v.detail.contains("median 4.00 s wall") && v.detail.contains("median 1.30 s"),
+            "{}",
+            v.detail
+        );
+        let short = Ran {
+            output: "@@RUN 1 rc=0 wall=4.0\n".into(),
+            rc: 0,
+        };
+        assert!(!judge(&c, Mode::Aia, Some(&short)).pass);
+        assert_eq!(median(&mut [4.0, 1.0]), Some(2.5));
     }
 
     #[test]
