@@ -1,11 +1,16 @@
 //! Loading the kernel into guest RAM.
 //!
+//! Files are read straight into guest RAM at each boot (nothing is kept in rvvmm's own memory:
+//! a 30 MiB Image would otherwise double the VMM's footprint and its startup copying).
+//!
 //! A file with the RISC-V Linux Image header (magic "RSC\x05" at offset 0x38, see the kernel's
 //! `Documentation/arch/riscv/boot-image-header.rst`) is placed at RAM base + text_offset and
 //! entered there. Anything else is a flat binary loaded and entered at the RAM base.
 //! The header is parsed here by hand: linux-loader's PE loader only builds for riscv64 hosts,
 //! and this logic must be tested on x86_64.
 
+use std::fs::File;
+use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
@@ -93,37 +98,69 @@ pub enum KernelKind {
     Flat,
 }
 
-/// A kernel read from disk, ready to be placed.
+/// A kernel file, classified, ready to be placed.
 #[derive(Debug, Clone)]
 pub struct Kernel {
     /// The file it came from.
     pub path: PathBuf,
-    /// Its bytes.
-    pub bytes: Vec<u8>,
+    /// Its size in bytes.
+    pub len: u64,
     /// Its kind.
     pub kind: KernelKind,
+}
+
+/// Opens `path` and returns it with its size; a directory or unreadable file is an error.
+fn open_sized(path: &Path) -> std::io::Result<(File, u64)> {
+    let file = File::open(path)?;
+    let meta = file.metadata()?;
+    if meta.is_dir() {
+        return Err(std::io::Error::from_raw_os_error(libc::EISDIR));
+    }
+    Ok((file, meta.len()))
+}
+
+/// Reads all of `path` into guest RAM at `addr`, expecting `len` bytes.
+fn read_into(memory: &GuestMemoryMmap, addr: u64, path: &Path, len: u64) -> std::io::Result<()> {
+    let (mut file, now) = open_sized(path)?;
+    if now != len {
+        return Err(std::io::Error::other(format!(
+            "{} changed size while rvvmm ran",
+            path.display()
+        )));
+    }
+    memory
+        .read_exact_volatile_from(GuestAddress(addr), &mut file, len as usize)
+        .map_err(std::io::Error::other)
 }
 
 const IMAGE_MAGIC2: &[u8; 4] = b"RSC\x05";
 const IMAGE_HEADER_SIZE: usize = 64;
 
 impl Kernel {
-    /// Reads and classifies `path`.
+    /// Opens and classifies `path` (reading only its header).
     pub fn read(path: &Path) -> Result<Self, LoaderError> {
-        let bytes = std::fs::read(path).map_err(|source| LoaderError::Read {
+        let read_err = |source| LoaderError::Read {
             path: path.to_owned(),
             source,
-        })?;
-        if bytes.is_empty() {
+        };
+        let (mut file, len) = open_sized(path).map_err(read_err)?;
+        if len == 0 {
             return Err(LoaderError::Empty(path.to_owned()));
         }
-        if let Some(what) = unloadable(&bytes) {
+        let mut bytes = vec![0u8; IMAGE_HEADER_SIZE.min(len as usize)];
+        file.read_exact(&mut bytes).map_err(read_err)?;
+        Self::from_header(path, &bytes, len)
+    }
+
+    /// Classifies a kernel from its first bytes and its size.
+    pub fn from_header(path: &Path, bytes: &[u8], len: u64) -> Result<Self, LoaderError> {
+        if let Some(what) = unloadable(bytes) {
             return Err(LoaderError::Unloadable {
                 path: path.to_owned(),
                 what,
             });
         }
-        let kind = classify(&bytes);
+        let kind = classify(bytes);
         if let KernelKind::LinuxImage { text_offset, .. } = kind {
             if text_offset % (2 << 20) != 0 {
                 return Err(LoaderError::BadTextOffset {
@@ -134,7 +171,7 @@ impl Kernel {
         }
         Ok(Kernel {
             path: path.to_owned(),
-            bytes,
+            len,
             kind,
         })
     }
@@ -150,8 +187,8 @@ impl Kernel {
     /// Bytes the kernel occupies from its load address once running.
     pub fn footprint(&self) -> u64 {
         match self.kind {
-            KernelKind::LinuxImage { image_size, .. } => image_size.max(self.bytes.len() as u64),
-            KernelKind::Flat => self.bytes.len() as u64,
+            KernelKind::LinuxImage { image_size, .. } => image_size.max(self.len),
+            KernelKind::Flat => self.len,
         }
     }
 
@@ -171,40 +208,43 @@ impl Kernel {
         Ok(())
     }
 
-    /// Copies the kernel into guest RAM; returns the entry address.
+    /// Reads the kernel into guest RAM; returns the entry address.
     pub fn load(&self, memory: &GuestMemoryMmap) -> Result<u64, LoaderError> {
         let load = self.load_addr();
-        memory.write_slice(&self.bytes, GuestAddress(load))?;
+        read_into(memory, load, &self.path, self.len).map_err(|source| LoaderError::Read {
+            path: self.path.clone(),
+            source,
+        })?;
         Ok(load)
     }
 }
 
-/// An initial ramdisk read from disk.
+/// An initial ramdisk file.
 #[derive(Debug, Clone)]
 pub struct Initrd {
     /// The file.
     pub path: PathBuf,
-    /// Its bytes.
-    pub bytes: Vec<u8>,
+    /// Its size in bytes.
+    pub len: u64,
 }
 
 impl Initrd {
-    /// Reads `path`.
+    /// Opens `path` to learn its size.
     pub fn read(path: &Path) -> Result<Self, LoaderError> {
-        let bytes = std::fs::read(path).map_err(|source| LoaderError::ReadInitrd {
+        let (_, len) = open_sized(path).map_err(|source| LoaderError::ReadInitrd {
             path: path.to_owned(),
             source,
         })?;
         Ok(Initrd {
             path: path.to_owned(),
-            bytes,
+            len,
         })
     }
 
     /// Where the initrd goes: page-aligned, as high as it fits below the device tree and above
     /// the kernel. Returns [start, end).
     pub fn place(&self, kernel: &Kernel, ram_size: u64) -> Result<(u64, u64), LoaderError> {
-        let len = self.bytes.len() as u64;
+        let len = self.len;
         let top = fdt_addr(ram_size);
         // The kernel's footprint, rounded up to 2 MiB: Linux maps itself in 2 MiB pages.
         let kernel_end =
@@ -221,10 +261,12 @@ impl Initrd {
         Ok((start, start + len))
     }
 
-    /// Copies the initrd to `start`.
+    /// Reads the initrd into guest RAM at `start`.
     pub fn load(&self, memory: &GuestMemoryMmap, start: u64) -> Result<(), LoaderError> {
-        memory.write_slice(&self.bytes, GuestAddress(start))?;
-        Ok(())
+        read_into(memory, start, &self.path, self.len).map_err(|source| LoaderError::ReadInitrd {
+            path: self.path.clone(),
+            source,
+        })
     }
 }
 
@@ -271,11 +313,15 @@ mod tests {
     }
 
     fn kernel(bytes: Vec<u8>) -> Kernel {
-        Kernel {
-            path: "k".into(),
-            kind: classify(&bytes),
-            bytes,
-        }
+        Kernel::from_header(Path::new("k"), &bytes, bytes.len() as u64).unwrap()
+    }
+
+    fn temp_file(name: &str, bytes: &[u8]) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("rvvmm-loader-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join(name);
+        std::fs::write(&path, bytes).unwrap();
+        path
     }
 
     #[test]
@@ -299,7 +345,7 @@ mod tests {
 
     #[test]
     fn anything_else_is_flat() {
-        for bytes in [vec![0x13u8; 4], vec![0u8; 200], b"RSC\x05".to_vec()] {
+        for bytes in [vec![0x13u8; 4], vec![0u8; 200], b"xyzRSC\x05".to_vec()] {
             let k = kernel(bytes);
             assert_eq!(k.kind, KernelKind::Flat);
             assert_eq!(k.load_addr(), RAM_BASE);
@@ -316,7 +362,8 @@ mod tests {
     #[test]
     fn loading_copies_the_bytes() {
         let memory = GuestMemoryMmap::from_ranges(&[(GuestAddress(RAM_BASE), 8 << 20)]).unwrap();
-        let k = kernel(b"\x13\x00\x00\x00hello".to_vec());
+        let path = temp_file("flat.bin", b"\x13\x00\x00\x00hello");
+        let k = Kernel::read(&path).unwrap();
         assert_eq!(k.load(&memory).unwrap(), RAM_BASE);
         let mut got = [0u8; 9];
         memory.read_slice(&mut got, GuestAddress(RAM_BASE)).unwrap();
@@ -325,16 +372,13 @@ mod tests {
 
     #[test]
     fn compressed_and_elf_kernels_are_refused() {
-        let dir = std::env::temp_dir().join(format!("rvvmm-loader-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
         for (name, bytes) in [
             ("vmlinux", b"\x7fELF\x02\x01\x01".to_vec()),
             ("Image.gz", vec![0x1f, 0x8b, 8, 0]),
             ("Image.xz", b"\xfd7zXZ\0rest".to_vec()),
             ("vmlinuz.efi", b"MZ\0\0zimg".to_vec()),
         ] {
-            let path = dir.join(name);
-            std::fs::write(&path, bytes).unwrap();
+            let path = temp_file(name, &bytes);
             let err = Kernel::read(&path).unwrap_err();
             assert!(
                 matches!(err, LoaderError::Unloadable { .. }),
@@ -348,7 +392,7 @@ mod tests {
         let k = kernel(image_header(0x20_0000, 0x100_0000)); // 16 MiB at +2 MiB
         let initrd = Initrd {
             path: "i".into(),
-            bytes: vec![0; 0x12_345],
+            len: 0x12_345,
         };
         let (start, end) = initrd.place(&k, 64 << 20).unwrap();
         assert_eq!(start % 4096, 0);
@@ -357,7 +401,7 @@ mod tests {
         assert!(start >= 0x8120_0000);
         let big = Initrd {
             path: "i".into(),
-            bytes: vec![0; 40 << 20],
+            len: 40 << 20,
         };
         assert!(matches!(
             big.place(&k, 48 << 20),

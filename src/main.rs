@@ -12,6 +12,7 @@ use rvvmm::hypervisor::HypervisorError;
 use rvvmm::{VmConfig, Vmm};
 
 fn main() -> ExitCode {
+    rvvmm::vmm::process_start();
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn"))
         .format_timestamp_millis()
         .init();

@@ -328,6 +328,13 @@ impl Vmm {
             vm_rss_kib(),
             exits.iter().sum::<u64>()
         );
+        if log::log_enabled!(log::Level::Info) {
+            let (peak, guest) = (status_kib("VmHWM:"), guest_resident_kib(self.ram_size));
+            log::info!(
+                "memory: peak RSS {peak} KiB, guest RAM resident {guest} KiB, rvvmm's own {} KiB",
+                peak.saturating_sub(guest)
+            );
+        }
         Ok(request)
     }
 
@@ -384,6 +391,12 @@ fn vcpu_loop<B: VcpuBackend>(mut vcpu: Vcpu<B>, ctx: &LoopContext) -> u64 {
         let result = vcpu.run().and_then(|exit| {
             if exit != ExitReason::Nothing || !vcpu.is_stopped() {
                 exits += 1;
+                if exits == 1 && vcpu.id() == 0 {
+                    log::info!(
+                        "first guest exit {} us after rvvmm started",
+                        process_start().elapsed().as_micros()
+                    );
+                }
             }
             handle_exit(&mut vcpu, exit, ctx)
         });
@@ -477,13 +490,49 @@ fn stop_threads(threads: Vec<JoinHandle<u64>>) -> Vec<u64> {
 
 /// This process's resident set size, from /proc/self/status (0 if unreadable).
 pub fn vm_rss_kib() -> u64 {
+    status_kib("VmRSS:")
+}
+
+/// A "Name:   N kB" field of /proc/self/status (0 if unreadable).
+fn status_kib(field: &str) -> u64 {
     std::fs::read_to_string("/proc/self/status")
         .ok()
         .and_then(|status| {
             status
                 .lines()
-                .find_map(|l| l.strip_prefix("VmRSS:"))
+                .find_map(|l| l.strip_prefix(field))
                 .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
         })
         .unwrap_or(0)
+}
+
+/// Resident KiB of the guest RAM mapping (the one of exactly `ram_size` bytes), from
+/// /proc/self/smaps (0 if not found).
+fn guest_resident_kib(ram_size: u64) -> u64 {
+    let Ok(smaps) = std::fs::read_to_string("/proc/self/smaps") else {
+        return 0;
+    };
+    let mut in_guest = false;
+    for line in smaps.lines() {
+        if let Some((range, _)) = line.split_once(' ') {
+            if let Some((a, b)) = range.split_once('-') {
+                if let (Ok(a), Ok(b)) = (u64::from_str_radix(a, 16), u64::from_str_radix(b, 16)) {
+                    in_guest = b - a == ram_size;
+                    continue;
+                }
+            }
+        }
+        if in_guest {
+            if let Some(v) = line.strip_prefix("Rss:") {
+                return v.trim().trim_end_matches("kB").trim().parse().unwrap_or(0);
+            }
+        }
+    }
+    0
+}
+
+/// When rvvmm started (the first call; `main` makes it early).
+pub fn process_start() -> std::time::Instant {
+    static START: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
+    *START.get_or_init(std::time::Instant::now)
 }

@@ -24,7 +24,7 @@ pub enum Mode {
 }
 
 impl Mode {
-    fn name(self) -> &'static str {
+    pub(crate) fn name(self) -> &'static str {
         match self {
             Mode::Plic => "plic",
             Mode::Aia => "aia",
@@ -73,10 +73,15 @@ const GUESTS: &[(&str, &str, &str)] = &[
     ("finisher", "finisher", ""),
     ("smp", "smp", ""),
     ("exits", "exits", "-DEXITS=200000"),
+    ("bench_hypercall", "bench", "-DKIND_HVC"),
+    ("bench_mmio_read", "bench", "-DKIND_MMIO_READ"),
+    ("bench_mmio_write", "bench", "-DKIND_MMIO_WRITE"),
+    ("bench_dbcn_write_byte", "bench", "-DKIND_DBCN"),
+    ("bench_sbi_in_kernel", "bench", "-DKIND_SBI_KERNEL"),
 ];
 
 /// Everything a boot of L1 needs, ready on disk.
-struct Prepared {
+pub(crate) struct Prepared {
     image: PathBuf,
     /// The L2 guest's initramfs (busybox + resources/lab/l2-init.sh).
     l2_initrd: Vec<u8>,
@@ -87,6 +92,22 @@ struct Prepared {
     rvvmm: Vec<u8>,
     guests: Vec<(String, Vec<u8>)>,
     chroot: PathBuf,
+    /// The benchmark floor (xtask/bare-kvm), cross-built.
+    bare_kvm: Vec<u8>,
+    /// An optional kvmtool binary for the benchmark (`--lkvm`).
+    pub(crate) lkvm: Option<Vec<u8>>,
+}
+
+impl Prepared {
+    /// The QEMU version line the chroot recorded.
+    pub(crate) fn qemu_version(&self) -> String {
+        fs::read_to_string(self.chroot.join(".rvvmm-qemu-ready"))
+            .unwrap_or_default()
+            .lines()
+            .next()
+            .unwrap_or("unknown")
+            .to_string()
+    }
 }
 
 /// Runs `cases` (all when empty) in each mode; prints a line per case and the summary line.
@@ -163,7 +184,7 @@ pub fn demo() -> Result<bool, String> {
     }
 }
 
-fn prepare() -> Result<Prepared, String> {
+pub(crate) fn prepare() -> Result<Prepared, String> {
     host::ensure_tools()?;
     let cache = paths::cache_dir();
     let work = paths::work_dir();
@@ -196,10 +217,22 @@ fn prepare() -> Result<Prepared, String> {
         RISCV_TARGET,
     ]))?;
     let rvvmm = read(&paths::root().join(format!("target/{RISCV_TARGET}/release/rvvmm")))?;
+    host::run_visible(host::cargo().current_dir(paths::root()).args([
+        "build",
+        "--quiet",
+        "--release",
+        "--package",
+        "bare-kvm",
+        "--target",
+        RISCV_TARGET,
+    ]))?;
+    let bare_kvm = read(&paths::root().join(format!("target/{RISCV_TARGET}/release/bare-kvm")))?;
     let guests = build_guests(&work.join("guests"))?;
     let l2_initrd = l2_initramfs(&busybox);
     let qemu_dtb = dump_qemu_dtb(&chroot)?;
     Ok(Prepared {
+        bare_kvm,
+        lkvm: None,
         image,
         l2_initrd,
         qemu_dtb,
@@ -447,7 +480,11 @@ fn initramfs(p: &Prepared, cases: &[Case]) -> Result<Vec<u8>, String> {
         Entry::File("l2/Image", 0o644, &image),
         Entry::File("l2/initrd.cpio", 0o644, &p.l2_initrd),
         Entry::File("l2/virt.dtb", 0o644, &p.qemu_dtb),
+        Entry::File("bare-kvm", 0o755, &p.bare_kvm),
     ];
+    if let Some(lkvm) = &p.lkvm {
+        entries.push(Entry::File("lkvm", 0o755, lkvm));
+    }
     entries.extend(
         scripts
             .iter()
@@ -468,7 +505,7 @@ fn initramfs(p: &Prepared, cases: &[Case]) -> Result<Vec<u8>, String> {
 
 /// Boots L1 once with `cases`; returns the console log. Fails if QEMU cannot start, or L1
 /// neither finishes nor powers off within [`L1_TIMEOUT`].
-fn boot_l1(p: &Prepared, mode: Mode, cases: &[Case]) -> Result<String, String> {
+pub(crate) fn boot_l1(p: &Prepared, mode: Mode, cases: &[Case]) -> Result<String, String> {
     let lab_dir = p.chroot.join("lab");
     fs::create_dir_all(&lab_dir).map_err(|e| e.to_string())?;
     fs::copy(&p.image, lab_dir.join("Image"))

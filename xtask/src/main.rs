@@ -10,6 +10,7 @@
 //! Debian's riscv64 6.12 kernel in a busybox initramfs with kvm.ko → rvvmm → test guests.
 //! Everything it needs is installed or fetched here and cached (see [`paths::cache_dir`]).
 
+mod bench;
 mod cpio;
 mod host;
 mod lab;
@@ -31,6 +32,7 @@ fn main() -> ExitCode {
             parse_lab_args(&args[1..]).and_then(|(modes, cases)| lab::run(&modes, &cases))
         }
         Some("demo") => lab::demo(),
+        Some("bench") => parse_bench_args(&args[1..]).and_then(|o| bench::run(&o)),
         _ => {
             eprintln!("{USAGE}");
             return ExitCode::from(2);
@@ -46,10 +48,50 @@ fn main() -> ExitCode {
     }
 }
 
-/// x86 unit and integration tests, then the nested lab in both modes.
+/// x86 unit and integration tests, the nested lab in both modes, and a short benchmark (one
+/// repetition, so it cannot rot; it fails only when it gets no numbers, never on their values).
 fn test() -> Result<bool, String> {
     host::run_visible(host::cargo().args(["test", "--workspace"]))?;
-    lab::run(&[Mode::Plic, Mode::Aia], &[])
+    let bench_ok = bench::run(&bench::Options {
+        modes: vec![Mode::Aia],
+        reps: 1,
+        lkvm: None,
+    })?;
+    let lab_ok = lab::run(&[Mode::Plic, Mode::Aia], &[])?;
+    Ok(bench_ok && lab_ok)
+}
+
+fn parse_bench_args(args: &[String]) -> Result<bench::Options, String> {
+    let mut opts = bench::Options {
+        modes: vec![Mode::Plic, Mode::Aia],
+        reps: 5,
+        lkvm: None,
+    };
+    let mut it = args.iter();
+    while let Some(arg) = it.next() {
+        match arg.as_str() {
+            "--mode" => opts.modes = parse_mode(it.next())?,
+            "--reps" => {
+                opts.reps = it
+                    .next()
+                    .and_then(|n| n.parse().ok())
+                    .filter(|n| *n >= 1)
+                    .ok_or("--reps takes a number of at least 1")?
+            }
+            "--lkvm" => opts.lkvm = Some(it.next().ok_or("--lkvm takes a path")?.into()),
+            other => return Err(format!("unknown argument {other:?}; {USAGE}")),
+        }
+    }
+    Ok(opts)
+}
+
+fn parse_mode(arg: Option<&String>) -> Result<Vec<Mode>, String> {
+    match arg.map(String::as_str) {
+        Some("plic") => Ok(vec![Mode::Plic]),
+        Some("aia") => Ok(vec![Mode::Aia]),
+        Some("both") => Ok(vec![Mode::Plic, Mode::Aia]),
+        other => Err(format!("--mode takes plic, aia or both, not {other:?}")),
+    }
 }
 
 fn parse_lab_args(args: &[String]) -> Result<(Vec<Mode>, Vec<String>), String> {
@@ -58,14 +100,7 @@ fn parse_lab_args(args: &[String]) -> Result<(Vec<Mode>, Vec<String>), String> {
     let mut it = args.iter();
     while let Some(arg) = it.next() {
         match arg.as_str() {
-            "--mode" => {
-                modes = match it.next().map(String::as_str) {
-                    Some("plic") => vec![Mode::Plic],
-                    Some("aia") => vec![Mode::Aia],
-                    Some("both") => vec![Mode::Plic, Mode::Aia],
-                    other => return Err(format!("--mode takes plic, aia or both, not {other:?}")),
-                }
-            }
+            "--mode" => modes = parse_mode(it.next())?,
             "--case" => cases.push(it.next().ok_or("--case takes a case name")?.clone()),
             other => return Err(format!("unknown argument {other:?}; {USAGE}")),
         }

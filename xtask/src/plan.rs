@@ -44,7 +44,7 @@ pub struct Case {
     pub timeout: u32,
 }
 
-const fn case(
+pub const fn case(
     name: &'static str,
     cmd: &'static str,
     rc: i32,

@@ -1,0 +1,119 @@
+//! The benchmark floor (`cargo xtask bench`): the least a VMM can do per exit. It maps 64 MiB of
+//! RAM at 0x8000_0000, loads a flat guest there, enables SBI DBCN and answers every exit with
+//! the same result rvvmm gives (hypercall 0 -> (0, 1), DBCN -> stdout, MMIO read -> 0, MMIO
+//! write ignored), with no devices, bus, threads or logging. `bare-kvm GUEST.bin`
+
+#[cfg(target_arch = "riscv64")]
+fn main() {
+    if let Err(e) = floor::run() {
+        eprintln!("bare-kvm: {e}");
+        std::process::exit(1);
+    }
+}
+
+#[cfg(not(target_arch = "riscv64"))]
+fn main() {
+    eprintln!("bare-kvm runs on riscv64 hosts with KVM only");
+    std::process::exit(1);
+}
+
+#[cfg(target_arch = "riscv64")]
+mod floor {
+    use std::io::Write;
+
+    use kvm_bindings::{kvm_userspace_memory_region, KVM_EXIT_RISCV_SBI};
+    use kvm_ioctls::{Kvm, VcpuExit};
+
+    const RAM_BASE: u64 = 0x8000_0000;
+    const RAM_SIZE: usize = 64 << 20;
+    const REG_CORE: u64 = 0x8030_0000_0200_0000;
+    const REG_DBCN: u64 = 0x8030_0000_0800_0009;
+
+    pub fn run() -> Result<(), String> {
+        let path = std::env::args().nth(1).ok_or("usage: bare-kvm GUEST.bin")?;
+        let guest = std::fs::read(&path).map_err(|e| format!("{path}: {e}"))?;
+        if guest.len() > RAM_SIZE {
+            return Err("guest larger than RAM".into());
+        }
+        let kvm = Kvm::new().map_err(|e| format!("/dev/kvm: {e}"))?;
+        let vm = kvm.create_vm().map_err(|e| format!("KVM_CREATE_VM: {e}"))?;
+        // SAFETY: a fresh anonymous private mapping; the result is checked below.
+        let ram = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                RAM_SIZE,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE,
+                -1,
+                0,
+            )
+        };
+        if ram == libc::MAP_FAILED {
+            return Err("mmap of guest RAM failed".into());
+        }
+        let ram = ram.cast::<u8>();
+        // SAFETY: `ram` is RAM_SIZE writable bytes and the guest fits in them.
+        unsafe { std::ptr::copy_nonoverlapping(guest.as_ptr(), ram, guest.len()) };
+        let region = kvm_userspace_memory_region {
+            slot: 0,
+            flags: 0,
+            guest_phys_addr: RAM_BASE,
+            memory_size: RAM_SIZE as u64,
+            userspace_addr: ram as u64,
+        };
+        // SAFETY: the mapping lives until the process exits, longer than the VM.
+        unsafe { vm.set_user_memory_region(region) }.map_err(|e| format!("memory region: {e}"))?;
+        let mut vcpu = vm
+            .create_vcpu(0)
+            .map_err(|e| format!("KVM_CREATE_VCPU: {e}"))?;
+        for (id, value) in [
+            (REG_DBCN, 1u64),
+            (REG_CORE, RAM_BASE),
+            (REG_CORE + 10, 0),
+            (REG_CORE + 11, 0),
+        ] {
+            vcpu.set_one_reg(id, &value.to_le_bytes())
+                .map_err(|e| format!("ONE_REG {id:#x}: {e}"))?;
+        }
+        let mut out = std::io::stdout().lock();
+        loop {
+            match vcpu.run() {
+                Ok(VcpuExit::MmioRead(_, data)) => data.fill(0),
+                Ok(VcpuExit::MmioWrite(..)) => {}
+                Ok(VcpuExit::SystemEvent(..)) => return Ok(()),
+                Ok(VcpuExit::Unsupported(KVM_EXIT_RISCV_SBI)) => {
+                    let run = vcpu.get_kvm_run();
+                    // SAFETY: exit_reason is KVM_EXIT_RISCV_SBI, so `riscv_sbi` is the live member.
+                    let sbi = unsafe { &mut run.__bindgen_anon_1.riscv_sbi };
+                    let ret = match (sbi.extension_id, sbi.function_id) {
+                        (0x0848_5643, 0) => (0, 1),
+                        (0x4442_434E, 2) => {
+                            let _ = out
+                                .write_all(&[sbi.args[0] as u8])
+                                .and_then(|_| out.flush());
+                            (0, 0)
+                        }
+                        (0x4442_434E, 0) => {
+                            let (len, addr) = (sbi.args[0] as usize, sbi.args[1]);
+                            let off = addr.wrapping_sub(RAM_BASE) as usize;
+                            if off < RAM_SIZE && len <= RAM_SIZE - off {
+                                // SAFETY: [off, off + len) lies inside the RAM mapping.
+                                let bytes =
+                                    unsafe { std::slice::from_raw_parts(ram.add(off), len) };
+                                let _ = out.write_all(bytes).and_then(|_| out.flush());
+                                (0, len as u64)
+                            } else {
+                                (-3i64 as u64, 0)
+                            }
+                        }
+                        _ => (-2i64 as u64, 0),
+                    };
+                    sbi.ret = [ret.0, ret.1];
+                }
+                Ok(other) => return Err(format!("unexpected exit {other:?}")),
+                Err(e) if e.errno() == libc::EINTR => {}
+                Err(e) => return Err(format!("KVM_RUN: {e}")),
+            }
+        }
+    }
+}

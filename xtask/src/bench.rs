@@ -1,0 +1,381 @@
+//! `cargo xtask bench`: rvvmm's overhead, measured side by side with a floor in one L1 boot.
+//!
+//! Nested absolute times mean little, so every figure is a ratio of two things measured in the
+//! same boot, interleaved (the order alternates each repetition), with medians:
+//! - per exit kind: rvvmm against `bare-kvm` (the least a VMM can do) on the very same guest,
+//!   which times N exits itself with the time CSR;
+//! - Linux boot to init and power-off: rvvmm against kvmtool, when given one (`--lkvm PATH`);
+//! - rvvmm's own memory (peak RSS minus resident guest RAM) and its startup (to the first exit).
+
+use std::fmt::Write as _;
+use std::fs;
+use std::path::PathBuf;
+
+use crate::lab::{self, Mode};
+use crate::paths;
+use crate::plan::{self, median, Case};
+
+/// Exit kinds, as the bench guests name them.
+const KINDS: &[&str] = &[
+    "hypercall",
+    "mmio_read",
+    "mmio_write",
+    "dbcn_write_byte",
+    "sbi_in_kernel",
+];
+/// Exits each bench guest times (its -DN default).
+const EXITS_PER_RUN: f64 = 20_000.0;
+/// QEMU virt's timebase: 10 MHz, so one tick is 100 ns.
+const NS_PER_TICK: f64 = 100.0;
+/// The Linux boot both VMMs run.
+const BOOT_ARGS_MEM_MIB: u32 = 256;
+
+/// Options of `cargo xtask bench`.
+pub struct Options {
+    /// Modes to boot L1 in.
+    pub modes: Vec<Mode>,
+    /// Repetitions of every measurement.
+    pub reps: usize,
+    /// A riscv64 kvmtool binary.
+    pub lkvm: Option<PathBuf>,
+}
+
+fn leak(s: String) -> &'static str {
+    Box::leak(s.into_boxed_str())
+}
+
+fn exits_case(reps: usize) -> Case {
+    let mut script = String::from("for r in $(seq 1 ");
+    let _ = write!(script, "{reps}); do\nfor k in {}; do\n", KINDS.join(" "));
+    script.push_str(
+        "if [ $((r % 2)) -eq 1 ]; then order='bare rvvmm'; else order='rvvmm bare'; fi\n\
+         for v in $order; do\n\
+         if [ $v = bare ]; then out=$(/bare-kvm /guests/bench_$k.bin 2>&1 | grep BENCH);\n\
+         else out=$(RUST_LOG=rvvmm=info /rvvmm --kernel /guests/bench_$k.bin 2>&1 | grep -E 'BENCH|first guest exit' | tr '\\n' ' '); fi\n\
+         echo \"@@S $v $k $r $out\"\n\
+         done\ndone\ndone",
+    );
+    Case {
+        timeout: 3600,
+        ..plan::case("bench_exits", leak(script), 0, &[])
+    }
+}
+
+fn boot_case(reps: usize, lkvm: bool) -> Case {
+    let rvvmm = format!(
+        "RUST_LOG=rvvmm=info /rvvmm --kernel /l2/Image --initrd /l2/initrd.cpio --memory {BOOT_ARGS_MEM_MIB}M --cmdline 'console=ttyS0 quiet'"
+    );
+    let lkvm_cmd = format!(
+        "/lkvm run -k /l2/Image -i /l2/initrd.cpio -m {BOOT_ARGS_MEM_MIB} -c 1 --console serial -p 'console=ttyS0 quiet'"
+    );
+    let (odd, even) = if lkvm {
+        ("rvvmm lkvm", "lkvm rvvmm")
+    } else {
+        ("rvvmm", "rvvmm")
+    };
+    let script = format!(
+        "for r in $(seq 1 {reps}); do\n\
+         if [ $((r % 2)) -eq 1 ]; then order='{odd}'; else order='{even}'; fi\n\
+         for v in $order; do\n\
+         t0=$(cut -d' ' -f1 /proc/uptime)\n\
+         if [ $v = rvvmm ]; then {rvvmm} > /tmp/boot.out 2>&1; else {lkvm_cmd} > /tmp/boot.out 2>&1; fi\n\
+         rc=$?; t1=$(cut -d' ' -f1 /proc/uptime)\n\
+         grep -E 'first guest exit|memory: peak|init reached' /tmp/boot.out | sed \"s/^/@@L $v $r /\"\n\
+         echo \"@@BOOT $v $r rc=$rc wall=$(awk \"BEGIN {{ print $t1 - $t0 }}\")\"\n\
+         done\ndone"
+    );
+    Case {
+        timeout: 3600,
+        ..plan::case("bench_boot", leak(script), 0, &[])
+    }
+}
+
+/// One sample.
+struct Sample {
+    vmm: String,
+    what: String,
+    rep: usize,
+    value: f64,
+}
+
+fn exit_samples(output: &str) -> Vec<Sample> {
+    output
+        .lines()
+        .filter_map(|l| {
+            let rest = l.strip_prefix("@@S ")?;
+            let mut f = rest.split_whitespace();
+            let (vmm, kind, rep) = (f.next()?, f.next()?, f.next()?.parse().ok()?);
+            let ticks: f64 = rest
+                .split("ticks=")
+                .nth(1)?
+                .split_whitespace()
+                .next()?
+                .parse()
+                .ok()?;
+            let mut found = vec![Sample {
+                vmm: vmm.into(),
+                what: kind.into(),
+                rep,
+                value: ticks * NS_PER_TICK / EXITS_PER_RUN,
+            }];
+            if let Some(us) = first_exit_us(rest) {
+                found.push(Sample {
+                    vmm: vmm.into(),
+                    what: "startup_us".into(),
+                    rep,
+                    value: us,
+                });
+            }
+            Some(found)
+        })
+        .flatten()
+        .collect()
+}
+
+/// "first guest exit N us after rvvmm started" in `line`.
+fn first_exit_us(line: &str) -> Option<f64> {
+    line.split("first guest exit ")
+        .nth(1)?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
+}
+
+fn boot_samples(output: &str) -> Vec<Sample> {
+    let mut samples = Vec::new();
+    for l in output.lines() {
+        if let Some(rest) = l.strip_prefix("@@BOOT ") {
+            let mut f = rest.split_whitespace();
+            let (Some(vmm), Some(rep)) = (f.next(), f.next().and_then(|r| r.parse().ok())) else {
+                continue;
+            };
+            let boot_ok = rest.contains(" rc=0 ")
+                && output.lines().any(|x| {
+                    x.starts_with(&format!("@@L {vmm} {rep} ")) && x.contains("init reached")
+                });
+            if let (true, Some(wall)) = (
+                boot_ok,
+                rest.split("wall=")
+                    .nth(1)
+                    .and_then(|w| w.trim().parse().ok()),
+            ) {
+                samples.push(Sample {
+                    vmm: vmm.into(),
+                    what: "boot_s".into(),
+                    rep,
+                    value: wall,
+                });
+            }
+        } else if let Some(rest) = l.strip_prefix("@@L rvvmm ") {
+            let rep = rest
+                .split_whitespace()
+                .next()
+                .and_then(|r| r.parse().ok())
+                .unwrap_or(0);
+            if let Some(us) = first_exit_us(rest) {
+                samples.push(Sample {
+                    vmm: "rvvmm".into(),
+                    what: "linux_first_exit_us".into(),
+                    rep,
+                    value: us,
+                });
+            }
+            if let Some(kib) = rest
+                .split("rvvmm's own ")
+                .nth(1)
+                .and_then(|x| x.split_whitespace().next()?.parse::<f64>().ok())
+            {
+                samples.push(Sample {
+                    vmm: "rvvmm".into(),
+                    what: "own_memory_kib".into(),
+                    rep,
+                    value: kib,
+                });
+            }
+        }
+    }
+    samples
+}
+
+fn med(samples: &[Sample], vmm: &str, what: &str) -> Option<f64> {
+    let mut v: Vec<f64> = samples
+        .iter()
+        .filter(|s| s.vmm == vmm && s.what == what)
+        .map(|s| s.value)
+        .collect();
+    median(&mut v)
+}
+
+/// Runs the benchmark; prints the table; writes target/bench/bench.json.
+pub fn run(opts: &Options) -> Result<bool, String> {
+    let mut prepared = lab::prepare()?;
+    if let Some(path) = &opts.lkvm {
+        prepared.lkvm = Some(
+            fs::read(path).map_err(|e| format!("cannot read --lkvm {}: {e}", path.display()))?,
+        );
+    }
+    let cases = vec![
+        exits_case(opts.reps),
+        boot_case(opts.reps, opts.lkvm.is_some()),
+    ];
+    let commit = crate::host::run_quiet(
+        std::process::Command::new("git")
+            .args(["-C"])
+            .arg(paths::root())
+            .args(["rev-parse", "--short", "HEAD"]),
+    )
+    .map(|s| s.trim().to_string())
+    .unwrap_or_else(|_| "unknown".into());
+    let mut json = format!(
+        "{{\n  \"commit\": \"{commit}\",\n  \"qemu\": \"{}\",\n  \"reps\": {},\n  \"exits_per_run\": {},\n  \"modes\": [\n",
+        prepared.qemu_version(),
+        opts.reps,
+        EXITS_PER_RUN
+    );
+    let mut complete = true;
+    for (mi, &mode) in opts.modes.iter().enumerate() {
+        let log = lab::boot_l1(&prepared, mode, &cases)?;
+        let kernel = log
+            .lines()
+            .find_map(|l| l.strip_prefix("@@LAB kernel "))
+            .and_then(|l| l.split(',').next())
+            .unwrap_or("unknown")
+            .to_string();
+        let ran = plan::parse_log(&log);
+        let output = |name: &str| {
+            ran.iter()
+                .find(|(n, _)| n == name)
+                .map(|(_, r)| r.output.clone())
+                .unwrap_or_default()
+        };
+        let mut samples = exit_samples(&output("bench_exits"));
+        samples.extend(boot_samples(&output("bench_boot")));
+
+        println!(
+            "bench[{}] L1 kernel {kernel}, {}, {} repetitions, interleaved",
+            mode.name(),
+            prepared.qemu_version(),
+            opts.reps
+        );
+        println!(
+            "bench[{}] {:<18} {:>12} {:>12} {:>8}",
+            mode.name(),
+            "exit kind",
+            "bare ns",
+            "rvvmm ns",
+            "ratio"
+        );
+        let mut rows = Vec::new();
+        for kind in KINDS {
+            let (bare, rv) = (med(&samples, "bare", kind), med(&samples, "rvvmm", kind));
+            match (bare, rv) {
+                (Some(b), Some(r)) => {
+                    println!(
+                        "bench[{}] {:<18} {:>12.0} {:>12.0} {:>8.3}",
+                        mode.name(),
+                        kind,
+                        b,
+                        r,
+                        r / b
+                    );
+                    rows.push(format!("{{\"kind\": \"{kind}\", \"bare_ns\": {b:.1}, \"rvvmm_ns\": {r:.1}, \"ratio\": {:.4}}}", r / b));
+                }
+                _ => {
+                    println!("bench[{}] {:<18} missing samples", mode.name(), kind);
+                    complete = false;
+                }
+            }
+        }
+        let boot = med(&samples, "rvvmm", "boot_s");
+        let lkvm_boot = med(&samples, "lkvm", "boot_s");
+        match (boot, lkvm_boot) {
+            (Some(b), Some(l)) => println!("bench[{}] linux boot to init + power-off: rvvmm {b:.2} s, kvmtool {l:.2} s, ratio {:.3}", mode.name(), b / l),
+            (Some(b), None) => println!("bench[{}] linux boot to init + power-off: rvvmm {b:.2} s (no --lkvm given: no kvmtool ratio)", mode.name()),
+            _ => {
+                println!("bench[{}] linux boot: missing samples", mode.name());
+                complete = false;
+            }
+        }
+        if let (Some(mem), Some(start)) = (
+            med(&samples, "rvvmm", "own_memory_kib"),
+            med(&samples, "rvvmm", "startup_us"),
+        ) {
+            println!(
+                "bench[{}] rvvmm's own memory (peak RSS - resident guest RAM, Linux boot): {mem:.0} KiB; \
+                 start to first guest exit (bench guest, first instruction exits): {start:.0} us",
+                mode.name()
+            );
+        } else {
+            complete = false;
+        }
+        let all: Vec<String> = samples
+            .iter()
+            .map(|s| {
+                format!(
+                    "{{\"vmm\": \"{}\", \"what\": \"{}\", \"rep\": {}, \"value\": {:.3}}}",
+                    s.vmm, s.what, s.rep, s.value
+                )
+            })
+            .collect();
+        let opt = |v: Option<f64>| {
+            v.map(|x| format!("{x:.3}"))
+                .unwrap_or_else(|| "null".into())
+        };
+        let _ = writeln!(
+            json,
+            "    {{\"mode\": \"{}\", \"l1_kernel\": \"{kernel}\", \"exits\": [{}], \"boot_s\": {{\"rvvmm\": {}, \"kvmtool\": {}}}, \"own_memory_kib\": {}, \"startup_us\": {}, \"samples\": [{}]}}{}",
+            mode.name(),
+            rows.join(", "),
+            opt(boot),
+            opt(lkvm_boot),
+            opt(med(&samples, "rvvmm", "own_memory_kib")),
+            opt(med(&samples, "rvvmm", "startup_us")),
+            all.join(", "),
+            if mi + 1 < opts.modes.len() { "," } else { "" }
+        );
+    }
+    json.push_str("  ]\n}\n");
+    let dir = paths::root().join("target/bench");
+    fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+    let path = dir.join("bench.json");
+    fs::write(&path, json).map_err(|e| e.to_string())?;
+    println!(
+        "bench: every sample, median and ratio in {}",
+        path.display()
+    );
+    Ok(complete)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn samples_are_parsed_and_compared() {
+        let out = "@@S bare hypercall 1 BENCH kind=hypercall n=20000 ticks=600000\n\
+                   @@S rvvmm hypercall 1 [..] first guest exit 1500 us after rvvmm started BENCH kind=hypercall n=20000 ticks=630000 \n\
+                   @@S rvvmm mmio_read 1 \n";
+        let s = exit_samples(out);
+        assert_eq!(s.len(), 3);
+        assert_eq!(med(&s, "rvvmm", "startup_us"), Some(1500.0));
+        assert_eq!(med(&s, "bare", "hypercall"), Some(3000.0));
+        assert_eq!(med(&s, "rvvmm", "hypercall"), Some(3150.0));
+        let boots = "@@L rvvmm 1 [..] first guest exit 2100 us after rvvmm started\n\
+                     @@L rvvmm 1 [..] memory: peak RSS 9000 KiB, guest RAM resident 6000 KiB, rvvmm's own 3000 KiB\n\
+                     @@L rvvmm 1 @@L2 init reached, uptime 1.7 s\n\
+                     @@BOOT rvvmm 1 rc=0 wall=3.9\n\
+                     @@BOOT lkvm 1 rc=0 wall=4.5\n";
+        let b = boot_samples(boots);
+        assert_eq!(med(&b, "rvvmm", "boot_s"), Some(3.9));
+        assert_eq!(
+            med(&b, "lkvm", "boot_s"),
+            None,
+            "kvmtool never reached init"
+        );
+        assert_eq!(med(&b, "rvvmm", "linux_first_exit_us"), Some(2100.0));
+        assert_eq!(med(&b, "rvvmm", "own_memory_kib"), Some(3000.0));
+        let c = boot_case(3, true);
+        assert!(c.cmd.contains("/lkvm run") && c.cmd.contains("seq 1 3"));
+    }
+}
