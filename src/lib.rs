@@ -11,6 +11,7 @@ pub mod config;
 pub mod console;
 pub mod control;
 pub mod devices;
+pub mod event_loop;
 pub mod hypervisor;
 pub mod loader;
 pub mod sbi;

@@ -4,5 +4,6 @@ pub mod finisher;
 pub mod plic;
 pub mod testdev;
 pub mod uart;
+pub mod virtio;
 
 pub use bus::{Bus, BusDevice, BusError};

@@ -1,0 +1,422 @@
+//! virtio-blk (`--disk PATH[,readonly]`) on a raw image file.
+//!
+//! Reads and writes go straight to the file (pread/pwrite: no cache in rvvmm, so what the
+//! guest wrote is in the host kernel's page cache and survives a SIGKILL of rvvmm); FLUSH is an
+//! fdatasync. A read-only disk answers every write, discard and write-zeroes with
+//! `VIRTIO_BLK_S_IOERR`. Requests are checked against the disk's size and sector alignment; a
+//! malformed one gets an error status, never a panic.
+
+use std::fs::{File, OpenOptions};
+use std::io::{Read, Write};
+use std::os::unix::fs::{FileExt, MetadataExt};
+use std::path::{Path, PathBuf};
+
+use virtio_queue::{DescriptorChain, Queue};
+use vm_memory::{Bytes, GuestMemoryMmap};
+
+use super::{device_id, drain_queue, read_config_bytes, QueueOutcome, VirtioDevice};
+
+const SECTOR: u64 = 512;
+const VIRTIO_BLK_F_SEG_MAX: u64 = 1 << 2;
+const VIRTIO_BLK_F_RO: u64 = 1 << 5;
+const VIRTIO_BLK_F_FLUSH: u64 = 1 << 9;
+const VIRTIO_BLK_F_WRITE_ZEROES: u64 = 1 << 14;
+
+const T_IN: u32 = 0;
+const T_OUT: u32 = 1;
+const T_FLUSH: u32 = 4;
+const T_GET_ID: u32 = 8;
+const T_WRITE_ZEROES: u32 = 13;
+
+const S_OK: u8 = 0;
+const S_IOERR: u8 = 1;
+const S_UNSUPP: u8 = 2;
+
+/// Bytes moved through rvvmm per copy.
+const CHUNK: usize = 128 * 1024;
+/// Segments per request the driver may use (config `seg_max`).
+const SEG_MAX: u32 = 126;
+/// Length of the GET_ID string.
+const ID_LEN: usize = 20;
+
+/// Errors opening a disk.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot open disk {path}: {source}")]
+pub struct DiskError {
+    path: PathBuf,
+    #[source]
+    source: std::io::Error,
+}
+
+/// The block device.
+pub struct Block {
+    file: File,
+    sectors: u64,
+    readonly: bool,
+    id: [u8; ID_LEN],
+    config: Vec<u8>,
+    memory: Option<GuestMemoryMmap>,
+    queue: Option<Queue>,
+}
+
+impl Block {
+    /// Opens `path` (read-write unless `readonly`).
+    pub fn open(path: &Path, readonly: bool) -> Result<Self, DiskError> {
+        let err = |source| DiskError {
+            path: path.to_owned(),
+            source,
+        };
+        let file = OpenOptions::new()
+            .read(true)
+            .write(!readonly)
+            .open(path)
+            .map_err(err)?;
+        let meta = file.metadata().map_err(err)?;
+        if !meta.is_file() {
+            return Err(err(std::io::Error::other(
+                "not a regular file (rvvmm takes raw image files)",
+            )));
+        }
+        let sectors = meta.len() / SECTOR;
+        if meta.len() % SECTOR != 0 {
+            log::warn!(
+                "disk {}: size is not a multiple of 512; the last {} bytes are not visible",
+                path.display(),
+                meta.len() % SECTOR
+            );
+        }
+        // The serial the guest sees (/sys/block/vda/serial): the file's device and inode.
+        let mut id = [0u8; ID_LEN];
+        let text = format!("rvvmm-{:x}-{:x}", meta.dev(), meta.ino());
+        let n = text.len().min(ID_LEN);
+        id[..n].copy_from_slice(&text.as_bytes()[..n]);
+        let mut config = vec![0u8; 64];
+        config[0..8].copy_from_slice(&sectors.to_le_bytes()); // capacity
+        config[12..16].copy_from_slice(&SEG_MAX.to_le_bytes()); // seg_max
+                                                                // write-zeroes: max_write_zeroes_sectors (48), max_write_zeroes_seg (52), may_unmap (56)
+        config[48..52].copy_from_slice(&(u32::MAX).to_le_bytes());
+        config[52..56].copy_from_slice(&1u32.to_le_bytes());
+        Ok(Block {
+            file,
+            sectors,
+            readonly,
+            id,
+            config,
+            memory: None,
+            queue: None,
+        })
+    }
+
+    /// Handles one request; returns the bytes written into the chain (data + status).
+    fn request(
+        &mut self,
+        memory: &GuestMemoryMmap,
+        chain: DescriptorChain<&GuestMemoryMmap>,
+    ) -> u32 {
+        let mut reader = match chain.clone().reader(memory) {
+            Ok(r) => r,
+            Err(_) => return 0,
+        };
+        let mut writer = match chain.writer(memory) {
+            Ok(w) => w,
+            Err(_) => return 0,
+        };
+        // The last writable byte is the status.
+        let avail = writer.available_bytes();
+        if avail == 0 {
+            return 0;
+        }
+        let mut status_writer = match writer.split_at(avail - 1) {
+            Ok(s) => s,
+            Err(_) => return 0,
+        };
+        let mut header = [0u8; 16];
+        let status = if reader.read_exact(&mut header).is_err() {
+            S_IOERR
+        } else {
+            let kind = u32::from_le_bytes(header[0..4].try_into().unwrap());
+            let sector = u64::from_le_bytes(header[8..16].try_into().unwrap());
+            self.execute(kind, sector, &mut reader, &mut writer)
+        };
+        let data = writer.bytes_written() as u32;
+        if status_writer.write_all(&[status]).is_err() {
+            return data;
+        }
+        data + 1
+    }
+
+    fn execute(
+        &mut self,
+        kind: u32,
+        sector: u64,
+        reader: &mut virtio_queue::Reader<'_>,
+        writer: &mut virtio_queue::Writer<'_>,
+    ) -> u8 {
+        let writes = matches!(kind, T_OUT | T_WRITE_ZEROES);
+        if writes && self.readonly {
+            return S_IOERR;
+        }
+        match kind {
+            T_IN => self.transfer(sector, writer.available_bytes(), |file, buf, off| {
+                file.read_exact_at(buf, off)?;
+                writer.write_all(buf)
+            }),
+            T_OUT => self.transfer(sector, reader.available_bytes(), |file, buf, off| {
+                reader.read_exact(buf)?;
+                file.write_all_at(buf, off)
+            }),
+            T_FLUSH => match self.file.sync_data() {
+                Ok(()) => S_OK,
+                Err(e) => {
+                    log::warn!("virtio-blk: flush failed: {e}");
+                    S_IOERR
+                }
+            },
+            T_GET_ID => match writer.write_all(&self.id[..writer.available_bytes().min(ID_LEN)]) {
+                Ok(()) => S_OK,
+                Err(_) => S_IOERR,
+            },
+            T_WRITE_ZEROES => self.write_zeroes(reader),
+            _ => S_UNSUPP,
+        }
+    }
+
+    /// Moves `len` bytes at `sector` in chunks through `step(file, buf, offset)`.
+    fn transfer<F>(&mut self, sector: u64, len: usize, mut step: F) -> u8
+    where
+        F: FnMut(&File, &mut [u8], u64) -> std::io::Result<()>,
+    {
+        let len = len as u64;
+        if !len.is_multiple_of(SECTOR)
+            || sector
+                .checked_add(len / SECTOR)
+                .is_none_or(|end| end > self.sectors)
+        {
+            return S_IOERR;
+        }
+        let mut buf = vec![0u8; CHUNK.min(len as usize)];
+        let mut done = 0u64;
+        while done < len {
+            let n = ((len - done) as usize).min(CHUNK);
+            if let Err(e) = step(&self.file, &mut buf[..n], sector * SECTOR + done) {
+                log::debug!("virtio-blk: I/O error at sector {sector}: {e}");
+                return S_IOERR;
+            }
+            done += n as u64;
+        }
+        S_OK
+    }
+
+    fn write_zeroes(&mut self, reader: &mut virtio_queue::Reader<'_>) -> u8 {
+        // Segments of (sector u64, num_sectors u32, flags u32).
+        while reader.available_bytes() >= 16 {
+            let mut seg = [0u8; 16];
+            if reader.read_exact(&mut seg).is_err() {
+                return S_IOERR;
+            }
+            let sector = u64::from_le_bytes(seg[0..8].try_into().unwrap());
+            let count = u64::from(u32::from_le_bytes(seg[8..12].try_into().unwrap()));
+            if sector
+                .checked_add(count)
+                .is_none_or(|end| end > self.sectors)
+            {
+                return S_IOERR;
+            }
+            let zeros = vec![0u8; CHUNK];
+            let mut done = 0u64;
+            while done < count * SECTOR {
+                let n = ((count * SECTOR - done) as usize).min(CHUNK);
+                if self
+                    .file
+                    .write_all_at(&zeros[..n], sector * SECTOR + done)
+                    .is_err()
+                {
+                    return S_IOERR;
+                }
+                done += n as u64;
+            }
+        }
+        S_OK
+    }
+}
+
+impl VirtioDevice for Block {
+    fn device_type(&self) -> u32 {
+        device_id::BLOCK
+    }
+
+    fn name(&self) -> &'static str {
+        "blk"
+    }
+
+    fn features(&self) -> u64 {
+        let mut f = VIRTIO_BLK_F_FLUSH | VIRTIO_BLK_F_SEG_MAX;
+        if self.readonly {
+            f |= VIRTIO_BLK_F_RO;
+        } else {
+            f |= VIRTIO_BLK_F_WRITE_ZEROES;
+        }
+        f
+    }
+
+    fn queue_max_sizes(&self) -> &[u16] {
+        &[256]
+    }
+
+    fn read_config(&self, offset: u64, data: &mut [u8]) {
+        read_config_bytes(&self.config, offset, data);
+    }
+
+    fn activate(&mut self, memory: GuestMemoryMmap, mut queues: Vec<Queue>, _features: u64) {
+        use virtio_queue::QueueT;
+        self.queue = queues.drain(..).next().filter(|q| q.ready());
+        self.memory = Some(memory);
+    }
+
+    fn process_queue(&mut self, _index: usize) -> QueueOutcome {
+        let (Some(mut queue), Some(memory)) = (self.queue.take(), self.memory.clone()) else {
+            return QueueOutcome::Idle;
+        };
+        let outcome = drain_queue(&mut queue, &memory, |chain| self.request(&memory, chain));
+        self.queue = Some(queue);
+        outcome
+    }
+
+    fn reset(&mut self) {
+        self.queue = None;
+        self.memory = None;
+    }
+}
+
+/// Reads `len` bytes of a guest buffer (for tests and diagnostics).
+pub fn peek(memory: &GuestMemoryMmap, addr: u64, len: usize) -> Vec<u8> {
+    let mut v = vec![0u8; len];
+    let _ = memory.read_slice(&mut v, vm_memory::GuestAddress(addr));
+    v
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::devices::virtio::testing::*;
+    use vm_memory::GuestAddress;
+
+    fn disk(tag: &str, readonly: bool) -> (Block, PathBuf) {
+        let dir = std::env::temp_dir().join(format!("rvvmm-blk-{tag}-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("disk.img");
+        let mut image = vec![0u8; 64 * 1024];
+        image[512..517].copy_from_slice(b"hello");
+        std::fs::write(&path, image).unwrap();
+        (Block::open(&path, readonly).unwrap(), path)
+    }
+
+    const HDR: u64 = DATA;
+    const BUF: u64 = DATA + 0x1000;
+    const STATUS: u64 = DATA + 0x3000;
+
+    fn request(mem: &GuestMemoryMmap, kind: u32, sector: u64, len: u32, data_flags: u16) {
+        let mut hdr = [0u8; 16];
+        hdr[0..4].copy_from_slice(&kind.to_le_bytes());
+        hdr[8..16].copy_from_slice(&sector.to_le_bytes());
+        mem.write_slice(&hdr, GuestAddress(HDR)).unwrap();
+        mem.write_obj(0xffu8, GuestAddress(STATUS)).unwrap();
+        publish(
+            mem,
+            &[
+                (HDR, 16, F_NEXT, 1),
+                (BUF, len, data_flags | F_NEXT, 2),
+                (STATUS, 1, F_WRITE, 0),
+            ],
+            &[0],
+        );
+    }
+
+    fn status(mem: &GuestMemoryMmap) -> u8 {
+        mem.read_obj(GuestAddress(STATUS)).unwrap()
+    }
+
+    fn active(tag: &str, readonly: bool) -> (Block, GuestMemoryMmap, PathBuf) {
+        let (mut blk, path) = disk(tag, readonly);
+        let mem = memory();
+        blk.activate(mem.clone(), vec![queue()], 0);
+        (blk, mem, path)
+    }
+
+    #[test]
+    fn read_write_flush_round_trip() {
+        let (mut blk, mem, path) = active("rw", false);
+        request(&mem, T_IN, 1, 512, F_WRITE);
+        assert_eq!(blk.process_queue(0), QueueOutcome::Used);
+        assert_eq!(status(&mem), S_OK);
+        assert_eq!(&peek(&mem, BUF, 5), b"hello");
+        assert_eq!(used(&mem).1, vec![(0, 513)]);
+
+        let (mut blk, mem, _) = {
+            let mem2 = memory();
+            blk.activate(mem2.clone(), vec![queue()], 0);
+            (blk, mem2, ())
+        };
+        mem.write_slice(b"written by the guest", GuestAddress(BUF))
+            .unwrap();
+        request(&mem, T_OUT, 2, 512, 0);
+        blk.process_queue(0);
+        assert_eq!(status(&mem), S_OK);
+        let image = std::fs::read(&path).unwrap();
+        assert_eq!(&image[1024..1044], b"written by the guest");
+    }
+
+    #[test]
+    fn read_only_disks_refuse_writes() {
+        let (mut blk, mem, path) = active("ro", true);
+        assert_ne!(blk.features() & VIRTIO_BLK_F_RO, 0);
+        request(&mem, T_OUT, 0, 512, 0);
+        blk.process_queue(0);
+        assert_eq!(status(&mem), S_IOERR);
+        assert_eq!(std::fs::read(&path).unwrap()[..512], [0u8; 512]);
+    }
+
+    #[test]
+    fn out_of_range_and_misaligned_requests_fail_cleanly() {
+        for (sector, len) in [(128, 512), (127, 1024), (u64::MAX, 512), (0, 100)] {
+            let (mut blk, mem, _) = active("range", false);
+            request(&mem, T_IN, sector, len, F_WRITE);
+            blk.process_queue(0);
+            assert_eq!(status(&mem), S_IOERR, "sector {sector} len {len}");
+        }
+        let (mut blk, mem, _) = active("unsupp", false);
+        request(&mem, 99, 0, 512, F_WRITE);
+        blk.process_queue(0);
+        assert_eq!(status(&mem), S_UNSUPP);
+    }
+
+    #[test]
+    fn get_id_names_the_file() {
+        let (mut blk, mem, _) = active("id", false);
+        request(&mem, T_GET_ID, 0, 20, F_WRITE);
+        blk.process_queue(0);
+        assert_eq!(status(&mem), S_OK);
+        assert!(peek(&mem, BUF, 6).starts_with(b"rvvmm-"));
+    }
+
+    #[test]
+    fn hostile_chains_never_panic() {
+        let (mut blk, mem, _) = active("hostile", false);
+        // No status byte at all, a header outside RAM, a chain that loops, wrong directions.
+        publish(
+            &mem,
+            &[
+                (HDR, 16, 0, 0),
+                (0x10, 16, F_NEXT, 2),
+                (STATUS, 1, F_WRITE, 0),
+                (HDR, 16, F_NEXT, 3),
+                (HDR, 16, F_NEXT, 3),
+                (BUF, 512, F_WRITE | F_NEXT, 6),
+                (HDR, 16, 0, 0),
+            ],
+            &[0, 1, 3, 5],
+        );
+        blk.process_queue(0);
+        assert_eq!(used(&mem).0, 4);
+    }
+}

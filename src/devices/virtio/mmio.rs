@@ -1,0 +1,531 @@
+//! The virtio-mmio transport, version 2 (virtio 1.2, 4.2), written once for every device.
+//!
+//! Three points of installation, as Firecracker's transport: the MMIO bus (registers, this
+//! file's [`MmioTransport`] as a [`BusDevice`]), the event loop (one eventfd per queue, which
+//! KVM signals directly when registered as an ioeventfd on the QueueNotify register), and the
+//! interrupt ([`Interrupt`]: a PLIC source or a KVM irqfd).
+//!
+//! Every register write is checked against the status the driver has reached
+//! (`check_device_status`, as Firecracker does): queue setup only between FEATURES_OK and
+//! DRIVER_OK, features only before FEATURES_OK, and so on. A driver that breaks the protocol,
+//! or hands over a malformed queue, gets DEVICE_NEEDS_RESET and a config-change interrupt;
+//! nothing it does can panic the VMM.
+
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
+
+use event_manager::{EventOps, EventSet, Events, MutEventSubscriber};
+use virtio_queue::{Queue, QueueT};
+use vm_memory::GuestMemoryMmap;
+use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
+
+use super::{Interrupt, QueueOutcome, VirtioDevice, VIRTIO_F_VERSION_1};
+use crate::devices::BusDevice;
+
+/// "virt" in little-endian.
+const MAGIC: u32 = 0x7472_6976;
+const VERSION: u32 = 2;
+/// "RVVM".
+const VENDOR_ID: u32 = 0x4d56_5652;
+
+#[cfg(test)]
+const STATUS_ACKNOWLEDGE: u32 = 1;
+const STATUS_DRIVER: u32 = 2;
+const STATUS_DRIVER_OK: u32 = 4;
+const STATUS_FEATURES_OK: u32 = 8;
+const STATUS_NEEDS_RESET: u32 = 64;
+const STATUS_FAILED: u32 = 128;
+
+/// InterruptStatus bit: a used buffer.
+pub const INT_USED_RING: u32 = 1;
+/// InterruptStatus bit: the configuration (or status) changed.
+pub const INT_CONFIG: u32 = 2;
+
+/// Offset of QueueNotify (where an ioeventfd goes).
+pub const QUEUE_NOTIFY: u64 = 0x50;
+/// Start of the device-specific configuration space.
+const CONFIG_SPACE: u64 = 0x100;
+
+/// The transport around one device.
+pub struct MmioTransport {
+    device: Box<dyn VirtioDevice>,
+    memory: GuestMemoryMmap,
+    queues: Vec<Queue>,
+    queue_evts: Vec<EventFd>,
+    interrupt: Arc<dyn Interrupt>,
+    interrupt_status: AtomicU32,
+    status: u32,
+    device_features_sel: u32,
+    driver_features_sel: u32,
+    driver_features: u64,
+    queue_sel: u32,
+    config_generation: u32,
+    activated: bool,
+}
+
+impl MmioTransport {
+    /// A transport for `device`, interrupting through `interrupt`.
+    pub fn new(
+        device: Box<dyn VirtioDevice>,
+        memory: GuestMemoryMmap,
+        interrupt: Arc<dyn Interrupt>,
+    ) -> std::io::Result<Self> {
+        let queues = device
+            .queue_max_sizes()
+            .iter()
+            .map(|&max| Queue::new(max).expect("queue sizes are powers of two"))
+            .collect::<Vec<_>>();
+        let queue_evts = (0..queues.len())
+            .map(|_| EventFd::new(EFD_NONBLOCK))
+            .collect::<std::io::Result<Vec<_>>>()?;
+        Ok(MmioTransport {
+            device,
+            memory,
+            queues,
+            queue_evts,
+            interrupt,
+            interrupt_status: AtomicU32::new(0),
+            status: 0,
+            device_features_sel: 0,
+            driver_features_sel: 0,
+            driver_features: 0,
+            queue_sel: 0,
+            config_generation: 0,
+            activated: false,
+        })
+    }
+
+    /// The eventfd of each queue (for KVM ioeventfds on [`QUEUE_NOTIFY`] with the queue index
+    /// as the data match).
+    pub fn queue_evts(&self) -> &[EventFd] {
+        &self.queue_evts
+    }
+
+    /// The device's name.
+    pub fn name(&self) -> &'static str {
+        self.device.name()
+    }
+
+    fn device_features(&self) -> u64 {
+        self.device.features() | VIRTIO_F_VERSION_1
+    }
+
+    fn selected_queue(&mut self) -> Option<&mut Queue> {
+        self.queues.get_mut(self.queue_sel as usize)
+    }
+
+    /// Whether the driver has reached `set` and none of `clear`.
+    fn check_device_status(&self, set: u32, clear: u32) -> bool {
+        self.status & (set | clear) == set
+    }
+
+    fn signal(&self, bits: u32) {
+        self.interrupt_status.fetch_or(bits, Ordering::SeqCst);
+        self.interrupt.trigger();
+    }
+
+    fn needs_reset(&mut self, why: &str) {
+        log::warn!(
+            "virtio-{}: {why}; the device needs a reset",
+            self.device.name()
+        );
+        if self.status & STATUS_DRIVER_OK != 0 {
+            self.status |= STATUS_NEEDS_RESET;
+            self.signal(INT_CONFIG);
+        }
+    }
+
+    fn reset(&mut self) {
+        self.device.reset();
+        for (q, max) in self.queues.iter_mut().zip(self.device.queue_max_sizes()) {
+            *q = Queue::new(*max).expect("queue sizes are powers of two");
+        }
+        self.status = 0;
+        self.driver_features = 0;
+        self.queue_sel = 0;
+        self.activated = false;
+        self.interrupt_status.store(0, Ordering::SeqCst);
+    }
+
+    fn set_status(&mut self, value: u32) {
+        if value == 0 {
+            self.reset();
+            return;
+        }
+        let new_bits = value & !self.status;
+        if value & self.status != self.status {
+            // Clearing bits other than by a reset is not allowed.
+            return self.needs_reset("the driver cleared status bits");
+        }
+        if new_bits & STATUS_FEATURES_OK != 0 {
+            let offered = self.device_features();
+            if self.driver_features & !offered != 0
+                || self.driver_features & VIRTIO_F_VERSION_1 == 0
+            {
+                log::warn!(
+                    "virtio-{}: driver features {:#x} not acceptable",
+                    self.device.name(),
+                    self.driver_features
+                );
+                self.status = value & !STATUS_FEATURES_OK;
+                return;
+            }
+        }
+        self.status = value;
+        if new_bits & STATUS_DRIVER_OK != 0 && !self.activated {
+            self.activate();
+        }
+    }
+
+    fn activate(&mut self) {
+        if self.status & STATUS_FEATURES_OK == 0 {
+            return self.needs_reset("DRIVER_OK without FEATURES_OK");
+        }
+        for (i, q) in self.queues.iter().enumerate() {
+            if q.ready() && !q.is_valid(&self.memory) {
+                return self
+                    .needs_reset(&format!("queue {i} lies outside guest RAM or is malformed"));
+            }
+        }
+        let mut queues = Vec::with_capacity(self.queues.len());
+        for q in &self.queues {
+            match Queue::try_from(q.state()) {
+                Ok(q) => queues.push(q),
+                Err(e) => return self.needs_reset(&format!("bad queue setup: {e}")),
+            }
+        }
+        self.device
+            .activate(self.memory.clone(), queues, self.driver_features);
+        self.activated = true;
+        log::debug!("virtio-{}: activated", self.device.name());
+    }
+
+    /// Runs the device for a notification of queue `index` (from the event loop).
+    pub fn process_queue(&mut self, index: usize) {
+        if !self.activated || self.status & STATUS_NEEDS_RESET != 0 {
+            return;
+        }
+        let outcome = self.device.process_queue(index);
+        self.apply(outcome);
+    }
+
+    /// Runs the device for its own event fd (from the event loop).
+    pub fn process_event(&mut self) {
+        if !self.activated || self.status & STATUS_NEEDS_RESET != 0 {
+            return;
+        }
+        let outcome = self.device.process_event();
+        self.apply(outcome);
+    }
+
+    fn apply(&mut self, outcome: QueueOutcome) {
+        match outcome {
+            QueueOutcome::Idle => {}
+            QueueOutcome::Used => self.signal(INT_USED_RING),
+            QueueOutcome::Broken => self.needs_reset("malformed queue"),
+        }
+    }
+
+    fn read_reg(&mut self, offset: u64) -> u32 {
+        match offset {
+            0x00 => MAGIC,
+            0x04 => VERSION,
+            0x08 => self.device.device_type(),
+            0x0c => VENDOR_ID,
+            0x10 => match self.device_features_sel {
+                0 => self.device_features() as u32,
+                1 => (self.device_features() >> 32) as u32,
+                _ => 0,
+            },
+            0x34 => self
+                .selected_queue()
+                .map(|q| u32::from(q.max_size()))
+                .unwrap_or(0),
+            0x44 => self
+                .selected_queue()
+                .map(|q| u32::from(q.ready()))
+                .unwrap_or(0),
+            0x60 => self.interrupt_status.load(Ordering::SeqCst),
+            0x70 => self.status,
+            0xfc => self.config_generation,
+            _ => {
+                log::debug!(
+                    "virtio-{}: read of register {offset:#x}",
+                    self.device.name()
+                );
+                0
+            }
+        }
+    }
+
+    fn write_reg(&mut self, offset: u64, value: u32) {
+        let setup = self.check_device_status(STATUS_FEATURES_OK, STATUS_DRIVER_OK | STATUS_FAILED);
+        match offset {
+            0x14 => self.device_features_sel = value,
+            0x20 if self.check_device_status(STATUS_DRIVER, STATUS_FEATURES_OK | STATUS_FAILED) => {
+                match self.driver_features_sel {
+                    0 => {
+                        self.driver_features =
+                            (self.driver_features & !0xffff_ffff) | u64::from(value)
+                    }
+                    1 => {
+                        self.driver_features =
+                            (self.driver_features & 0xffff_ffff) | (u64::from(value) << 32)
+                    }
+                    _ => {}
+                }
+            }
+            0x24 => self.driver_features_sel = value,
+            0x30 => self.queue_sel = value,
+            0x38 if setup => {
+                if let Some(q) = self.selected_queue() {
+                    q.set_size(value.min(u32::from(u16::MAX)) as u16);
+                }
+            }
+            0x44 if setup => {
+                if let Some(q) = self.selected_queue() {
+                    q.set_ready(value == 1);
+                }
+            }
+            QUEUE_NOTIFY => {
+                // Reached only without an ioeventfd: pass the notification on the same path.
+                if let Some(evt) = self.queue_evts.get(value as usize) {
+                    let _ = evt.write(1);
+                }
+            }
+            0x64 => {
+                self.interrupt_status.fetch_and(!value, Ordering::SeqCst);
+            }
+            0x70 => self.set_status(value),
+            0x80 | 0x84 | 0x90 | 0x94 | 0xa0 | 0xa4 if setup => {
+                let (lo, hi) = if offset.is_multiple_of(8) {
+                    (Some(value), None)
+                } else {
+                    (None, Some(value))
+                };
+                if let Some(q) = self.selected_queue() {
+                    match offset {
+                        0x80 | 0x84 => q.set_desc_table_address(lo, hi),
+                        0x90 | 0x94 => q.set_avail_ring_address(lo, hi),
+                        _ => q.set_used_ring_address(lo, hi),
+                    }
+                }
+            }
+            _ => log::debug!(
+                "virtio-{}: write {value:#x} to register {offset:#x} ignored in status {:#x}",
+                self.device.name(),
+                self.status
+            ),
+        }
+    }
+}
+
+/// The transport on the bus and in the event loop: shared between the vCPU threads (registers)
+/// and the event-loop thread (queues).
+#[derive(Clone)]
+pub struct SharedTransport(pub Arc<Mutex<MmioTransport>>);
+
+impl SharedTransport {
+    fn lock(&self) -> std::sync::MutexGuard<'_, MmioTransport> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+impl BusDevice for SharedTransport {
+    fn read(&self, offset: u64, data: &mut [u8]) {
+        data.fill(0);
+        let mut t = self.lock();
+        if offset >= CONFIG_SPACE {
+            t.device.read_config(offset - CONFIG_SPACE, data);
+        } else if data.len() == 4 && offset.is_multiple_of(4) {
+            data.copy_from_slice(&t.read_reg(offset).to_le_bytes());
+        }
+    }
+
+    fn write(&self, offset: u64, data: &[u8]) {
+        let mut t = self.lock();
+        if offset >= CONFIG_SPACE {
+            if t.check_device_status(STATUS_DRIVER, STATUS_FAILED) {
+                t.device.write_config(offset - CONFIG_SPACE, data);
+            }
+        } else if data.len() == 4 && offset.is_multiple_of(4) {
+            t.write_reg(
+                offset,
+                u32::from_le_bytes([data[0], data[1], data[2], data[3]]),
+            );
+        }
+    }
+}
+
+/// Event data of the device's own fd (queue fds use their index).
+const DEVICE_EVENT: u32 = u32::MAX;
+
+impl MutEventSubscriber for SharedTransport {
+    fn init(&mut self, ops: &mut EventOps) {
+        let t = self.lock();
+        for (i, evt) in t.queue_evts.iter().enumerate() {
+            if let Err(e) = ops.add(Events::with_data(evt, i as u32, EventSet::IN)) {
+                log::error!("virtio-{}: cannot watch queue {i}: {e:?}", t.device.name());
+            }
+        }
+        if let Some(fd) = t.device.event_fd() {
+            if let Err(e) = ops.add(Events::with_data_raw(fd, DEVICE_EVENT, EventSet::IN)) {
+                log::error!("virtio-{}: cannot watch its fd: {e:?}", t.device.name());
+            }
+        }
+    }
+
+    fn process(&mut self, events: Events, _ops: &mut EventOps) {
+        let mut t = self.lock();
+        match events.data() {
+            DEVICE_EVENT => t.process_event(),
+            index => {
+                let index = index as usize;
+                if let Some(evt) = t.queue_evts.get(index) {
+                    // Non-blocking: a spurious wakeup reads EAGAIN, which is fine.
+                    let _ = evt.read();
+                }
+                t.process_queue(index);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::devices::virtio::rng::Rng;
+    use crate::devices::virtio::testing::*;
+    use crate::devices::virtio::CountingInterrupt;
+
+    fn transport() -> (SharedTransport, Arc<CountingInterrupt>, GuestMemoryMmap) {
+        let mem = memory();
+        let irq = Arc::new(CountingInterrupt::default());
+        let t = MmioTransport::new(Box::new(Rng::new()), mem.clone(), irq.clone()).unwrap();
+        (SharedTransport(Arc::new(Mutex::new(t))), irq, mem)
+    }
+
+    fn r(t: &SharedTransport, off: u64) -> u32 {
+        let mut d = [0u8; 4];
+        t.read(off, &mut d);
+        u32::from_le_bytes(d)
+    }
+
+    fn w(t: &SharedTransport, off: u64, v: u32) {
+        t.write(off, &v.to_le_bytes());
+    }
+
+    /// The Linux driver's sequence up to DRIVER_OK, with queue 0 at the test addresses.
+    fn bring_up(t: &SharedTransport) {
+        w(t, 0x70, STATUS_ACKNOWLEDGE);
+        w(t, 0x70, STATUS_ACKNOWLEDGE | STATUS_DRIVER);
+        w(t, 0x24, 1);
+        w(t, 0x20, 1); // VERSION_1
+        w(
+            t,
+            0x70,
+            STATUS_ACKNOWLEDGE | STATUS_DRIVER | STATUS_FEATURES_OK,
+        );
+        assert_ne!(r(t, 0x70) & STATUS_FEATURES_OK, 0);
+        w(t, 0x30, 0);
+        w(t, 0x38, u32::from(SIZE));
+        w(t, 0x80, DESC as u32);
+        w(t, 0x84, 0);
+        w(t, 0x90, AVAIL as u32);
+        w(t, 0x94, 0);
+        w(t, 0xa0, USED as u32);
+        w(t, 0xa4, 0);
+        w(t, 0x44, 1);
+        w(
+            t,
+            0x70,
+            STATUS_ACKNOWLEDGE | STATUS_DRIVER | STATUS_FEATURES_OK | STATUS_DRIVER_OK,
+        );
+    }
+
+    #[test]
+    fn identity_registers() {
+        let (t, _, _) = transport();
+        assert_eq!(r(&t, 0), MAGIC);
+        assert_eq!(r(&t, 4), 2);
+        assert_eq!(r(&t, 8), 4);
+        w(&t, 0x14, 1);
+        assert_eq!(r(&t, 0x10), 1, "VERSION_1 is feature bit 32");
+        assert_eq!(r(&t, 0x34), 256);
+    }
+
+    #[test]
+    fn notify_runs_the_device_and_interrupts() {
+        let (t, irq, mem) = transport();
+        bring_up(&t);
+        publish(&mem, &[(DATA, 64, F_WRITE, 0)], &[0]);
+        w(&t, QUEUE_NOTIFY, 0);
+        // The notify went to the queue's eventfd; the event loop would now process it.
+        assert_eq!(t.lock().queue_evts[0].read().unwrap(), 1);
+        t.lock().process_queue(0);
+        assert_eq!(used(&mem), (1, vec![(0, 64)]));
+        assert_eq!(irq.0.load(Ordering::Relaxed), 1);
+        assert_eq!(r(&t, 0x60), INT_USED_RING);
+        w(&t, 0x64, INT_USED_RING);
+        assert_eq!(r(&t, 0x60), 0);
+    }
+
+    #[test]
+    fn features_the_device_does_not_offer_are_refused() {
+        let (t, _, _) = transport();
+        w(&t, 0x70, STATUS_ACKNOWLEDGE | STATUS_DRIVER);
+        w(&t, 0x24, 0);
+        w(&t, 0x20, 1 << 3);
+        w(
+            &t,
+            0x70,
+            STATUS_ACKNOWLEDGE | STATUS_DRIVER | STATUS_FEATURES_OK,
+        );
+        assert_eq!(r(&t, 0x70) & STATUS_FEATURES_OK, 0);
+    }
+
+    #[test]
+    fn a_queue_outside_ram_needs_a_reset_not_a_panic() {
+        let (t, irq, _) = transport();
+        w(&t, 0x70, STATUS_ACKNOWLEDGE | STATUS_DRIVER);
+        w(&t, 0x24, 1);
+        w(&t, 0x20, 1);
+        w(
+            &t,
+            0x70,
+            STATUS_ACKNOWLEDGE | STATUS_DRIVER | STATUS_FEATURES_OK,
+        );
+        w(&t, 0x38, u32::from(SIZE));
+        w(&t, 0x80, 0x1000); // below RAM
+        w(&t, 0x90, AVAIL as u32);
+        w(&t, 0xa0, USED as u32);
+        w(&t, 0x44, 1);
+        w(
+            &t,
+            0x70,
+            STATUS_ACKNOWLEDGE | STATUS_DRIVER | STATUS_FEATURES_OK | STATUS_DRIVER_OK,
+        );
+        assert_ne!(r(&t, 0x70) & STATUS_NEEDS_RESET, 0);
+        assert_eq!(r(&t, 0x60), INT_CONFIG);
+        assert_eq!(irq.0.load(Ordering::Relaxed), 1);
+        t.lock().process_queue(0); // ignored
+        w(&t, 0x70, 0);
+        assert_eq!(r(&t, 0x70), 0, "reset clears everything");
+    }
+
+    #[test]
+    fn setup_registers_are_ignored_after_driver_ok_and_garbage_is_harmless() {
+        let (t, _, mem) = transport();
+        bring_up(&t);
+        w(&t, 0x80, 0xdead_0000); // too late: ignored
+        publish(&mem, &[(DATA, 8, F_WRITE, 0)], &[0]);
+        t.lock().process_queue(0);
+        assert_eq!(used(&mem).0, 1);
+        for off in (0..0x200).step_by(4) {
+            w(&t, off, u32::MAX);
+            let _ = r(&t, off);
+        }
+        t.write(0x70, &[1, 2]);
+        t.lock().process_queue(99);
+    }
+}

@@ -1,0 +1,200 @@
+//! virtio devices behind one virtio-mmio transport ([`mmio`]), queues through virtio-queue.
+//!
+//! A device implements [`VirtioDevice`]: its ID, features, config space, and what to do when
+//! the driver notifies a queue. The transport owns everything the spec says is the transport's
+//! (feature negotiation, status, queue setup, interrupt status) and hands the device its queues
+//! when the driver sets DRIVER_OK. Notifications arrive on one eventfd per queue (registered
+//! with KVM as an ioeventfd when the hypervisor can, so a notify costs no exit), and the
+//! event loop ([`crate::event_loop`]) runs the device there: vCPU threads never process queues.
+
+pub mod block;
+pub mod console;
+pub mod mmio;
+pub mod rng;
+
+use std::sync::Arc;
+
+use virtio_queue::{Queue, QueueOwnedT, QueueT};
+use vm_memory::GuestMemoryMmap;
+
+/// `VIRTIO_F_VERSION_1`: the modern interface, the only one rvvmm offers.
+pub const VIRTIO_F_VERSION_1: u64 = 1 << 32;
+
+/// Device IDs (virtio 1.2, 5).
+pub mod device_id {
+    /// Block device.
+    pub const BLOCK: u32 = 2;
+    /// Console.
+    pub const CONSOLE: u32 = 3;
+    /// Entropy source.
+    pub const RNG: u32 = 4;
+}
+
+/// How a device interrupts the guest: through the user-space PLIC or a KVM irqfd.
+pub trait Interrupt: Send + Sync {
+    /// Asserts the device's interrupt line once.
+    fn trigger(&self);
+}
+
+/// What a device did with a notification.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum QueueOutcome {
+    /// Nothing for the guest to see.
+    Idle,
+    /// Buffers were used: interrupt the guest (if it wants one).
+    Used,
+    /// The driver broke the protocol (a malformed queue): the device needs a reset.
+    Broken,
+}
+
+/// One virtio device model.
+pub trait VirtioDevice: Send {
+    /// The virtio device ID.
+    fn device_type(&self) -> u32;
+    /// Short name for messages.
+    fn name(&self) -> &'static str;
+    /// Features offered (the transport adds `VIRTIO_F_VERSION_1`).
+    fn features(&self) -> u64;
+    /// Maximum size of each queue; the number of entries is the number of queues.
+    fn queue_max_sizes(&self) -> &[u16];
+    /// Reads the device-specific configuration space.
+    fn read_config(&self, offset: u64, data: &mut [u8]);
+    /// Writes the device-specific configuration space (most devices ignore it).
+    fn write_config(&mut self, _offset: u64, _data: &[u8]) {}
+    /// The driver set DRIVER_OK with `features` accepted: the queues are the device's now.
+    fn activate(&mut self, memory: GuestMemoryMmap, queues: Vec<Queue>, features: u64);
+    /// The driver notified queue `index`.
+    fn process_queue(&mut self, index: usize) -> QueueOutcome;
+    /// The device's own event fd, if it has one (tap, input): the event loop watches it and
+    /// calls [`VirtioDevice::process_event`].
+    fn event_fd(&self) -> Option<std::os::fd::RawFd> {
+        None
+    }
+    /// The fd of [`VirtioDevice::event_fd`] is ready.
+    fn process_event(&mut self) -> QueueOutcome {
+        QueueOutcome::Idle
+    }
+    /// The driver reset the device: drop the queues.
+    fn reset(&mut self);
+}
+
+/// Reads a little-endian config space from `bytes` (out-of-range reads give zeros).
+pub fn read_config_bytes(bytes: &[u8], offset: u64, data: &mut [u8]) {
+    data.fill(0);
+    let start = offset as usize;
+    if let Some(src) = bytes.get(start..) {
+        let n = src.len().min(data.len());
+        data[..n].copy_from_slice(&src[..n]);
+    }
+}
+
+/// Takes every available chain of `queue` and hands it to `handle`, which returns how many
+/// bytes it wrote into the chain. Returns whether anything was used; `Broken` if the avail
+/// ring is malformed.
+pub fn drain_queue<F>(queue: &mut Queue, memory: &GuestMemoryMmap, mut handle: F) -> QueueOutcome
+where
+    F: FnMut(virtio_queue::DescriptorChain<&GuestMemoryMmap>) -> u32,
+{
+    let mut used = false;
+    loop {
+        let chains: Vec<_> = match queue.iter(memory) {
+            Ok(iter) => iter.collect(),
+            Err(e) => {
+                log::warn!("virtio: malformed avail ring: {e}");
+                return QueueOutcome::Broken;
+            }
+        };
+        if chains.is_empty() {
+            break;
+        }
+        for chain in chains {
+            let head = chain.head_index();
+            let len = handle(chain);
+            if let Err(e) = queue.add_used(memory, head, len) {
+                log::warn!("virtio: cannot return descriptor {head}: {e}");
+                return QueueOutcome::Broken;
+            }
+            used = true;
+        }
+    }
+    if used {
+        QueueOutcome::Used
+    } else {
+        QueueOutcome::Idle
+    }
+}
+
+/// A no-op interrupt, for tests.
+#[derive(Debug, Default)]
+pub struct CountingInterrupt(pub std::sync::atomic::AtomicU64);
+
+impl Interrupt for CountingInterrupt {
+    fn trigger(&self) {
+        self.0.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+/// Shared handle type of an interrupt.
+pub type InterruptHandle = Arc<dyn Interrupt>;
+
+#[cfg(test)]
+pub(crate) mod testing {
+    //! Hand-built virtqueues in guest memory, for device tests (as Cloud Hypervisor's fuzzers
+    //! and virtio-queue's own mock do).
+    use virtio_queue::desc::split::Descriptor as SplitDescriptor;
+    use virtio_queue::desc::RawDescriptor;
+    use virtio_queue::{Queue, QueueT};
+    use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
+
+    pub const DESC: u64 = 0x8000_0000;
+    pub const AVAIL: u64 = 0x8000_1000;
+    pub const USED: u64 = 0x8000_2000;
+    pub const DATA: u64 = 0x8001_0000;
+    pub const SIZE: u16 = 16;
+
+    pub fn memory() -> GuestMemoryMmap {
+        GuestMemoryMmap::from_ranges(&[(GuestAddress(0x8000_0000), 1 << 20)]).unwrap()
+    }
+
+    pub fn queue() -> Queue {
+        let mut q = Queue::new(SIZE).unwrap();
+        q.set_size(SIZE);
+        q.set_desc_table_address(Some(DESC as u32), Some((DESC >> 32) as u32));
+        q.set_avail_ring_address(Some(AVAIL as u32), Some((AVAIL >> 32) as u32));
+        q.set_used_ring_address(Some(USED as u32), Some((USED >> 32) as u32));
+        q.set_ready(true);
+        q
+    }
+
+    /// Writes descriptors `(addr, len, flags, next)` at table index 0.. and makes the chain
+    /// starting at `head` available as avail entry number `avail_idx`.
+    pub fn publish(mem: &GuestMemoryMmap, descs: &[(u64, u32, u16, u16)], heads: &[u16]) {
+        for (i, (addr, len, flags, next)) in descs.iter().enumerate() {
+            let d = RawDescriptor::from(SplitDescriptor::new(*addr, *len, *flags, *next));
+            mem.write_obj(d, GuestAddress(DESC + 16 * i as u64))
+                .unwrap();
+        }
+        for (i, head) in heads.iter().enumerate() {
+            mem.write_obj(*head, GuestAddress(AVAIL + 4 + 2 * i as u64))
+                .unwrap();
+        }
+        mem.write_obj(heads.len() as u16, GuestAddress(AVAIL + 2))
+            .unwrap();
+    }
+
+    /// The used ring's index and its entries (id, len).
+    pub fn used(mem: &GuestMemoryMmap) -> (u16, Vec<(u32, u32)>) {
+        let idx: u16 = mem.read_obj(GuestAddress(USED + 2)).unwrap();
+        let entries = (0..idx as u64)
+            .map(|i| {
+                let id: u32 = mem.read_obj(GuestAddress(USED + 4 + 8 * i)).unwrap();
+                let len: u32 = mem.read_obj(GuestAddress(USED + 8 + 8 * i)).unwrap();
+                (id, len)
+            })
+            .collect();
+        (idx, entries)
+    }
+
+    pub const F_NEXT: u16 = 1;
+    pub const F_WRITE: u16 = 2;
+}
