@@ -38,6 +38,18 @@ pub struct Args {
     #[arg(long, value_name = "STRING", value_parser = parse_cmdline)]
     pub cmdline: Option<String>,
 
+    /// A raw disk image as a virtio-blk device (repeatable); `,readonly` refuses guest writes.
+    #[arg(long, value_name = "PATH[,readonly]", value_parser = parse_disk)]
+    pub disk: Vec<DiskSpec>,
+
+    /// A virtio-rng device fed from the host's getrandom(2).
+    #[arg(long)]
+    pub rng: bool,
+
+    /// Where the guest's console input goes: the 16550 UART (ttyS0) or a virtio console (hvc0).
+    #[arg(long, value_enum, default_value_t = ConsoleKind::Uart)]
+    pub console: ConsoleKind,
+
     /// Write the final device tree to FILE and exit, without running the guest.
     #[arg(long, value_name = "FILE")]
     pub dump_dtb: Option<PathBuf>,
@@ -46,6 +58,46 @@ pub struct Args {
     #[arg(long)]
     pub testdev: bool,
 }
+
+/// A `--disk` argument.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DiskSpec {
+    /// The image file.
+    pub path: PathBuf,
+    /// Whether the guest may not write.
+    pub readonly: bool,
+}
+
+/// Parses `PATH[,readonly]`.
+pub fn parse_disk(s: &str) -> Result<DiskSpec, String> {
+    let (path, opts) = match s.rsplit_once(',') {
+        Some((p, o)) if o == "readonly" || o == "ro" => (p, true),
+        Some((_, o)) if !o.contains('/') => {
+            return Err(format!("unknown disk option '{o}' (only 'readonly')"))
+        }
+        _ => (s, false),
+    };
+    if path.is_empty() {
+        return Err("a disk needs a path".into());
+    }
+    Ok(DiskSpec {
+        path: PathBuf::from(path),
+        readonly: opts,
+    })
+}
+
+/// The guest console rvvmm's stdin feeds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum ConsoleKind {
+    /// The 16550 UART (Linux: console=ttyS0).
+    #[default]
+    Uart,
+    /// A virtio console (Linux: console=hvc0).
+    Virtio,
+}
+
+/// Most virtio devices: QEMU virt's eight virtio-mmio slots.
+pub const MAX_VIRTIO_DEVICES: usize = 8;
 
 /// Everything the VMM needs to build a VM.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -66,6 +118,12 @@ pub struct VmConfig {
     pub testdev: bool,
     /// Where to write the final device tree instead of running.
     pub dump_dtb: Option<PathBuf>,
+    /// virtio-blk disks.
+    pub disks: Vec<DiskSpec>,
+    /// Whether there is a virtio-rng.
+    pub rng: bool,
+    /// Which console takes input.
+    pub console: ConsoleKind,
 }
 
 /// Guest RAM when neither --memory nor a --dtb says.
@@ -85,6 +143,9 @@ impl From<Args> for VmConfig {
             cmdline: args.cmdline,
             testdev: args.testdev,
             dump_dtb: args.dump_dtb,
+            disks: args.disk,
+            rng: args.rng,
+            console: args.console,
         }
     }
 }
@@ -165,6 +226,15 @@ mod tests {
         assert!(parse_memory("1T").is_err());
         assert!(parse_memory("4194305").is_err());
         assert_eq!(parse_memory("128M"), Ok(128 << 20));
+    }
+
+    #[test]
+    fn disk_specs() {
+        assert_eq!(parse_disk("/a/b.img").unwrap(), DiskSpec { path: "/a/b.img".into(), readonly: false });
+        assert_eq!(parse_disk("b.img,readonly").unwrap(), DiskSpec { path: "b.img".into(), readonly: true });
+        assert!(parse_disk("b.img,fast").is_err());
+        assert!(parse_disk(",readonly").is_err());
+        assert_eq!(parse_disk("/x,y/z.img").unwrap().path, PathBuf::from("/x,y/z.img"));
     }
 
     #[test]

@@ -8,27 +8,34 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Once};
+use std::sync::{Arc, Mutex, Once};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
 use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
+use vmm_sys_util::eventfd::EventFd;
 use vmm_sys_util::signal::{register_signal_handler, Killable, SIGRTMIN};
 
 use crate::arch::riscv64::fdt::tree::{Tree, MAX_BLOB};
 use crate::arch::riscv64::fdt::{check_size, create_fdt, patch, FdtConfig, FdtError};
 use crate::arch::riscv64::layout::{
-    fdt_addr, FINISHER_BASE, FINISHER_SIZE, PLIC_BASE, PLIC_SIZE, RAM_BASE, TESTDEV_BASE,
-    TESTDEV_SIZE, UART_BASE, UART_IRQ, UART_SIZE,
+    fdt_addr, virtio_slot, FINISHER_BASE, FINISHER_SIZE, PLIC_BASE, PLIC_SIZE, RAM_BASE,
+    TESTDEV_BASE, TESTDEV_SIZE, UART_BASE, UART_IRQ, UART_SIZE, VIRTIO_SIZE,
 };
 use crate::arch::riscv64::regs::VcpuIsa;
-use crate::config::{parse_memory, VmConfig, DEFAULT_MEMORY};
+use crate::config::{parse_memory, ConsoleKind, VmConfig, DEFAULT_MEMORY, MAX_VIRTIO_DEVICES};
 use crate::console::{Console, ConsoleEvent};
 use crate::control::{ExitRequest, VmControl};
 use crate::devices::finisher::Finisher;
 use crate::devices::plic::Plic;
 use crate::devices::testdev::TestDev;
 use crate::devices::uart::Uart;
+use crate::devices::virtio::block::{Block, DiskError};
+use crate::devices::virtio::console::VirtioConsole;
+use crate::devices::virtio::mmio::{MmioTransport, SharedTransport, QUEUE_NOTIFY};
+use crate::devices::virtio::rng::Rng;
+use crate::devices::virtio::{Interrupt, VirtioDevice};
+use crate::event_loop::{EventLoop, Subscriber};
 use crate::devices::{Bus, BusError};
 use crate::hypervisor::{HypervisorError, InterruptLine, VcpuBackend, VmBackend};
 use crate::loader::{Initrd, Kernel, LoaderError};
@@ -85,6 +92,15 @@ pub enum VmmError {
         #[source]
         source: std::io::Error,
     },
+    /// A disk could not be opened.
+    #[error(transparent)]
+    Disk(#[from] DiskError),
+    /// A device could not be set up.
+    #[error("cannot set up a device: {0}")]
+    Device(#[source] std::io::Error),
+    /// More virtio devices than slots.
+    #[error("{0} virtio devices asked for; QEMU virt has {MAX_VIRTIO_DEVICES} virtio-mmio slots")]
+    TooManyDevices(usize),
     /// A vCPU thread could not be started.
     #[error("cannot start a vCPU thread: {0}")]
     Thread(#[source] std::io::Error),
@@ -135,6 +151,14 @@ impl Vmm {
         };
         let kernel = Kernel::read(&config.kernel)?;
         kernel.check_fits(ram_size)?;
+        let devices = config.disks.len() + usize::from(config.rng) + usize::from(config.console == ConsoleKind::Virtio);
+        if devices > MAX_VIRTIO_DEVICES {
+            return Err(VmmError::TooManyDevices(devices));
+        }
+        for disk in &config.disks {
+            // Opened now to report a bad path before anything runs; each boot opens it anew.
+            Block::open(&disk.path, disk.readonly)?;
+        }
         let initrd = match &config.initrd {
             Some(path) => {
                 let initrd = Initrd::read(path)?;
@@ -234,6 +258,7 @@ impl Vmm {
             cmdline: self.config.cmdline.clone(),
             initrd: self.initrd.as_ref().map(|(_, range)| *range),
             testdev: self.config.testdev,
+            virtio: self.virtio_slots(),
             boot_count: boot_count.min(u64::from(u32::MAX)) as u32,
         };
         let Some(user) = &self.user_dtb else {
@@ -274,8 +299,11 @@ impl Vmm {
             lines.push(vcpu.interrupt_line()?);
             vcpus.push(vcpu);
         }
-        let (bus, uart) = self.build_bus(&control, lines)?;
-        let bus = Arc::new(bus);
+        let machine = self.build_machine(vm, &control, lines)?;
+        let bus = Arc::new(machine.bus);
+        let uart = machine.uart;
+        let console_input = machine.console_input;
+        let _event_loop = EventLoop::start(machine.subscribers).map_err(VmmError::Device)?;
 
         let fdt = self.device_tree(vcpus[0].isa(), boot_count)?;
         let dtb_addr = fdt_addr(self.ram_size);
@@ -292,7 +320,12 @@ impl Vmm {
         let listener_control = control.clone();
         self.console
             .set_listener(Some(Arc::new(move |event| match event {
-                ConsoleEvent::Input => uart.pull_input(),
+                ConsoleEvent::Input => match &console_input {
+                    Some(evt) => {
+                        let _ = evt.write(1);
+                    }
+                    None => uart.pull_input(),
+                },
                 ConsoleEvent::Quit => listener_control.request(ExitRequest::Exit(0)),
             })));
 
@@ -338,25 +371,124 @@ impl Vmm {
         Ok(request)
     }
 
-    fn build_bus(
+    /// The devices of one boot: the bus, the UART, and what the event loop watches.
+    fn build_machine<V: VmBackend>(
         &self,
+        vm: &V,
         control: &Arc<VmControl>,
         lines: Vec<Arc<dyn InterruptLine>>,
-    ) -> Result<(Bus, Arc<Uart>)> {
+    ) -> Result<Machine> {
         let plic = Arc::new(Plic::new(lines));
-        let uart = Arc::new(Uart::new(self.console.clone(), plic.clone(), UART_IRQ));
+        let virtio_console = self.config.console == ConsoleKind::Virtio;
+        let uart = Arc::new(Uart::new(
+            self.console.clone(),
+            plic.clone(),
+            UART_IRQ,
+            !virtio_console,
+        ));
         let mut bus = Bus::new();
         bus.insert(
             FINISHER_BASE,
             FINISHER_SIZE,
             Arc::new(Finisher::new(control.clone())),
         )?;
-        bus.insert(PLIC_BASE, PLIC_SIZE, plic)?;
+        bus.insert(PLIC_BASE, PLIC_SIZE, plic.clone())?;
         bus.insert(UART_BASE, UART_SIZE, uart.clone())?;
         if self.config.testdev {
             bus.insert(TESTDEV_BASE, TESTDEV_SIZE, Arc::new(TestDev::default()))?;
         }
-        Ok((bus, uart))
+
+        let mut subscribers: Vec<Subscriber> = Vec::new();
+        let mut console_input = None;
+        for (slot, device) in self.virtio_devices()?.into_iter().enumerate() {
+            let (base, irq) = virtio_slot(slot);
+            if let VirtioKind::Console(c) = &device {
+                console_input = Some(c.input_evt().map_err(VmmError::Device)?);
+            }
+            let interrupt = Arc::new(PlicInterrupt {
+                plic: plic.clone(),
+                irq,
+            });
+            let transport = MmioTransport::new(device.into_box(), self.memory.clone(), interrupt)
+                .map_err(VmmError::Device)?;
+            for (queue, evt) in transport.queue_evts().iter().enumerate() {
+                if let Err(e) = vm.register_ioevent(evt, base + QUEUE_NOTIFY, queue as u32) {
+                    // Still correct without it: the notify exits and the transport signals.
+                    log::warn!("virtio-{}: no ioeventfd ({e}); notifies will exit", transport.name());
+                }
+            }
+            let shared = SharedTransport(Arc::new(Mutex::new(transport)));
+            bus.insert(base, VIRTIO_SIZE, Arc::new(shared.clone()))?;
+            subscribers.push(Box::new(shared));
+        }
+        Ok(Machine {
+            bus,
+            uart,
+            subscribers,
+            console_input,
+        })
+    }
+
+    /// The virtio devices the configuration asks for, in slot order: disks, rng, console.
+    fn virtio_devices(&self) -> Result<Vec<VirtioKind>> {
+        let mut devices = Vec::new();
+        for disk in &self.config.disks {
+            devices.push(VirtioKind::Block(Block::open(&disk.path, disk.readonly)?));
+        }
+        if self.config.rng {
+            devices.push(VirtioKind::Rng(Rng::new()));
+        }
+        if self.config.console == ConsoleKind::Virtio {
+            devices.push(VirtioKind::Console(
+                VirtioConsole::new(self.console.clone()).map_err(VmmError::Device)?,
+            ));
+        }
+        Ok(devices)
+    }
+
+    /// Base and interrupt of every virtio slot in use.
+    fn virtio_slots(&self) -> Vec<(u64, u32)> {
+        let count = self.config.disks.len()
+            + usize::from(self.config.rng)
+            + usize::from(self.config.console == ConsoleKind::Virtio);
+        (0..count).map(virtio_slot).collect()
+    }
+}
+
+/// A virtio device before it goes into its transport.
+enum VirtioKind {
+    Block(Block),
+    Rng(Rng),
+    Console(VirtioConsole),
+}
+
+impl VirtioKind {
+    fn into_box(self) -> Box<dyn VirtioDevice> {
+        match self {
+            VirtioKind::Block(d) => Box::new(d),
+            VirtioKind::Rng(d) => Box::new(d),
+            VirtioKind::Console(d) => Box::new(d),
+        }
+    }
+}
+
+/// The devices of one boot.
+struct Machine {
+    bus: Bus,
+    uart: Arc<Uart>,
+    subscribers: Vec<Subscriber>,
+    console_input: Option<EventFd>,
+}
+
+/// A virtio device's interrupt through the user-space PLIC.
+struct PlicInterrupt {
+    plic: Arc<Plic>,
+    irq: u32,
+}
+
+impl Interrupt for PlicInterrupt {
+    fn trigger(&self) {
+        self.plic.raise(self.irq);
     }
 }
 

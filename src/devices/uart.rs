@@ -50,14 +50,16 @@ pub struct Uart {
     serial: Mutex<Serial<PlicIrq, NoEvents, ConsoleWriter>>,
     console: Arc<dyn Console>,
     active: AtomicBool,
+    takes_input: bool,
 }
 
 /// Offset of the receive buffer register.
 const RBR: u64 = 0;
 
 impl Uart {
-    /// A UART on `console`, interrupting through `plic` source `irq`.
-    pub fn new(console: Arc<dyn Console>, plic: Arc<Plic>, irq: u32) -> Self {
+    /// A UART on `console`, interrupting through `plic` source `irq`. Without `takes_input`
+    /// (another device is the console) it only writes.
+    pub fn new(console: Arc<dyn Console>, plic: Arc<Plic>, irq: u32, takes_input: bool) -> Self {
         Uart {
             serial: Mutex::new(Serial::new(
                 PlicIrq { plic, irq },
@@ -65,6 +67,7 @@ impl Uart {
             )),
             console,
             active: AtomicBool::new(false),
+            takes_input,
         }
     }
 
@@ -78,6 +81,9 @@ impl Uart {
     }
 
     fn fill(&self, serial: &mut Serial<PlicIrq, NoEvents, ConsoleWriter>) {
+        if !self.takes_input {
+            return;
+        }
         let mut buf = [0u8; 64];
         let room = serial.fifo_capacity().min(buf.len());
         if room == 0 {
@@ -140,7 +146,7 @@ mod tests {
         plic.write(4 * 10, &1u32.to_le_bytes());
         plic.write(0x2000 + 0x80, &(1u32 << 10).to_le_bytes());
         (
-            Uart::new(console.clone(), plic.clone(), 10),
+            Uart::new(console.clone(), plic.clone(), 10, true),
             console,
             plic,
             line,

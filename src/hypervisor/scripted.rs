@@ -53,6 +53,8 @@ pub struct ScriptedVm {
     regs: BTreeMap<u64, u64>,
     /// Guest memory ranges mapped with `map_memory`: (start, len).
     pub mapped: Mutex<Vec<(u64, u64)>>,
+    /// ioeventfds registered: (address, data).
+    pub ioevents: Mutex<Vec<(u64, u32)>>,
 }
 
 impl ScriptedVm {
@@ -87,6 +89,11 @@ impl VmBackend for ScriptedVm {
         for region in memory.iter() {
             mapped.push((region.start_addr().0, region.len()));
         }
+        Ok(())
+    }
+
+    fn register_ioevent(&self, _evt: &vmm_sys_util::eventfd::EventFd, addr: u64, data: u32) -> Result<()> {
+        self.ioevents.lock().unwrap().push((addr, data));
         Ok(())
     }
 

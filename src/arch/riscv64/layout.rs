@@ -37,6 +37,18 @@ pub const UART_BASE: u64 = 0x1000_0000;
 pub const UART_SIZE: u64 = 0x100;
 /// The UART's PLIC interrupt source.
 pub const UART_IRQ: u32 = 10;
+/// The first virtio-mmio slot (QEMU virt `VIRT_VIRTIO`); slot i is at `VIRTIO_BASE + i * VIRTIO_SIZE`.
+pub const VIRTIO_BASE: u64 = 0x1000_1000;
+/// Size of one virtio-mmio slot.
+pub const VIRTIO_SIZE: u64 = 0x1000;
+/// Interrupt source of virtio-mmio slot 0; slot i uses `VIRTIO_IRQ_BASE + i`.
+pub const VIRTIO_IRQ_BASE: u32 = 1;
+
+/// Base address and interrupt of virtio-mmio slot `slot`.
+pub fn virtio_slot(slot: usize) -> (u64, u32) {
+    (VIRTIO_BASE + slot as u64 * VIRTIO_SIZE, VIRTIO_IRQ_BASE + slot as u32)
+}
+
 /// rvvmm's MMIO test device (not on QEMU virt; a free spot between the virtio-mmio slots and
 /// fw-cfg at 0x1010_0000).
 pub const TESTDEV_BASE: u64 = 0x1008_0000;

@@ -9,7 +9,7 @@ use vm_fdt::{FdtWriter, FdtWriterResult};
 
 use super::layout::{
     FDT_MAX_SIZE, FINISHER_BASE, FINISHER_SIZE, PLIC_BASE, PLIC_NDEV, PLIC_SIZE, RAM_BASE,
-    TESTDEV_BASE, TESTDEV_SIZE, UART_BASE, UART_IRQ, UART_SIZE,
+    TESTDEV_BASE, TESTDEV_SIZE, UART_BASE, UART_IRQ, UART_SIZE, VIRTIO_SIZE,
 };
 use super::regs::VcpuIsa;
 
@@ -53,6 +53,8 @@ pub struct FdtConfig {
     pub initrd: Option<(u64, u64)>,
     /// Whether the MMIO test device is present.
     pub testdev: bool,
+    /// virtio-mmio slots in use: (base, interrupt).
+    pub virtio: Vec<(u64, u32)>,
     /// Which boot of this VM this is (1, then 2 after a reboot...), in /chosen/rvvmm,boot-count.
     pub boot_count: u32,
 }
@@ -152,6 +154,9 @@ fn create_soc_node(fdt: &mut FdtWriter, config: &FdtConfig) -> FdtWriterResult<(
     create_finisher_nodes(fdt)?;
     create_plic_node(fdt, config.num_cpus)?;
     create_uart_node(fdt)?;
+    for (base, irq) in &config.virtio {
+        create_virtio_node(fdt, *base, *irq)?;
+    }
     if config.testdev {
         let testdev = fdt.begin_node(&format!("testdev@{TESTDEV_BASE:x}"))?;
         fdt.property_string("compatible", "rvvmm,testdev")?;
@@ -210,6 +215,16 @@ fn create_plic_node(fdt: &mut FdtWriter, num_cpus: u32) -> FdtWriterResult<()> {
     fdt.end_node(plic)
 }
 
+fn create_virtio_node(fdt: &mut FdtWriter, base: u64, irq: u32) -> FdtWriterResult<()> {
+    let node = fdt.begin_node(&format!("virtio_mmio@{base:x}"))?;
+    fdt.property_string("compatible", "virtio,mmio")?;
+    fdt.property_array_u64("reg", &[base, VIRTIO_SIZE])?;
+    fdt.property_u32("interrupts", irq)?;
+    fdt.property_u32("interrupt-parent", PLIC_PHANDLE)?;
+    fdt.property_null("dma-coherent")?;
+    fdt.end_node(node)
+}
+
 fn create_uart_node(fdt: &mut FdtWriter) -> FdtWriterResult<()> {
     let uart = fdt.begin_node(&format!("serial@{UART_BASE:x}"))?;
     fdt.property_string("compatible", "ns16550a")?;
@@ -239,6 +254,7 @@ mod tests {
             cmdline: Some("console=ttyS0".into()),
             initrd: Some((0x8600_0000, 0x8680_0000)),
             testdev: true,
+            virtio: vec![(0x1000_1000, 1), (0x1000_2000, 2)],
             boot_count: 1,
         }
     }
@@ -272,6 +288,9 @@ mod tests {
         let uart = tree.node(UART_PATH).unwrap();
         assert_eq!(uart.prop_u32("interrupt-parent"), plic.prop_u32("phandle"));
         assert!(tree.node("/soc/testdev@10080000").is_some());
+        let vio = tree.node("/soc/virtio_mmio@10002000").unwrap();
+        assert_eq!(vio.prop_u32("interrupts"), Some(2));
+        assert!(vio.is_compatible("virtio,mmio"));
         assert!(Tree::parse(&create_fdt(&config(1)).unwrap())
             .unwrap()
             .node("/cpus/cpu@1")

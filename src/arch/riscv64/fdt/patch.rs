@@ -33,7 +33,7 @@ pub fn patch_fdt(tree: &mut Tree, config: &FdtConfig) -> Result<Vec<String>, Fdt
     patch_memory(tree, config.ram_size);
     patch_chosen(tree, config);
     patch_cpus(tree, config)?;
-    Ok(disable_unemulated(&mut tree.root))
+    Ok(disable_unemulated(&mut tree.root, &config.virtio))
 }
 
 /// RAM size a user tree describes at [`RAM_BASE`] (the first /memory node's first range).
@@ -174,37 +174,40 @@ fn reg_base(node: &Node) -> Option<u64> {
     (reg.len() >= 2).then(|| (u64::from(reg[0]) << 32) | u64::from(reg[1]))
 }
 
-fn emulated(node: &Node) -> bool {
+fn emulated(node: &Node, virtio: &[(u64, u32)]) -> bool {
+    if node.is_compatible("virtio,mmio") {
+        return reg_base(node).is_some_and(|b| virtio.iter().any(|(base, _)| *base == b));
+    }
     EMULATED.iter().any(|(compat, base)| {
         node.is_compatible(compat) && base.is_none_or(|b| reg_base(node) == Some(b))
     })
 }
 
 /// Sets `status = "disabled"` on every device node rvvmm does not emulate; returns their paths.
-fn disable_unemulated(root: &mut Node) -> Vec<String> {
+fn disable_unemulated(root: &mut Node, virtio: &[(u64, u32)]) -> Vec<String> {
     let mut disabled = Vec::new();
     for child in root.children.iter_mut() {
         if NOT_DEVICES.contains(&child.base_name()) {
             continue;
         }
         let path = format!("/{}", child.name);
-        visit(child, &path, &mut disabled);
+        visit(child, &path, virtio, &mut disabled);
     }
     disabled
 }
 
-fn visit(node: &mut Node, path: &str, disabled: &mut Vec<String>) {
+fn visit(node: &mut Node, path: &str, virtio: &[(u64, u32)], disabled: &mut Vec<String>) {
     if node.prop("compatible").is_none() {
         return;
     }
     if node.is_compatible("simple-bus") {
         for child in node.children.iter_mut() {
             let p = format!("{path}/{}", child.name);
-            visit(child, &p, disabled);
+            visit(child, &p, virtio, disabled);
         }
         return;
     }
-    if !emulated(node) && node.prop_str("status") != Some("disabled") {
+    if !emulated(node, virtio) && node.prop_str("status") != Some("disabled") {
         node.set_str("status", "disabled");
         disabled.push(path.to_string());
     }
@@ -232,6 +235,7 @@ mod tests {
             cmdline: Some("console=ttyS0 rdinit=/init".into()),
             initrd: Some((0x9000_0000, 0x9010_0000)),
             testdev: false,
+            virtio: vec![(0x1000_8000, 8)],
             boot_count: 2,
         }
     }
