@@ -230,11 +230,26 @@ mod tests {
 
     #[test]
     fn disk_specs() {
-        assert_eq!(parse_disk("/a/b.img").unwrap(), DiskSpec { path: "/a/b.img".into(), readonly: false });
-        assert_eq!(parse_disk("b.img,readonly").unwrap(), DiskSpec { path: "b.img".into(), readonly: true });
+        assert_eq!(
+            parse_disk("/a/b.img").unwrap(),
+            DiskSpec {
+                path: "/a/b.img".into(),
+                readonly: false
+            }
+        );
+        assert_eq!(
+            parse_disk("b.img,readonly").unwrap(),
+            DiskSpec {
+                path: "b.img".into(),
+                readonly: true
+            }
+        );
         assert!(parse_disk("b.img,fast").is_err());
         assert!(parse_disk(",readonly").is_err());
-        assert_eq!(parse_disk("/x,y/z.img").unwrap().path, PathBuf::from("/x,y/z.img"));
+        assert_eq!(
+            parse_disk("/x,y/z.img").unwrap().path,
+            PathBuf::from("/x,y/z.img")
+        );
     }
 
     #[test]

@@ -35,8 +35,8 @@ use crate::devices::virtio::console::VirtioConsole;
 use crate::devices::virtio::mmio::{MmioTransport, SharedTransport, QUEUE_NOTIFY};
 use crate::devices::virtio::rng::Rng;
 use crate::devices::virtio::{Interrupt, VirtioDevice};
-use crate::event_loop::{EventLoop, Subscriber};
 use crate::devices::{Bus, BusError};
+use crate::event_loop::{EventLoop, Subscriber};
 use crate::hypervisor::{HypervisorError, InterruptLine, VcpuBackend, VmBackend};
 use crate::loader::{Initrd, Kernel, LoaderError};
 use crate::sbi::{Sbi, SbiContext};
@@ -151,7 +151,9 @@ impl Vmm {
         };
         let kernel = Kernel::read(&config.kernel)?;
         kernel.check_fits(ram_size)?;
-        let devices = config.disks.len() + usize::from(config.rng) + usize::from(config.console == ConsoleKind::Virtio);
+        let devices = config.disks.len()
+            + usize::from(config.rng)
+            + usize::from(config.console == ConsoleKind::Virtio);
         if devices > MAX_VIRTIO_DEVICES {
             return Err(VmmError::TooManyDevices(devices));
         }
@@ -414,7 +416,10 @@ impl Vmm {
             for (queue, evt) in transport.queue_evts().iter().enumerate() {
                 if let Err(e) = vm.register_ioevent(evt, base + QUEUE_NOTIFY, queue as u32) {
                     // Still correct without it: the notify exits and the transport signals.
-                    log::warn!("virtio-{}: no ioeventfd ({e}); notifies will exit", transport.name());
+                    log::warn!(
+                        "virtio-{}: no ioeventfd ({e}); notifies will exit",
+                        transport.name()
+                    );
                 }
             }
             let shared = SharedTransport(Arc::new(Mutex::new(transport)));

@@ -8,6 +8,20 @@ mount -t devtmpfs dev /dev 2>/dev/null
 
 arg() { tr ' ' '\n' < /proc/cmdline | sed -n "s/^$1=//p"; }
 
+# virtio and ext4 drivers are modules in Debian's kernel: load what the lab packed, in order.
+for m in virtio_mmio virtio_blk virtio-rng crc16 crc32c_generic mbcache jbd2 ext4; do
+    [ -e /lib/modules/$m.ko ] && insmod /lib/modules/$m.ko 2>/dev/null
+done
+
+# With console=hvc0 the console is virtio-console, a module-loaded transport away: the kernel
+# found no /dev/console for init, so attach to hvc0 once it exists.
+case " $(cat /proc/cmdline) " in
+*" console=hvc0 "*)
+    for i in $(seq 1 50); do [ -e /dev/hvc0 ] && break; sleep 0.1; done
+    exec </dev/hvc0 >/dev/hvc0 2>&1
+    ;;
+esac
+
 echo "@@L2 init reached, uptime $(cut -d' ' -f1 /proc/uptime) s"
 echo "@@L2 cpus $(grep -c ^processor /proc/cpuinfo)"
 echo "@@L2 cmdline $(cat /proc/cmdline)"
@@ -29,6 +43,49 @@ if [ -n "$want" ]; then
 fi
 
 case "$(arg rvvmm.test)" in
+disk-write)
+    mkdir -p /mnt
+    if mount -t ext4 /dev/vda /mnt; then
+        echo "@@L2 disk has: $(cat /mnt/hello.txt)"
+        echo "rvvmm was here" > /mnt/written.txt
+        sync
+        umount /mnt && echo "@@L2 disk written and unmounted"
+    else
+        echo "@@L2 disk mount FAILED"
+    fi
+    ;;
+disk-read)
+    mkdir -p /mnt
+    mount -t ext4 -o ro /dev/vda /mnt && echo "@@L2 disk says: $(cat /mnt/written.txt)"
+    echo "@@L2 serial $(cat /sys/block/vda/serial 2>/dev/null)"
+    umount /mnt
+    ;;
+disk-sync-then-hang)
+    mkdir -p /mnt
+    mount -t ext4 /dev/vda /mnt
+    echo "survives SIGKILL" > /mnt/killed.txt
+    sync
+    echo "@@L2 synced"
+    sleep 600
+    ;;
+disk-killed)
+    mkdir -p /mnt
+    mount -t ext4 -o ro /dev/vda /mnt && echo "@@L2 after SIGKILL the disk says: $(cat /mnt/killed.txt)"
+    umount /mnt
+    ;;
+disk-ro)
+    echo "@@L2 vda ro=$(cat /sys/block/vda/ro)"
+    if dd if=/dev/zero of=/dev/vda bs=512 count=1 conv=fsync 2>/dev/null; then
+        echo "@@L2 raw write to the read-only disk SUCCEEDED"
+    else
+        echo "@@L2 raw write refused"
+    fi
+    mkdir -p /mnt
+    mount -t ext4 -o ro,noload /dev/vda /mnt && echo "@@L2 ro mount reads: $(cat /mnt/hello.txt)"
+    ;;
+rng)
+    echo "@@L2 hwrng $(cat /sys/class/misc/hw_random/rng_current) $(head -c 16 /dev/hwrng | od -An -tx1 | tr -d ' \n')"
+    ;;
 shell)
     echo "@@L2 shell ready"
     exec sh

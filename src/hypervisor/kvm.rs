@@ -112,7 +112,12 @@ impl VmBackend for KvmVm {
         Ok(())
     }
 
-    fn register_ioevent(&self, evt: &vmm_sys_util::eventfd::EventFd, addr: u64, data: u32) -> Result<()> {
+    fn register_ioevent(
+        &self,
+        evt: &vmm_sys_util::eventfd::EventFd,
+        addr: u64,
+        data: u32,
+    ) -> Result<()> {
         self.vm
             .register_ioevent(evt, &kvm_ioctls::IoEventAddress::Mmio(addr), data)
             .map_err(ioctl_err("KVM_IOEVENTFD"))

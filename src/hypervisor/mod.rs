@@ -127,7 +127,12 @@ pub trait VmBackend: Send + Sync {
 
     /// Makes a guest 32-bit write of `data` to `addr` signal `evt` in the kernel, with no exit
     /// (KVM_IOEVENTFD). Without it the write exits as MMIO and the device signals `evt` itself.
-    fn register_ioevent(&self, evt: &vmm_sys_util::eventfd::EventFd, addr: u64, data: u32) -> Result<()>;
+    fn register_ioevent(
+        &self,
+        evt: &vmm_sys_util::eventfd::EventFd,
+        addr: u64,
+        data: u32,
+    ) -> Result<()>;
 }
 
 /// A vCPU's supervisor external interrupt line, usable from any thread while the vCPU runs

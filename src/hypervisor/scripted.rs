@@ -92,7 +92,12 @@ impl VmBackend for ScriptedVm {
         Ok(())
     }
 
-    fn register_ioevent(&self, _evt: &vmm_sys_util::eventfd::EventFd, addr: u64, data: u32) -> Result<()> {
+    fn register_ioevent(
+        &self,
+        _evt: &vmm_sys_util::eventfd::EventFd,
+        addr: u64,
+        data: u32,
+    ) -> Result<()> {
         self.ioevents.lock().unwrap().push((addr, data));
         Ok(())
     }

@@ -11,6 +11,7 @@ const PACKAGES: &[(&str, &str)] = &[
     ("xz-utils", "xz"),
     ("curl", "curl"),
     ("device-tree-compiler", "dtc"),
+    ("e2fsprogs", "mkfs.ext4"),
 ];
 
 /// The Rust target rvvmm is cross-built for.

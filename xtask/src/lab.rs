@@ -92,6 +92,8 @@ pub(crate) struct Prepared {
     rvvmm: Vec<u8>,
     guests: Vec<(String, Vec<u8>)>,
     chroot: PathBuf,
+    /// A small ext4 image for the virtio-blk cases.
+    disk_image: Vec<u8>,
     /// The benchmark floor (xtask/bare-kvm), cross-built.
     bare_kvm: Vec<u8>,
     /// An optional kvmtool binary for the benchmark (`--lkvm`).
@@ -228,9 +230,11 @@ pub(crate) fn prepare() -> Result<Prepared, String> {
     ]))?;
     let bare_kvm = read(&paths::root().join(format!("target/{RISCV_TARGET}/release/bare-kvm")))?;
     let guests = build_guests(&work.join("guests"))?;
-    let l2_initrd = l2_initramfs(&busybox);
+    let l2_initrd = l2_initramfs(&busybox, &l2_modules(&kernel_dir, &work)?);
+    let disk_image = ext4_image(&work)?;
     let qemu_dtb = dump_qemu_dtb(&chroot)?;
     Ok(Prepared {
+        disk_image,
         bare_kvm,
         lkvm: None,
         image,
@@ -393,10 +397,63 @@ fn build_guests(out: &Path) -> Result<Vec<(String, Vec<u8>)>, String> {
     Ok(built)
 }
 
+/// Kernel modules the L2 guest loads (virtio and ext4 are modules in Debian's kernel).
+const L2_MODULES: &[&str] = &[
+    "drivers/virtio/virtio_mmio",
+    "drivers/block/virtio_blk",
+    "drivers/char/hw_random/virtio-rng",
+    "lib/crc16",
+    "crypto/crc32c_generic",
+    "fs/mbcache",
+    "fs/jbd2/jbd2",
+    "fs/ext4/ext4",
+];
+
+/// Decompresses L2's modules: (file name, bytes).
+fn l2_modules(kernel_dir: &Path, work: &Path) -> Result<Vec<(String, Vec<u8>)>, String> {
+    let dir = kernel_dir.join(format!("usr/lib/modules/{KERNEL_RELEASE}/kernel"));
+    let out = work.join("l2-modules");
+    fs::create_dir_all(&out).map_err(|e| e.to_string())?;
+    L2_MODULES
+        .iter()
+        .map(|m| {
+            let name = format!("{}.ko", m.rsplit('/').next().unwrap_or(m));
+            let bytes = decompress_xz(&dir.join(format!("{m}.ko.xz")), &out.join(&name))?;
+            Ok((name, bytes))
+        })
+        .collect()
+}
+
+/// A small ext4 image made from a directory with `mkfs.ext4 -d`, for the virtio-blk cases.
+fn ext4_image(work: &Path) -> Result<Vec<u8>, String> {
+    let root = work.join("disk-root");
+    let _ = fs::remove_dir_all(&root);
+    fs::create_dir_all(&root).map_err(|e| e.to_string())?;
+    fs::write(
+        root.join("hello.txt"),
+        "made by the lab with mkfs.ext4 -d\n",
+    )
+    .map_err(|e| e.to_string())?;
+    let image = work.join("disk.img");
+    let _ = fs::remove_file(&image);
+    host::run_quiet(
+        Command::new("mkfs.ext4")
+            .args(["-q", "-F", "-L", "rvvmm-lab", "-d"])
+            .arg(&root)
+            .arg(&image)
+            .arg("16M"),
+    )?;
+    read(&image)
+}
+
 /// The L2 Linux guest's initramfs.
-fn l2_initramfs(busybox: &[u8]) -> Vec<u8> {
+fn l2_initramfs(busybox: &[u8], modules: &[(String, Vec<u8>)]) -> Vec<u8> {
     let init = include_str!("../../resources/lab/l2-init.sh");
-    cpio::archive(&[
+    let paths: Vec<String> = modules
+        .iter()
+        .map(|(n, _)| format!("lib/modules/{n}"))
+        .collect();
+    let mut entries = vec![
         Entry::Dir("bin"),
         Entry::Dir("dev"),
         Entry::CharDev("dev/console", 5, 1),
@@ -406,7 +463,13 @@ fn l2_initramfs(busybox: &[u8]) -> Vec<u8> {
         Entry::File("bin/busybox", 0o755, busybox),
         Entry::Symlink("bin/sh", "busybox"),
         Entry::File("init", 0o755, init.as_bytes()),
-    ])
+        Entry::Dir("lib"),
+        Entry::Dir("lib/modules"),
+    ];
+    for (path, (_, bytes)) in paths.iter().zip(modules) {
+        entries.push(Entry::File(path, 0o644, bytes));
+    }
+    cpio::archive(&entries)
 }
 
 /// The dtb QEMU's `virt` machine describes, as `-M virt,dumpdtb=` writes it.
@@ -481,6 +544,7 @@ fn initramfs(p: &Prepared, cases: &[Case]) -> Result<Vec<u8>, String> {
         Entry::File("l2/initrd.cpio", 0o644, &p.l2_initrd),
         Entry::File("l2/virt.dtb", 0o644, &p.qemu_dtb),
         Entry::File("bare-kvm", 0o755, &p.bare_kvm),
+        Entry::File("l2/disk.img", 0o644, &p.disk_image),
     ];
     if let Some(lkvm) = &p.lkvm {
         entries.push(Entry::File("lkvm", 0o755, lkvm));

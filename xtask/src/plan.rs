@@ -287,6 +287,66 @@ pub fn cases() -> Vec<Case> {
                 &["@@DTB"],
             )
         },
+        Case {
+            timeout: 600,
+            reject: &["panicked", "FAILED", "Kernel panic"],
+            ..case(
+                "virtio_blk_persists",
+                "cp /l2/disk.img /tmp/disk.img\n\
+                 /rvvmm --kernel /l2/Image --initrd /l2/initrd.cpio --memory 256M --disk /tmp/disk.img --cmdline 'console=ttyS0 quiet rvvmm.test=disk-write' && \
+                 /rvvmm --kernel /l2/Image --initrd /l2/initrd.cpio --memory 256M --disk /tmp/disk.img,readonly --cmdline 'console=ttyS0 quiet rvvmm.test=disk-read'",
+                0,
+                &[
+                    "@@L2 disk has: made by the lab with mkfs.ext4 -d",
+                    "@@L2 disk written and unmounted",
+                    "@@L2 disk says: rvvmm was here",
+                    "@@L2 serial rvvmm-",
+                ],
+            )
+        },
+        Case {
+            timeout: 600,
+            reject: &["panicked", "SUCCEEDED", "Kernel panic"],
+            ..case(
+                "virtio_blk_readonly",
+                "/rvvmm --kernel /l2/Image --initrd /l2/initrd.cpio --memory 256M --disk /l2/disk.img,readonly --cmdline 'console=ttyS0 quiet rvvmm.test=disk-ro'",
+                0,
+                &["@@L2 vda ro=1", "@@L2 raw write refused", "@@L2 ro mount reads: made by the lab"],
+            )
+        },
+        Case {
+            timeout: 600,
+            ..case(
+                "virtio_blk_flush_survives_sigkill",
+                "cp /l2/disk.img /tmp/kill.img\n\
+                 /rvvmm --kernel /l2/Image --initrd /l2/initrd.cpio --memory 256M --disk /tmp/kill.img --cmdline 'console=ttyS0 quiet rvvmm.test=disk-sync-then-hang' > /tmp/kill.out 2>&1 &\n\
+                 pid=$!\n\
+                 for i in $(seq 1 600); do grep -q '@@L2 synced' /tmp/kill.out && break; sleep 0.2; done\n\
+                 kill -9 $pid; wait $pid; echo \"rvvmm killed: status $?\"\n\
+                 cat /tmp/kill.out\n\
+                 /rvvmm --kernel /l2/Image --initrd /l2/initrd.cpio --memory 256M --disk /tmp/kill.img --cmdline 'console=ttyS0 quiet rvvmm.test=disk-killed'",
+                0,
+                &["@@L2 synced", "rvvmm killed: status 137", "@@L2 after SIGKILL the disk says: survives SIGKILL"],
+            )
+        },
+        Case {
+            timeout: 600,
+            ..case(
+                "virtio_rng",
+                "/rvvmm --kernel /l2/Image --initrd /l2/initrd.cpio --memory 256M --rng --cmdline 'console=ttyS0 quiet rvvmm.test=rng'",
+                0,
+                &["@@L2 hwrng virtio_rng.0 "],
+            )
+        },
+        Case {
+            timeout: 600,
+            ..case(
+                "virtio_console_hvc0",
+                "/rvvmm --kernel /l2/Image --initrd /l2/initrd.cpio --memory 256M --console virtio --cmdline 'console=hvc0 quiet'",
+                0,
+                &["@@L2 init reached", "@@L2 cmdline console=hvc0 quiet", "@@L2 powering off"],
+            )
+        },
         case("bad_dtb", "/rvvmm --kernel /guests/hello.bin --dtb /guests/hello.bin", 1, &["not a valid flattened device tree"]),
         case(
             "initrd_too_large",
@@ -295,6 +355,18 @@ pub fn cases() -> Vec<Case> {
             &["raise --memory"],
         ),
         case("memory_too_large", "/rvvmm --kernel /guests/hello.bin --memory 1T", 2, &["more than the 510 GiB"]),
+        Case {
+            timeout: 300,
+            ..case(
+                "virtio_console_shell",
+                "rm -f /tmp/in /tmp/ready; mkfifo /tmp/in\n\
+                 ( while [ ! -e /tmp/ready ]; do sleep 0.2; done; sleep 1; echo 'echo hello-from-hvc0-$((6*7))'; sleep 1; echo 'poweroff -f' ) > /tmp/in &\n\
+                 /rvvmm --kernel /l2/Image --initrd /l2/initrd.cpio --memory 256M --console virtio --cmdline 'console=hvc0 quiet rvvmm.test=shell' < /tmp/in | \
+                 while IFS= read -r line; do echo \"$line\"; case \"$line\" in *'@@L2 shell ready'*) touch /tmp/ready;; esac; done",
+                0,
+                &["@@L2 shell ready", "hello-from-hvc0-42"],
+            )
+        },
         case(
             "bad_kernel_path",
             "/rvvmm --kernel /nonexistent.bin",
@@ -427,7 +499,12 @@ pub fn judge(c: &Case, mode: Mode, ran: Option<&Ran>) -> Verdict {
                 Check::DtcReadsBack => dtc_reads_back(&ran.output, &mut detail, &mut problems),
                 _ => {}
             }
-            if let Some(exits) = ran.output.lines().find_map(|l| l.split("after ").nth(1)) {
+            if let Some(exits) = ran
+                .output
+                .lines()
+                .filter(|l| l.contains(" exits (per hart"))
+                .find_map(|l| l.split("after ").nth(1))
+            {
                 if let Some(n) = exits.split_whitespace().next() {
                     detail.push_str(&format!(", {n} exits"));
                 }

@@ -46,7 +46,10 @@ pub const VIRTIO_IRQ_BASE: u32 = 1;
 
 /// Base address and interrupt of virtio-mmio slot `slot`.
 pub fn virtio_slot(slot: usize) -> (u64, u32) {
-    (VIRTIO_BASE + slot as u64 * VIRTIO_SIZE, VIRTIO_IRQ_BASE + slot as u32)
+    (
+        VIRTIO_BASE + slot as u64 * VIRTIO_SIZE,
+        VIRTIO_IRQ_BASE + slot as u32,
+    )
 }
 
 /// rvvmm's MMIO test device (not on QEMU virt; a free spot between the virtio-mmio slots and
