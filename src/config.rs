@@ -50,6 +50,11 @@ pub struct Args {
     #[arg(long, value_enum, default_value_t = ConsoleKind::Uart)]
     pub console: ConsoleKind,
 
+    /// Interrupt controller: KVM's in-kernel AIA (APLIC + IMSICs), rvvmm's user-space PLIC, or
+    /// auto (the AIA when the host has one and the --dtb, if any, describes one).
+    #[arg(long, value_enum, default_value_t = IrqChipKind::Auto)]
+    pub irqchip: IrqChipKind,
+
     /// Write the final device tree to FILE and exit, without running the guest.
     #[arg(long, value_name = "FILE")]
     pub dump_dtb: Option<PathBuf>,
@@ -96,6 +101,18 @@ pub enum ConsoleKind {
     Virtio,
 }
 
+/// `--irqchip`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum IrqChipKind {
+    /// The AIA when the host has it and the dtb (if any) describes it, else the PLIC.
+    #[default]
+    Auto,
+    /// KVM's in-kernel AIA (APLIC + IMSICs); an error where the host has none.
+    Aia,
+    /// rvvmm's user-space PLIC, driving each vCPU with KVM_INTERRUPT.
+    Plic,
+}
+
 /// Most virtio devices: QEMU virt's eight virtio-mmio slots.
 pub const MAX_VIRTIO_DEVICES: usize = 8;
 
@@ -124,6 +141,8 @@ pub struct VmConfig {
     pub rng: bool,
     /// Which console takes input.
     pub console: ConsoleKind,
+    /// Which interrupt controller.
+    pub irqchip: IrqChipKind,
 }
 
 /// Guest RAM when neither --memory nor a --dtb says.
@@ -146,6 +165,7 @@ impl From<Args> for VmConfig {
             disks: args.disk,
             rng: args.rng,
             console: args.console,
+            irqchip: args.irqchip,
         }
     }
 }

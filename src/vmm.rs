@@ -17,13 +17,16 @@ use vmm_sys_util::eventfd::EventFd;
 use vmm_sys_util::signal::{register_signal_handler, Killable, SIGRTMIN};
 
 use crate::arch::riscv64::fdt::tree::{Tree, MAX_BLOB};
-use crate::arch::riscv64::fdt::{check_size, create_fdt, patch, FdtConfig, FdtError};
+use crate::arch::riscv64::fdt::{check_size, create_fdt, patch, FdtConfig, FdtError, FdtIrqChip};
 use crate::arch::riscv64::layout::{
-    fdt_addr, virtio_slot, FINISHER_BASE, FINISHER_SIZE, PLIC_BASE, PLIC_SIZE, RAM_BASE,
-    TESTDEV_BASE, TESTDEV_SIZE, UART_BASE, UART_IRQ, UART_SIZE, VIRTIO_SIZE,
+    fdt_addr, virtio_slot, APLIC_BASE, FINISHER_BASE, FINISHER_SIZE, IMSIC_BASE, IMSIC_STRIDE,
+    PLIC_BASE, PLIC_NDEV, PLIC_SIZE, RAM_BASE, TESTDEV_BASE, TESTDEV_SIZE, UART_BASE, UART_IRQ,
+    UART_SIZE, VIRTIO_SIZE,
 };
 use crate::arch::riscv64::regs::VcpuIsa;
-use crate::config::{parse_memory, ConsoleKind, VmConfig, DEFAULT_MEMORY, MAX_VIRTIO_DEVICES};
+use crate::config::{
+    parse_memory, ConsoleKind, IrqChipKind, VmConfig, DEFAULT_MEMORY, MAX_VIRTIO_DEVICES,
+};
 use crate::console::{Console, ConsoleEvent};
 use crate::control::{ExitRequest, VmControl};
 use crate::devices::finisher::Finisher;
@@ -35,9 +38,9 @@ use crate::devices::virtio::console::VirtioConsole;
 use crate::devices::virtio::mmio::{MmioTransport, SharedTransport, QUEUE_NOTIFY};
 use crate::devices::virtio::rng::Rng;
 use crate::devices::virtio::{Interrupt, VirtioDevice};
-use crate::devices::{Bus, BusError};
+use crate::devices::{Bus, BusError, IrqChip};
 use crate::event_loop::{EventLoop, Subscriber};
-use crate::hypervisor::{HypervisorError, InterruptLine, VcpuBackend, VmBackend};
+use crate::hypervisor::{AiaConfig, HypervisorError, InterruptLine, VcpuBackend, VmBackend};
 use crate::loader::{Initrd, Kernel, LoaderError};
 use crate::sbi::{Sbi, SbiContext};
 use crate::vcpu::{ExitReason, Vcpu, VcpuConfig, VcpuError, SRST_REASON_SYSTEM_FAILURE};
@@ -98,6 +101,9 @@ pub enum VmmError {
     /// A device could not be set up.
     #[error("cannot set up a device: {0}")]
     Device(#[source] std::io::Error),
+    /// The interrupt controller cannot be what was asked.
+    #[error("{0}")]
+    IrqChip(String),
     /// More virtio devices than slots.
     #[error("{0} virtio devices asked for; QEMU virt has {MAX_VIRTIO_DEVICES} virtio-mmio slots")]
     TooManyDevices(usize),
@@ -207,14 +213,14 @@ impl Vmm {
     /// Returns the exit status rvvmm should end with.
     pub fn run<V, F>(&self, mut make_vm: F) -> Result<i32>
     where
-        V: VmBackend,
+        V: VmBackend + 'static,
         V::Vcpu: 'static,
         F: FnMut() -> std::result::Result<V, HypervisorError>,
     {
         let mut boots = 0u64;
         loop {
             boots += 1;
-            let vm = make_vm()?;
+            let vm = Arc::new(make_vm()?);
             let request = self.boot(&vm, boots)?;
             // Every vCPU thread is joined; now the VM (and its vCPU fds) can go.
             drop(vm);
@@ -230,9 +236,9 @@ impl Vmm {
     /// Builds the device tree the guest would get and writes it to `path` (`--dump-dtb`).
     /// Needs the hypervisor: the cpus describe what its vCPUs really offer.
     pub fn dump_dtb<V: VmBackend>(&self, vm: &V, path: &Path) -> Result<()> {
-        let mut vcpu0 = self.create_vcpu(vm, 0)?;
-        vcpu0.setup()?;
-        let blob = self.device_tree(vcpu0.isa(), 1)?;
+        let aia = self.choose_aia(vm)?;
+        let (vcpus, irqchip) = self.create_vcpus(vm, aia)?;
+        let blob = self.device_tree(vcpus[0].isa(), 1, irqchip)?;
         std::fs::write(path, &blob).map_err(|source| VmmError::DumpDtb {
             path: path.to_owned(),
             source,
@@ -251,9 +257,67 @@ impl Vmm {
         Ok(Vcpu::new(index, config, vm.create_vcpu(index)?, sbi)?)
     }
 
+    /// Chooses the interrupt controller (`--irqchip`, the host, the --dtb): true for the AIA.
+    fn choose_aia<V: VmBackend>(&self, vm: &V) -> Result<bool> {
+        let host_aia = vm.has_in_kernel_aia();
+        let dtb_aia = self.user_dtb.as_ref().map(patch::describes_aia);
+        let aia = match (self.config.irqchip, dtb_aia) {
+            (IrqChipKind::Plic, Some(true)) | (IrqChipKind::Aia, Some(false)) => {
+                return Err(VmmError::IrqChip(format!(
+                    "--irqchip {:?} does not match the dtb, which describes {}",
+                    self.config.irqchip,
+                    if dtb_aia == Some(true) {
+                        "an AIA"
+                    } else {
+                        "a PLIC"
+                    }
+                )))
+            }
+            (IrqChipKind::Plic, _) => false,
+            (IrqChipKind::Aia, _) | (IrqChipKind::Auto, Some(true)) => {
+                if !host_aia {
+                    return Err(VmmError::IrqChip(
+                        "KVM on this host has no in-kernel AIA (does the CPU have Ssaia?); use --irqchip plic, with a dtb that describes a PLIC".into(),
+                    ));
+                }
+                true
+            }
+            (IrqChipKind::Auto, Some(false)) => false,
+            (IrqChipKind::Auto, None) => host_aia,
+        };
+        Ok(aia)
+    }
+
+    /// Creates the vCPUs (set up) and, when `aia`, the in-kernel AIA, which needs them all.
+    fn create_vcpus<V: VmBackend>(
+        &self,
+        vm: &V,
+        aia: bool,
+    ) -> Result<(Vec<Vcpu<V::Vcpu>>, FdtIrqChip)> {
+        let mut vcpus = Vec::with_capacity(self.config.cpus as usize);
+        for index in 0..self.config.cpus {
+            let mut vcpu = self.create_vcpu(vm, index)?;
+            vcpu.setup()?;
+            vcpus.push(vcpu);
+        }
+        if !aia {
+            return Ok((vcpus, FdtIrqChip::Plic));
+        }
+        let config = AiaConfig {
+            num_sources: PLIC_NDEV,
+            aplic_addr: APLIC_BASE,
+            imsic_addrs: (0..u64::from(self.config.cpus))
+                .map(|h| IMSIC_BASE + h * IMSIC_STRIDE)
+                .collect(),
+        };
+        let num_ids = vm.create_aia(&config)?;
+        Ok((vcpus, FdtIrqChip::Aia { num_ids }))
+    }
+
     /// The device tree for vCPUs offering `isa`: the user's, patched, or a generated one.
-    fn device_tree(&self, isa: &VcpuIsa, boot_count: u64) -> Result<Vec<u8>> {
+    fn device_tree(&self, isa: &VcpuIsa, boot_count: u64, irqchip: FdtIrqChip) -> Result<Vec<u8>> {
         let config = FdtConfig {
+            irqchip,
             num_cpus: self.config.cpus,
             isa: isa.clone(),
             ram_size: self.ram_size,
@@ -280,34 +344,33 @@ impl Vmm {
     }
 
     /// One boot: build everything, run until a stop request, join every vCPU thread.
-    fn boot<V>(&self, vm: &V, boot_count: u64) -> Result<ExitRequest>
+    fn boot<V>(&self, vm: &Arc<V>, boot_count: u64) -> Result<ExitRequest>
     where
-        V: VmBackend,
+        V: VmBackend + 'static,
         V::Vcpu: 'static,
     {
-        vm.map_memory(&self.memory)?;
+        let vm_ref: &V = vm;
+        vm_ref.map_memory(&self.memory)?;
         let entry = self.kernel.load(&self.memory)?;
         if let Some((initrd, (start, _))) = &self.initrd {
             initrd.load(&self.memory, *start)?;
         }
         let control = Arc::new(VmControl::default());
 
-        let mut vcpus = Vec::with_capacity(self.config.cpus as usize);
-        let mut lines = Vec::with_capacity(self.config.cpus as usize);
-        for index in 0..self.config.cpus {
-            let mut vcpu = self.create_vcpu(vm, index)?;
-            vcpu.setup()?;
+        let aia = self.choose_aia(vm_ref)?;
+        let (mut vcpus, irqchip) = self.create_vcpus(vm_ref, aia)?;
+        let mut lines = Vec::with_capacity(vcpus.len());
+        for vcpu in &mut vcpus {
             vcpu.set_entry(entry)?;
             lines.push(vcpu.interrupt_line()?);
-            vcpus.push(vcpu);
         }
-        let machine = self.build_machine(vm, &control, lines)?;
+        let machine = self.build_machine(vm, &control, lines, irqchip)?;
         let bus = Arc::new(machine.bus);
         let uart = machine.uart;
         let console_input = machine.console_input;
         let _event_loop = EventLoop::start(machine.subscribers).map_err(VmmError::Device)?;
 
-        let fdt = self.device_tree(vcpus[0].isa(), boot_count)?;
+        let fdt = self.device_tree(vcpus[0].isa(), boot_count, irqchip)?;
         let dtb_addr = fdt_addr(self.ram_size);
         self.memory
             .write_slice(&fdt, GuestAddress(dtb_addr))
@@ -374,27 +437,34 @@ impl Vmm {
     }
 
     /// The devices of one boot: the bus, the UART, and what the event loop watches.
-    fn build_machine<V: VmBackend>(
+    fn build_machine<V: VmBackend + 'static>(
         &self,
-        vm: &V,
+        vm: &Arc<V>,
         control: &Arc<VmControl>,
         lines: Vec<Arc<dyn InterruptLine>>,
+        irqchip: FdtIrqChip,
     ) -> Result<Machine> {
-        let plic = Arc::new(Plic::new(lines));
+        let mut bus = Bus::new();
+        let aia = matches!(irqchip, FdtIrqChip::Aia { .. });
+        let chip: Arc<dyn IrqChip> = if aia {
+            Arc::new(KvmIrqChip(vm.clone()))
+        } else {
+            let plic = Arc::new(Plic::new(lines));
+            bus.insert(PLIC_BASE, PLIC_SIZE, plic.clone())?;
+            plic
+        };
         let virtio_console = self.config.console == ConsoleKind::Virtio;
         let uart = Arc::new(Uart::new(
             self.console.clone(),
-            plic.clone(),
+            chip.clone(),
             UART_IRQ,
             !virtio_console,
         ));
-        let mut bus = Bus::new();
         bus.insert(
             FINISHER_BASE,
             FINISHER_SIZE,
             Arc::new(Finisher::new(control.clone())),
         )?;
-        bus.insert(PLIC_BASE, PLIC_SIZE, plic.clone())?;
         bus.insert(UART_BASE, UART_SIZE, uart.clone())?;
         if self.config.testdev {
             bus.insert(TESTDEV_BASE, TESTDEV_SIZE, Arc::new(TestDev::default()))?;
@@ -407,10 +477,17 @@ impl Vmm {
             if let VirtioKind::Console(c) = &device {
                 console_input = Some(c.input_evt().map_err(VmmError::Device)?);
             }
-            let interrupt = Arc::new(PlicInterrupt {
-                plic: plic.clone(),
-                irq,
-            });
+            let interrupt: Arc<dyn Interrupt> = if aia {
+                Arc::new(LevelInterrupt {
+                    chip: chip.clone(),
+                    irq,
+                })
+            } else {
+                Arc::new(ChipInterrupt {
+                    chip: chip.clone(),
+                    irq,
+                })
+            };
             let transport = MmioTransport::new(device.into_box(), self.memory.clone(), interrupt)
                 .map_err(VmmError::Device)?;
             for (queue, evt) in transport.queue_evts().iter().enumerate() {
@@ -485,15 +562,52 @@ struct Machine {
     console_input: Option<EventFd>,
 }
 
-/// A virtio device's interrupt through the user-space PLIC.
-struct PlicInterrupt {
-    plic: Arc<Plic>,
+/// A virtio device's interrupt through an [`IrqChip`] source.
+struct ChipInterrupt {
+    chip: Arc<dyn IrqChip>,
     irq: u32,
 }
 
-impl Interrupt for PlicInterrupt {
+impl Interrupt for ChipInterrupt {
     fn trigger(&self) {
-        self.plic.raise(self.irq);
+        self.chip.trigger(self.irq);
+    }
+}
+
+/// A virtio device's level-sensitive line on KVM's AIA: high while InterruptStatus has bits,
+/// driven again for every new condition (KVM's APLIC latches a level source only when driven).
+struct LevelInterrupt {
+    chip: Arc<dyn IrqChip>,
+    irq: u32,
+}
+
+impl Interrupt for LevelInterrupt {
+    fn trigger(&self) {
+        self.chip.set_level(self.irq, true);
+    }
+
+    fn acknowledged(&self, pending: bool) {
+        self.chip.set_level(self.irq, pending);
+    }
+}
+
+/// KVM's in-kernel AIA as an [`IrqChip`]: wired sources driven with KVM_IRQ_LINE.
+struct KvmIrqChip<V>(Arc<V>);
+
+impl<V: VmBackend> IrqChip for KvmIrqChip<V> {
+    fn trigger(&self, irq: u32) {
+        self.set_level(irq, true);
+        self.set_level(irq, false);
+    }
+
+    fn level_sensitive(&self) -> bool {
+        true
+    }
+
+    fn set_level(&self, irq: u32, level: bool) {
+        if let Err(e) = self.0.set_irq_line(irq, level) {
+            log::warn!("cannot set interrupt {irq} to {level}: {e}");
+        }
     }
 }
 
@@ -513,6 +627,9 @@ fn read_dtb(path: &Path) -> Result<Tree> {
     Tree::parse(&blob).map_err(|e| dtb_err(e.to_string()))
 }
 
+/// Whether the process's first guest exit was logged (once, not again after a reboot).
+static FIRST_EXIT_LOGGED: AtomicBool = AtomicBool::new(false);
+
 /// What a vCPU thread shares with the rest of the VM.
 struct LoopContext {
     bus: Arc<Bus>,
@@ -528,7 +645,8 @@ fn vcpu_loop<B: VcpuBackend>(mut vcpu: Vcpu<B>, ctx: &LoopContext) -> u64 {
         let result = vcpu.run().and_then(|exit| {
             if exit != ExitReason::Nothing || !vcpu.is_stopped() {
                 exits += 1;
-                if exits == 1 && vcpu.id() == 0 {
+                if exits == 1 && vcpu.id() == 0 && !FIRST_EXIT_LOGGED.swap(true, Ordering::Relaxed)
+                {
                     log::info!(
                         "first guest exit {} us after rvvmm started",
                         process_start().elapsed().as_micros()

@@ -69,11 +69,20 @@ void put_dec(s64 v)
     puts_(&buf[i]);
 }
 
+/* One DBCN write for the whole line, so nothing the VMM logs lands inside it. */
 void print(const char *a, u64 hex)
 {
-    puts_(a);
-    put_hex(hex);
-    puts_("\n");
+    char line[160];
+    unsigned long n = 0;
+    while (*a && n < sizeof(line) - 20)
+        line[n++] = *a++;
+    line[n++] = '0';
+    line[n++] = 'x';
+    for (int i = 0; i < 16; i++)
+        line[n++] = "0123456789abcdef"[(hex >> (60 - 4 * i)) & 0xf];
+    line[n++] = '\n';
+    line[n] = 0;
+    puts_(line);
 }
 
 void shutdown(void)

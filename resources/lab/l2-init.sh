@@ -84,6 +84,7 @@ disk-ro)
     mount -t ext4 -o ro,noload /dev/vda /mnt && echo "@@L2 ro mount reads: $(cat /mnt/hello.txt)"
     ;;
 rng)
+    grep -E 'virtio|ttyS|serial' /proc/interrupts | sed 's/^/@@L2 irq /'
     echo "@@L2 hwrng $(cat /sys/class/misc/hw_random/rng_current) $(head -c 16 /dev/hwrng | od -An -tx1 | tr -d ' \n')"
     ;;
 shell)

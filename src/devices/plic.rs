@@ -207,6 +207,12 @@ impl Plic {
     }
 }
 
+impl crate::devices::IrqChip for Plic {
+    fn trigger(&self, irq: u32) {
+        self.raise(irq);
+    }
+}
+
 impl BusDevice for Plic {
     fn read(&self, offset: u64, data: &mut [u8]) {
         if data.len() != 4 || !offset.is_multiple_of(4) {

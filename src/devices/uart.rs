@@ -13,23 +13,28 @@ use vm_superio::serial::NoEvents;
 use vm_superio::{Serial, Trigger};
 
 use crate::console::Console;
-use crate::devices::plic::Plic;
-use crate::devices::BusDevice;
+use crate::devices::{BusDevice, IrqChip};
 
-/// Raises the UART's PLIC source.
-pub struct PlicIrq {
-    plic: Arc<Plic>,
+/// Asserts the UART's interrupt source.
+pub struct IrqTrigger {
+    chip: Arc<dyn IrqChip>,
     irq: u32,
 }
 
-impl Trigger for PlicIrq {
+impl Trigger for IrqTrigger {
     type E = ();
 
     fn trigger(&self) -> Result<(), ()> {
-        self.plic.raise(self.irq);
+        // On a level-sensitive chip the UART drives the line from its state instead.
+        if !self.chip.level_sensitive() {
+            self.chip.trigger(self.irq);
+        }
         Ok(())
     }
 }
+
+/// IIR bit 0: no interrupt pending.
+const IIR_NONE: u8 = 1;
 
 /// `Write` onto the console.
 pub struct ConsoleWriter(Arc<dyn Console>);
@@ -47,28 +52,59 @@ impl Write for ConsoleWriter {
 
 /// The UART.
 pub struct Uart {
-    serial: Mutex<Serial<PlicIrq, NoEvents, ConsoleWriter>>,
+    serial: Mutex<Serial<IrqTrigger, NoEvents, ConsoleWriter>>,
     console: Arc<dyn Console>,
     active: AtomicBool,
     takes_input: bool,
+    chip: Arc<dyn IrqChip>,
+    irq: u32,
+    /// The line's level as last driven (level-sensitive chips only).
+    level: AtomicBool,
 }
 
 /// Offset of the receive buffer register.
 const RBR: u64 = 0;
 
 impl Uart {
-    /// A UART on `console`, interrupting through `plic` source `irq`. Without `takes_input`
+    /// A UART on `console`, interrupting through `chip` source `irq`. Without `takes_input`
     /// (another device is the console) it only writes.
-    pub fn new(console: Arc<dyn Console>, plic: Arc<Plic>, irq: u32, takes_input: bool) -> Self {
+    pub fn new(
+        console: Arc<dyn Console>,
+        chip: Arc<dyn IrqChip>,
+        irq: u32,
+        takes_input: bool,
+    ) -> Self {
         Uart {
             serial: Mutex::new(Serial::new(
-                PlicIrq { plic, irq },
+                IrqTrigger {
+                    chip: chip.clone(),
+                    irq,
+                },
                 ConsoleWriter(console.clone()),
             )),
             console,
             active: AtomicBool::new(false),
             takes_input,
+            chip,
+            irq,
+            level: AtomicBool::new(false),
         }
+    }
+
+    /// On a level-sensitive chip (KVM's AIA), holds the line high exactly while the UART has
+    /// an interrupt pending, as a real 16550's INTR pin: the Linux 8250 driver is written for
+    /// level-triggered lines and loses input on pulses.
+    fn update_level(&self, serial: &Serial<IrqTrigger, NoEvents, ConsoleWriter>) {
+        if !self.chip.level_sensitive() {
+            return;
+        }
+        // KVM's APLIC latches a level source as pending only when the line is driven, so
+        // the line is driven again for every pending condition, and lowered once when none is.
+        let pending = serial.state().interrupt_identification & IIR_NONE == 0;
+        if pending || self.level.load(Ordering::Acquire) {
+            self.chip.set_level(self.irq, pending);
+        }
+        self.level.store(pending, Ordering::Release);
     }
 
     /// Moves waiting console input into the FIFO, as far as it has room.
@@ -78,9 +114,10 @@ impl Uart {
         }
         let mut serial = self.serial.lock().unwrap_or_else(|e| e.into_inner());
         self.fill(&mut serial);
+        self.update_level(&serial);
     }
 
-    fn fill(&self, serial: &mut Serial<PlicIrq, NoEvents, ConsoleWriter>) {
+    fn fill(&self, serial: &mut Serial<IrqTrigger, NoEvents, ConsoleWriter>) {
         if !self.takes_input {
             return;
         }
@@ -109,6 +146,7 @@ impl BusDevice for Uart {
         if offset == RBR {
             self.fill(&mut serial);
         }
+        self.update_level(&serial);
     }
 
     fn write(&self, offset: u64, data: &[u8]) {
@@ -125,6 +163,7 @@ impl BusDevice for Uart {
             log::warn!("UART: {e:?}");
         }
         self.fill(&mut serial);
+        self.update_level(&serial);
     }
 }
 
@@ -132,6 +171,7 @@ impl BusDevice for Uart {
 mod tests {
     use super::*;
     use crate::console::BufferConsole;
+    use crate::devices::plic::Plic;
     use crate::hypervisor::scripted::RecordedLine;
     use crate::hypervisor::InterruptLine;
 
@@ -199,6 +239,37 @@ mod tests {
             got.push(b[0]);
         }
         assert_eq!(got, text);
+    }
+
+    #[derive(Default)]
+    struct LevelChip(Mutex<Vec<(u32, bool)>>);
+
+    impl IrqChip for LevelChip {
+        fn trigger(&self, _irq: u32) {
+            panic!("a level-sensitive chip gets levels, not pulses");
+        }
+        fn level_sensitive(&self) -> bool {
+            true
+        }
+        fn set_level(&self, irq: u32, level: bool) {
+            self.0.lock().unwrap().push((irq, level));
+        }
+    }
+
+    #[test]
+    fn on_a_level_sensitive_chip_the_line_follows_the_uart() {
+        let console = Arc::new(BufferConsole::default());
+        let chip = Arc::new(LevelChip::default());
+        let uart = Uart::new(console.clone(), chip.clone(), 10, true);
+        uart.write(IER, &[1]); // received-data interrupt on
+        console.input.lock().unwrap().extend(b"ab");
+        uart.pull_input();
+        assert_eq!(chip.0.lock().unwrap().first(), Some(&(10, true)));
+        let mut b = [0u8];
+        uart.read(2, &mut b); // IIR: reading it acknowledges
+        uart.read(0, &mut b);
+        uart.read(0, &mut b);
+        assert_eq!(chip.0.lock().unwrap().last(), Some(&(10, false)));
     }
 
     #[test]

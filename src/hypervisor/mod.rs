@@ -113,6 +113,17 @@ pub enum MpState {
     Stopped,
 }
 
+/// Where the in-kernel AIA goes and how many wired sources it has.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AiaConfig {
+    /// Wired interrupt sources of the APLIC (1..=num_sources).
+    pub num_sources: u32,
+    /// Guest-physical address of the APLIC.
+    pub aplic_addr: u64,
+    /// Guest-physical address of each hart's IMSIC interrupt file.
+    pub imsic_addrs: Vec<u64>,
+}
+
 /// A VM: the memory map and the factory of vCPUs.
 pub trait VmBackend: Send + Sync {
     /// The vCPU type this VM creates.
@@ -124,6 +135,19 @@ pub trait VmBackend: Send + Sync {
 
     /// Creates vCPU number `index` (KVM's vcpu_id, equal to the hart ID in rvvmm).
     fn create_vcpu(&self, index: u32) -> Result<Self::Vcpu>;
+
+    /// Whether the hypervisor can emulate an AIA (APLIC + IMSICs) in the kernel.
+    fn has_in_kernel_aia(&self) -> bool;
+
+    /// Creates the in-kernel AIA; call once every vCPU exists. Returns how many interrupt
+    /// identities each IMSIC has.
+    fn create_aia(&self, config: &AiaConfig) -> Result<u32>;
+
+    /// Sets wired interrupt `irq` of the in-kernel irqchip to `level` (KVM_IRQ_LINE).
+    fn set_irq_line(&self, irq: u32, level: bool) -> Result<()>;
+
+    /// Makes a write to `evt` assert wired interrupt `gsi` in the kernel (KVM_IRQFD).
+    fn register_irqfd(&self, evt: &vmm_sys_util::eventfd::EventFd, gsi: u32) -> Result<()>;
 
     /// Makes a guest 32-bit write of `data` to `addr` signal `evt` in the kernel, with no exit
     /// (KVM_IOEVENTFD). Without it the write exits as MMIO and the device signals `evt` itself.

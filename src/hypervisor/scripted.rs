@@ -55,12 +55,26 @@ pub struct ScriptedVm {
     pub mapped: Mutex<Vec<(u64, u64)>>,
     /// ioeventfds registered: (address, data).
     pub ioevents: Mutex<Vec<(u64, u32)>>,
+    /// Whether this VM offers an in-kernel AIA.
+    pub aia: bool,
+    /// The AIA created, if any.
+    pub aia_config: Mutex<Option<super::AiaConfig>>,
+    /// KVM_IRQ_LINE calls: (irq, level).
+    pub irq_lines: Mutex<Vec<(u32, bool)>>,
+    /// irqfds registered (gsi).
+    pub irqfds: Mutex<Vec<u32>>,
 }
 
 impl ScriptedVm {
     /// A VM with no scripts yet.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// Offers an in-kernel AIA.
+    pub fn with_aia(mut self) -> Self {
+        self.aia = true;
+        self
     }
 
     /// Presets a register that every vCPU reports (e.g. the ISA config register).
@@ -89,6 +103,28 @@ impl VmBackend for ScriptedVm {
         for region in memory.iter() {
             mapped.push((region.start_addr().0, region.len()));
         }
+        Ok(())
+    }
+
+    fn has_in_kernel_aia(&self) -> bool {
+        self.aia
+    }
+
+    fn create_aia(&self, config: &super::AiaConfig) -> Result<u32> {
+        if !self.aia {
+            return Err(HypervisorError::MissingCapability("an in-kernel AIA"));
+        }
+        *self.aia_config.lock().unwrap() = Some(config.clone());
+        Ok(255)
+    }
+
+    fn set_irq_line(&self, irq: u32, level: bool) -> Result<()> {
+        self.irq_lines.lock().unwrap().push((irq, level));
+        Ok(())
+    }
+
+    fn register_irqfd(&self, _evt: &vmm_sys_util::eventfd::EventFd, gsi: u32) -> Result<()> {
+        self.irqfds.lock().unwrap().push(gsi);
         Ok(())
     }
 

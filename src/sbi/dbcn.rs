@@ -50,36 +50,41 @@ fn guest_buffer(ctx: &SbiContext, args: [u64; 6]) -> Result<(GuestAddress, usize
     Ok((base, whole.min(MAX_CHUNK)))
 }
 
-fn console_write(ctx: &SbiContext, args: [u64; 6]) -> SbiOutcome {
+/// Runs `io(base, len)` on the guest buffer of a write or read: zero bytes succeed at once
+/// (whatever the address, as the spec says), a bad buffer is `SBI_ERR_INVALID_PARAM`, and
+/// `io` returns the bytes moved or `None` on a guest memory error.
+fn with_buffer<F>(ctx: &SbiContext, args: [u64; 6], io: F) -> SbiOutcome
+where
+    F: FnOnce(GuestAddress, usize) -> Option<usize>,
+{
     if args[0] == 0 {
         return SbiOutcome::ok(0);
     }
-    let (base, len) = match guest_buffer(ctx, args) {
-        Ok(b) => b,
-        Err(e) => return SbiOutcome::error(e),
-    };
-    let mut buf = [0u8; MAX_CHUNK];
-    if ctx.memory.read_slice(&mut buf[..len], base).is_err() {
-        return SbiOutcome::error(SBI_ERR_FAILED);
+    match guest_buffer(ctx, args) {
+        Ok((base, len)) => match io(base, len) {
+            Some(n) => SbiOutcome::ok(n as u64),
+            None => SbiOutcome::error(SBI_ERR_FAILED),
+        },
+        Err(e) => SbiOutcome::error(e),
     }
-    ctx.console.write(&buf[..len]);
-    SbiOutcome::ok(len as u64)
+}
+
+fn console_write(ctx: &SbiContext, args: [u64; 6]) -> SbiOutcome {
+    with_buffer(ctx, args, |base, len| {
+        let mut buf = [0u8; MAX_CHUNK];
+        ctx.memory.read_slice(&mut buf[..len], base).ok()?;
+        ctx.console.write(&buf[..len]);
+        Some(len)
+    })
 }
 
 fn console_read(ctx: &SbiContext, args: [u64; 6]) -> SbiOutcome {
-    if args[0] == 0 {
-        return SbiOutcome::ok(0);
-    }
-    let (base, len) = match guest_buffer(ctx, args) {
-        Ok(b) => b,
-        Err(e) => return SbiOutcome::error(e),
-    };
-    let mut buf = [0u8; MAX_CHUNK];
-    let n = ctx.console.read(&mut buf[..len]);
-    if ctx.memory.write_slice(&buf[..n], base).is_err() {
-        return SbiOutcome::error(SBI_ERR_FAILED);
-    }
-    SbiOutcome::ok(n as u64)
+    with_buffer(ctx, args, |base, len| {
+        let mut buf = [0u8; MAX_CHUNK];
+        let n = ctx.console.read(&mut buf[..len]);
+        ctx.memory.write_slice(&buf[..n], base).ok()?;
+        Some(n)
+    })
 }
 
 #[cfg(test)]

@@ -92,6 +92,8 @@ pub(crate) struct Prepared {
     rvvmm: Vec<u8>,
     guests: Vec<(String, Vec<u8>)>,
     chroot: PathBuf,
+    /// A dtb dumped from the lab's QEMU with `aia=aplic-imsic`.
+    qemu_aia_dtb: Vec<u8>,
     /// A small ext4 image for the virtio-blk cases.
     disk_image: Vec<u8>,
     /// The benchmark floor (xtask/bare-kvm), cross-built.
@@ -232,8 +234,10 @@ pub(crate) fn prepare() -> Result<Prepared, String> {
     let guests = build_guests(&work.join("guests"))?;
     let l2_initrd = l2_initramfs(&busybox, &l2_modules(&kernel_dir, &work)?);
     let disk_image = ext4_image(&work)?;
-    let qemu_dtb = dump_qemu_dtb(&chroot)?;
+    let qemu_dtb = dump_qemu_dtb(&chroot, Mode::Plic)?;
+    let qemu_aia_dtb = dump_qemu_dtb(&chroot, Mode::Aia)?;
     Ok(Prepared {
+        qemu_aia_dtb,
         disk_image,
         bare_kvm,
         lkvm: None,
@@ -472,14 +476,15 @@ fn l2_initramfs(busybox: &[u8], modules: &[(String, Vec<u8>)]) -> Vec<u8> {
     cpio::archive(&entries)
 }
 
-/// The dtb QEMU's `virt` machine describes, as `-M virt,dumpdtb=` writes it.
-fn dump_qemu_dtb(chroot: &Path) -> Result<Vec<u8>, String> {
+/// The dtb QEMU's `virt` machine describes, as `-M virt,dumpdtb=` writes it (`machine`
+/// selects the PLIC or AIA flavour).
+fn dump_qemu_dtb(chroot: &Path, mode: Mode) -> Result<Vec<u8>, String> {
     let lab_dir = chroot.join("lab");
     fs::create_dir_all(&lab_dir).map_err(|e| e.to_string())?;
     host::run_quiet(Command::new("chroot").arg(chroot).args([
         "qemu-system-riscv64",
         "-M",
-        "virt,dumpdtb=/lab/virt.dtb",
+        &format!("{},dumpdtb=/lab/virt.dtb", mode.machine()),
         "-cpu",
         "rv64",
         "-smp",
@@ -545,6 +550,7 @@ fn initramfs(p: &Prepared, cases: &[Case]) -> Result<Vec<u8>, String> {
         Entry::File("l2/virt.dtb", 0o644, &p.qemu_dtb),
         Entry::File("bare-kvm", 0o755, &p.bare_kvm),
         Entry::File("l2/disk.img", 0o644, &p.disk_image),
+        Entry::File("l2/virt-aia.dtb", 0o644, &p.qemu_aia_dtb),
     ];
     if let Some(lkvm) = &p.lkvm {
         entries.push(Entry::File("lkvm", 0o755, lkvm));

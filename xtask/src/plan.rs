@@ -347,6 +347,51 @@ pub fn cases() -> Vec<Case> {
                 &["@@L2 init reached", "@@L2 cmdline console=hvc0 quiet", "@@L2 powering off"],
             )
         },
+        Case {
+            timeout: 300,
+            expect_aia: &["in-kernel AIA: mode", "@@L2 init reached", "@@L2 cpus 2", "@@L2 hwrng virtio_rng.0 ", "status=0"],
+            expect_plic: &["has no in-kernel AIA", "status=1"],
+            ..case(
+                "linux_qemu_aia_dtb",
+                "RUST_LOG=rvvmm=info /rvvmm --kernel /l2/Image --initrd /l2/initrd.cpio --dtb /l2/virt-aia.dtb --cpus 2 --memory 256M --rng --cmdline 'console=ttyS0 quiet rvvmm.test=rng'; echo status=$?",
+                0,
+                &[],
+            )
+        },
+        Case {
+            timeout: 300,
+            expect_aia: &["in-kernel AIA: mode", "@@L2 hwrng virtio_rng.0 ", "APLIC-MSI", "status=0"],
+            expect_plic: &["has no in-kernel AIA", "status=1"],
+            ..case(
+                "linux_irqchip_aia_generated",
+                "RUST_LOG=rvvmm=info /rvvmm --kernel /l2/Image --initrd /l2/initrd.cpio --irqchip aia --memory 256M --rng --cmdline 'console=ttyS0 quiet rvvmm.test=rng'; echo status=$?",
+                0,
+                &[],
+            )
+        },
+        Case {
+            timeout: 300,
+            expect_aia: &["@@L2 shell ready", "hello-on-aia-42", "APLIC-MSI"],
+            expect_plic: &["has no in-kernel AIA"],
+            ..case(
+                "linux_irqchip_aia_shell",
+                "rm -f /tmp/in /tmp/ready; mkfifo /tmp/in\n\
+                 ( while [ ! -e /tmp/ready ]; do sleep 0.2; done; sleep 1; echo 'echo hello-on-aia-$((6*7))'; sleep 1; echo 'grep ttyS /proc/interrupts'; sleep 1; echo 'poweroff -f' ) > /tmp/in &\n\
+                 ( /rvvmm --kernel /l2/Image --initrd /l2/initrd.cpio --irqchip aia --memory 256M --cmdline 'console=ttyS0 quiet rvvmm.test=shell' < /tmp/in 2>&1 || touch /tmp/ready ) | \
+                 while IFS= read -r line; do echo \"$line\"; case \"$line\" in *'@@L2 shell ready'*) touch /tmp/ready;; esac; done",
+                0,
+                &[],
+            )
+        },
+        Case {
+            timeout: 300,
+            ..case(
+                "linux_irqchip_plic_forced",
+                "/rvvmm --kernel /l2/Image --initrd /l2/initrd.cpio --irqchip plic --memory 256M --rng --cmdline 'console=ttyS0 quiet rvvmm.test=rng'",
+                0,
+                &["@@L2 hwrng virtio_rng.0 ", "@@L2 irq "],
+            )
+        },
         case("bad_dtb", "/rvvmm --kernel /guests/hello.bin --dtb /guests/hello.bin", 1, &["not a valid flattened device tree"]),
         case(
             "initrd_too_large",

@@ -4,10 +4,12 @@
 //!   0x0000_0000 ┌──────────────────────────────┐
 //!               │ (unmapped)                   │
 //!   0x0010_0000 ├──────────────────────────────┤ sifive,test0 finisher (4 KiB)
-//!   0x0c00_0000 ├──────────────────────────────┤ PLIC (64 MiB window)
+//!   0x0c00_0000 ├──────────────────────────────┤ PLIC (with --irqchip plic)
+//!   0x0d00_0000 ├──────────────────────────────┤ APLIC, supervisor level (with --irqchip aia; in KVM)
 //!   0x1000_0000 ├──────────────────────────────┤ ns16550a UART (256 B, irq 10)
 //!   0x1000_1000 ├──────────────────────────────┤ virtio-mmio slots 0..7 (4 KiB each, irqs 1..8)
 //!   0x1008_0000 ├──────────────────────────────┤ rvvmm test device (4 KiB, only with --testdev)
+//!   0x2800_0000 ├──────────────────────────────┤ IMSIC files, one 4 KiB page a hart (AIA; in KVM)
 //!   0x8000_0000 ├──────────────────────────────┤ RAM (--memory bytes)
 //!               │ kernel at RAM base (+text_offset for a Linux Image)
 //!               │ ...                          │
@@ -31,6 +33,16 @@ pub const PLIC_BASE: u64 = 0x0c00_0000;
 pub const PLIC_SIZE: u64 = 0x60_0000;
 /// Interrupt sources the PLIC has (1..=PLIC_NDEV; 0 means "none"), as on QEMU virt.
 pub const PLIC_NDEV: u32 = 95;
+/// The supervisor-level APLIC of QEMU virt's AIA machine (`VIRT_APLIC_S`).
+pub const APLIC_BASE: u64 = 0x0d00_0000;
+/// Size of the APLIC's window (KVM_DEV_RISCV_APLIC_SIZE).
+pub const APLIC_SIZE: u64 = 0x4000;
+/// Hart 0's supervisor IMSIC interrupt file (QEMU virt `VIRT_IMSIC_S`); hart h is at
+/// `IMSIC_BASE + h * IMSIC_STRIDE`.
+pub const IMSIC_BASE: u64 = 0x2800_0000;
+/// Size of one IMSIC interrupt file.
+pub const IMSIC_STRIDE: u64 = 0x1000;
+
 /// The ns16550a UART (QEMU virt `VIRT_UART0`).
 pub const UART_BASE: u64 = 0x1000_0000;
 /// Size of the UART's window.

@@ -294,7 +294,8 @@ impl MmioTransport {
                 }
             }
             0x64 => {
-                self.interrupt_status.fetch_and(!value, Ordering::SeqCst);
+                let left = self.interrupt_status.fetch_and(!value, Ordering::SeqCst) & !value;
+                self.interrupt.acknowledged(left != 0);
             }
             0x70 => self.set_status(value),
             0x80 | 0x84 | 0x90 | 0x94 | 0xa0 | 0xa4 if setup => {

@@ -30,10 +30,13 @@ pub mod device_id {
     pub const RNG: u32 = 4;
 }
 
-/// How a device interrupts the guest: through the user-space PLIC or a KVM irqfd.
+/// How a device interrupts the guest: a PLIC source, or a line of KVM's in-kernel irqchip.
 pub trait Interrupt: Send + Sync {
-    /// Asserts the device's interrupt line once.
+    /// A new interrupt condition (InterruptStatus gained bits).
     fn trigger(&self);
+    /// The driver acknowledged; `pending` says whether InterruptStatus still has bits (a
+    /// level-sensitive line follows it; an edge source ignores this).
+    fn acknowledged(&self, _pending: bool) {}
 }
 
 /// What a device did with a notification.

@@ -8,8 +8,9 @@ pub mod tree;
 use vm_fdt::{FdtWriter, FdtWriterResult};
 
 use super::layout::{
-    FDT_MAX_SIZE, FINISHER_BASE, FINISHER_SIZE, PLIC_BASE, PLIC_NDEV, PLIC_SIZE, RAM_BASE,
-    TESTDEV_BASE, TESTDEV_SIZE, UART_BASE, UART_IRQ, UART_SIZE, VIRTIO_SIZE,
+    APLIC_BASE, APLIC_SIZE, FDT_MAX_SIZE, FINISHER_BASE, FINISHER_SIZE, IMSIC_BASE, IMSIC_STRIDE,
+    PLIC_BASE, PLIC_NDEV, PLIC_SIZE, RAM_BASE, TESTDEV_BASE, TESTDEV_SIZE, UART_BASE, UART_IRQ,
+    UART_SIZE, VIRTIO_SIZE,
 };
 use super::regs::VcpuIsa;
 
@@ -19,6 +20,15 @@ const CPU_INTC_PHANDLE_BASE: u32 = 1;
 const FINISHER_PHANDLE: u32 = 64;
 /// Phandle of the PLIC.
 const PLIC_PHANDLE: u32 = 65;
+/// Phandle of the IMSICs.
+const IMSIC_PHANDLE: u32 = 66;
+/// Phandle of the APLIC.
+const APLIC_PHANDLE: u32 = 67;
+/// Two-cell APLIC interrupt specifier flag: level-high. On the AIA rvvmm drives lines as
+/// levels (the UART's follows its IIR, a virtio device's its InterruptStatus): pulses into
+/// level-high sources stormed here (100,001 interrupts for one virtio-rng request), and
+/// rising-edge virtio interrupts were never delivered by KVM 6.12's APLIC.
+pub const IRQ_TYPE_LEVEL_HIGH: u32 = 4;
 /// `interrupts-extended` cause of a hart's M-mode external interrupt (unused under KVM).
 const IRQ_M_EXT: u32 = 11;
 /// `interrupts-extended` cause of a hart's S-mode external interrupt.
@@ -38,9 +48,23 @@ pub enum FdtError {
     Unusable(String),
 }
 
+/// Which interrupt controller the tree describes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FdtIrqChip {
+    /// rvvmm's PLIC.
+    Plic,
+    /// KVM's AIA: APLIC + one IMSIC file per hart, each with `num_ids` identities.
+    Aia {
+        /// Interrupt identities per IMSIC file.
+        num_ids: u32,
+    },
+}
+
 /// What the device tree describes.
 #[derive(Debug, Clone)]
 pub struct FdtConfig {
+    /// The interrupt controller.
+    pub irqchip: FdtIrqChip,
     /// Number of harts (hart IDs 0..n).
     pub num_cpus: u32,
     /// What each vCPU offers (read from KVM).
@@ -152,10 +176,30 @@ fn create_soc_node(fdt: &mut FdtWriter, config: &FdtConfig) -> FdtWriterResult<(
     fdt.property_string("compatible", "simple-bus")?;
     fdt.property_null("ranges")?;
     create_finisher_nodes(fdt)?;
-    create_plic_node(fdt, config.num_cpus)?;
-    create_uart_node(fdt)?;
+    let irq_parent = match config.irqchip {
+        FdtIrqChip::Plic => {
+            create_plic_node(fdt, config.num_cpus)?;
+            PLIC_PHANDLE
+        }
+        FdtIrqChip::Aia { num_ids } => {
+            create_aia_nodes(fdt, config.num_cpus, num_ids)?;
+            APLIC_PHANDLE
+        }
+    };
+    let irq_cells = |irq: u32, flags: u32| -> Vec<u32> {
+        match config.irqchip {
+            FdtIrqChip::Plic => vec![irq],
+            FdtIrqChip::Aia { .. } => vec![irq, flags],
+        }
+    };
+    create_uart_node(fdt, irq_parent, &irq_cells(UART_IRQ, IRQ_TYPE_LEVEL_HIGH))?;
     for (base, irq) in &config.virtio {
-        create_virtio_node(fdt, *base, *irq)?;
+        create_virtio_node(
+            fdt,
+            *base,
+            irq_parent,
+            &irq_cells(*irq, IRQ_TYPE_LEVEL_HIGH),
+        )?;
     }
     if config.testdev {
         let testdev = fdt.begin_node(&format!("testdev@{TESTDEV_BASE:x}"))?;
@@ -215,23 +259,58 @@ fn create_plic_node(fdt: &mut FdtWriter, num_cpus: u32) -> FdtWriterResult<()> {
     fdt.end_node(plic)
 }
 
-fn create_virtio_node(fdt: &mut FdtWriter, base: u64, irq: u32) -> FdtWriterResult<()> {
+/// KVM's AIA as QEMU virt's `aia=aplic-imsic` describes its supervisor level: one IMSIC file
+/// per hart, and an APLIC that turns wired interrupts into MSIs to them.
+fn create_aia_nodes(fdt: &mut FdtWriter, num_cpus: u32, num_ids: u32) -> FdtWriterResult<()> {
+    let imsic = fdt.begin_node(&format!("imsics@{IMSIC_BASE:x}"))?;
+    fdt.property_string("compatible", "riscv,imsics")?;
+    fdt.property_array_u64("reg", &[IMSIC_BASE, IMSIC_STRIDE * u64::from(num_cpus)])?;
+    fdt.property_u32("#interrupt-cells", 0)?;
+    fdt.property_null("interrupt-controller")?;
+    fdt.property_null("msi-controller")?;
+    fdt.property_u32("#msi-cells", 0)?;
+    fdt.property_u32("riscv,num-ids", num_ids)?;
+    let harts: Vec<u32> = (0..num_cpus)
+        .flat_map(|h| [CPU_INTC_PHANDLE_BASE + h, IRQ_S_EXT])
+        .collect();
+    fdt.property_array_u32("interrupts-extended", &harts)?;
+    fdt.property_phandle(IMSIC_PHANDLE)?;
+    fdt.end_node(imsic)?;
+
+    let aplic = fdt.begin_node(&format!("aplic@{APLIC_BASE:x}"))?;
+    fdt.property_string("compatible", "riscv,aplic")?;
+    fdt.property_array_u64("reg", &[APLIC_BASE, APLIC_SIZE])?;
+    fdt.property_u32("#address-cells", 0)?;
+    fdt.property_u32("#interrupt-cells", 2)?;
+    fdt.property_null("interrupt-controller")?;
+    fdt.property_u32("msi-parent", IMSIC_PHANDLE)?;
+    fdt.property_u32("riscv,num-sources", PLIC_NDEV)?;
+    fdt.property_phandle(APLIC_PHANDLE)?;
+    fdt.end_node(aplic)
+}
+
+fn create_virtio_node(
+    fdt: &mut FdtWriter,
+    base: u64,
+    parent: u32,
+    irq: &[u32],
+) -> FdtWriterResult<()> {
     let node = fdt.begin_node(&format!("virtio_mmio@{base:x}"))?;
     fdt.property_string("compatible", "virtio,mmio")?;
     fdt.property_array_u64("reg", &[base, VIRTIO_SIZE])?;
-    fdt.property_u32("interrupts", irq)?;
-    fdt.property_u32("interrupt-parent", PLIC_PHANDLE)?;
+    fdt.property_array_u32("interrupts", irq)?;
+    fdt.property_u32("interrupt-parent", parent)?;
     fdt.property_null("dma-coherent")?;
     fdt.end_node(node)
 }
 
-fn create_uart_node(fdt: &mut FdtWriter) -> FdtWriterResult<()> {
+fn create_uart_node(fdt: &mut FdtWriter, parent: u32, irq: &[u32]) -> FdtWriterResult<()> {
     let uart = fdt.begin_node(&format!("serial@{UART_BASE:x}"))?;
     fdt.property_string("compatible", "ns16550a")?;
     fdt.property_array_u64("reg", &[UART_BASE, UART_SIZE])?;
     fdt.property_u32("clock-frequency", 0x38_4000)?;
-    fdt.property_u32("interrupts", UART_IRQ)?;
-    fdt.property_u32("interrupt-parent", PLIC_PHANDLE)?;
+    fdt.property_array_u32("interrupts", irq)?;
+    fdt.property_u32("interrupt-parent", parent)?;
     fdt.end_node(uart)
 }
 
@@ -242,6 +321,7 @@ mod tests {
 
     pub(crate) fn config(num_cpus: u32) -> FdtConfig {
         FdtConfig {
+            irqchip: FdtIrqChip::Plic,
             num_cpus,
             isa: VcpuIsa {
                 base: 0x112d, // imafdc
@@ -295,6 +375,28 @@ mod tests {
             .unwrap()
             .node("/cpus/cpu@1")
             .is_none());
+    }
+
+    #[test]
+    fn aia_machines_describe_aplic_and_imsics() {
+        let mut cfg = config(2);
+        cfg.irqchip = FdtIrqChip::Aia { num_ids: 255 };
+        let tree = Tree::parse(&create_fdt(&cfg).unwrap()).unwrap();
+        assert!(tree.node("/soc/plic@c000000").is_none());
+        let imsic = tree.node("/soc/imsics@28000000").unwrap();
+        assert_eq!(imsic.prop_u32s("interrupts-extended"), [1, 9, 2, 9]);
+        assert_eq!(imsic.prop_u32("riscv,num-ids"), Some(255));
+        let aplic = tree.node("/soc/aplic@d000000").unwrap();
+        assert_eq!(aplic.prop_u32("msi-parent"), imsic.prop_u32("phandle"));
+        let uart = tree.node(UART_PATH).unwrap();
+        assert_eq!(uart.prop_u32("interrupt-parent"), aplic.prop_u32("phandle"));
+        assert_eq!(uart.prop_u32s("interrupts"), [10, 4]);
+        assert_eq!(
+            tree.node("/soc/virtio_mmio@10001000")
+                .unwrap()
+                .prop_u32s("interrupts"),
+            [1, 4]
+        );
     }
 
     #[test]

@@ -8,15 +8,36 @@
 //! and disables every device it does not emulate. The file on disk is never changed.
 
 use super::tree::{Node, Tree};
-use super::{FdtConfig, FdtError, BOOT_COUNT, UART_PATH};
-use crate::arch::riscv64::layout::{FINISHER_BASE, PLIC_BASE, RAM_BASE, UART_BASE};
+use super::{FdtConfig, FdtError, FdtIrqChip, BOOT_COUNT, UART_PATH};
+use crate::arch::riscv64::layout::{
+    APLIC_BASE, FINISHER_BASE, IMSIC_BASE, PLIC_BASE, RAM_BASE, UART_BASE,
+};
+
+/// The interrupt controller nodes of each kind of machine, by `compatible` and base.
+const PLIC_NODES: &[(&str, Option<u64>)] = &[
+    ("sifive,plic-1.0.0", Some(PLIC_BASE)),
+    ("riscv,plic0", Some(PLIC_BASE)),
+];
+/// KVM's AIA is the supervisor level: QEMU's M-level APLIC and IMSICs stay disabled.
+const AIA_NODES: &[(&str, Option<u64>)] = &[
+    ("riscv,aplic", Some(APLIC_BASE)),
+    ("riscv,imsics", Some(IMSIC_BASE)),
+];
+
+/// Which interrupt controller a user tree describes: the AIA (an S-level APLIC at QEMU's
+/// address), else the PLIC.
+pub fn describes_aia(tree: &Tree) -> bool {
+    let mut nodes = Vec::new();
+    tree.root.walk("/", &mut nodes);
+    nodes
+        .iter()
+        .any(|(_, n)| n.is_compatible("riscv,aplic") && reg_base(n) == Some(APLIC_BASE))
+}
 
 /// `compatible` strings of what rvvmm emulates (or KVM provides), by base address where the
 /// address matters.
 const EMULATED: &[(&str, Option<u64>)] = &[
     ("ns16550a", Some(UART_BASE)),
-    ("sifive,plic-1.0.0", Some(PLIC_BASE)),
-    ("riscv,plic0", Some(PLIC_BASE)),
     ("sifive,test0", Some(FINISHER_BASE)),
     ("syscon-poweroff", None),
     ("syscon-reboot", None),
@@ -33,7 +54,21 @@ pub fn patch_fdt(tree: &mut Tree, config: &FdtConfig) -> Result<Vec<String>, Fdt
     patch_memory(tree, config.ram_size);
     patch_chosen(tree, config);
     patch_cpus(tree, config)?;
-    Ok(disable_unemulated(&mut tree.root, &config.virtio))
+    if let FdtIrqChip::Aia { num_ids } = config.irqchip {
+        let mut paths = Vec::new();
+        tree.root.walk("/", &mut paths);
+        let imsics: Vec<String> = paths
+            .into_iter()
+            .filter(|(_, n)| n.is_compatible("riscv,imsics") && reg_base(n) == Some(IMSIC_BASE))
+            .map(|(p, _)| p)
+            .collect();
+        for path in imsics {
+            if let Some(node) = tree.node_mut(&path) {
+                node.set_u32("riscv,num-ids", num_ids);
+            }
+        }
+    }
+    Ok(disable_unemulated(&mut tree.root, config))
 }
 
 /// RAM size a user tree describes at [`RAM_BASE`] (the first /memory node's first range).
@@ -174,40 +209,44 @@ fn reg_base(node: &Node) -> Option<u64> {
     (reg.len() >= 2).then(|| (u64::from(reg[0]) << 32) | u64::from(reg[1]))
 }
 
-fn emulated(node: &Node, virtio: &[(u64, u32)]) -> bool {
+fn emulated(node: &Node, config: &FdtConfig) -> bool {
     if node.is_compatible("virtio,mmio") {
-        return reg_base(node).is_some_and(|b| virtio.iter().any(|(base, _)| *base == b));
+        return reg_base(node).is_some_and(|b| config.virtio.iter().any(|(base, _)| *base == b));
     }
-    EMULATED.iter().any(|(compat, base)| {
+    let irqchip = match config.irqchip {
+        FdtIrqChip::Plic => PLIC_NODES,
+        FdtIrqChip::Aia { .. } => AIA_NODES,
+    };
+    EMULATED.iter().chain(irqchip).any(|(compat, base)| {
         node.is_compatible(compat) && base.is_none_or(|b| reg_base(node) == Some(b))
     })
 }
 
 /// Sets `status = "disabled"` on every device node rvvmm does not emulate; returns their paths.
-fn disable_unemulated(root: &mut Node, virtio: &[(u64, u32)]) -> Vec<String> {
+fn disable_unemulated(root: &mut Node, config: &FdtConfig) -> Vec<String> {
     let mut disabled = Vec::new();
     for child in root.children.iter_mut() {
         if NOT_DEVICES.contains(&child.base_name()) {
             continue;
         }
         let path = format!("/{}", child.name);
-        visit(child, &path, virtio, &mut disabled);
+        visit(child, &path, config, &mut disabled);
     }
     disabled
 }
 
-fn visit(node: &mut Node, path: &str, virtio: &[(u64, u32)], disabled: &mut Vec<String>) {
+fn visit(node: &mut Node, path: &str, config: &FdtConfig, disabled: &mut Vec<String>) {
     if node.prop("compatible").is_none() {
         return;
     }
     if node.is_compatible("simple-bus") {
         for child in node.children.iter_mut() {
             let p = format!("{path}/{}", child.name);
-            visit(child, &p, virtio, disabled);
+            visit(child, &p, config, disabled);
         }
         return;
     }
-    if !emulated(node, virtio) && node.prop_str("status") != Some("disabled") {
+    if !emulated(node, config) && node.prop_str("status") != Some("disabled") {
         node.set_str("status", "disabled");
         disabled.push(path.to_string());
     }
@@ -222,6 +261,7 @@ mod tests {
 
     fn config(num_cpus: u32) -> FdtConfig {
         FdtConfig {
+            irqchip: FdtIrqChip::Plic,
             num_cpus,
             isa: VcpuIsa {
                 base: 0x112d,
@@ -323,6 +363,47 @@ mod tests {
         assert_eq!(cpu3.prop_u32("reg"), Some(3));
         assert!(cpu3.prop_u32("phandle").unwrap() > before);
         assert_eq!(Tree::parse(&four.to_blob().unwrap()).unwrap(), four);
+    }
+
+    #[test]
+    fn an_aia_dtb_keeps_its_supervisor_aplic_and_imsics() {
+        let aia = include_bytes!("../../../../tests/data/qemu-virt-aia-smp2.dtb");
+        let mut tree = Tree::parse(aia).unwrap();
+        assert!(describes_aia(&tree));
+        assert!(!describes_aia(&Tree::parse(QEMU_DTB).unwrap()));
+        let mut cfg = config(2);
+        cfg.irqchip = FdtIrqChip::Aia { num_ids: 127 };
+        let disabled = patch_fdt(&mut tree, &cfg).unwrap();
+        assert_eq!(
+            tree.node("/soc/interrupt-controller@d000000")
+                .unwrap()
+                .prop_str("status"),
+            None
+        );
+        assert_eq!(
+            tree.node("/soc/interrupt-controller@28000000")
+                .unwrap()
+                .prop_u32("riscv,num-ids"),
+            Some(127)
+        );
+        assert!(
+            disabled
+                .iter()
+                .any(|d| d == "/soc/interrupt-controller@c000000"),
+            "{disabled:?}"
+        );
+        assert!(
+            disabled
+                .iter()
+                .any(|d| d == "/soc/interrupt-controller@24000000"),
+            "{disabled:?}"
+        );
+        assert_eq!(
+            tree.node("/soc/serial@10000000")
+                .unwrap()
+                .prop_u32s("interrupts"),
+            [10, 4]
+        );
     }
 
     #[test]
