@@ -151,6 +151,13 @@ pub const DEFAULT_MEMORY: u64 = 256 << 20;
 /// Longest kernel command line: Linux's RISC-V COMMAND_LINE_SIZE is 1024 with the NUL.
 pub const MAX_CMDLINE: usize = 1023;
 
+impl VmConfig {
+    /// How many virtio devices the configuration asks for (disks, rng, console: slot order).
+    pub fn virtio_device_count(&self) -> usize {
+        self.disks.len() + usize::from(self.rng) + usize::from(self.console == ConsoleKind::Virtio)
+    }
+}
+
 impl From<Args> for VmConfig {
     fn from(args: Args) -> Self {
         VmConfig {

@@ -157,9 +157,7 @@ impl Vmm {
         };
         let kernel = Kernel::read(&config.kernel)?;
         kernel.check_fits(ram_size)?;
-        let devices = config.disks.len()
-            + usize::from(config.rng)
-            + usize::from(config.console == ConsoleKind::Virtio);
+        let devices = config.virtio_device_count();
         if devices > MAX_VIRTIO_DEVICES {
             return Err(VmmError::TooManyDevices(devices));
         }
@@ -530,10 +528,9 @@ impl Vmm {
 
     /// Base and interrupt of every virtio slot in use.
     fn virtio_slots(&self) -> Vec<(u64, u32)> {
-        let count = self.config.disks.len()
-            + usize::from(self.config.rng)
-            + usize::from(self.config.console == ConsoleKind::Virtio);
-        (0..count).map(virtio_slot).collect()
+        (0..self.config.virtio_device_count())
+            .map(virtio_slot)
+            .collect()
     }
 }
 

@@ -88,23 +88,14 @@ fn aia_device(
     vm.create_device(&mut dev)
 }
 
-fn set_attr(dev: &kvm_ioctls::DeviceFd, group: u32, attr: u64, value: &u64) -> Result<()> {
+/// Sets a device attribute to `value`, whose type has the size KVM expects for it (u32 for
+/// AIA config attributes, u64 for addresses and control).
+fn set_attr<T>(dev: &kvm_ioctls::DeviceFd, group: u32, attr: u64, value: &T) -> Result<()> {
     let a = kvm_bindings::kvm_device_attr {
         flags: 0,
         group,
         attr,
-        addr: value as *const u64 as u64,
-    };
-    dev.set_device_attr(&a)
-        .map_err(ioctl_err("KVM_SET_DEVICE_ATTR (AIA)"))
-}
-
-fn set_attr32(dev: &kvm_ioctls::DeviceFd, group: u32, attr: u64, value: u32) -> Result<()> {
-    let a = kvm_bindings::kvm_device_attr {
-        flags: 0,
-        group,
-        attr,
-        addr: &value as *const u32 as u64,
+        addr: value as *const T as u64,
     };
     dev.set_device_attr(&a)
         .map_err(ioctl_err("KVM_SET_DEVICE_ATTR (AIA)"))
@@ -199,17 +190,17 @@ impl VmBackend for KvmVm {
         let harts = config.imsic_addrs.len() as u32;
         let hart_bits = u32::max(1, 32 - harts.saturating_sub(1).leading_zeros());
         // Config attributes are u32; address and control attributes are u64.
-        set_attr32(
+        set_attr(
             &dev,
             KVM_DEV_RISCV_AIA_GRP_CONFIG,
             config_attr(KVM_DEV_RISCV_AIA_CONFIG_SRCS),
-            srcs,
+            &srcs,
         )?;
-        set_attr32(
+        set_attr(
             &dev,
             KVM_DEV_RISCV_AIA_GRP_CONFIG,
             config_attr(KVM_DEV_RISCV_AIA_CONFIG_HART_BITS),
-            hart_bits,
+            &hart_bits,
         )?;
         set_attr(
             &dev,
@@ -224,7 +215,7 @@ impl VmBackend for KvmVm {
             &dev,
             KVM_DEV_RISCV_AIA_GRP_CTRL,
             u64::from(KVM_DEV_RISCV_AIA_CTRL_INIT),
-            &0,
+            &0u64,
         )?;
         *self.aia.lock().unwrap_or_else(|e| e.into_inner()) = Some(dev);
         Ok(ids)

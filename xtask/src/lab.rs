@@ -481,20 +481,20 @@ fn l2_initramfs(busybox: &[u8], modules: &[(String, Vec<u8>)]) -> Vec<u8> {
 fn dump_qemu_dtb(chroot: &Path, mode: Mode) -> Result<Vec<u8>, String> {
     let lab_dir = chroot.join("lab");
     fs::create_dir_all(&lab_dir).map_err(|e| e.to_string())?;
-    host::run_quiet(Command::new("chroot").arg(chroot).args([
-        "qemu-system-riscv64",
-        "-M",
-        &format!("{},dumpdtb=/lab/virt.dtb", mode.machine()),
-        "-cpu",
-        "rv64",
-        "-smp",
-        "2",
-        "-m",
-        "2G",
-        "-display",
-        "none",
-    ]))?;
+    host::run_quiet(
+        qemu(chroot, &format!("{},dumpdtb=/lab/virt.dtb", mode.machine()))
+            .args(["-display", "none"]),
+    )?;
     read(&lab_dir.join("virt.dtb"))
+}
+
+/// QEMU in the chroot with L1's machine: `-M machine`, the H-capable CPU, 2 harts, 2 GiB.
+fn qemu(chroot: &Path, machine: &str) -> Command {
+    let mut cmd = Command::new("chroot");
+    cmd.arg(chroot)
+        .args(["qemu-system-riscv64", "-M", machine, "-cpu", "rv64"])
+        .args(["-smp", "2", "-m", "2G"]);
+    cmd
 }
 
 /// L1's /init: set up, load kvm.ko, run the plan, power off.
@@ -591,19 +591,7 @@ pub(crate) fn boot_l1(p: &Prepared, mode: Mode, cases: &[Case]) -> Result<String
         mode.machine(),
         log_path.display()
     );
-    let mut child = Command::new("chroot")
-        .arg(&p.chroot)
-        .args([
-            "qemu-system-riscv64",
-            "-M",
-            mode.machine(),
-            "-cpu",
-            "rv64",
-            "-smp",
-            "2",
-            "-m",
-            "2G",
-        ])
+    let mut child = qemu(&p.chroot, mode.machine())
         .args([
             "-display",
             "none",

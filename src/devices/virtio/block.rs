@@ -12,7 +12,7 @@ use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::{Path, PathBuf};
 
 use virtio_queue::{DescriptorChain, Queue};
-use vm_memory::{Bytes, GuestMemoryMmap};
+use vm_memory::GuestMemoryMmap;
 
 use super::{device_id, drain_queue, read_config_bytes, QueueOutcome, VirtioDevice};
 
@@ -288,18 +288,17 @@ impl VirtioDevice for Block {
     }
 }
 
-/// Reads `len` bytes of a guest buffer (for tests and diagnostics).
-pub fn peek(memory: &GuestMemoryMmap, addr: u64, len: usize) -> Vec<u8> {
-    let mut v = vec![0u8; len];
-    let _ = memory.read_slice(&mut v, vm_memory::GuestAddress(addr));
-    v
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::devices::virtio::testing::*;
-    use vm_memory::GuestAddress;
+    use vm_memory::{Bytes, GuestAddress};
+
+    fn peek(memory: &GuestMemoryMmap, addr: u64, len: usize) -> Vec<u8> {
+        let mut v = vec![0u8; len];
+        memory.read_slice(&mut v, GuestAddress(addr)).unwrap();
+        v
+    }
 
     fn disk(tag: &str, readonly: bool) -> (Block, PathBuf) {
         let dir = std::env::temp_dir().join(format!("rvvmm-blk-{tag}-{}", std::process::id()));
