@@ -5,6 +5,8 @@ use std::path::PathBuf;
 use clap::Parser;
 
 use crate::arch::riscv64::layout::{RAM_MAX, RAM_MIN};
+use crate::devices::virtio::net::parse_mac;
+use crate::devices::virtio::tap::valid_name as valid_tap_name;
 
 /// Most vCPUs rvvmm creates.
 pub const MAX_CPUS: u32 = 32;
@@ -41,6 +43,11 @@ pub struct Args {
     /// A raw disk image as a virtio-blk device (repeatable); `,readonly` refuses guest writes.
     #[arg(long, value_name = "PATH[,readonly]", value_parser = parse_disk)]
     pub disk: Vec<DiskSpec>,
+
+    /// A virtio-net card on Linux tap device NAME (repeatable), made with e.g.
+    /// `ip tuntap add NAME mode tap` (rvvmm creates it when it may); `mac=` sets its address.
+    #[arg(long, value_name = "tap=NAME[,mac=MAC]", value_parser = parse_net)]
+    pub net: Vec<NetSpec>,
 
     /// A virtio-rng device fed from the host's getrandom(2).
     #[arg(long)]
@@ -91,6 +98,38 @@ pub fn parse_disk(s: &str) -> Result<DiskSpec, String> {
     })
 }
 
+/// A `--net` argument.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NetSpec {
+    /// The tap interface.
+    pub tap: String,
+    /// The card's MAC address (else 52:54:00:12:34:56 + the card's index).
+    pub mac: Option<[u8; 6]>,
+}
+
+/// Parses `tap=NAME[,mac=aa:bb:cc:dd:ee:ff]`.
+pub fn parse_net(s: &str) -> Result<NetSpec, String> {
+    let (mut tap, mut mac) = (None, None);
+    for opt in s.split(',') {
+        match opt.split_once('=') {
+            Some(("tap", name)) if valid_tap_name(name) => tap = Some(name.to_string()),
+            Some(("tap", name)) => {
+                return Err(format!(
+                    "'{name}' is not an interface name (1 to 15 bytes, no '/', ':' or blanks)"
+                ))
+            }
+            Some(("mac", m)) => {
+                mac = Some(parse_mac(m).ok_or_else(|| {
+                    format!("'{m}' is not a unicast MAC address like 52:54:00:12:34:56")
+                })?)
+            }
+            _ => return Err(format!("unknown net option '{opt}' (tap=NAME, mac=MAC)")),
+        }
+    }
+    let tap = tap.ok_or("a net card needs tap=NAME")?;
+    Ok(NetSpec { tap, mac })
+}
+
 /// The guest console rvvmm's stdin feeds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
 pub enum ConsoleKind {
@@ -137,6 +176,8 @@ pub struct VmConfig {
     pub dump_dtb: Option<PathBuf>,
     /// virtio-blk disks.
     pub disks: Vec<DiskSpec>,
+    /// virtio-net cards.
+    pub nets: Vec<NetSpec>,
     /// Whether there is a virtio-rng.
     pub rng: bool,
     /// Which console takes input.
@@ -152,9 +193,13 @@ pub const DEFAULT_MEMORY: u64 = 256 << 20;
 pub const MAX_CMDLINE: usize = 1023;
 
 impl VmConfig {
-    /// How many virtio devices the configuration asks for (disks, rng, console: slot order).
+    /// How many virtio devices the configuration asks for (disks, nets, rng, console: slot
+    /// order).
     pub fn virtio_device_count(&self) -> usize {
-        self.disks.len() + usize::from(self.rng) + usize::from(self.console == ConsoleKind::Virtio)
+        self.disks.len()
+            + self.nets.len()
+            + usize::from(self.rng)
+            + usize::from(self.console == ConsoleKind::Virtio)
     }
 }
 
@@ -170,6 +215,7 @@ impl From<Args> for VmConfig {
             testdev: args.testdev,
             dump_dtb: args.dump_dtb,
             disks: args.disk,
+            nets: args.net,
             rng: args.rng,
             console: args.console,
             irqchip: args.irqchip,
@@ -277,6 +323,33 @@ mod tests {
             parse_disk("/x,y/z.img").unwrap().path,
             PathBuf::from("/x,y/z.img")
         );
+    }
+
+    #[test]
+    fn net_specs() {
+        assert_eq!(
+            parse_net("tap=tap0").unwrap(),
+            NetSpec {
+                tap: "tap0".into(),
+                mac: None
+            }
+        );
+        assert_eq!(
+            parse_net("tap=t1,mac=52:54:00:aa:bb:cc").unwrap().mac,
+            Some([0x52, 0x54, 0, 0xaa, 0xbb, 0xcc])
+        );
+        for bad in [
+            "",
+            "tap0",
+            "mac=52:54:00:aa:bb:cc",
+            "tap=",
+            "tap=a/b",
+            "tap=t,mac=ff:ff:ff:ff:ff:ff",
+            "tap=t,mac=1",
+            "tap=t,speed=10",
+        ] {
+            assert!(parse_net(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]

@@ -36,7 +36,9 @@ use crate::devices::uart::Uart;
 use crate::devices::virtio::block::{Block, DiskError};
 use crate::devices::virtio::console::VirtioConsole;
 use crate::devices::virtio::mmio::{MmioTransport, SharedTransport, QUEUE_NOTIFY};
+use crate::devices::virtio::net::Net;
 use crate::devices::virtio::rng::Rng;
+use crate::devices::virtio::tap::{Tap, TapError};
 use crate::devices::virtio::{Interrupt, VirtioDevice};
 use crate::devices::{Bus, BusError, IrqChip};
 use crate::event_loop::{EventLoop, Subscriber};
@@ -98,6 +100,9 @@ pub enum VmmError {
     /// A disk could not be opened.
     #[error(transparent)]
     Disk(#[from] DiskError),
+    /// A `--net` tap cannot be used.
+    #[error(transparent)]
+    Tap(#[from] TapError),
     /// A device could not be set up.
     #[error("cannot set up a device: {0}")]
     Device(#[source] std::io::Error),
@@ -135,6 +140,9 @@ pub struct Vmm {
     console: Arc<dyn Console>,
     hypercall: HypercallHandler,
     warned_dtb: AtomicBool,
+    /// The `--net` taps, opened once: every boot's cards use them, so a tap rvvmm created
+    /// (and its host-side address) lives as long as rvvmm.
+    taps: Vec<Tap>,
 }
 
 impl Vmm {
@@ -165,6 +173,11 @@ impl Vmm {
             // Opened now to report a bad path before anything runs; each boot opens it anew.
             Block::open(&disk.path, disk.readonly)?;
         }
+        let taps = config
+            .nets
+            .iter()
+            .map(|n| Tap::open(&n.tap))
+            .collect::<std::result::Result<Vec<_>, _>>()?;
         let initrd = match &config.initrd {
             Some(path) => {
                 let initrd = Initrd::read(path)?;
@@ -188,6 +201,7 @@ impl Vmm {
             console,
             hypercall: Arc::new(crate::sbi::hypercall::answer),
             warned_dtb: AtomicBool::new(false),
+            taps,
         })
     }
 
@@ -475,19 +489,22 @@ impl Vmm {
             if let VirtioKind::Console(c) = &device {
                 console_input = Some(c.input_evt().map_err(VmmError::Device)?);
             }
-            let interrupt: Arc<dyn Interrupt> = if aia {
-                Arc::new(LevelInterrupt {
-                    chip: chip.clone(),
-                    irq,
-                })
+            let (interrupt, how): (Arc<dyn Interrupt>, _) = if aia {
+                irqfd_interrupt(vm, &chip, irq)?
             } else {
-                Arc::new(ChipInterrupt {
+                let plic = ChipInterrupt {
                     chip: chip.clone(),
                     irq,
-                })
+                };
+                (Arc::new(plic), "user-space PLIC")
             };
+
             let transport = MmioTransport::new(device.into_box(), self.memory.clone(), interrupt)
                 .map_err(VmmError::Device)?;
+            log::info!(
+                "virtio-{} at {base:#x}, interrupt {irq} ({how})",
+                transport.name()
+            );
             for (queue, evt) in transport.queue_evts().iter().enumerate() {
                 if let Err(e) = vm.register_ioevent(evt, base + QUEUE_NOTIFY, queue as u32) {
                     // Still correct without it: the notify exits and the transport signals.
@@ -509,11 +526,18 @@ impl Vmm {
         })
     }
 
-    /// The virtio devices the configuration asks for, in slot order: disks, rng, console.
+    /// The virtio devices the configuration asks for, in slot order: disks, nets, rng, console.
     fn virtio_devices(&self) -> Result<Vec<VirtioKind>> {
         let mut devices = Vec::new();
         for disk in &self.config.disks {
             devices.push(VirtioKind::Block(Block::open(&disk.path, disk.readonly)?));
+        }
+        for (index, (spec, tap)) in self.config.nets.iter().zip(&self.taps).enumerate() {
+            let backend = tap.try_clone().map_err(VmmError::Device)?;
+            let mac = spec
+                .mac
+                .unwrap_or([0x52, 0x54, 0, 0x12, 0x34, 0x56 + index as u8]);
+            devices.push(VirtioKind::Net(Net::new(Box::new(backend), mac)));
         }
         if self.config.rng {
             devices.push(VirtioKind::Rng(Rng::new()));
@@ -537,6 +561,7 @@ impl Vmm {
 /// A virtio device before it goes into its transport.
 enum VirtioKind {
     Block(Block),
+    Net(Net),
     Rng(Rng),
     Console(VirtioConsole),
 }
@@ -545,6 +570,7 @@ impl VirtioKind {
     fn into_box(self) -> Box<dyn VirtioDevice> {
         match self {
             VirtioKind::Block(d) => Box::new(d),
+            VirtioKind::Net(d) => Box::new(d),
             VirtioKind::Rng(d) => Box::new(d),
             VirtioKind::Console(d) => Box::new(d),
         }
@@ -571,8 +597,39 @@ impl Interrupt for ChipInterrupt {
     }
 }
 
-/// A virtio device's level-sensitive line on KVM's AIA: high while InterruptStatus has bits,
-/// driven again for every new condition (KVM's APLIC latches a level source only when driven).
+/// A virtio device's level-sensitive line on KVM's AIA, raised through an irqfd: the event
+/// loop's write to the eventfd makes KVM raise the line itself, so signalling the guest runs
+/// no user-space irqchip code. KVM's RISC-V irqfd only ever raises a line (its in-atomic
+/// injection sets level 1 and the level-0 half of a pulse never runs), so the line is lowered
+/// here, with KVM_IRQ_LINE, when the driver acknowledges the last InterruptStatus bit. Raise
+/// and lower both happen under the transport's lock, so they cannot cross: a condition that
+/// arrives before the acknowledgement keeps the line high (Linux's APLIC driver re-pends a
+/// still-high level source at EOI), one that arrives after it raises the line again.
+struct IrqfdInterrupt {
+    evt: EventFd,
+    chip: Arc<dyn IrqChip>,
+    irq: u32,
+}
+
+impl Interrupt for IrqfdInterrupt {
+    fn trigger(&self) {
+        if let Err(e) = self.evt.write(1) {
+            log::warn!(
+                "cannot signal interrupt {} through its irqfd: {e}",
+                self.irq
+            );
+        }
+    }
+
+    fn acknowledged(&self, pending: bool) {
+        if !pending {
+            self.chip.set_level(self.irq, false);
+        }
+    }
+}
+
+/// A virtio device's level-sensitive line on KVM's AIA driven with KVM_IRQ_LINE both ways:
+/// the fallback where KVM takes no irqfd.
 struct LevelInterrupt {
     chip: Arc<dyn IrqChip>,
     irq: u32,
@@ -585,6 +642,27 @@ impl Interrupt for LevelInterrupt {
 
     fn acknowledged(&self, pending: bool) {
         self.chip.set_level(self.irq, pending);
+    }
+}
+
+/// The interrupt of a virtio device on interrupt `irq` of KVM's AIA: an irqfd when KVM takes
+/// one, else a line driven with KVM_IRQ_LINE.
+fn irqfd_interrupt<V: VmBackend>(
+    vm: &Arc<V>,
+    chip: &Arc<dyn IrqChip>,
+    irq: u32,
+) -> Result<(Arc<dyn Interrupt>, &'static str)> {
+    let evt = EventFd::new(libc::EFD_NONBLOCK).map_err(VmmError::Device)?;
+    match vm.register_irqfd(&evt, irq) {
+        Ok(()) => {
+            let chip = chip.clone();
+            Ok((Arc::new(IrqfdInterrupt { evt, chip, irq }), "AIA, irqfd"))
+        }
+        Err(e) => {
+            log::warn!("no irqfd for interrupt {irq} ({e}); driving it with KVM_IRQ_LINE");
+            let chip = chip.clone();
+            Ok((Arc::new(LevelInterrupt { chip, irq }), "AIA, KVM_IRQ_LINE"))
+        }
     }
 }
 
@@ -787,4 +865,49 @@ fn guest_resident_kib(ram_size: u64) -> u64 {
 pub fn process_start() -> std::time::Instant {
     static START: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
     *START.get_or_init(std::time::Instant::now)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Default)]
+    struct Lines(Mutex<Vec<(u32, bool)>>);
+
+    impl IrqChip for Lines {
+        fn trigger(&self, irq: u32) {
+            self.set_level(irq, true);
+        }
+        fn set_level(&self, irq: u32, level: bool) {
+            self.0.lock().unwrap().push((irq, level));
+        }
+    }
+
+    #[test]
+    fn an_irqfd_line_is_raised_by_the_eventfd_and_lowered_by_the_last_ack() {
+        let chip = Arc::new(Lines::default());
+        let interrupt = IrqfdInterrupt {
+            evt: EventFd::new(libc::EFD_NONBLOCK).unwrap(),
+            chip: chip.clone(),
+            irq: 3,
+        };
+        interrupt.trigger();
+        interrupt.trigger();
+        assert_eq!(
+            interrupt.evt.read().unwrap(),
+            2,
+            "raised through the eventfd"
+        );
+        assert!(
+            chip.0.lock().unwrap().is_empty(),
+            "no KVM_IRQ_LINE to raise"
+        );
+        interrupt.acknowledged(true);
+        assert!(
+            chip.0.lock().unwrap().is_empty(),
+            "still pending: stays high"
+        );
+        interrupt.acknowledged(false);
+        assert_eq!(*chip.0.lock().unwrap(), vec![(3, false)]);
+    }
 }

@@ -326,3 +326,22 @@ fn dump_dtb_patches_a_qemu_dtb_to_the_vcpu() {
         Some("console=ttyS0")
     );
 }
+
+#[test]
+fn virtio_interrupts_on_the_in_kernel_aia_go_through_irqfds() {
+    let console = Arc::new(BufferConsole::default());
+    let mut cfg = config("irqfd", 1);
+    cfg.rng = true;
+    cfg.console = rvvmm::config::ConsoleKind::Virtio;
+    let vmm = Vmm::new(cfg, console).unwrap();
+    let vm = ScriptedVm::new()
+        .with_aia()
+        .script(0, MpState::Runnable, vec![SHUTDOWN]);
+    let (irqfds, lines) = (vm.irqfds.clone(), vm.irq_lines.clone());
+    let mut vm = Some(vm);
+    assert_eq!(vmm.run(|| Ok(vm.take().expect("one boot"))).unwrap(), 0);
+    // rng in slot 0 (interrupt 1), the console in slot 1 (interrupt 2): one irqfd each, and no
+    // interrupt line driven from user space while nothing was acknowledged.
+    assert_eq!(*irqfds.lock().unwrap(), vec![1, 2]);
+    assert!(lines.lock().unwrap().iter().all(|&(irq, _)| irq > 8));
+}

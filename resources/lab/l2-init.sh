@@ -9,7 +9,7 @@ mount -t devtmpfs dev /dev 2>/dev/null
 arg() { tr ' ' '\n' < /proc/cmdline | sed -n "s/^$1=//p"; }
 
 # virtio and ext4 drivers are modules in Debian's kernel: load what the lab packed, in order.
-for m in virtio_mmio virtio_blk virtio-rng crc16 crc32c_generic mbcache jbd2 ext4; do
+for m in virtio_mmio virtio_blk virtio-rng failover net_failover virtio_net crc16 crc32c_generic mbcache jbd2 ext4; do
     [ -e /lib/modules/$m.ko ] && insmod /lib/modules/$m.ko 2>/dev/null
 done
 
@@ -86,6 +86,16 @@ disk-ro)
 rng)
     grep -E 'virtio|ttyS|serial' /proc/interrupts | sed 's/^/@@L2 irq /'
     echo "@@L2 hwrng $(cat /sys/class/misc/hw_random/rng_current) $(head -c 16 /dev/hwrng | od -An -tx1 | tr -d ' \n')"
+    ;;
+net)
+    # L1 is 10.0.2.1 on its tap; ping it, then answer L1's pings (counted in /proc/net/snmp).
+    ifconfig lo 127.0.0.1 up
+    ifconfig eth0 10.0.2.2 netmask 255.255.255.0 up
+    echo "@@L2 eth0 $(cat /sys/class/net/eth0/address)"
+    echo "@@L2 ping to L1: $(ping -c 3 -W 5 10.0.2.1 | grep 'packets transmitted')"
+    echos() { awk '/^Icmp:/ { if (!c) { for (i = 1; i <= NF; i++) if ($i == "InEchos") c = i } else print $c }' /proc/net/snmp; }
+    for i in $(seq 1 300); do [ "$(echos)" -ge 3 ] && break; sleep 0.2; done
+    echo "@@L2 answered $(echos) pings from L1"
     ;;
 shell)
     echo "@@L2 shell ready"

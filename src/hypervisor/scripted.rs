@@ -59,10 +59,10 @@ pub struct ScriptedVm {
     pub aia: bool,
     /// The AIA created, if any.
     pub aia_config: Mutex<Option<super::AiaConfig>>,
-    /// KVM_IRQ_LINE calls: (irq, level).
-    pub irq_lines: Mutex<Vec<(u32, bool)>>,
-    /// irqfds registered (gsi).
-    pub irqfds: Mutex<Vec<u32>>,
+    /// KVM_IRQ_LINE calls: (irq, level); shared, so a test keeps a handle after the VM goes.
+    pub irq_lines: Arc<Mutex<Vec<(u32, bool)>>>,
+    /// irqfds registered (gsi); shared like `irq_lines`.
+    pub irqfds: Arc<Mutex<Vec<u32>>>,
 }
 
 impl ScriptedVm {

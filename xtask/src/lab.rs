@@ -89,6 +89,8 @@ pub(crate) struct Prepared {
     qemu_dtb: Vec<u8>,
     busybox: Vec<u8>,
     kvm_ko: Vec<u8>,
+    /// L1's tun.ko (taps for the virtio-net cases).
+    tun_ko: Vec<u8>,
     rvvmm: Vec<u8>,
     guests: Vec<(String, Vec<u8>)>,
     chroot: PathBuf,
@@ -205,6 +207,12 @@ pub(crate) fn prepare() -> Result<Prepared, String> {
         "usr/lib/modules/{KERNEL_RELEASE}/kernel/arch/riscv/kvm/kvm.ko.xz"
     ));
     let kvm_ko = decompress_xz(&kvm_xz, &work.join("kvm.ko"))?;
+    let tun_ko = decompress_xz(
+        &kernel_dir.join(format!(
+            "usr/lib/modules/{KERNEL_RELEASE}/kernel/drivers/net/tun.ko.xz"
+        )),
+        &work.join("tun.ko"),
+    )?;
     let busybox = read(&busybox_dir.join("usr/bin/busybox"))?;
     let chroot = ensure_qemu_chroot(&mirror, &cache)?;
 
@@ -246,6 +254,7 @@ pub(crate) fn prepare() -> Result<Prepared, String> {
         qemu_dtb,
         busybox,
         kvm_ko,
+        tun_ko,
         rvvmm,
         guests,
         chroot,
@@ -406,6 +415,9 @@ const L2_MODULES: &[&str] = &[
     "drivers/virtio/virtio_mmio",
     "drivers/block/virtio_blk",
     "drivers/char/hw_random/virtio-rng",
+    "net/core/failover",
+    "drivers/net/net_failover",
+    "drivers/net/virtio_net",
     "lib/crc16",
     "crypto/crc32c_generic",
     "fs/mbcache",
@@ -505,6 +517,7 @@ fn init_script(cases: &[Case]) -> String {
          mount -t proc proc /proc\nmount -t sysfs sys /sys\nmount -t devtmpfs dev /dev\n\
          mkdir -p /tmp\n\
          insmod /kvm.ko || echo '@@LAB insmod kvm.ko failed'\n\
+         insmod /tun.ko || echo '@@LAB insmod tun.ko failed'\n\
          echo \"@@LAB kernel $(uname -r), $(grep -c ^processor /proc/cpuinfo) harts, $(grep -m1 ^isa /proc/cpuinfo)\"\n\
          {}\
          echo '@@LAB done'\n\
@@ -543,6 +556,7 @@ fn initramfs(p: &Prepared, cases: &[Case]) -> Result<Vec<u8>, String> {
         Entry::Symlink("bin/sh", "busybox"),
         Entry::File("init", 0o755, init.as_bytes()),
         Entry::File("kvm.ko", 0o644, &p.kvm_ko),
+        Entry::File("tun.ko", 0o644, &p.tun_ko),
         Entry::File("rvvmm", 0o755, &p.rvvmm),
         Entry::Dir("l2"),
         Entry::File("l2/Image", 0o644, &image),

@@ -340,6 +340,30 @@ pub fn cases() -> Vec<Case> {
         },
         Case {
             timeout: 600,
+            reject: &["panicked", "FAILED", "Kernel panic"],
+            expect_plic: &["virtio-net at 0x10001000, interrupt 1 (user-space PLIC)"],
+            expect_aia: &["virtio-net at 0x10001000, interrupt 1 (AIA, irqfd)"],
+            ..case(
+                "virtio_net_ping_both_ways",
+                "tunctl -t tap0 >/dev/null && ifconfig tap0 10.0.2.1 netmask 255.255.255.0 up\n\
+                 RUST_LOG=rvvmm=info /rvvmm --kernel /l2/Image --initrd /l2/initrd.cpio --memory 256M --net tap=tap0,mac=52:54:00:00:00:02 --cmdline 'console=ttyS0 quiet rvvmm.test=net' > /tmp/net.out 2>&1 &\n\
+                 pid=$!\n\
+                 for i in $(seq 1 900); do grep -q '@@L2 ping to L1' /tmp/net.out && break; sleep 0.2; done\n\
+                 ping -c 3 -W 5 10.0.2.2 | sed 's/^/L1: /'\n\
+                 wait $pid; echo \"rvvmm status $?\"\n\
+                 cat /tmp/net.out",
+                0,
+                &[
+                    "@@L2 eth0 52:54:00:00:00:02",
+                    "@@L2 ping to L1: 3 packets transmitted, 3 packets received",
+                    "L1: 3 packets transmitted, 3 packets received",
+                    "@@L2 answered 3 pings from L1",
+                    "rvvmm status 0",
+                ],
+            )
+        },
+        Case {
+            timeout: 600,
             ..case(
                 "virtio_console_hvc0",
                 "/rvvmm --kernel /l2/Image --initrd /l2/initrd.cpio --memory 256M --console virtio --cmdline 'console=hvc0 quiet'",
@@ -360,7 +384,7 @@ pub fn cases() -> Vec<Case> {
         },
         Case {
             timeout: 300,
-            expect_aia: &["in-kernel AIA: mode", "@@L2 hwrng virtio_rng.0 ", "APLIC-MSI", "status=0"],
+            expect_aia: &["in-kernel AIA: mode", "@@L2 hwrng virtio_rng.0 ", "APLIC-MSI", "virtio-rng at 0x10001000, interrupt 1 (AIA, irqfd)", "status=0"],
             expect_plic: &["has no in-kernel AIA", "status=1"],
             ..case(
                 "linux_irqchip_aia_generated",

@@ -61,6 +61,8 @@ pub struct MmioTransport {
     queue_sel: u32,
     config_generation: u32,
     activated: bool,
+    /// Whether the event loop watches the device's own fd (see `sync_device_event`).
+    device_event_watched: bool,
 }
 
 impl MmioTransport {
@@ -92,6 +94,7 @@ impl MmioTransport {
             queue_sel: 0,
             config_generation: 0,
             activated: false,
+            device_event_watched: false,
         })
     }
 
@@ -197,6 +200,12 @@ impl MmioTransport {
         self.device
             .activate(self.memory.clone(), queues, self.driver_features);
         self.activated = true;
+        if self.device.event_fd().is_some() {
+            // Wake the event loop (on queue 0) so that it starts watching the device's fd.
+            if let Some(evt) = self.queue_evts.first() {
+                let _ = evt.write(1);
+            }
+        }
         log::debug!("virtio-{}: activated", self.device.name());
     }
 
@@ -361,22 +370,50 @@ impl BusDevice for SharedTransport {
 /// Event data of the device's own fd (queue fds use their index).
 const DEVICE_EVENT: u32 = u32::MAX;
 
+impl MmioTransport {
+    /// Whether the device's own fd should be watched now: only while the device runs and
+    /// has room for what the fd brings (else a readable fd would spin the loop).
+    fn device_event_wanted(&self) -> bool {
+        self.activated && self.status & STATUS_NEEDS_RESET == 0 && self.device.event_armed()
+    }
+
+    /// Adds or removes the device's fd from the loop to match [`Self::device_event_wanted`].
+    fn sync_device_event(&mut self, ops: &mut EventOps) {
+        let Some(fd) = self.device.event_fd() else {
+            return;
+        };
+        let want = self.device_event_wanted();
+        if want == self.device_event_watched {
+            return;
+        }
+        let events = Events::with_data_raw(fd, DEVICE_EVENT, EventSet::IN);
+        let result = if want {
+            ops.add(events)
+        } else {
+            ops.remove(events)
+        };
+        match result {
+            Ok(()) => self.device_event_watched = want,
+            Err(e) => log::error!(
+                "virtio-{}: cannot (un)watch its fd: {e:?}",
+                self.device.name()
+            ),
+        }
+    }
+}
+
 impl MutEventSubscriber for SharedTransport {
     fn init(&mut self, ops: &mut EventOps) {
-        let t = self.lock();
+        let mut t = self.lock();
         for (i, evt) in t.queue_evts.iter().enumerate() {
             if let Err(e) = ops.add(Events::with_data(evt, i as u32, EventSet::IN)) {
                 log::error!("virtio-{}: cannot watch queue {i}: {e:?}", t.device.name());
             }
         }
-        if let Some(fd) = t.device.event_fd() {
-            if let Err(e) = ops.add(Events::with_data_raw(fd, DEVICE_EVENT, EventSet::IN)) {
-                log::error!("virtio-{}: cannot watch its fd: {e:?}", t.device.name());
-            }
-        }
+        t.sync_device_event(ops);
     }
 
-    fn process(&mut self, events: Events, _ops: &mut EventOps) {
+    fn process(&mut self, events: Events, ops: &mut EventOps) {
         let mut t = self.lock();
         match events.data() {
             DEVICE_EVENT => t.process_event(),
@@ -389,6 +426,7 @@ impl MutEventSubscriber for SharedTransport {
                 t.process_queue(index);
             }
         }
+        t.sync_device_event(ops);
     }
 }
 

@@ -10,7 +10,9 @@
 pub mod block;
 pub mod console;
 pub mod mmio;
+pub mod net;
 pub mod rng;
+pub mod tap;
 
 use std::sync::Arc;
 
@@ -22,6 +24,8 @@ pub const VIRTIO_F_VERSION_1: u64 = 1 << 32;
 
 /// Device IDs (virtio 1.2, 5).
 pub mod device_id {
+    /// Network card.
+    pub const NET: u32 = 1;
     /// Block device.
     pub const BLOCK: u32 = 2;
     /// Console.
@@ -76,6 +80,11 @@ pub trait VirtioDevice: Send {
     /// The fd of [`VirtioDevice::event_fd`] is ready.
     fn process_event(&mut self) -> QueueOutcome {
         QueueOutcome::Idle
+    }
+    /// Whether the event loop should watch [`VirtioDevice::event_fd`] now (a device with
+    /// nowhere to put what the fd has says no, until a queue notification gives it room).
+    fn event_armed(&self) -> bool {
+        true
     }
     /// The driver reset the device: drop the queues.
     fn reset(&mut self);
