@@ -380,7 +380,9 @@ impl Vmm {
         let bus = Arc::new(machine.bus);
         let uart = machine.uart;
         let console_input = machine.console_input;
-        let _event_loop = EventLoop::start(machine.subscribers).map_err(VmmError::Device)?;
+        let mut subscribers = machine.subscribers;
+        subscribers.extend(self.console.clone().input_subscriber());
+        let _event_loop = EventLoop::start(subscribers).map_err(VmmError::Device)?;
 
         let fdt = self.device_tree(vcpus[0].isa(), boot_count, irqchip)?;
         let dtb_addr = fdt_addr(self.ram_size);

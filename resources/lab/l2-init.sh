@@ -49,6 +49,7 @@ disk-write)
         echo "@@L2 disk has: $(cat /mnt/hello.txt)"
         echo "rvvmm was here" > /mnt/written.txt
         sync
+        echo "@@L2 discard: $(cat /sys/block/vda/queue/discard_max_bytes) max, $(fstrim -v /mnt 2>&1)"
         umount /mnt && echo "@@L2 disk written and unmounted"
     else
         echo "@@L2 disk mount FAILED"

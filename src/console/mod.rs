@@ -1,8 +1,9 @@
 //! The host side of the guest console, shared by SBI DBCN and the UART.
 //!
 //! Output is written synchronously (blocking until the host takes it: nothing is dropped when the
-//! guest writes faster than stdout drains). Input is a bounded queue filled by one reader thread;
-//! consumers pull from it without blocking, and a listener is told when bytes arrive.
+//! guest writes faster than stdout drains). Input is a bounded queue filled on the event loop
+//! (or by a thread, for stdin epoll cannot watch); consumers pull from it without blocking, and
+//! a listener is told when bytes arrive.
 
 mod stdio;
 pub mod terminal;
@@ -21,7 +22,7 @@ pub enum ConsoleEvent {
     Quit,
 }
 
-/// Called by the console's input thread.
+/// Called where the console reads its input (the event loop, or the input thread).
 pub type Listener = Arc<dyn Fn(ConsoleEvent) + Send + Sync>;
 
 /// A byte sink and a non-blocking byte source shared by every vCPU.
@@ -32,6 +33,11 @@ pub trait Console: Send + Sync {
     fn read(&self, buf: &mut [u8]) -> usize;
     /// Sets (or clears) who is told about input and the quit sequence.
     fn set_listener(&self, listener: Option<Listener>);
+    /// The event-loop subscriber that reads this console's input, if it is read there; each
+    /// boot's event loop takes one.
+    fn input_subscriber(self: Arc<Self>) -> Option<crate::event_loop::Subscriber> {
+        None
+    }
 }
 
 /// A console in memory, for tests: output is collected, input is a queue.

@@ -1,16 +1,42 @@
 //! The process's stdin and stdout as the guest console.
+//!
+//! Input is read on the event loop: [`StdioConsole::input_subscriber`] is an event-manager
+//! subscriber on fd 0 that reads it when it is readable, as vmm-reference reads its stdin.
+//! stdin that epoll cannot watch (a regular file, /dev/null) is read by a thread instead.
+//! Either way the bytes go into one bounded queue that the guest's devices drain.
 
 use std::collections::VecDeque;
 use std::io::Write;
+use std::os::fd::RawFd;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex, Once};
 
-use super::{Console, ConsoleEvent, Listener};
+use event_manager::{EventOps, EventSet, Events, MutEventSubscriber};
+use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
-/// Input waiting beyond this many bytes makes the reader thread wait for the guest to take
+use super::{Console, ConsoleEvent, Listener};
+use crate::event_loop::Subscriber;
+
+/// Input waiting beyond this many bytes stops the reading of stdin until the guest takes
 /// some: input is delayed, never dropped, and memory stays bounded.
 const INPUT_LIMIT: usize = 64 * 1024;
+/// Most bytes one read of stdin takes.
+const READ_CHUNK: usize = 1024;
 /// Ctrl-A: the escape key. Ctrl-A x quits; Ctrl-A Ctrl-A sends one Ctrl-A.
 const ESCAPE: u8 = 0x01;
+
+/// How stdin is read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum InputMode {
+    /// Not yet started.
+    Off,
+    /// By each boot's event loop.
+    Subscriber,
+    /// By a thread (stdin that epoll cannot watch).
+    Thread,
+    /// Ended: EOF, an error, or the quit sequence.
+    Ended,
+}
 
 /// stdin and stdout.
 pub struct StdioConsole {
@@ -18,33 +44,62 @@ pub struct StdioConsole {
     drained: Condvar,
     listener: Mutex<Option<Listener>>,
     started: Once,
+    mode: Mutex<InputMode>,
     escape: bool,
+    after_escape: Mutex<bool>,
+    /// Set when the queue was full and stdin is no longer watched; the guest's next read
+    /// signals `room`.
+    stalled: AtomicBool,
+    room: EventFd,
+    /// The input fd: stdin (another fd in tests).
+    fd: RawFd,
 }
 
 impl StdioConsole {
     /// A console on stdin/stdout. With `escape`, Ctrl-A x is the quit sequence (for an
     /// interactive terminal).
     pub fn new(escape: bool) -> Arc<Self> {
+        Self::with_input(libc::STDIN_FILENO, escape)
+    }
+
+    /// A console reading `fd` (which stays open as long as the console).
+    fn with_input(fd: RawFd, escape: bool) -> Arc<Self> {
         Arc::new(StdioConsole {
+            fd,
             input: Mutex::new(VecDeque::new()),
             drained: Condvar::new(),
             listener: Mutex::new(None),
             started: Once::new(),
+            mode: Mutex::new(InputMode::Off),
             escape,
+            after_escape: Mutex::new(false),
+            stalled: AtomicBool::new(false),
+            room: EventFd::new(EFD_NONBLOCK).expect("an eventfd for the console"),
         })
     }
 
-    /// Starts the thread that reads stdin (once).
+    /// Starts reading stdin (once): on the event loop when epoll can watch it, else on a
+    /// thread.
     pub fn start_input(self: &Arc<Self>) {
         let me = self.clone();
         self.started.call_once(move || {
+            if pollable(me.fd) {
+                *me.lock_mode() = InputMode::Subscriber;
+                return;
+            }
+            *me.lock_mode() = InputMode::Thread;
+            let thread = me.clone();
             let spawned = std::thread::Builder::new()
                 .name("stdin".into())
-                .spawn(move || me.input_loop());
+                .spawn(move || thread.input_loop());
             if let Err(e) = spawned {
                 log::warn!("cannot start the console input thread: {e}; guest input is off");
             }
         });
+    }
+
+    fn lock_mode(&self) -> std::sync::MutexGuard<'_, InputMode> {
+        self.mode.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     fn notify(&self, event: ConsoleEvent) {
@@ -58,39 +113,52 @@ impl StdioConsole {
         }
     }
 
-    fn input_loop(&self) {
-        let mut buf = [0u8; 1024];
-        let mut after_escape = false;
-        loop {
-            // SAFETY: `buf` is valid for writes of its length; a blocking read of stdin.
-            let n = unsafe { libc::read(libc::STDIN_FILENO, buf.as_mut_ptr().cast(), buf.len()) };
+    /// Reads stdin once (at most `max` bytes) and queues what it got. Returns false when
+    /// input has ended (EOF, an error, the quit sequence).
+    fn read_stdin(&self, max: usize) -> bool {
+        let mut buf = [0u8; READ_CHUNK];
+        let max = max.min(READ_CHUNK);
+        let n = loop {
+            // SAFETY: `buf` is valid for writes of `max` bytes.
+            let n = unsafe { libc::read(self.fd, buf.as_mut_ptr().cast(), max) };
             if n < 0 && std::io::Error::last_os_error().kind() == std::io::ErrorKind::Interrupted {
                 continue;
             }
-            if n <= 0 {
-                log::debug!("console input ended");
-                return;
-            }
-            let mut bytes = Vec::with_capacity(n as usize);
-            let quit = if self.escape {
-                filter_escape(&mut after_escape, &buf[..n as usize], &mut bytes)
-            } else {
-                bytes.extend_from_slice(&buf[..n as usize]);
-                false
-            };
-            self.push(&bytes);
-            self.notify(ConsoleEvent::Input);
-            if quit {
-                self.notify(ConsoleEvent::Quit);
-                return;
-            }
+            break n;
+        };
+        if n <= 0 {
+            log::debug!("console input ended");
+            *self.lock_mode() = InputMode::Ended;
+            return false;
         }
+        let mut bytes = Vec::with_capacity(n as usize);
+        let quit = if self.escape {
+            let mut after = self.after_escape.lock().unwrap_or_else(|e| e.into_inner());
+            filter_escape(&mut after, &buf[..n as usize], &mut bytes)
+        } else {
+            bytes.extend_from_slice(&buf[..n as usize]);
+            false
+        };
+        self.push(&bytes);
+        self.notify(ConsoleEvent::Input);
+        if quit {
+            *self.lock_mode() = InputMode::Ended;
+            self.notify(ConsoleEvent::Quit);
+            return false;
+        }
+        true
     }
 
-    fn push(&self, bytes: &[u8]) {
-        let mut input = self.input.lock().unwrap_or_else(|e| e.into_inner());
-        for chunk in bytes.chunks(INPUT_LIMIT / 2) {
-            while input.len() + chunk.len() > INPUT_LIMIT {
+    fn room_left(&self) -> usize {
+        let input = self.input.lock().unwrap_or_else(|e| e.into_inner());
+        INPUT_LIMIT.saturating_sub(input.len())
+    }
+
+    /// The thread of stdin that epoll cannot watch: blocking reads, waiting for room.
+    fn input_loop(&self) {
+        loop {
+            let mut input = self.input.lock().unwrap_or_else(|e| e.into_inner());
+            while input.len() >= INPUT_LIMIT {
                 drop(input);
                 self.notify(ConsoleEvent::Input);
                 input = self.input.lock().unwrap_or_else(|e| e.into_inner());
@@ -100,8 +168,104 @@ impl StdioConsole {
                     .unwrap_or_else(|e| e.into_inner());
                 input = guard;
             }
-            input.extend(chunk);
+            let room = INPUT_LIMIT - input.len();
+            drop(input);
+            if !self.read_stdin(room) {
+                return;
+            }
         }
+    }
+
+    fn push(&self, bytes: &[u8]) {
+        let mut input = self.input.lock().unwrap_or_else(|e| e.into_inner());
+        input.extend(bytes);
+    }
+}
+
+/// Whether epoll can watch `fd` (not a regular file, not /dev/null).
+fn pollable(fd: RawFd) -> bool {
+    // SAFETY: a new epoll fd, checked, and closed below.
+    let epfd = unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) };
+    if epfd < 0 {
+        return false;
+    }
+    let mut event = libc::epoll_event {
+        events: libc::EPOLLIN as u32,
+        u64: 0,
+    };
+    // SAFETY: both fds are open; `event` is a valid epoll_event.
+    let rc = unsafe { libc::epoll_ctl(epfd, libc::EPOLL_CTL_ADD, fd, &mut event) };
+    // SAFETY: `epfd` is ours and closed once.
+    unsafe { libc::close(epfd) };
+    rc == 0
+}
+
+/// stdin on the event loop: reads it when readable, stops watching it while the input queue
+/// is full (until the guest's next read signals room) and when it ends.
+struct StdinSubscriber {
+    console: Arc<StdioConsole>,
+    watching: bool,
+}
+
+/// Event data: stdin, and the room eventfd.
+const STDIN_EVENT: u32 = 0;
+const ROOM_EVENT: u32 = 1;
+
+impl StdinSubscriber {
+    fn stdin_events(&self) -> Events {
+        Events::with_data_raw(self.console.fd, STDIN_EVENT, EventSet::IN)
+    }
+
+    fn watch(&mut self, ops: &mut EventOps, want: bool) {
+        if want == self.watching {
+            return;
+        }
+        let result = if want {
+            ops.add(self.stdin_events())
+        } else {
+            ops.remove(self.stdin_events())
+        };
+        match result {
+            Ok(()) => self.watching = want,
+            Err(e) => log::warn!("console: cannot (un)watch stdin: {e:?}"),
+        }
+    }
+}
+
+impl MutEventSubscriber for StdinSubscriber {
+    fn init(&mut self, ops: &mut EventOps) {
+        if let Err(e) = ops.add(Events::with_data(
+            &self.console.room,
+            ROOM_EVENT,
+            EventSet::IN,
+        )) {
+            log::warn!("console: cannot watch its room event: {e:?}");
+        }
+        let room = self.console.room_left();
+        self.console.stalled.store(room == 0, Ordering::Release);
+        self.watch(ops, room > 0);
+    }
+
+    fn process(&mut self, events: Events, ops: &mut EventOps) {
+        if events.data() == ROOM_EVENT {
+            let _ = self.console.room.read();
+        } else if !self.console.read_stdin(self.console.room_left()) {
+            let _ = ops.remove(Events::with_data(
+                &self.console.room,
+                ROOM_EVENT,
+                EventSet::IN,
+            ));
+            self.watch(ops, false);
+            return;
+        }
+        // Full: stop watching stdin (a readable fd would spin the loop) until there is room.
+        let room = self.console.room_left();
+        self.console.stalled.store(room == 0, Ordering::Release);
+        if room == 0 {
+            // The guest may have read between the check and the flag: look again.
+            self.console.notify(ConsoleEvent::Input);
+        }
+        self.watch(ops, room > 0 || self.console.room_left() > 0);
     }
 }
 
@@ -140,14 +304,28 @@ impl Console for StdioConsole {
         for (dst, src) in buf.iter_mut().zip(input.drain(..n)) {
             *dst = src;
         }
+        drop(input);
         if n > 0 {
             self.drained.notify_all();
+            if self.stalled.swap(false, Ordering::AcqRel) {
+                let _ = self.room.write(1);
+            }
         }
         n
     }
 
     fn set_listener(&self, listener: Option<Listener>) {
         *self.listener.lock().unwrap_or_else(|e| e.into_inner()) = listener;
+    }
+
+    fn input_subscriber(self: Arc<Self>) -> Option<Subscriber> {
+        if *self.lock_mode() != InputMode::Subscriber {
+            return None;
+        }
+        Some(Box::new(StdinSubscriber {
+            console: self,
+            watching: false,
+        }))
     }
 }
 
@@ -177,6 +355,80 @@ mod tests {
         );
         assert_eq!(run(&[b"\x01\x01b"]), (b"\x01b".to_vec(), false));
         assert_eq!(run(&[b"\x01c"]), (b"\x01c".to_vec(), false));
+    }
+
+    /// A console on a pipe, read by an event loop; returns it, the pipe's write end and the
+    /// events its listener saw.
+    fn piped(
+        escape: bool,
+    ) -> (
+        Arc<StdioConsole>,
+        std::fs::File,
+        crate::event_loop::EventLoop,
+        Arc<Mutex<Vec<ConsoleEvent>>>,
+    ) {
+        use std::os::fd::FromRawFd;
+        let mut fds = [0; 2];
+        // SAFETY: `fds` has room for the two fds pipe2 returns.
+        assert_eq!(unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) }, 0);
+        // SAFETY: fds[1] is a new fd nothing else owns.
+        let writer = unsafe { std::fs::File::from_raw_fd(fds[1]) };
+        let console = StdioConsole::with_input(fds[0], escape);
+        console.start_input();
+        assert_eq!(*console.lock_mode(), InputMode::Subscriber);
+        let events = Arc::new(Mutex::new(Vec::new()));
+        let seen = events.clone();
+        console.set_listener(Some(Arc::new(move |e| seen.lock().unwrap().push(e))));
+        let subscriber = console.clone().input_subscriber().unwrap();
+        let el = crate::event_loop::EventLoop::start(vec![subscriber]).unwrap();
+        (console, writer, el, events)
+    }
+
+    fn read_all(console: &StdioConsole, want: usize) -> Vec<u8> {
+        let mut got = Vec::new();
+        let mut buf = [0u8; 4096];
+        for _ in 0..2000 {
+            let n = console.read(&mut buf);
+            got.extend_from_slice(&buf[..n]);
+            if got.len() >= want {
+                break;
+            }
+            if n == 0 {
+                std::thread::sleep(std::time::Duration::from_millis(2));
+            }
+        }
+        got
+    }
+
+    #[test]
+    fn stdin_is_read_on_the_event_loop_with_bounded_memory() {
+        let (console, mut writer, _el, events) = piped(false);
+        writer.write_all(b"hello").unwrap();
+        assert_eq!(read_all(&console, 5), b"hello");
+        assert!(events.lock().unwrap().contains(&ConsoleEvent::Input));
+        // More than the queue holds, from a writer that blocks on the full pipe: the loop
+        // stops reading at the limit and goes on when the guest drains; nothing is lost.
+        let total = 3 * INPUT_LIMIT;
+        let data: Vec<u8> = (0..total).map(|i| (i % 251) as u8).collect();
+        let expected = data.clone();
+        let w = std::thread::spawn(move || writer.write_all(&data).unwrap());
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        assert!(console.input.lock().unwrap().len() <= INPUT_LIMIT);
+        assert_eq!(read_all(&console, total), expected);
+        w.join().unwrap();
+    }
+
+    #[test]
+    fn the_escape_sequence_quits() {
+        let (_console, mut writer, _el, events) = piped(true);
+        writer.write_all(b"ab\x01x").unwrap();
+        for _ in 0..500 {
+            if events.lock().unwrap().contains(&ConsoleEvent::Quit) {
+                return;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(2));
+        }
+        panic!("no Quit event");
     }
 
     #[test]

@@ -17,6 +17,9 @@ pub enum Check {
     BootRuns(usize),
     /// The output holds a base64 dtb between `@@DTB` and `@@ENDDTB` that dtc decompiles.
     DtcReadsBack,
+    /// Every L2 boot reached init within this many seconds of guest uptime (a lost IPI or
+    /// interrupt shows as a boot that crawls through time-outs, not as a failure).
+    InitWithin(u32),
 }
 
 /// One lab case.
@@ -201,6 +204,7 @@ pub fn cases() -> Vec<Case> {
         Case {
             reject: &["panicked", "memory WRONG", "Kernel panic"],
             timeout: 300,
+            check: Check::InitWithin(30),
             ..case(
                 "linux_generated_smp2",
                 "/rvvmm --kernel /l2/Image --initrd /l2/initrd.cpio --cpus 2 --memory 256M --cmdline 'console=ttyS0 quiet rvvmm.mem_mib=256'",
@@ -211,6 +215,7 @@ pub fn cases() -> Vec<Case> {
         Case {
             reject: &["panicked", "memory WRONG", "Kernel panic"],
             timeout: 300,
+            check: Check::InitWithin(30),
             ..case(
                 "linux_qemu_dtb_smp2",
                 "/rvvmm --kernel /l2/Image --initrd /l2/initrd.cpio --dtb /l2/virt.dtb --cpus 2 --memory 512M --cmdline 'console=ttyS0 quiet rvvmm.mem_mib=512'",
@@ -298,6 +303,8 @@ pub fn cases() -> Vec<Case> {
                 0,
                 &[
                     "@@L2 disk has: made by the lab with mkfs.ext4 -d",
+                    "@@L2 discard: 2147483648 max, /mnt: ",
+                    "bytes trimmed",
                     "@@L2 disk written and unmounted",
                     "@@L2 disk says: rvvmm was here",
                     "@@L2 serial rvvmm-",
@@ -374,6 +381,7 @@ pub fn cases() -> Vec<Case> {
         Case {
             timeout: 300,
             expect_aia: &["in-kernel AIA: mode", "@@L2 init reached", "@@L2 cpus 2", "@@L2 hwrng virtio_rng.0 ", "status=0"],
+            check: Check::InitWithin(30),
             expect_plic: &["has no in-kernel AIA", "status=1"],
             ..case(
                 "linux_qemu_aia_dtb",
@@ -566,6 +574,14 @@ pub fn judge(c: &Case, mode: Mode, ran: Option<&Ran>) -> Verdict {
             match c.check {
                 Check::BootRuns(n) => boot_runs(&ran.output, n, &mut detail, &mut problems),
                 Check::DtcReadsBack => dtc_reads_back(&ran.output, &mut detail, &mut problems),
+                Check::InitWithin(limit) => {
+                    for up in init_uptimes(&ran.output) {
+                        detail.push_str(&format!(", init at uptime {up:.2} s"));
+                        if up > f64::from(limit) {
+                            problems.push(format!("init reached at {up:.2} s (limit {limit} s)"));
+                        }
+                    }
+                }
                 _ => {}
             }
             if let Some(exits) = ran
@@ -605,17 +621,22 @@ pub fn median(values: &mut [f64]) -> Option<f64> {
     })
 }
 
+/// The guest uptime of each `@@L2 init reached` line.
+fn init_uptimes(output: &str) -> Vec<f64> {
+    output
+        .lines()
+        .filter_map(|l| l.split("@@L2 init reached, uptime ").nth(1))
+        .filter_map(|rest| rest.split_whitespace().next()?.parse().ok())
+        .collect()
+}
+
 fn boot_runs(output: &str, n: usize, detail: &mut String, problems: &mut Vec<String>) {
     let mut walls: Vec<f64> = output
         .lines()
         .filter(|l| l.starts_with("@@RUN ") && l.contains(" rc=0 "))
         .filter_map(|l| l.split("wall=").nth(1)?.trim().parse().ok())
         .collect();
-    let mut uptimes: Vec<f64> = output
-        .lines()
-        .filter_map(|l| l.split("@@L2 init reached, uptime ").nth(1))
-        .filter_map(|rest| rest.split_whitespace().next()?.parse().ok())
-        .collect();
+    let mut uptimes = init_uptimes(output);
     if walls.len() != n || uptimes.len() != n {
         problems.push(format!(
             "{} of {n} boots reached init and powered off",

@@ -20,13 +20,17 @@ const SECTOR: u64 = 512;
 const VIRTIO_BLK_F_SEG_MAX: u64 = 1 << 2;
 const VIRTIO_BLK_F_RO: u64 = 1 << 5;
 const VIRTIO_BLK_F_FLUSH: u64 = 1 << 9;
+const VIRTIO_BLK_F_DISCARD: u64 = 1 << 13;
 const VIRTIO_BLK_F_WRITE_ZEROES: u64 = 1 << 14;
 
 const T_IN: u32 = 0;
 const T_OUT: u32 = 1;
 const T_FLUSH: u32 = 4;
 const T_GET_ID: u32 = 8;
+const T_DISCARD: u32 = 11;
 const T_WRITE_ZEROES: u32 = 13;
+/// Write-zeroes segment flag: the range may be deallocated.
+const WRITE_ZEROES_UNMAP: u32 = 1;
 
 const S_OK: u8 = 0;
 const S_IOERR: u8 = 1;
@@ -38,6 +42,11 @@ const CHUNK: usize = 128 * 1024;
 const SEG_MAX: u32 = 126;
 /// Length of the GET_ID string.
 const ID_LEN: usize = 20;
+/// Most sectors one discard or write-zeroes segment may cover, and most segments a request.
+const MAX_RANGE_SECTORS: u32 = 1 << 22;
+const MAX_RANGE_SEGS: u32 = 16;
+/// Discard granularity in sectors (the host's page).
+const DISCARD_ALIGNMENT: u32 = 8;
 
 /// Errors opening a disk.
 #[derive(Debug, thiserror::Error)]
@@ -93,9 +102,14 @@ impl Block {
         let mut config = vec![0u8; 64];
         config[0..8].copy_from_slice(&sectors.to_le_bytes()); // capacity
         config[12..16].copy_from_slice(&SEG_MAX.to_le_bytes()); // seg_max
-                                                                // write-zeroes: max_write_zeroes_sectors (48), max_write_zeroes_seg (52), may_unmap (56)
-        config[48..52].copy_from_slice(&(u32::MAX).to_le_bytes());
-        config[52..56].copy_from_slice(&1u32.to_le_bytes());
+                                                                // discard: max_discard_sectors (36), max_discard_seg (40), discard_sector_alignment (44)
+        config[36..40].copy_from_slice(&MAX_RANGE_SECTORS.to_le_bytes());
+        config[40..44].copy_from_slice(&MAX_RANGE_SEGS.to_le_bytes());
+        config[44..48].copy_from_slice(&DISCARD_ALIGNMENT.to_le_bytes());
+        // write-zeroes: max_write_zeroes_sectors (48), max_write_zeroes_seg (52), may_unmap (56)
+        config[48..52].copy_from_slice(&MAX_RANGE_SECTORS.to_le_bytes());
+        config[52..56].copy_from_slice(&MAX_RANGE_SEGS.to_le_bytes());
+        config[56] = 1;
         Ok(Block {
             file,
             sectors,
@@ -152,7 +166,7 @@ impl Block {
         reader: &mut virtio_queue::Reader<'_>,
         writer: &mut virtio_queue::Writer<'_>,
     ) -> u8 {
-        let writes = matches!(kind, T_OUT | T_WRITE_ZEROES);
+        let writes = matches!(kind, T_OUT | T_WRITE_ZEROES | T_DISCARD);
         if writes && self.readonly {
             return S_IOERR;
         }
@@ -176,7 +190,25 @@ impl Block {
                 Ok(()) => S_OK,
                 Err(_) => S_IOERR,
             },
-            T_WRITE_ZEROES => self.write_zeroes(reader),
+            T_WRITE_ZEROES => self.ranges(reader, |file, offset, len, flags| {
+                if flags & !WRITE_ZEROES_UNMAP != 0 {
+                    return Ok(S_UNSUPP);
+                }
+                if flags & WRITE_ZEROES_UNMAP != 0 && punch_hole(file, offset, len).is_ok() {
+                    return Ok(S_OK);
+                }
+                write_zeros(file, offset, len).map(|_| S_OK)
+            }),
+            T_DISCARD => self.ranges(reader, |file, offset, len, flags| {
+                if flags != 0 {
+                    return Ok(S_UNSUPP);
+                }
+                // A hint: where the file system cannot punch holes, the data simply stays.
+                if let Err(e) = punch_hole(file, offset, len) {
+                    log::debug!("virtio-blk: discard not done: {e}");
+                }
+                Ok(S_OK)
+            }),
             _ => S_UNSUPP,
         }
     }
@@ -207,37 +239,78 @@ impl Block {
         S_OK
     }
 
-    fn write_zeroes(&mut self, reader: &mut virtio_queue::Reader<'_>) -> u8 {
-        // Segments of (sector u64, num_sectors u32, flags u32).
-        while reader.available_bytes() >= 16 {
+    /// Runs `op(file, offset, len, flags)` on each segment of a discard or write-zeroes
+    /// request: (sector u64, num_sectors u32, flags u32), checked against the disk and the
+    /// limits in the config space. The first status other than OK ends the request.
+    fn ranges<F>(&mut self, reader: &mut virtio_queue::Reader<'_>, mut op: F) -> u8
+    where
+        F: FnMut(&File, u64, u64, u32) -> std::io::Result<u8>,
+    {
+        let count = reader.available_bytes() / 16;
+        if count == 0 || count > MAX_RANGE_SEGS as usize {
+            return S_IOERR;
+        }
+        for _ in 0..count {
             let mut seg = [0u8; 16];
             if reader.read_exact(&mut seg).is_err() {
                 return S_IOERR;
             }
             let sector = u64::from_le_bytes(seg[0..8].try_into().unwrap());
-            let count = u64::from(u32::from_le_bytes(seg[8..12].try_into().unwrap()));
-            if sector
-                .checked_add(count)
-                .is_none_or(|end| end > self.sectors)
+            let sectors = u32::from_le_bytes(seg[8..12].try_into().unwrap());
+            let flags = u32::from_le_bytes(seg[12..16].try_into().unwrap());
+            if sectors > MAX_RANGE_SECTORS
+                || sector
+                    .checked_add(u64::from(sectors))
+                    .is_none_or(|end| end > self.sectors)
             {
                 return S_IOERR;
             }
-            let zeros = vec![0u8; CHUNK];
-            let mut done = 0u64;
-            while done < count * SECTOR {
-                let n = ((count * SECTOR - done) as usize).min(CHUNK);
-                if self
-                    .file
-                    .write_all_at(&zeros[..n], sector * SECTOR + done)
-                    .is_err()
-                {
+            match op(
+                &self.file,
+                sector * SECTOR,
+                u64::from(sectors) * SECTOR,
+                flags,
+            ) {
+                Ok(S_OK) => {}
+                Ok(status) => return status,
+                Err(e) => {
+                    log::debug!("virtio-blk: I/O error at sector {sector}: {e}");
                     return S_IOERR;
                 }
-                done += n as u64;
             }
         }
         S_OK
     }
+}
+
+/// Deallocates `len` bytes at `offset` (reads give zeros after), keeping the file's size.
+fn punch_hole(file: &File, offset: u64, len: u64) -> std::io::Result<()> {
+    use std::os::fd::AsRawFd;
+    // SAFETY: fallocate on our own fd with plain integer arguments.
+    let rc = unsafe {
+        libc::fallocate(
+            file.as_raw_fd(),
+            libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE,
+            offset as libc::off_t,
+            len as libc::off_t,
+        )
+    };
+    if rc < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Writes `len` zero bytes at `offset`.
+fn write_zeros(file: &File, offset: u64, len: u64) -> std::io::Result<()> {
+    let zeros = vec![0u8; CHUNK.min(len as usize)];
+    let mut done = 0u64;
+    while done < len {
+        let n = ((len - done) as usize).min(CHUNK);
+        file.write_all_at(&zeros[..n], offset + done)?;
+        done += n as u64;
+    }
+    Ok(())
 }
 
 impl VirtioDevice for Block {
@@ -254,7 +327,7 @@ impl VirtioDevice for Block {
         if self.readonly {
             f |= VIRTIO_BLK_F_RO;
         } else {
-            f |= VIRTIO_BLK_F_WRITE_ZEROES;
+            f |= VIRTIO_BLK_F_WRITE_ZEROES | VIRTIO_BLK_F_DISCARD;
         }
         f
     }
@@ -387,6 +460,52 @@ mod tests {
         request(&mem, 99, 0, 512, F_WRITE);
         blk.process_queue(0);
         assert_eq!(status(&mem), S_UNSUPP);
+    }
+
+    /// A discard or write-zeroes request with one segment in BUF.
+    fn range_request(mem: &GuestMemoryMmap, kind: u32, sector: u64, sectors: u32, flags: u32) {
+        let mut seg = [0u8; 16];
+        seg[0..8].copy_from_slice(&sector.to_le_bytes());
+        seg[8..12].copy_from_slice(&sectors.to_le_bytes());
+        seg[12..16].copy_from_slice(&flags.to_le_bytes());
+        mem.write_slice(&seg, GuestAddress(BUF)).unwrap();
+        request(mem, kind, 0, 16, 0);
+    }
+
+    #[test]
+    fn discard_and_write_zeroes_clear_ranges() {
+        for (kind, flags) in [(T_DISCARD, 0), (T_WRITE_ZEROES, 0), (T_WRITE_ZEROES, 1)] {
+            let (mut blk, mem, path) = active("discard", false);
+            assert_ne!(blk.features() & VIRTIO_BLK_F_DISCARD, 0);
+            std::fs::write(&path, vec![0xaau8; 64 * 1024]).unwrap();
+            range_request(&mem, kind, 8, 16, flags);
+            blk.process_queue(0);
+            assert_eq!(status(&mem), S_OK, "kind {kind} flags {flags}");
+            let image = std::fs::read(&path).unwrap();
+            assert_eq!(image.len(), 64 * 1024, "the size stays");
+            assert!(image[4096..12288].iter().all(|&b| b == 0), "kind {kind}");
+            assert!(image[..4096]
+                .iter()
+                .chain(&image[12288..])
+                .all(|&b| b == 0xaa));
+        }
+        // Past the end, unknown flags, a read-only disk: errors, nothing changed.
+        for (kind, sector, flags, readonly, want) in [
+            (T_DISCARD, 127, 0, false, S_IOERR),
+            (T_DISCARD, 0, 1, false, S_UNSUPP),
+            (T_WRITE_ZEROES, 0, 2, false, S_UNSUPP),
+            (T_DISCARD, 0, 0, true, S_IOERR),
+        ] {
+            let (mut blk, mem, path) = active("discard-bad", readonly);
+            range_request(&mem, kind, sector, 2, flags);
+            blk.process_queue(0);
+            assert_eq!(
+                status(&mem),
+                want,
+                "kind {kind} sector {sector} flags {flags}"
+            );
+            assert_eq!(&std::fs::read(&path).unwrap()[512..517], b"hello");
+        }
     }
 
     #[test]

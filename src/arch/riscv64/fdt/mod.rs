@@ -24,10 +24,11 @@ const PLIC_PHANDLE: u32 = 65;
 const IMSIC_PHANDLE: u32 = 66;
 /// Phandle of the APLIC.
 const APLIC_PHANDLE: u32 = 67;
-/// Two-cell APLIC interrupt specifier flag: level-high. On the AIA rvvmm drives lines as
-/// levels (the UART's follows its IIR, a virtio device's its InterruptStatus): pulses into
-/// level-high sources stormed here (100,001 interrupts for one virtio-rng request), and
-/// rising-edge virtio interrupts were never delivered by KVM 6.12's APLIC.
+/// Two-cell APLIC interrupt specifier flag: level-high. On the AIA every line is a level (the
+/// UART's follows its IIR, a virtio device's its InterruptStatus: raised by an irqfd, lowered
+/// at the last acknowledgement). KVM's RISC-V irqfd only ever raises a line, so edge sources
+/// would see one edge and never another (the first virtio request hung), and level sources
+/// left high stormed (100,001 interrupts for one virtio-rng request) until rvvmm lowered them.
 pub const IRQ_TYPE_LEVEL_HIGH: u32 = 4;
 /// `interrupts-extended` cause of a hart's M-mode external interrupt (unused under KVM).
 const IRQ_M_EXT: u32 = 11;

@@ -10,7 +10,7 @@
 use super::tree::{Node, Tree};
 use super::{FdtConfig, FdtError, FdtIrqChip, BOOT_COUNT, UART_PATH};
 use crate::arch::riscv64::layout::{
-    APLIC_BASE, FINISHER_BASE, IMSIC_BASE, PLIC_BASE, RAM_BASE, UART_BASE,
+    APLIC_BASE, FINISHER_BASE, IMSIC_BASE, IMSIC_STRIDE, PLIC_BASE, RAM_BASE, UART_BASE,
 };
 
 /// The interrupt controller nodes of each kind of machine, by `compatible` and base.
@@ -64,7 +64,22 @@ pub fn patch_fdt(tree: &mut Tree, config: &FdtConfig) -> Result<Vec<String>, Fdt
             .collect();
         for path in imsics {
             if let Some(node) = tree.node_mut(&path) {
+                // KVM's layout, not QEMU's: one 4 KiB file a hart, no guest files between
+                // them (QEMU's `aia-guests=N` spaces them 2^guest-index-bits pages apart, and
+                // a guest trusting that sends hart 1's IPIs where KVM has no file), no groups.
                 node.set_u32("riscv,num-ids", num_ids);
+                node.set_u64s(
+                    "reg",
+                    &[IMSIC_BASE, IMSIC_STRIDE * u64::from(config.num_cpus)],
+                );
+                for prop in [
+                    "riscv,guest-index-bits",
+                    "riscv,hart-index-bits",
+                    "riscv,group-index-bits",
+                    "riscv,group-index-shift",
+                ] {
+                    node.remove_prop(prop);
+                }
             }
         }
     }
@@ -380,12 +395,11 @@ mod tests {
                 .prop_str("status"),
             None
         );
-        assert_eq!(
-            tree.node("/soc/interrupt-controller@28000000")
-                .unwrap()
-                .prop_u32("riscv,num-ids"),
-            Some(127)
-        );
+        let imsic = tree.node("/soc/interrupt-controller@28000000").unwrap();
+        assert_eq!(imsic.prop_u32("riscv,num-ids"), Some(127));
+        // QEMU's file was made with aia-guests=4: 32 KiB a hart. KVM's files are 4 KiB apart.
+        assert_eq!(imsic.prop_u32s("reg"), [0, 0x2800_0000, 0, 0x2000]);
+        assert_eq!(imsic.prop("riscv,guest-index-bits"), None);
         assert!(
             disabled
                 .iter()
