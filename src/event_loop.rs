@@ -6,18 +6,37 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 
-use event_manager::{EventManager, MutEventSubscriber, SubscriberOps};
+use event_manager::{EventManager, EventOps, EventSet, Events, MutEventSubscriber, SubscriberOps};
+use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
 /// A subscriber the loop owns.
 pub type Subscriber = Box<dyn MutEventSubscriber + Send>;
-
-/// How long one wait lasts before the loop checks whether to stop.
-const TICK_MS: i32 = 50;
 
 /// The running loop.
 pub struct EventLoop {
     thread: Option<JoinHandle<()>>,
     stop: Arc<AtomicBool>,
+    stop_evt: EventFd,
+}
+
+/// Ends the loop when its eventfd is written: the loop waits with no time-out, so an idle VM
+/// costs no wakeups at all.
+struct Stopper {
+    evt: EventFd,
+    stop: Arc<AtomicBool>,
+}
+
+impl MutEventSubscriber for Stopper {
+    fn init(&mut self, ops: &mut EventOps) {
+        if let Err(e) = ops.add(Events::new(&self.evt, EventSet::IN)) {
+            log::error!("event loop: cannot watch its stop event: {e:?}");
+        }
+    }
+
+    fn process(&mut self, _: Events, _: &mut EventOps) {
+        let _ = self.evt.read();
+        self.stop.store(true, Ordering::Release);
+    }
 }
 
 impl EventLoop {
@@ -29,12 +48,17 @@ impl EventLoop {
             manager.add_subscriber(s);
         }
         let stop = Arc::new(AtomicBool::new(false));
+        let stop_evt = EventFd::new(EFD_NONBLOCK)?;
+        manager.add_subscriber(Box::new(Stopper {
+            evt: stop_evt.try_clone()?,
+            stop: stop.clone(),
+        }));
         let flag = stop.clone();
         let thread = std::thread::Builder::new()
             .name("event-loop".into())
             .spawn(move || {
                 while !flag.load(Ordering::Acquire) {
-                    if let Err(e) = manager.run_with_timeout(TICK_MS) {
+                    if let Err(e) = manager.run() {
                         log::error!("event loop: {e:?}");
                         break;
                     }
@@ -43,6 +67,7 @@ impl EventLoop {
         Ok(EventLoop {
             thread: Some(thread),
             stop,
+            stop_evt,
         })
     }
 }
@@ -50,6 +75,10 @@ impl EventLoop {
 impl Drop for EventLoop {
     fn drop(&mut self) {
         self.stop.store(true, Ordering::Release);
+        if let Err(e) = self.stop_evt.write(1) {
+            log::error!("event loop: cannot stop it: {e}");
+            return; // better a leaked thread than a hang
+        }
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }
@@ -59,9 +88,7 @@ impl Drop for EventLoop {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use event_manager::{EventOps, EventSet, Events};
     use std::sync::Mutex;
-    use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
     struct Counter(EventFd, Arc<Mutex<u64>>);
 

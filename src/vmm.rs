@@ -191,6 +191,7 @@ impl Vmm {
             size: ram_size,
             source,
         })?;
+        advise_huge_pages(&memory);
         Ok(Vmm {
             config,
             kernel,
@@ -684,6 +685,34 @@ impl<V: VmBackend> IrqChip for KvmIrqChip<V> {
     fn set_level(&self, irq: u32, level: bool) {
         if let Err(e) = self.0.set_irq_line(irq, level) {
             log::warn!("cannot set interrupt {irq} to {level}: {e}");
+        }
+    }
+}
+
+/// Asks for transparent huge pages on guest RAM (as Cloud Hypervisor's `thp=on`): a guest
+/// touching fresh memory then faults once per 2 MiB instead of once per 4 KiB, in the host
+/// and in KVM's stage-2 tables. Only a hint: without THP, nothing changes.
+fn advise_huge_pages(memory: &GuestMemoryMmap) {
+    use vm_memory::{GuestMemoryBackend, GuestMemoryRegion};
+    for region in memory.iter() {
+        let Ok(slice) = region.get_slice(vm_memory::MemoryRegionAddress(0), region.len() as usize)
+        else {
+            continue;
+        };
+        // SAFETY: the range is exactly this region's mapping, which rvvmm owns; MADV_HUGEPAGE
+        // changes no contents.
+        let rc = unsafe {
+            libc::madvise(
+                slice.ptr_guard_mut().as_ptr().cast(),
+                region.len() as usize,
+                libc::MADV_HUGEPAGE,
+            )
+        };
+        if rc != 0 {
+            log::debug!(
+                "no transparent huge pages for guest RAM: {}",
+                std::io::Error::last_os_error()
+            );
         }
     }
 }

@@ -3,10 +3,13 @@
 //! Nested absolute times mean little, so every figure is a ratio of two things measured in the
 //! same boot, interleaved (the order alternates each repetition), with medians:
 //! - per exit kind: rvvmm against `bare-kvm` (the least a VMM can do) on the very same guest,
-//!   which times N exits itself with the time CSR. rvvmm runs with `--irqchip plic` here, as
-//!   bare-kvm has no in-kernel irqchip: KVM's AIA makes every guest entry dearer (the
-//!   in-kernel SBI control measured 1.135x with it), which is not rvvmm's exit path;
+//!   which times N exits itself with the time CSR. rvvmm runs with bare-kvm's 64 MiB of RAM
+//!   and `--irqchip plic`, as bare-kvm has no in-kernel irqchip: KVM's AIA makes every guest
+//!   entry dearer (the in-kernel SBI control measured 1.135x with it), which is not rvvmm's
+//!   exit path;
 //! - Linux boot to init and power-off: rvvmm against kvmtool, when given one (`--lkvm PATH`);
+//! - virtio-blk sequential read of a 256 MiB file: the L2 guest's `dd` through rvvmm against
+//!   L1's `dd` of the same file;
 //! - rvvmm's own memory (peak RSS minus resident guest RAM) and its startup (to the first exit).
 
 use std::fmt::Write as _;
@@ -53,7 +56,7 @@ fn exits_case(reps: usize) -> Case {
         "if [ $((r % 2)) -eq 1 ]; then order='bare rvvmm'; else order='rvvmm bare'; fi\n\
          for v in $order; do\n\
          if [ $v = bare ]; then out=$(/bare-kvm /guests/bench_$k.bin 2>&1 | grep BENCH);\n\
-         else out=$(RUST_LOG=rvvmm=info /rvvmm --irqchip plic --kernel /guests/bench_$k.bin 2>&1 | grep -E 'BENCH|first guest exit' | tr '\\n' ' '); fi\n\
+         else out=$(RUST_LOG=rvvmm=info /rvvmm --irqchip plic --memory 64M --kernel /guests/bench_$k.bin 2>&1 | grep -E 'BENCH|first guest exit' | tr '\\n' ' '); fi\n\
          echo \"@@S $v $k $r $out\"\n\
          done\ndone\ndone",
     );
@@ -90,6 +93,50 @@ fn boot_case(reps: usize, lkvm: bool) -> Case {
         timeout: 3600,
         ..plan::case("bench_boot", leak(script), 0, &[])
     }
+}
+
+/// The file the virtio-blk throughput is measured on, in MiB.
+const BLK_MIB: u64 = 256;
+
+/// virtio-blk sequential read of a file in L1's RAM: the guest's `dd` of the whole disk
+/// through rvvmm, against `dd` of the same file directly in L1 (four times over, so that the
+/// 10 ms clock of /proc/uptime resolves it).
+fn blk_case(reps: usize) -> Case {
+    let script = format!(
+        "dd if=/dev/urandom of=/tmp/blk.img bs=1M count={BLK_MIB} 2>/dev/null\n\
+         for r in $(seq 1 {reps}); do\n\
+         if [ $((r % 2)) -eq 1 ]; then order='direct rvvmm'; else order='rvvmm direct'; fi\n\
+         for v in $order; do\n\
+         if [ $v = direct ]; then\n\
+         t0=$(cut -d' ' -f1 /proc/uptime); for i in 1 2 3 4; do dd if=/tmp/blk.img of=/dev/null bs=1M 2>/dev/null; done; t1=$(cut -d' ' -f1 /proc/uptime)\n\
+         echo \"@@BLK direct $r $(awk \"BEGIN {{ print ($t1 - $t0) / 4 }}\")\"\n\
+         else\n\
+         /rvvmm --kernel /l2/Image --initrd /l2/initrd.cpio --memory 256M --disk /tmp/blk.img,readonly --cmdline 'console=ttyS0 quiet rvvmm.test=blk-read' 2>&1 | sed -n \"s/.*@@L2 blk \\([a-z]*\\) read {} bytes in \\([0-9.]*\\) s.*/@@BLK rvvmm_\\1 $r \\2/p\"\n\
+         fi\n\
+         done\ndone\nrm -f /tmp/blk.img",
+        BLK_MIB << 20
+    );
+    Case {
+        timeout: 3600,
+        ..plan::case("bench_blk", leak(script), 0, &[])
+    }
+}
+
+fn blk_samples(output: &str) -> Vec<Sample> {
+    output
+        .lines()
+        .filter_map(|l| {
+            let mut f = l.strip_prefix("@@BLK ")?.split_whitespace();
+            let (vmm, rep, secs) = (f.next()?, f.next()?.parse().ok()?, f.next()?);
+            let secs: f64 = secs.parse().ok().filter(|s: &f64| *s > 0.0)?;
+            Some(Sample {
+                vmm: vmm.into(),
+                what: "blk_read_mib_s".into(),
+                rep,
+                value: BLK_MIB as f64 / secs,
+            })
+        })
+        .collect()
 }
 
 /// One sample.
@@ -220,6 +267,7 @@ pub fn run(opts: &Options) -> Result<bool, String> {
     let cases = vec![
         exits_case(opts.reps),
         boot_case(opts.reps, opts.lkvm.is_some()),
+        blk_case(opts.reps),
     ];
     let commit = crate::host::run_quiet(
         std::process::Command::new("git")
@@ -253,6 +301,7 @@ pub fn run(opts: &Options) -> Result<bool, String> {
         };
         let mut samples = exit_samples(&output("bench_exits"));
         samples.extend(boot_samples(&output("bench_boot")));
+        samples.extend(blk_samples(&output("bench_blk")));
 
         println!(
             "bench[{}] L1 kernel {kernel}, {}, {} repetitions, interleaved",
@@ -299,6 +348,24 @@ pub fn run(opts: &Options) -> Result<bool, String> {
                 complete = false;
             }
         }
+        let blk = (
+            med(&samples, "direct", "blk_read_mib_s"),
+            med(&samples, "rvvmm_warm", "blk_read_mib_s"),
+            med(&samples, "rvvmm_cold", "blk_read_mib_s"),
+        );
+        match blk {
+            (Some(d), Some(w), Some(c)) => println!(
+                "bench[{}] virtio-blk sequential read of {BLK_MIB} MiB: direct (L1 dd of the file) {d:.1} MiB/s; \
+                 rvvmm (L2 dd of /dev/vda) warm {w:.1} MiB/s, ratio {:.3}; cold (first touch of guest RAM) {c:.1} MiB/s, ratio {:.3}",
+                mode.name(),
+                w / d,
+                c / d
+            ),
+            _ => {
+                println!("bench[{}] virtio-blk read: missing samples", mode.name());
+                complete = false;
+            }
+        }
         if let (Some(mem), Some(start)) = (
             med(&samples, "rvvmm", "own_memory_kib"),
             med(&samples, "rvvmm", "startup_us"),
@@ -326,11 +393,14 @@ pub fn run(opts: &Options) -> Result<bool, String> {
         };
         let _ = writeln!(
             json,
-            "    {{\"mode\": \"{}\", \"l1_kernel\": \"{kernel}\", \"exits\": [{}], \"boot_s\": {{\"rvvmm\": {}, \"kvmtool\": {}}}, \"own_memory_kib\": {}, \"startup_us\": {}, \"samples\": [{}]}}{}",
+            "    {{\"mode\": \"{}\", \"l1_kernel\": \"{kernel}\", \"exits\": [{}], \"boot_s\": {{\"rvvmm\": {}, \"kvmtool\": {}}}, \"blk_read_mib_s\": {{\"rvvmm_warm\": {}, \"rvvmm_cold\": {}, \"direct\": {}}}, \"own_memory_kib\": {}, \"startup_us\": {}, \"samples\": [{}]}}{}",
             mode.name(),
             rows.join(", "),
             opt(boot),
             opt(lkvm_boot),
+            opt(blk.1),
+            opt(blk.2),
+            opt(blk.0),
             opt(med(&samples, "rvvmm", "own_memory_kib")),
             opt(med(&samples, "rvvmm", "startup_us")),
             all.join(", "),
@@ -377,6 +447,10 @@ mod tests {
         );
         assert_eq!(med(&b, "rvvmm", "linux_first_exit_us"), Some(2100.0));
         assert_eq!(med(&b, "rvvmm", "own_memory_kib"), Some(3000.0));
+        let blk = blk_samples("@@BLK direct 1 0.5\n@@BLK rvvmm_warm 1 2\n@@BLK rvvmm_cold 2 \n");
+        assert_eq!(med(&blk, "direct", "blk_read_mib_s"), Some(512.0));
+        assert_eq!(med(&blk, "rvvmm_warm", "blk_read_mib_s"), Some(128.0));
+        assert_eq!(blk.len(), 2, "a run without a time is no sample");
         let c = boot_case(3, true);
         assert!(c.cmd.contains("/lkvm run") && c.cmd.contains("seq 1 3"));
     }
