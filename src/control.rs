@@ -23,6 +23,9 @@ pub struct VmControl {
     stop: AtomicBool,
     request: Mutex<Option<ExitRequest>>,
     requested: Condvar,
+    /// How many vCPU threads have left their loop, and its condvar.
+    ended: Mutex<usize>,
+    ended_cv: Condvar,
 }
 
 impl VmControl {
@@ -40,6 +43,22 @@ impl VmControl {
     /// Whether a stop was requested (cheap: one atomic load, checked after every exit).
     pub fn should_stop(&self) -> bool {
         self.stop.load(Ordering::Acquire)
+    }
+
+    /// Called by a vCPU thread as it leaves its loop.
+    pub fn vcpu_ended(&self) {
+        *self.ended.lock().unwrap_or_else(|e| e.into_inner()) += 1;
+        self.ended_cv.notify_all();
+    }
+
+    /// Waits up to `timeout` for `count` vCPU threads to have ended; returns whether they have.
+    pub fn wait_vcpus_ended(&self, count: usize, timeout: std::time::Duration) -> bool {
+        let ended = self.ended.lock().unwrap_or_else(|e| e.into_inner());
+        let (ended, _) = self
+            .ended_cv
+            .wait_timeout_while(ended, timeout, |n| *n < count)
+            .unwrap_or_else(|e| e.into_inner());
+        *ended >= count
     }
 
     /// Blocks until a stop is requested and returns the request.

@@ -14,7 +14,7 @@ use rvvmm::{VmConfig, Vmm};
 fn main() -> ExitCode {
     rvvmm::vmm::process_start();
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn"))
-        .format_timestamp_millis()
+        .format_timestamp_micros()
         .init();
     let config = VmConfig::from(Args::parse());
     match run(config) {

@@ -234,6 +234,7 @@ impl Vmm {
         loop {
             boots += 1;
             let vm = Arc::new(make_vm()?);
+            log::debug!("VM created");
             let request = self.boot(&vm, boots)?;
             // Every vCPU thread is joined; now the VM (and its vCPU fds) can go.
             drop(vm);
@@ -370,8 +371,10 @@ impl Vmm {
         }
         let control = Arc::new(VmControl::default());
 
+        log::debug!("guest RAM mapped, kernel loaded");
         let aia = self.choose_aia(vm_ref)?;
         let (mut vcpus, irqchip) = self.create_vcpus(vm_ref, aia)?;
+        log::debug!("vCPUs created and set up");
         let mut lines = Vec::with_capacity(vcpus.len());
         for vcpu in &mut vcpus {
             vcpu.set_entry(entry)?;
@@ -384,6 +387,7 @@ impl Vmm {
         let mut subscribers = machine.subscribers;
         subscribers.extend(self.console.clone().input_subscriber());
         let _event_loop = EventLoop::start(subscribers).map_err(VmmError::Device)?;
+        log::debug!("devices and event loop started");
 
         let fdt = self.device_tree(vcpus[0].isa(), boot_count, irqchip)?;
         let dtb_addr = fdt_addr(self.ram_size);
@@ -419,14 +423,18 @@ impl Vmm {
             };
             let spawned = std::thread::Builder::new()
                 .name(format!("vcpu{}", vcpu.id()))
-                .spawn(move || vcpu_loop(vcpu, &ctx));
+                .spawn(move || {
+                    let exits = vcpu_loop(vcpu, &ctx);
+                    ctx.control.vcpu_ended();
+                    exits
+                });
             match spawned {
                 Ok(handle) => threads.push(handle),
                 Err(e) => {
                     control.request(ExitRequest::Error(format!(
                         "cannot start a vCPU thread: {e}"
                     )));
-                    stop_threads(threads);
+                    stop_threads(threads, &control);
                     self.console.set_listener(None);
                     return Err(VmmError::Thread(e));
                 }
@@ -434,7 +442,7 @@ impl Vmm {
         }
         log::info!("VmRSS at start: {} KiB", vm_rss_kib());
         let request = control.wait();
-        let exits = stop_threads(threads);
+        let exits = stop_threads(threads, &control);
         self.console.set_listener(None);
         log::info!(
             "VmRSS at exit: {} KiB after {} exits (per hart: {exits:?})",
@@ -830,13 +838,18 @@ fn install_kick_handler() {
 /// Kicks every vCPU thread until it has left its loop, then joins it. A thread may be between
 /// its stop check and `KVM_RUN` when a kick lands, so kicks repeat until it is out.
 /// Returns each thread's exit count.
-fn stop_threads(threads: Vec<JoinHandle<u64>>) -> Vec<u64> {
-    while threads.iter().any(|t| !t.is_finished()) {
+fn stop_threads(threads: Vec<JoinHandle<u64>>, control: &VmControl) -> Vec<u64> {
+    // A thread that stops by itself (the exit that asked for the stop) ends at once: wait for
+    // it on the condvar, and kick only the threads still in KVM_RUN, every KICK_INTERVAL.
+    let count = threads.len();
+    while !control.wait_vcpus_ended(count, Duration::ZERO)
+        && threads.iter().any(|t| !t.is_finished())
+    {
         for thread in threads.iter().filter(|t| !t.is_finished()) {
             // The thread may finish between the check and the kill; ESRCH is harmless then.
             let _ = thread.kill(SIGRTMIN());
         }
-        std::thread::sleep(KICK_INTERVAL);
+        control.wait_vcpus_ended(count, KICK_INTERVAL);
     }
     threads
         .into_iter()

@@ -4,6 +4,26 @@
 #define STACK_SHIFT 14
 #define MAX_HARTS 32
 
+#ifdef IMAGE_HEADER
+    /* A Linux Image header (Documentation/arch/riscv/boot-image-header.rst), so that any VMM
+     * that boots Linux loads this guest at RAM + 2 MiB and enters it here (kvmtool ignores the
+     * header but loads every kernel there). */
+    .section .text.head, "ax"
+    .globl _head
+_head:
+    j _start                    /* code0, code1 */
+    .balign 8
+    .dword 0x200000             /* text_offset */
+    .dword 0x400000             /* image_size, bss included */
+    .dword 0                    /* flags: little endian */
+    .word 2                     /* version 0.2 */
+    .word 0
+    .dword 0
+    .ascii "RISCV\0\0\0"         /* magic (deprecated) */
+    .ascii "RSC\x05"              /* magic2 */
+    .word 0
+#endif
+
     .section .text.start
     .globl _start
 _start:

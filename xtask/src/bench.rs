@@ -71,7 +71,7 @@ fn boot_case(reps: usize, lkvm: bool) -> Case {
         "RUST_LOG=rvvmm=info /rvvmm --kernel /l2/Image --initrd /l2/initrd.cpio --memory {BOOT_ARGS_MEM_MIB}M --cmdline 'console=ttyS0 quiet'"
     );
     let lkvm_cmd = format!(
-        "/lkvm run -k /l2/Image -i /l2/initrd.cpio -m {BOOT_ARGS_MEM_MIB} -c 1 --console serial -p 'console=ttyS0 quiet'"
+        "/lkvm run {LKVM_FLAGS} -k /l2/Image -i /l2/initrd.cpio -m {BOOT_ARGS_MEM_MIB} -c 1 -p 'console=ttyS0 quiet'"
     );
     let (odd, even) = if lkvm {
         ("rvvmm lkvm", "lkvm rvvmm")
@@ -93,6 +93,55 @@ fn boot_case(reps: usize, lkvm: bool) -> Case {
         timeout: 3600,
         ..plan::case("bench_boot", leak(script), 0, &[])
     }
+}
+
+/// kvmtool with the devices rvvmm has in these runs: a serial console, no network (its default
+/// is a user-mode virtio-net), no 9p root, no added command line.
+const LKVM_FLAGS: &str = "--console serial --network mode=none --nodefaults";
+/// Runs of the startup guest per repetition (their mean resolves /proc/uptime's 10 ms).
+const STARTUP_RUNS: usize = 10;
+
+/// Exec to exit of each VMM on a guest that powers off at its first instruction: startup,
+/// one exit and teardown; rvvmm also logs exec to its first exit.
+fn startup_case(reps: usize, lkvm: bool) -> Case {
+    let (odd, even) = if lkvm {
+        ("rvvmm lkvm", "lkvm rvvmm")
+    } else {
+        ("rvvmm", "rvvmm")
+    };
+    let script = format!(
+        "for r in $(seq 1 {reps}); do\n\
+         if [ $((r % 2)) -eq 1 ]; then order='{odd}'; else order='{even}'; fi\n\
+         for v in $order; do\n\
+         t0=$(cut -d' ' -f1 /proc/uptime)\n\
+         for i in $(seq 1 {STARTUP_RUNS}); do\n\
+         if [ $v = rvvmm ]; then /rvvmm --kernel /guests/bench_startup.bin --memory 256M --cmdline quiet > /tmp/startup.out 2>&1; \
+         else /lkvm run {LKVM_FLAGS} -k /guests/bench_startup.bin -m 256 -c 1 -p quiet > /tmp/startup.out 2>&1; fi || echo \"@@STARTUP_FAILED $v $(tail -n 3 /tmp/startup.out)\"\n\
+         done\n\
+         t1=$(cut -d' ' -f1 /proc/uptime)\n\
+         echo \"@@STARTUP $v $r $(awk \"BEGIN {{ print ($t1 - $t0) * 1000 / {STARTUP_RUNS} }}\")\"\n\
+         done\ndone"
+    );
+    Case {
+        timeout: 3600,
+        ..plan::case("bench_startup", leak(script), 0, &[])
+    }
+}
+
+fn startup_samples(output: &str) -> Vec<Sample> {
+    output
+        .lines()
+        .filter_map(|l| {
+            let mut f = l.strip_prefix("@@STARTUP ")?.split_whitespace();
+            let (vmm, rep, ms) = (f.next()?, f.next()?.parse().ok()?, f.next()?.parse().ok()?);
+            Some(Sample {
+                vmm: vmm.into(),
+                what: "exec_to_exit_ms".into(),
+                rep,
+                value: ms,
+            })
+        })
+        .collect()
 }
 
 /// The file the virtio-blk throughput is measured on, in MiB.
@@ -268,6 +317,7 @@ pub fn run(opts: &Options) -> Result<bool, String> {
         exits_case(opts.reps),
         boot_case(opts.reps, opts.lkvm.is_some()),
         blk_case(opts.reps),
+        startup_case(opts.reps, opts.lkvm.is_some()),
     ];
     let commit = crate::host::run_quiet(
         std::process::Command::new("git")
@@ -302,6 +352,14 @@ pub fn run(opts: &Options) -> Result<bool, String> {
         let mut samples = exit_samples(&output("bench_exits"));
         samples.extend(boot_samples(&output("bench_boot")));
         samples.extend(blk_samples(&output("bench_blk")));
+        samples.extend(startup_samples(&output("bench_startup")));
+        if output("bench_startup").contains("@@STARTUP_FAILED") {
+            println!(
+                "bench[{}] a startup run failed: see the L1 console log",
+                mode.name()
+            );
+            complete = false;
+        }
 
         println!(
             "bench[{}] L1 kernel {kernel}, {}, {} repetitions, interleaved",
@@ -378,6 +436,25 @@ pub fn run(opts: &Options) -> Result<bool, String> {
         } else {
             complete = false;
         }
+        let startup = (
+            med(&samples, "rvvmm", "exec_to_exit_ms"),
+            med(&samples, "lkvm", "exec_to_exit_ms"),
+        );
+        match startup {
+            (Some(r), Some(l)) => println!(
+                "bench[{}] exec to exit, guest powering off at once: rvvmm {r:.1} ms, kvmtool {l:.1} ms, ratio {:.3}",
+                mode.name(),
+                r / l
+            ),
+            (Some(r), None) => println!(
+                "bench[{}] exec to exit, guest powering off at once: rvvmm {r:.1} ms (no --lkvm given: no kvmtool ratio)",
+                mode.name()
+            ),
+            _ => {
+                println!("bench[{}] startup: missing samples", mode.name());
+                complete = false;
+            }
+        }
         let all: Vec<String> = samples
             .iter()
             .map(|s| {
@@ -393,7 +470,7 @@ pub fn run(opts: &Options) -> Result<bool, String> {
         };
         let _ = writeln!(
             json,
-            "    {{\"mode\": \"{}\", \"l1_kernel\": \"{kernel}\", \"exits\": [{}], \"boot_s\": {{\"rvvmm\": {}, \"kvmtool\": {}}}, \"blk_read_mib_s\": {{\"rvvmm_warm\": {}, \"rvvmm_cold\": {}, \"direct\": {}}}, \"own_memory_kib\": {}, \"startup_us\": {}, \"samples\": [{}]}}{}",
+            "    {{\"mode\": \"{}\", \"l1_kernel\": \"{kernel}\", \"exits\": [{}], \"boot_s\": {{\"rvvmm\": {}, \"kvmtool\": {}}}, \"blk_read_mib_s\": {{\"rvvmm_warm\": {}, \"rvvmm_cold\": {}, \"direct\": {}}}, \"exec_to_exit_ms\": {{\"rvvmm\": {}, \"kvmtool\": {}}}, \"own_memory_kib\": {}, \"startup_us\": {}, \"samples\": [{}]}}{}",
             mode.name(),
             rows.join(", "),
             opt(boot),
@@ -401,6 +478,8 @@ pub fn run(opts: &Options) -> Result<bool, String> {
             opt(blk.1),
             opt(blk.2),
             opt(blk.0),
+            opt(startup.0),
+            opt(startup.1),
             opt(med(&samples, "rvvmm", "own_memory_kib")),
             opt(med(&samples, "rvvmm", "startup_us")),
             all.join(", "),

@@ -78,6 +78,11 @@ const GUESTS: &[(&str, &str, &str)] = &[
     ("bench_mmio_write", "bench", "-DKIND_MMIO_WRITE"),
     ("bench_dbcn_write_byte", "bench", "-DKIND_DBCN"),
     ("bench_sbi_in_kernel", "bench", "-DKIND_SBI_KERNEL"),
+    (
+        "bench_startup",
+        "startup",
+        "-DIMAGE_HEADER -Wl,--defsym=GUEST_BASE=0x80200000",
+    ),
 ];
 
 /// Everything a boot of L1 needs, ready on disk.
