@@ -100,6 +100,14 @@ pub enum VmmError {
     /// A disk could not be opened.
     #[error(transparent)]
     Disk(#[from] DiskError),
+    /// `--hugepages` cannot be honoured.
+    #[error("cannot map {mib} MiB of guest RAM in 2 MiB huge pages: {why}")]
+    HugePages {
+        /// RAM size in MiB.
+        mib: u64,
+        /// Why not.
+        why: String,
+    },
     /// A `--net` tap cannot be used.
     #[error(transparent)]
     Tap(#[from] TapError),
@@ -186,12 +194,7 @@ impl Vmm {
             }
             None => None,
         };
-        let memory = GuestMemoryMmap::from_ranges(&[(GuestAddress(RAM_BASE), ram_size as usize)])
-            .map_err(|source| VmmError::Memory {
-            size: ram_size,
-            source,
-        })?;
-        advise_huge_pages(&memory);
+        let memory = guest_memory(ram_size, config.hugepages)?;
         Ok(Vmm {
             config,
             kernel,
@@ -695,6 +698,47 @@ impl<V: VmBackend> IrqChip for KvmIrqChip<V> {
             log::warn!("cannot set interrupt {irq} to {level}: {e}");
         }
     }
+}
+
+/// Size of a huge page for `--hugepages`.
+const HUGE_PAGE: u64 = 2 << 20;
+
+/// Maps guest RAM: anonymous memory with transparent huge pages advised, or (`hugepages`)
+/// hugetlb 2 MiB pages, reserved at once so that a shortage is an error now, not a SIGBUS in
+/// the middle of a guest's run.
+fn guest_memory(ram_size: u64, hugepages: bool) -> Result<GuestMemoryMmap> {
+    if !hugepages {
+        let memory = GuestMemoryMmap::from_ranges(&[(GuestAddress(RAM_BASE), ram_size as usize)])
+            .map_err(|source| VmmError::Memory {
+            size: ram_size,
+            source,
+        })?;
+        advise_huge_pages(&memory);
+        return Ok(memory);
+    }
+    let huge_err = |why: String| VmmError::HugePages {
+        mib: ram_size >> 20,
+        why,
+    };
+    if !ram_size.is_multiple_of(HUGE_PAGE) {
+        return Err(huge_err("--memory is not a multiple of 2 MiB".into()));
+    }
+    let region = vm_memory::MmapRegion::<()>::build(
+        None,
+        ram_size as usize,
+        libc::PROT_READ | libc::PROT_WRITE,
+        libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_HUGETLB,
+    )
+    .map_err(|e| {
+        huge_err(format!(
+            "{e}; reserve {} of them with `echo {} > /proc/sys/vm/nr_hugepages` (as root)",
+            ram_size / HUGE_PAGE,
+            ram_size / HUGE_PAGE
+        ))
+    })?;
+    let region = vm_memory::GuestRegionMmap::new(region, GuestAddress(RAM_BASE))
+        .ok_or_else(|| huge_err("the RAM range overflows".into()))?;
+    GuestMemoryMmap::from_regions(vec![region]).map_err(|e| huge_err(e.to_string()))
 }
 
 /// Asks for transparent huge pages on guest RAM (as Cloud Hypervisor's `thp=on`): a guest

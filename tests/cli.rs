@@ -91,3 +91,20 @@ fn a_host_without_riscv_kvm_is_told_so() {
     let out = rvvmm(&["--kernel", k.to_str().unwrap()]);
     assert_one_line_error(&out, 1, "only on a riscv64 host with KVM");
 }
+
+#[test]
+fn huge_pages_need_whole_pages_and_a_reservation() {
+    let dir = std::env::temp_dir().join(format!("rvvmm-cli-huge-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let k = dir.join("ok.bin");
+    std::fs::write(&k, [0x73, 0x00, 0x50, 0x10]).unwrap();
+    let k = k.to_str().unwrap();
+    let out = rvvmm(&["--kernel", k, "--hugepages", "--memory", "5M"]);
+    assert_one_line_error(&out, 1, "not a multiple of 2 MiB");
+    // Without huge pages reserved the reservation fails at once, with the way to make some.
+    let reserved = std::fs::read_to_string("/proc/sys/vm/nr_hugepages").unwrap_or_default();
+    if reserved.trim() == "0" {
+        let out = rvvmm(&["--kernel", k, "--hugepages", "--memory", "4M"]);
+        assert_one_line_error(&out, 1, "/proc/sys/vm/nr_hugepages");
+    }
+}

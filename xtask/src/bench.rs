@@ -49,6 +49,26 @@ fn leak(s: String) -> &'static str {
     Box::leak(s.into_boxed_str())
 }
 
+/// A shell loop running `body` for `$v` = each of `vmms` in each repetition `$r`, the order
+/// reversed every other repetition so that none always runs first.
+fn interleaved(reps: usize, vmms: &[&str], body: &str) -> String {
+    let odd = vmms.join(" ");
+    let even = vmms.iter().rev().copied().collect::<Vec<_>>().join(" ");
+    format!(
+        "for r in $(seq 1 {reps}); do\n\
+         if [ $((r % 2)) -eq 1 ]; then order='{odd}'; else order='{even}'; fi\n\
+         for v in $order; do\n{body}\ndone\ndone"
+    )
+}
+
+/// A benchmark case: a script with an hour's time limit, judged only by its numbers.
+fn bench_case(name: &'static str, script: String) -> Case {
+    Case {
+        timeout: 3600,
+        ..plan::case(name, leak(script), 0, &[])
+    }
+}
+
 fn exits_case(reps: usize) -> Case {
     let mut script = String::from("for r in $(seq 1 ");
     let _ = write!(script, "{reps}); do\nfor k in {}; do\n", KINDS.join(" "));
@@ -60,10 +80,7 @@ fn exits_case(reps: usize) -> Case {
          echo \"@@S $v $k $r $out\"\n\
          done\ndone\ndone",
     );
-    Case {
-        timeout: 3600,
-        ..plan::case("bench_exits", leak(script), 0, &[])
-    }
+    bench_case("bench_exits", script)
 }
 
 fn boot_case(reps: usize, lkvm: bool) -> Case {
@@ -73,26 +90,16 @@ fn boot_case(reps: usize, lkvm: bool) -> Case {
     let lkvm_cmd = format!(
         "/lkvm run {LKVM_FLAGS} -k /l2/Image -i /l2/initrd.cpio -m {BOOT_ARGS_MEM_MIB} -c 1 -p 'console=ttyS0 quiet'"
     );
-    let (odd, even) = if lkvm {
-        ("rvvmm lkvm", "lkvm rvvmm")
-    } else {
-        ("rvvmm", "rvvmm")
-    };
-    let script = format!(
-        "for r in $(seq 1 {reps}); do\n\
-         if [ $((r % 2)) -eq 1 ]; then order='{odd}'; else order='{even}'; fi\n\
-         for v in $order; do\n\
-         t0=$(cut -d' ' -f1 /proc/uptime)\n\
-         if [ $v = rvvmm ]; then {rvvmm} > /tmp/boot.out 2>&1; else {lkvm_cmd} > /tmp/boot.out 2>&1; fi\n\
+    let body = format!(
+        "t0=$(cut -d' ' -f1 /proc/uptime)\n\
+         case $v in rvvmm) {rvvmm} > /tmp/boot.out 2>&1;; rvvmm_huge) {rvvmm} --hugepages > /tmp/boot.out 2>&1;; *) {lkvm_cmd} > /tmp/boot.out 2>&1;; esac\n\
          rc=$?; t1=$(cut -d' ' -f1 /proc/uptime)\n\
          grep -E 'first guest exit|memory: peak|init reached' /tmp/boot.out | sed \"s/^/@@L $v $r /\"\n\
-         echo \"@@BOOT $v $r rc=$rc wall=$(awk \"BEGIN {{ print $t1 - $t0 }}\")\"\n\
-         done\ndone"
+         echo \"@@BOOT $v $r rc=$rc wall=$(awk \"BEGIN {{ print $t1 - $t0 }}\")\""
     );
-    Case {
-        timeout: 3600,
-        ..plan::case("bench_boot", leak(script), 0, &[])
-    }
+    let mut vmms = vec!["rvvmm", "rvvmm_huge"];
+    vmms.extend(lkvm.then_some("lkvm"));
+    bench_case("bench_boot", interleaved(reps, &vmms, &body))
 }
 
 /// kvmtool with the devices rvvmm has in these runs: a serial console, no network (its default
@@ -104,41 +111,39 @@ const STARTUP_RUNS: usize = 10;
 /// Exec to exit of each VMM on a guest that powers off at its first instruction: startup,
 /// one exit and teardown; rvvmm also logs exec to its first exit.
 fn startup_case(reps: usize, lkvm: bool) -> Case {
-    let (odd, even) = if lkvm {
-        ("rvvmm lkvm", "lkvm rvvmm")
-    } else {
-        ("rvvmm", "rvvmm")
-    };
-    let script = format!(
-        "for r in $(seq 1 {reps}); do\n\
-         if [ $((r % 2)) -eq 1 ]; then order='{odd}'; else order='{even}'; fi\n\
-         for v in $order; do\n\
-         t0=$(cut -d' ' -f1 /proc/uptime)\n\
+    let body = format!(
+        "t0=$(cut -d' ' -f1 /proc/uptime)\n\
          for i in $(seq 1 {STARTUP_RUNS}); do\n\
          if [ $v = rvvmm ]; then /rvvmm --kernel /guests/bench_startup.bin --memory 256M --cmdline quiet > /tmp/startup.out 2>&1; \
          else /lkvm run {LKVM_FLAGS} -k /guests/bench_startup.bin -m 256 -c 1 -p quiet > /tmp/startup.out 2>&1; fi || echo \"@@STARTUP_FAILED $v $(tail -n 3 /tmp/startup.out)\"\n\
          done\n\
          t1=$(cut -d' ' -f1 /proc/uptime)\n\
-         echo \"@@STARTUP $v $r $(awk \"BEGIN {{ print ($t1 - $t0) * 1000 / {STARTUP_RUNS} }}\")\"\n\
-         done\ndone"
+         echo \"@@STARTUP $v $r $(awk \"BEGIN {{ print ($t1 - $t0) * 1000 / {STARTUP_RUNS} }}\")\""
     );
-    Case {
-        timeout: 3600,
-        ..plan::case("bench_startup", leak(script), 0, &[])
-    }
+    let vmms: &[&str] = if lkvm { &["rvvmm", "lkvm"] } else { &["rvvmm"] };
+    bench_case("bench_startup", interleaved(reps, vmms, &body))
 }
 
 fn startup_samples(output: &str) -> Vec<Sample> {
+    tagged_samples(output, "@@STARTUP ", "exec_to_exit_ms", Some)
+}
+
+/// Samples from lines `TAG vmm rep value`, the value mapped by `f` (None drops the line).
+fn tagged_samples<F>(output: &str, tag: &str, what: &str, f: F) -> Vec<Sample>
+where
+    F: Fn(f64) -> Option<f64>,
+{
     output
         .lines()
         .filter_map(|l| {
-            let mut f = l.strip_prefix("@@STARTUP ")?.split_whitespace();
-            let (vmm, rep, ms) = (f.next()?, f.next()?.parse().ok()?, f.next()?.parse().ok()?);
+            let mut fields = l.strip_prefix(tag)?.split_whitespace();
+            let (vmm, rep) = (fields.next()?, fields.next()?.parse().ok()?);
+            let value = f(fields.next()?.parse().ok()?)?;
             Some(Sample {
                 vmm: vmm.into(),
-                what: "exec_to_exit_ms".into(),
+                what: what.into(),
                 rep,
-                value: ms,
+                value,
             })
         })
         .collect()
@@ -151,41 +156,26 @@ const BLK_MIB: u64 = 256;
 /// through rvvmm, against `dd` of the same file directly in L1 (four times over, so that the
 /// 10 ms clock of /proc/uptime resolves it).
 fn blk_case(reps: usize) -> Case {
-    let script = format!(
-        "dd if=/dev/urandom of=/tmp/blk.img bs=1M count={BLK_MIB} 2>/dev/null\n\
-         for r in $(seq 1 {reps}); do\n\
-         if [ $((r % 2)) -eq 1 ]; then order='direct rvvmm'; else order='rvvmm direct'; fi\n\
-         for v in $order; do\n\
-         if [ $v = direct ]; then\n\
+    let body = format!(
+        "if [ $v = direct ]; then\n\
          t0=$(cut -d' ' -f1 /proc/uptime); for i in 1 2 3 4; do dd if=/tmp/blk.img of=/dev/null bs=1M 2>/dev/null; done; t1=$(cut -d' ' -f1 /proc/uptime)\n\
          echo \"@@BLK direct $r $(awk \"BEGIN {{ print ($t1 - $t0) / 4 }}\")\"\n\
          else\n\
          /rvvmm --kernel /l2/Image --initrd /l2/initrd.cpio --memory 256M --disk /tmp/blk.img,readonly --cmdline 'console=ttyS0 quiet rvvmm.test=blk-read' 2>&1 | sed -n \"s/.*@@L2 blk \\([a-z]*\\) read {} bytes in \\([0-9.]*\\) s.*/@@BLK rvvmm_\\1 $r \\2/p\"\n\
-         fi\n\
-         done\ndone\nrm -f /tmp/blk.img",
+         fi",
         BLK_MIB << 20
     );
-    Case {
-        timeout: 3600,
-        ..plan::case("bench_blk", leak(script), 0, &[])
-    }
+    let script = format!(
+        "dd if=/dev/urandom of=/tmp/blk.img bs=1M count={BLK_MIB} 2>/dev/null\n{}\nrm -f /tmp/blk.img",
+        interleaved(reps, &["direct", "rvvmm"], &body)
+    );
+    bench_case("bench_blk", script)
 }
 
 fn blk_samples(output: &str) -> Vec<Sample> {
-    output
-        .lines()
-        .filter_map(|l| {
-            let mut f = l.strip_prefix("@@BLK ")?.split_whitespace();
-            let (vmm, rep, secs) = (f.next()?, f.next()?.parse().ok()?, f.next()?);
-            let secs: f64 = secs.parse().ok().filter(|s: &f64| *s > 0.0)?;
-            Some(Sample {
-                vmm: vmm.into(),
-                what: "blk_read_mib_s".into(),
-                rep,
-                value: BLK_MIB as f64 / secs,
-            })
-        })
-        .collect()
+    tagged_samples(output, "@@BLK ", "blk_read_mib_s", |secs| {
+        (secs > 0.0).then(|| BLK_MIB as f64 / secs)
+    })
 }
 
 /// One sample.
@@ -398,11 +388,24 @@ pub fn run(opts: &Options) -> Result<bool, String> {
         }
         let boot = med(&samples, "rvvmm", "boot_s");
         let lkvm_boot = med(&samples, "lkvm", "boot_s");
+        let huge_boot = med(&samples, "rvvmm_huge", "boot_s");
         match (boot, lkvm_boot) {
             (Some(b), Some(l)) => println!("bench[{}] linux boot to init + power-off: rvvmm {b:.2} s, kvmtool {l:.2} s, ratio {:.3}", mode.name(), b / l),
             (Some(b), None) => println!("bench[{}] linux boot to init + power-off: rvvmm {b:.2} s (no --lkvm given: no kvmtool ratio)", mode.name()),
             _ => {
                 println!("bench[{}] linux boot: missing samples", mode.name());
+                complete = false;
+            }
+        }
+        match (huge_boot, boot, lkvm_boot) {
+            (Some(h), Some(b), l) => println!(
+                "bench[{}] linux boot with --hugepages: rvvmm {h:.2} s, ratio to rvvmm without {:.3}{}",
+                mode.name(),
+                h / b,
+                l.map(|l| format!(", to kvmtool {:.3}", h / l)).unwrap_or_default()
+            ),
+            _ => {
+                println!("bench[{}] linux boot with --hugepages: missing samples", mode.name());
                 complete = false;
             }
         }
@@ -470,10 +473,11 @@ pub fn run(opts: &Options) -> Result<bool, String> {
         };
         let _ = writeln!(
             json,
-            "    {{\"mode\": \"{}\", \"l1_kernel\": \"{kernel}\", \"exits\": [{}], \"boot_s\": {{\"rvvmm\": {}, \"kvmtool\": {}}}, \"blk_read_mib_s\": {{\"rvvmm_warm\": {}, \"rvvmm_cold\": {}, \"direct\": {}}}, \"exec_to_exit_ms\": {{\"rvvmm\": {}, \"kvmtool\": {}}}, \"own_memory_kib\": {}, \"startup_us\": {}, \"samples\": [{}]}}{}",
+            "    {{\"mode\": \"{}\", \"l1_kernel\": \"{kernel}\", \"exits\": [{}], \"boot_s\": {{\"rvvmm\": {}, \"rvvmm_hugepages\": {}, \"kvmtool\": {}}}, \"blk_read_mib_s\": {{\"rvvmm_warm\": {}, \"rvvmm_cold\": {}, \"direct\": {}}}, \"exec_to_exit_ms\": {{\"rvvmm\": {}, \"kvmtool\": {}}}, \"own_memory_kib\": {}, \"startup_us\": {}, \"samples\": [{}]}}{}",
             mode.name(),
             rows.join(", "),
             opt(boot),
+            opt(huge_boot),
             opt(lkvm_boot),
             opt(blk.1),
             opt(blk.2),

@@ -217,6 +217,19 @@ pub fn cases() -> Vec<Case> {
             timeout: 300,
             check: Check::InitWithin(30),
             ..case(
+                "linux_hugepages",
+                "grep -E 'HugePages_(Total|Free)' /proc/meminfo\n\
+                 /rvvmm --kernel /l2/Image --initrd /l2/initrd.cpio --hugepages --memory 256M --cmdline 'console=ttyS0 quiet rvvmm.mem_mib=256'\n\
+                 /rvvmm --kernel /l2/Image --hugepages --memory 255M; echo status=$?",
+                0,
+                &["@@L2 init reached", "@@L2 memory ok", "@@L2 powering off", "not a multiple of 2 MiB", "status=1"],
+            )
+        },
+        Case {
+            reject: &["panicked", "memory WRONG", "Kernel panic"],
+            timeout: 300,
+            check: Check::InitWithin(30),
+            ..case(
                 "linux_qemu_dtb_smp2",
                 "/rvvmm --kernel /l2/Image --initrd /l2/initrd.cpio --dtb /l2/virt.dtb --cpus 2 --memory 512M --cmdline 'console=ttyS0 quiet rvvmm.mem_mib=512'",
                 0,

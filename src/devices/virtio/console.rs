@@ -87,11 +87,7 @@ impl VirtioConsole {
             }
             used = true;
         }
-        if used {
-            QueueOutcome::Used
-        } else {
-            QueueOutcome::Idle
-        }
+        QueueOutcome::used_if(used)
     }
 }
 

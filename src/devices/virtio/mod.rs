@@ -54,6 +54,17 @@ pub enum QueueOutcome {
     Broken,
 }
 
+impl QueueOutcome {
+    /// `Used` if buffers were used, else `Idle`.
+    pub fn used_if(used: bool) -> Self {
+        if used {
+            QueueOutcome::Used
+        } else {
+            QueueOutcome::Idle
+        }
+    }
+}
+
 /// One virtio device model.
 pub trait VirtioDevice: Send {
     /// The virtio device ID.
@@ -129,11 +140,7 @@ where
             used = true;
         }
     }
-    if used {
-        QueueOutcome::Used
-    } else {
-        QueueOutcome::Idle
-    }
+    QueueOutcome::used_if(used)
 }
 
 /// A no-op interrupt, for tests.

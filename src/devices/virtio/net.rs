@@ -160,11 +160,7 @@ impl Net {
             }
             used = true;
         }
-        if used {
-            QueueOutcome::Used
-        } else {
-            QueueOutcome::Idle
-        }
+        QueueOutcome::used_if(used)
     }
 
     /// Sends every frame the guest queued for transmission.
