@@ -6,7 +6,6 @@
 //! Either way the bytes go into one bounded queue that the guest's devices drain.
 
 use std::collections::VecDeque;
-use std::io::Write;
 use std::os::fd::RawFd;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex, Once};
@@ -53,6 +52,8 @@ pub struct StdioConsole {
     room: EventFd,
     /// The input fd: stdin (another fd in tests).
     fd: RawFd,
+    /// Held while writing stdout.
+    output: Mutex<()>,
 }
 
 impl StdioConsole {
@@ -66,6 +67,7 @@ impl StdioConsole {
     fn with_input(fd: RawFd, escape: bool) -> Arc<Self> {
         Arc::new(StdioConsole {
             fd,
+            output: Mutex::new(()),
             input: Mutex::new(VecDeque::new()),
             drained: Condvar::new(),
             listener: Mutex::new(None),
@@ -182,6 +184,35 @@ impl StdioConsole {
     }
 }
 
+/// Writes all of `bytes` to `fd`, waiting (poll) when the fd is non-blocking and full: output
+/// is never dropped, only delayed.
+fn write_all_fd(fd: RawFd, mut bytes: &[u8]) -> std::io::Result<()> {
+    while !bytes.is_empty() {
+        // SAFETY: the pointer and length describe `bytes`.
+        let n = unsafe { libc::write(fd, bytes.as_ptr().cast(), bytes.len()) };
+        if n > 0 {
+            bytes = &bytes[n as usize..];
+            continue;
+        }
+        let e = std::io::Error::last_os_error();
+        match e.kind() {
+            std::io::ErrorKind::Interrupted => {}
+            std::io::ErrorKind::WouldBlock => {
+                let mut pfd = libc::pollfd {
+                    fd,
+                    events: libc::POLLOUT,
+                    revents: 0,
+                };
+                // SAFETY: one valid pollfd.
+                unsafe { libc::poll(&mut pfd, 1, -1) };
+            }
+            _ if n == 0 => return Err(std::io::ErrorKind::WriteZero.into()),
+            _ => return Err(e),
+        }
+    }
+    Ok(())
+}
+
 /// Whether epoll can watch `fd` (not a regular file, not /dev/null).
 fn pollable(fd: RawFd) -> bool {
     // SAFETY: a new epoll fd, checked, and closed below.
@@ -292,8 +323,10 @@ pub fn filter_escape(after_escape: &mut bool, input: &[u8], out: &mut Vec<u8>) -
 
 impl Console for StdioConsole {
     fn write(&self, bytes: &[u8]) {
-        let mut out = std::io::stdout().lock();
-        if let Err(e) = out.write_all(bytes).and_then(|_| out.flush()) {
+        // Straight to fd 1 (no std buffer to copy through and flush, no reentrant lock): one
+        // write(2) per guest write, serialized by `output` so harts' lines do not interleave.
+        let _serial = self.output.lock().unwrap_or_else(|e| e.into_inner());
+        if let Err(e) = write_all_fd(libc::STDOUT_FILENO, bytes) {
             log::warn!("console output lost: {e}");
         }
     }
@@ -332,6 +365,7 @@ impl Console for StdioConsole {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::io::Write;
 
     fn run(chunks: &[&[u8]]) -> (Vec<u8>, bool) {
         let mut state = false;

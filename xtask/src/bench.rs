@@ -92,13 +92,15 @@ fn boot_case(reps: usize, lkvm: bool) -> Case {
     );
     let body = format!(
         "t0=$(cut -d' ' -f1 /proc/uptime)\n\
-         case $v in rvvmm) {rvvmm} > /tmp/boot.out 2>&1;; rvvmm_huge) {rvvmm} --hugepages > /tmp/boot.out 2>&1;; *) {lkvm_cmd} > /tmp/boot.out 2>&1;; esac\n\
+         case $v in rvvmm) {rvvmm} > /tmp/boot.out 2>&1;; rvvmm_huge) {rvvmm} --hugepages > /tmp/boot.out 2>&1;; lkvm) {lkvm_cmd} > /tmp/boot.out 2>&1;; *) {lkvm_cmd} --hugetlbfs /dev/hugepages > /tmp/boot.out 2>&1;; esac\n\
          rc=$?; t1=$(cut -d' ' -f1 /proc/uptime)\n\
          grep -E 'first guest exit|memory: peak|init reached' /tmp/boot.out | sed \"s/^/@@L $v $r /\"\n\
          echo \"@@BOOT $v $r rc=$rc wall=$(awk \"BEGIN {{ print $t1 - $t0 }}\")\""
     );
     let mut vmms = vec!["rvvmm", "rvvmm_huge"];
-    vmms.extend(lkvm.then_some("lkvm"));
+    if lkvm {
+        vmms.extend(["lkvm", "lkvm_huge"]);
+    }
     bench_case("bench_boot", interleaved(reps, &vmms, &body))
 }
 
@@ -106,7 +108,7 @@ fn boot_case(reps: usize, lkvm: bool) -> Case {
 /// is a user-mode virtio-net), no 9p root, no added command line.
 const LKVM_FLAGS: &str = "--console serial --network mode=none --nodefaults";
 /// Runs of the startup guest per repetition (their mean resolves /proc/uptime's 10 ms).
-const STARTUP_RUNS: usize = 10;
+const STARTUP_RUNS: usize = 30;
 
 /// Exec to exit of each VMM on a guest that powers off at its first instruction: startup,
 /// one exit and teardown; rvvmm also logs exec to its first exit.
@@ -389,6 +391,7 @@ pub fn run(opts: &Options) -> Result<bool, String> {
         let boot = med(&samples, "rvvmm", "boot_s");
         let lkvm_boot = med(&samples, "lkvm", "boot_s");
         let huge_boot = med(&samples, "rvvmm_huge", "boot_s");
+        let lkvm_huge_boot = med(&samples, "lkvm_huge", "boot_s");
         match (boot, lkvm_boot) {
             (Some(b), Some(l)) => println!("bench[{}] linux boot to init + power-off: rvvmm {b:.2} s, kvmtool {l:.2} s, ratio {:.3}", mode.name(), b / l),
             (Some(b), None) => println!("bench[{}] linux boot to init + power-off: rvvmm {b:.2} s (no --lkvm given: no kvmtool ratio)", mode.name()),
@@ -397,12 +400,13 @@ pub fn run(opts: &Options) -> Result<bool, String> {
                 complete = false;
             }
         }
-        match (huge_boot, boot, lkvm_boot) {
+        match (huge_boot, boot, lkvm_huge_boot) {
             (Some(h), Some(b), l) => println!(
-                "bench[{}] linux boot with --hugepages: rvvmm {h:.2} s, ratio to rvvmm without {:.3}{}",
+                "bench[{}] linux boot in 2 MiB huge pages: rvvmm --hugepages {h:.2} s (ratio to rvvmm without {:.3}){}",
                 mode.name(),
                 h / b,
-                l.map(|l| format!(", to kvmtool {:.3}", h / l)).unwrap_or_default()
+                l.map(|l| format!(", kvmtool --hugetlbfs {l:.2} s, ratio {:.3}", h / l))
+                    .unwrap_or_default()
             ),
             _ => {
                 println!("bench[{}] linux boot with --hugepages: missing samples", mode.name());
@@ -473,12 +477,13 @@ pub fn run(opts: &Options) -> Result<bool, String> {
         };
         let _ = writeln!(
             json,
-            "    {{\"mode\": \"{}\", \"l1_kernel\": \"{kernel}\", \"exits\": [{}], \"boot_s\": {{\"rvvmm\": {}, \"rvvmm_hugepages\": {}, \"kvmtool\": {}}}, \"blk_read_mib_s\": {{\"rvvmm_warm\": {}, \"rvvmm_cold\": {}, \"direct\": {}}}, \"exec_to_exit_ms\": {{\"rvvmm\": {}, \"kvmtool\": {}}}, \"own_memory_kib\": {}, \"startup_us\": {}, \"samples\": [{}]}}{}",
+            "    {{\"mode\": \"{}\", \"l1_kernel\": \"{kernel}\", \"exits\": [{}], \"boot_s\": {{\"rvvmm\": {}, \"rvvmm_hugepages\": {}, \"kvmtool\": {}, \"kvmtool_hugetlbfs\": {}}}, \"blk_read_mib_s\": {{\"rvvmm_warm\": {}, \"rvvmm_cold\": {}, \"direct\": {}}}, \"exec_to_exit_ms\": {{\"rvvmm\": {}, \"kvmtool\": {}}}, \"own_memory_kib\": {}, \"startup_us\": {}, \"samples\": [{}]}}{}",
             mode.name(),
             rows.join(", "),
             opt(boot),
             opt(huge_boot),
             opt(lkvm_boot),
+            opt(lkvm_huge_boot),
             opt(blk.1),
             opt(blk.2),
             opt(blk.0),

@@ -523,7 +523,7 @@ fn init_script(cases: &[Case]) -> String {
          mkdir -p /tmp\n\
          insmod /kvm.ko || echo '@@LAB insmod kvm.ko failed'\n\
          insmod /tun.ko || echo '@@LAB insmod tun.ko failed'\n\
-         echo 160 > /proc/sys/vm/nr_hugepages\n\
+         echo 160 > /proc/sys/vm/nr_hugepages; mkdir -p /dev/hugepages; mount -t hugetlbfs none /dev/hugepages\n\
          echo \"@@LAB kernel $(uname -r), $(grep -c ^processor /proc/cpuinfo) harts, $(grep -m1 ^isa /proc/cpuinfo)\"\n\
          {}\
          echo '@@LAB done'\n\
