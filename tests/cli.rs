@@ -10,6 +10,15 @@ fn rvvmm(args: &[&str]) -> Output {
         .expect("rvvmm runs")
 }
 
+/// A file holding `bytes` in a directory of this test run's own.
+fn temp_file(dir: &str, name: &str, bytes: impl AsRef<[u8]>) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("{dir}-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join(name);
+    std::fs::write(&path, bytes).unwrap();
+    path
+}
+
 fn stderr(out: &Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
 }
@@ -63,20 +72,14 @@ fn a_directory_is_not_a_kernel() {
 
 #[test]
 fn empty_kernel_is_refused() {
-    let dir = std::env::temp_dir().join(format!("rvvmm-cli-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let empty = dir.join("empty.bin");
-    std::fs::write(&empty, b"").unwrap();
+    let empty = temp_file("rvvmm-cli", "empty.bin", b"");
     let out = rvvmm(&["--kernel", empty.to_str().unwrap()]);
     assert_one_line_error(&out, 1, "is empty");
 }
 
 #[test]
 fn kernel_larger_than_ram_is_refused() {
-    let dir = std::env::temp_dir().join(format!("rvvmm-cli-big-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let big = dir.join("big.bin");
-    std::fs::write(&big, vec![0u8; 5 << 20]).unwrap();
+    let big = temp_file("rvvmm-cli-big", "big.bin", vec![0u8; 5 << 20]);
     let out = rvvmm(&["--kernel", big.to_str().unwrap(), "--memory", "4M"]);
     assert_one_line_error(&out, 1, "raise --memory");
 }
@@ -84,20 +87,14 @@ fn kernel_larger_than_ram_is_refused() {
 #[cfg(not(target_arch = "riscv64"))]
 #[test]
 fn a_host_without_riscv_kvm_is_told_so() {
-    let dir = std::env::temp_dir().join(format!("rvvmm-cli-ok-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let k = dir.join("ok.bin");
-    std::fs::write(&k, [0x73, 0x00, 0x50, 0x10]).unwrap(); // wfi
+    let k = temp_file("rvvmm-cli-ok", "ok.bin", [0x73, 0x00, 0x50, 0x10]);
     let out = rvvmm(&["--kernel", k.to_str().unwrap()]);
     assert_one_line_error(&out, 1, "only on a riscv64 host with KVM");
 }
 
 #[test]
 fn huge_pages_need_whole_pages_and_a_reservation() {
-    let dir = std::env::temp_dir().join(format!("rvvmm-cli-huge-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let k = dir.join("ok.bin");
-    std::fs::write(&k, [0x73, 0x00, 0x50, 0x10]).unwrap();
+    let k = temp_file("rvvmm-cli-huge", "ok.bin", [0x73, 0x00, 0x50, 0x10]);
     let k = k.to_str().unwrap();
     let out = rvvmm(&["--kernel", k, "--hugepages", "--memory", "5M"]);
     assert_one_line_error(&out, 1, "not a multiple of 2 MiB");
