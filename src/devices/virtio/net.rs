@@ -64,6 +64,8 @@ pub struct Net {
     rx_len: usize,
     /// A frame waits and the guest has no buffer: stop watching the tap.
     rx_stalled: bool,
+    /// The tap failed for good (e.g. its interface was deleted): stop watching it.
+    rx_failed: bool,
     tx_buf: Vec<u8>,
     drops: Drops,
 }
@@ -100,6 +102,7 @@ impl Net {
             rx_buf: vec![0; MAX_BUFFER],
             rx_len: 0,
             rx_stalled: false,
+            rx_failed: false,
             tx_buf: vec![0; MAX_BUFFER],
             drops: Drops::default(),
         }
@@ -115,6 +118,9 @@ impl Net {
         let (Some(memory), Some(queue)) = (self.memory.as_ref(), self.queues.get_mut(RX)) else {
             return QueueOutcome::Idle;
         };
+        if self.rx_failed {
+            return QueueOutcome::Idle;
+        }
         let mut used = false;
         self.rx_stalled = false;
         loop {
@@ -126,7 +132,10 @@ impl Net {
                     Err(e) if e.kind() == ErrorKind::Interrupted => continue,
                     Err(e) if e.kind() == ErrorKind::WouldBlock => break,
                     Err(e) => {
-                        log::warn!("virtio-net: cannot read from the tap: {e}");
+                        // Not a wait but a failure (a deleted interface gives EBADFD while
+                        // epoll keeps reporting an error): stop receiving instead of spinning.
+                        log::warn!("virtio-net: cannot read from the tap ({e}); receive stops");
+                        self.rx_failed = true;
                         break;
                     }
                 }
@@ -248,7 +257,7 @@ impl VirtioDevice for Net {
     }
 
     fn event_armed(&self) -> bool {
-        !self.rx_stalled
+        !self.rx_stalled && !self.rx_failed
     }
 
     fn reset(&mut self) {
@@ -397,6 +406,30 @@ mod tests {
         let mut got = [0u8; 1024];
         assert_eq!(peer.recv(&mut got).unwrap(), 16 * usize::from(SIZE));
         assert!(peer.recv(&mut got).is_err(), "nothing else was sent");
+    }
+
+    /// A tap whose interface is gone.
+    struct DeadBackend;
+
+    impl NetBackend for DeadBackend {
+        fn raw_fd(&self) -> RawFd {
+            -1
+        }
+        fn recv(&mut self, _: &mut [u8]) -> std::io::Result<usize> {
+            Err(std::io::Error::from_raw_os_error(libc::EBADFD))
+        }
+        fn send(&mut self, _: &[u8]) -> std::io::Result<usize> {
+            Err(std::io::Error::from_raw_os_error(libc::EBADFD))
+        }
+    }
+
+    #[test]
+    fn a_failed_tap_is_no_longer_watched() {
+        let mut net = Net::new(Box::new(DeadBackend), MAC);
+        net.activate(memory(), vec![queue(), queue()], 0);
+        assert!(net.event_armed());
+        assert_eq!(net.process_event(), QueueOutcome::Idle);
+        assert!(!net.event_armed(), "a dead tap would spin the event loop");
     }
 
     #[test]
