@@ -85,6 +85,11 @@ impl StdioConsole {
     pub fn start_input(self: &Arc<Self>) {
         let me = self.clone();
         self.started.call_once(move || {
+            if is_dev_null(me.fd) {
+                log::debug!("console input is /dev/null: none");
+                *me.lock_mode() = InputMode::Ended;
+                return;
+            }
             if pollable(me.fd) {
                 *me.lock_mode() = InputMode::Subscriber;
                 return;
@@ -211,6 +216,15 @@ fn write_all_fd(fd: RawFd, mut bytes: &[u8]) -> std::io::Result<()> {
         }
     }
     Ok(())
+}
+
+/// Whether `fd` is /dev/null (character device 1:3), which never has input.
+fn is_dev_null(fd: RawFd) -> bool {
+    // SAFETY: an all-zero stat is a valid value for fstat to overwrite.
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    // SAFETY: `st` is a valid stat buffer; fstat only writes it.
+    let rc = unsafe { libc::fstat(fd, &mut st) };
+    rc == 0 && st.st_mode & libc::S_IFMT == libc::S_IFCHR && st.st_rdev == libc::makedev(1, 3)
 }
 
 /// Whether epoll can watch `fd` (not a regular file, not /dev/null).
@@ -463,6 +477,19 @@ mod tests {
             std::thread::sleep(std::time::Duration::from_millis(2));
         }
         panic!("no Quit event");
+    }
+
+    #[test]
+    fn dev_null_has_no_input_and_needs_no_thread() {
+        use std::os::fd::AsRawFd;
+        let null = std::fs::File::open("/dev/null").unwrap();
+        assert!(is_dev_null(null.as_raw_fd()));
+        let console = StdioConsole::with_input(null.as_raw_fd(), false);
+        console.start_input();
+        assert_eq!(*console.lock_mode(), InputMode::Ended);
+        assert!(console.clone().input_subscriber().is_none());
+        let file = std::fs::File::open("/proc/self/status").unwrap();
+        assert!(!is_dev_null(file.as_raw_fd()));
     }
 
     #[test]

@@ -107,27 +107,61 @@ fn boot_case(reps: usize, lkvm: bool) -> Case {
 /// kvmtool with the devices rvvmm has in these runs: a serial console, no network (its default
 /// is a user-mode virtio-net), no 9p root, no added command line.
 const LKVM_FLAGS: &str = "--console serial --network mode=none --nodefaults";
-/// Runs of the startup guest per repetition (their mean resolves /proc/uptime's 10 ms).
-const STARTUP_RUNS: usize = 30;
+/// Runs of the startup guest per repetition.
+const STARTUP_RUNS: usize = 10;
 
-/// Exec to exit of each VMM on a guest that powers off at its first instruction: startup,
-/// one exit and teardown; rvvmm also logs exec to its first exit.
+/// Each VMM on a guest whose first instruction writes one byte and which then powers off,
+/// timed by `exec-timer` (xtask/exec-timer): exec to that byte (startup to the guest's first
+/// instruction, plus one exit) and exec to exit.
 fn startup_case(reps: usize, lkvm: bool) -> Case {
     let body = format!(
-        "t0=$(cut -d' ' -f1 /proc/uptime)\n\
-         for i in $(seq 1 {STARTUP_RUNS}); do\n\
-         if [ $v = rvvmm ]; then /rvvmm --kernel /guests/bench_startup.bin --memory 256M --cmdline quiet > /tmp/startup.out 2>&1; \
-         else /lkvm run {LKVM_FLAGS} -k /guests/bench_startup.bin -m 256 -c 1 -p quiet > /tmp/startup.out 2>&1; fi || echo \"@@STARTUP_FAILED $v $(tail -n 3 /tmp/startup.out)\"\n\
-         done\n\
-         t1=$(cut -d' ' -f1 /proc/uptime)\n\
-         echo \"@@STARTUP $v $r $(awk \"BEGIN {{ print ($t1 - $t0) * 1000 / {STARTUP_RUNS} }}\")\""
+        "for i in $(seq 1 {STARTUP_RUNS}); do\n\
+         if [ $v = rvvmm ]; then /exec-timer /rvvmm --kernel /guests/bench_startup.bin --memory 256M --cmdline quiet; \
+         else /exec-timer /lkvm run {LKVM_FLAGS} -k /guests/bench_startup.bin -m 256 -c 1 -p quiet; fi | sed \"s/^EXEC/@@EXEC $v $r/\"\n\
+         done"
     );
     let vmms: &[&str] = if lkvm { &["rvvmm", "lkvm"] } else { &["rvvmm"] };
     bench_case("bench_startup", interleaved(reps, vmms, &body))
 }
 
+/// `@@EXEC vmm rep first_output_us=N exit_us=N rc=N` lines: a run that failed or printed
+/// nothing gives no sample.
 fn startup_samples(output: &str) -> Vec<Sample> {
-    tagged_samples(output, "@@STARTUP ", "exec_to_exit_ms", Some)
+    let mut samples = Vec::new();
+    for l in output.lines() {
+        let Some(rest) = l.strip_prefix("@@EXEC ") else {
+            continue;
+        };
+        let mut f = rest.split_whitespace();
+        let (Some(vmm), Some(Ok(rep))) = (f.next(), f.next().map(str::parse)) else {
+            continue;
+        };
+        let field = |name: &str| {
+            rest.split(&format!("{name}="))
+                .nth(1)?
+                .split_whitespace()
+                .next()?
+                .parse::<f64>()
+                .ok()
+        };
+        if field("rc") != Some(0.0) {
+            continue;
+        }
+        for (what, name) in [
+            ("first_output_ms", "first_output_us"),
+            ("exec_to_exit_ms", "exit_us"),
+        ] {
+            if let Some(us) = field(name).filter(|us| *us >= 0.0) {
+                samples.push(Sample {
+                    vmm: vmm.into(),
+                    what: what.into(),
+                    rep,
+                    value: us / 1000.0,
+                });
+            }
+        }
+    }
+    samples
 }
 
 /// Samples from lines `TAG vmm rep value`, the value mapped by `f` (None drops the line).
@@ -345,13 +379,6 @@ pub fn run(opts: &Options) -> Result<bool, String> {
         samples.extend(boot_samples(&output("bench_boot")));
         samples.extend(blk_samples(&output("bench_blk")));
         samples.extend(startup_samples(&output("bench_startup")));
-        if output("bench_startup").contains("@@STARTUP_FAILED") {
-            println!(
-                "bench[{}] a startup run failed: see the L1 console log",
-                mode.name()
-            );
-            complete = false;
-        }
 
         println!(
             "bench[{}] L1 kernel {kernel}, {}, {} repetitions, interleaved",
@@ -444,21 +471,24 @@ pub fn run(opts: &Options) -> Result<bool, String> {
             complete = false;
         }
         let startup = (
+            med(&samples, "rvvmm", "first_output_ms"),
+            med(&samples, "lkvm", "first_output_ms"),
             med(&samples, "rvvmm", "exec_to_exit_ms"),
             med(&samples, "lkvm", "exec_to_exit_ms"),
         );
         match startup {
-            (Some(r), Some(l)) => println!(
-                "bench[{}] exec to exit, guest powering off at once: rvvmm {r:.1} ms, kvmtool {l:.1} ms, ratio {:.3}",
+            (Some(rf), Some(lf), Some(re), Some(le)) => println!(
+                "bench[{}] startup, exec to the guest's first instruction (its first byte out): rvvmm {rf:.2} ms, kvmtool {lf:.2} ms, ratio {:.3}; exec to exit: rvvmm {re:.2} ms, kvmtool {le:.2} ms, ratio {:.3}",
                 mode.name(),
-                r / l
+                rf / lf,
+                re / le
             ),
-            (Some(r), None) => println!(
-                "bench[{}] exec to exit, guest powering off at once: rvvmm {r:.1} ms (no --lkvm given: no kvmtool ratio)",
+            (Some(rf), None, Some(re), None) => println!(
+                "bench[{}] startup, exec to the guest's first instruction (its first byte out): rvvmm {rf:.2} ms; exec to exit: rvvmm {re:.2} ms (no --lkvm given: no kvmtool ratio)",
                 mode.name()
             ),
             _ => {
-                println!("bench[{}] startup: missing samples", mode.name());
+                println!("bench[{}] startup: missing samples (a run failed?)", mode.name());
                 complete = false;
             }
         }
@@ -477,7 +507,7 @@ pub fn run(opts: &Options) -> Result<bool, String> {
         };
         let _ = writeln!(
             json,
-            "    {{\"mode\": \"{}\", \"l1_kernel\": \"{kernel}\", \"exits\": [{}], \"boot_s\": {{\"rvvmm\": {}, \"rvvmm_hugepages\": {}, \"kvmtool\": {}, \"kvmtool_hugetlbfs\": {}}}, \"blk_read_mib_s\": {{\"rvvmm_warm\": {}, \"rvvmm_cold\": {}, \"direct\": {}}}, \"exec_to_exit_ms\": {{\"rvvmm\": {}, \"kvmtool\": {}}}, \"own_memory_kib\": {}, \"startup_us\": {}, \"samples\": [{}]}}{}",
+            "    {{\"mode\": \"{}\", \"l1_kernel\": \"{kernel}\", \"exits\": [{}], \"boot_s\": {{\"rvvmm\": {}, \"rvvmm_hugepages\": {}, \"kvmtool\": {}, \"kvmtool_hugetlbfs\": {}}}, \"blk_read_mib_s\": {{\"rvvmm_warm\": {}, \"rvvmm_cold\": {}, \"direct\": {}}}, \"first_output_ms\": {{\"rvvmm\": {}, \"kvmtool\": {}}}, \"exec_to_exit_ms\": {{\"rvvmm\": {}, \"kvmtool\": {}}}, \"own_memory_kib\": {}, \"startup_us\": {}, \"samples\": [{}]}}{}",
             mode.name(),
             rows.join(", "),
             opt(boot),
@@ -489,6 +519,8 @@ pub fn run(opts: &Options) -> Result<bool, String> {
             opt(blk.0),
             opt(startup.0),
             opt(startup.1),
+            opt(startup.2),
+            opt(startup.3),
             opt(med(&samples, "rvvmm", "own_memory_kib")),
             opt(med(&samples, "rvvmm", "startup_us")),
             all.join(", "),
@@ -539,6 +571,19 @@ mod tests {
         assert_eq!(med(&blk, "direct", "blk_read_mib_s"), Some(512.0));
         assert_eq!(med(&blk, "rvvmm_warm", "blk_read_mib_s"), Some(128.0));
         assert_eq!(blk.len(), 2, "a run without a time is no sample");
+        let s = startup_samples(
+            "@@EXEC rvvmm 1 first_output_us=8000 exit_us=15000 rc=0\n\
+             @@EXEC lkvm 1 first_output_us=-1 exit_us=9000 rc=0\n\
+             @@EXEC lkvm 2 first_output_us=9000 exit_us=9000 rc=139\n",
+        );
+        assert_eq!(med(&s, "rvvmm", "first_output_ms"), Some(8.0));
+        assert_eq!(med(&s, "rvvmm", "exec_to_exit_ms"), Some(15.0));
+        assert_eq!(
+            med(&s, "lkvm", "first_output_ms"),
+            None,
+            "no byte, or a crash"
+        );
+        assert_eq!(med(&s, "lkvm", "exec_to_exit_ms"), Some(9.0));
         let c = boot_case(3, true);
         assert!(c.cmd.contains("/lkvm run") && c.cmd.contains("seq 1 3"));
     }

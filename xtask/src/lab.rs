@@ -81,7 +81,7 @@ const GUESTS: &[(&str, &str, &str)] = &[
     (
         "bench_startup",
         "startup",
-        "-DIMAGE_HEADER -Wl,--defsym=GUEST_BASE=0x80200000",
+        "-DIMAGE_HEADER -DEARLY_MARK -Wl,--defsym=GUEST_BASE=0x80200000",
     ),
 ];
 
@@ -105,6 +105,8 @@ pub(crate) struct Prepared {
     disk_image: Vec<u8>,
     /// The benchmark floor (xtask/bare-kvm), cross-built.
     bare_kvm: Vec<u8>,
+    /// The bench's startup clock (xtask/exec-timer), cross-built.
+    exec_timer: Vec<u8>,
     /// An optional kvmtool binary for the benchmark (`--lkvm`).
     pub(crate) lkvm: Option<Vec<u8>>,
 }
@@ -240,10 +242,14 @@ pub(crate) fn prepare() -> Result<Prepared, String> {
         "--release",
         "--package",
         "bare-kvm",
+        "--package",
+        "exec-timer",
         "--target",
         RISCV_TARGET,
     ]))?;
     let bare_kvm = read(&paths::root().join(format!("target/{RISCV_TARGET}/release/bare-kvm")))?;
+    let exec_timer =
+        read(&paths::root().join(format!("target/{RISCV_TARGET}/release/exec-timer")))?;
     let guests = build_guests(&work.join("guests"))?;
     let l2_initrd = l2_initramfs(&busybox, &l2_modules(&kernel_dir, &work)?);
     let disk_image = ext4_image(&work)?;
@@ -253,6 +259,7 @@ pub(crate) fn prepare() -> Result<Prepared, String> {
         qemu_aia_dtb,
         disk_image,
         bare_kvm,
+        exec_timer,
         lkvm: None,
         image,
         l2_initrd,
@@ -569,6 +576,7 @@ fn initramfs(p: &Prepared, cases: &[Case]) -> Result<Vec<u8>, String> {
         Entry::File("l2/initrd.cpio", 0o644, &p.l2_initrd),
         Entry::File("l2/virt.dtb", 0o644, &p.qemu_dtb),
         Entry::File("bare-kvm", 0o755, &p.bare_kvm),
+        Entry::File("exec-timer", 0o755, &p.exec_timer),
         Entry::File("l2/disk.img", 0o644, &p.disk_image),
         Entry::File("l2/virt-aia.dtb", 0o644, &p.qemu_aia_dtb),
     ];
