@@ -459,7 +459,10 @@ impl Vmm {
             exits.iter().sum::<u64>()
         );
         if log::log_enabled!(log::Level::Info) {
-            let (peak, guest) = (status_kib("VmHWM:"), guest_resident_kib(self.ram_size));
+            let (peak, guest) = (
+                status_kib("VmHWM:"),
+                guest_resident_kib(&self.memory, self.ram_size),
+            );
             log::info!(
                 "memory: peak RSS {peak} KiB, guest RAM resident {guest} KiB, rvvmm's own {} KiB",
                 peak.saturating_sub(guest)
@@ -932,27 +935,34 @@ fn status_kib(field: &str) -> u64 {
 
 /// Resident KiB of the guest RAM mapping (the one of exactly `ram_size` bytes), from
 /// /proc/self/smaps (0 if not found).
-fn guest_resident_kib(ram_size: u64) -> u64 {
+fn guest_resident_kib(memory: &GuestMemoryMmap, ram_size: u64) -> u64 {
+    use vm_memory::GuestMemoryBackend;
+    let Ok(base) = memory.get_host_address(GuestAddress(RAM_BASE)) else {
+        return 0;
+    };
+    let (start, end) = (base as u64, base as u64 + ram_size);
     let Ok(smaps) = std::fs::read_to_string("/proc/self/smaps") else {
         return 0;
     };
+    // Guest RAM may span several mappings (madvise splits it): add up those inside it.
     let mut in_guest = false;
+    let mut total = 0;
     for line in smaps.lines() {
         if let Some((range, _)) = line.split_once(' ') {
             if let Some((a, b)) = range.split_once('-') {
                 if let (Ok(a), Ok(b)) = (u64::from_str_radix(a, 16), u64::from_str_radix(b, 16)) {
-                    in_guest = b - a == ram_size;
+                    in_guest = a >= start && b <= end;
                     continue;
                 }
             }
         }
         if in_guest {
             if let Some(v) = line.strip_prefix("Rss:") {
-                return v.trim().trim_end_matches("kB").trim().parse().unwrap_or(0);
+                total += v.trim().trim_end_matches("kB").trim().parse().unwrap_or(0);
             }
         }
     }
-    0
+    total
 }
 
 /// When rvvmm started (the first call; `main` makes it early).
@@ -975,6 +985,21 @@ mod tests {
         fn set_level(&self, irq: u32, level: bool) {
             self.0.lock().unwrap().push((irq, level));
         }
+    }
+
+    #[test]
+    fn resident_guest_ram_is_counted_across_split_mappings() {
+        let size = 16u64 << 20;
+        let memory = guest_memory(size, false).unwrap();
+        // advise_huge_pages split the mapping (the dtb block has its own advice).
+        memory
+            .write_slice(&vec![1u8; 1 << 20], GuestAddress(RAM_BASE))
+            .unwrap();
+        memory
+            .write_slice(&[1u8; 4096], GuestAddress(fdt_addr(size)))
+            .unwrap();
+        let kib = guest_resident_kib(&memory, size);
+        assert!((1028..=size >> 10).contains(&kib), "{kib} KiB");
     }
 
     #[test]
