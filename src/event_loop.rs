@@ -12,6 +12,26 @@ use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 /// A subscriber the loop owns.
 pub type Subscriber = Box<dyn MutEventSubscriber + Send>;
 
+/// Adds `events` to the loop or removes them so that they are watched exactly when `want`;
+/// `watched` is the current state, updated on success. For a subscriber whose fd must not be
+/// watched while it has nowhere to put what the fd brings (a readable fd would spin the loop).
+pub fn set_watched(
+    ops: &mut EventOps,
+    events: Events,
+    watched: &mut bool,
+    want: bool,
+) -> Result<(), event_manager::Error> {
+    if want != *watched {
+        if want {
+            ops.add(events)?;
+        } else {
+            ops.remove(events)?;
+        }
+        *watched = want;
+    }
+    Ok(())
+}
+
 /// The running loop.
 pub struct EventLoop {
     thread: Option<JoinHandle<()>>,

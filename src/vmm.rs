@@ -676,14 +676,11 @@ fn irqfd_interrupt<V: VmBackend>(
     irq: u32,
 ) -> Result<(Arc<dyn Interrupt>, &'static str)> {
     let evt = EventFd::new(libc::EFD_NONBLOCK).map_err(VmmError::Device)?;
+    let chip = chip.clone();
     match vm.register_irqfd(&evt, irq) {
-        Ok(()) => {
-            let chip = chip.clone();
-            Ok((Arc::new(IrqfdInterrupt { evt, chip, irq }), "AIA, irqfd"))
-        }
+        Ok(()) => Ok((Arc::new(IrqfdInterrupt { evt, chip, irq }), "AIA, irqfd")),
         Err(e) => {
             log::warn!("no irqfd for interrupt {irq} ({e}); driving it with KVM_IRQ_LINE");
-            let chip = chip.clone();
             Ok((Arc::new(LevelInterrupt { chip, irq }), "AIA, KVM_IRQ_LINE"))
         }
     }
@@ -928,13 +925,18 @@ fn status_kib(field: &str) -> u64 {
             status
                 .lines()
                 .find_map(|l| l.strip_prefix(field))
-                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+                .and_then(kib)
         })
         .unwrap_or(0)
 }
 
-/// Resident KiB of the guest RAM mapping (the one of exactly `ram_size` bytes), from
-/// /proc/self/smaps (0 if not found).
+/// The number in a /proc "   1234 kB" value.
+fn kib(value: &str) -> Option<u64> {
+    value.trim().trim_end_matches("kB").trim().parse().ok()
+}
+
+/// Resident KiB of guest RAM (`ram_size` bytes from its host address), from /proc/self/smaps
+/// (0 if not found).
 fn guest_resident_kib(memory: &GuestMemoryMmap, ram_size: u64) -> u64 {
     use vm_memory::GuestMemoryBackend;
     let Ok(base) = memory.get_host_address(GuestAddress(RAM_BASE)) else {
@@ -958,7 +960,7 @@ fn guest_resident_kib(memory: &GuestMemoryMmap, ram_size: u64) -> u64 {
         }
         if in_guest {
             if let Some(v) = line.strip_prefix("Rss:") {
-                total += v.trim().trim_end_matches("kB").trim().parse().unwrap_or(0);
+                total += kib(v).unwrap_or(0);
             }
         }
     }

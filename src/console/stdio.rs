@@ -14,7 +14,7 @@ use event_manager::{EventOps, EventSet, Events, MutEventSubscriber};
 use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
 use super::{Console, ConsoleEvent, Listener};
-use crate::event_loop::Subscriber;
+use crate::event_loop::{set_watched, Subscriber};
 
 /// Input waiting beyond this many bytes stops the reading of stdin until the guest takes
 /// some: input is delayed, never dropped, and memory stays bounded.
@@ -262,18 +262,21 @@ impl StdinSubscriber {
     }
 
     fn watch(&mut self, ops: &mut EventOps, want: bool) {
-        if want == self.watching {
-            return;
+        if let Err(e) = set_watched(ops, self.stdin_events(), &mut self.watching, want) {
+            log::warn!("console: cannot (un)watch stdin: {e:?}");
         }
-        let result = if want {
-            ops.add(self.stdin_events())
-        } else {
-            ops.remove(self.stdin_events())
-        };
-        match result {
-            Ok(()) => self.watching = want,
-            Err(e) => log::warn!("console: cannot (un)watch stdin: {e:?}"),
+    }
+
+    /// Watches stdin only while the input queue has room; when full, the guest's next read
+    /// signals `room`.
+    fn follow_room(&mut self, ops: &mut EventOps) {
+        let room = self.console.room_left();
+        self.console.stalled.store(room == 0, Ordering::Release);
+        if room == 0 {
+            // The guest may have read between the check and the flag: look again.
+            self.console.notify(ConsoleEvent::Input);
         }
+        self.watch(ops, room > 0 || self.console.room_left() > 0);
     }
 }
 
@@ -286,9 +289,7 @@ impl MutEventSubscriber for StdinSubscriber {
         )) {
             log::warn!("console: cannot watch its room event: {e:?}");
         }
-        let room = self.console.room_left();
-        self.console.stalled.store(room == 0, Ordering::Release);
-        self.watch(ops, room > 0);
+        self.follow_room(ops);
     }
 
     fn process(&mut self, events: Events, ops: &mut EventOps) {
@@ -303,14 +304,7 @@ impl MutEventSubscriber for StdinSubscriber {
             self.watch(ops, false);
             return;
         }
-        // Full: stop watching stdin (a readable fd would spin the loop) until there is room.
-        let room = self.console.room_left();
-        self.console.stalled.store(room == 0, Ordering::Release);
-        if room == 0 {
-            // The guest may have read between the check and the flag: look again.
-            self.console.notify(ConsoleEvent::Input);
-        }
-        self.watch(ops, room > 0 || self.console.room_left() > 0);
+        self.follow_room(ops);
     }
 }
 

@@ -164,27 +164,6 @@ fn startup_samples(output: &str) -> Vec<Sample> {
     samples
 }
 
-/// Samples from lines `TAG vmm rep value`, the value mapped by `f` (None drops the line).
-fn tagged_samples<F>(output: &str, tag: &str, what: &str, f: F) -> Vec<Sample>
-where
-    F: Fn(f64) -> Option<f64>,
-{
-    output
-        .lines()
-        .filter_map(|l| {
-            let mut fields = l.strip_prefix(tag)?.split_whitespace();
-            let (vmm, rep) = (fields.next()?, fields.next()?.parse().ok()?);
-            let value = f(fields.next()?.parse().ok()?)?;
-            Some(Sample {
-                vmm: vmm.into(),
-                what: what.into(),
-                rep,
-                value,
-            })
-        })
-        .collect()
-}
-
 /// The file the virtio-blk throughput is measured on, in MiB.
 const BLK_MIB: u64 = 256;
 
@@ -208,10 +187,22 @@ fn blk_case(reps: usize) -> Case {
     bench_case("bench_blk", script)
 }
 
+/// `@@BLK vmm rep seconds` lines, as MiB/s (a run without a time gives no sample).
 fn blk_samples(output: &str) -> Vec<Sample> {
-    tagged_samples(output, "@@BLK ", "blk_read_mib_s", |secs| {
-        (secs > 0.0).then(|| BLK_MIB as f64 / secs)
-    })
+    output
+        .lines()
+        .filter_map(|l| {
+            let mut f = l.strip_prefix("@@BLK ")?.split_whitespace();
+            let (vmm, rep) = (f.next()?, f.next()?.parse().ok()?);
+            let secs: f64 = f.next()?.parse().ok().filter(|s: &f64| *s > 0.0)?;
+            Some(Sample {
+                vmm: vmm.into(),
+                what: "blk_read_mib_s".into(),
+                rep,
+                value: BLK_MIB as f64 / secs,
+            })
+        })
+        .collect()
 }
 
 /// One sample.

@@ -153,6 +153,7 @@ impl Block {
             let kind = u32::from_le_bytes(header[0..4].try_into().unwrap());
             let sector = u64::from_le_bytes(header[8..16].try_into().unwrap());
             match kind {
+                T_OUT | T_WRITE_ZEROES | T_DISCARD if self.readonly => S_IOERR,
                 T_IN | T_OUT => {
                     let (status, read) = self.transfer(memory, &chain, kind, sector);
                     direct_read = read;
@@ -175,10 +176,6 @@ impl Block {
         reader: &mut virtio_queue::Reader<'_>,
         writer: &mut virtio_queue::Writer<'_>,
     ) -> u8 {
-        let writes = matches!(kind, T_WRITE_ZEROES | T_DISCARD);
-        if writes && self.readonly {
-            return S_IOERR;
-        }
         match kind {
             T_FLUSH => match self.file.sync_data() {
                 Ok(()) => S_OK,
@@ -225,9 +222,6 @@ impl Block {
         sector: u64,
     ) -> (u8, usize) {
         let read = kind == T_IN;
-        if !read && self.readonly {
-            return (S_IOERR, 0);
-        }
         let Some((mut iovecs, len)) = data_iovecs(memory, chain, read) else {
             return (S_IOERR, 0);
         };

@@ -21,6 +21,7 @@ use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
 use super::{Interrupt, QueueOutcome, VirtioDevice, VIRTIO_F_VERSION_1};
 use crate::devices::BusDevice;
+use crate::event_loop::set_watched;
 
 /// "virt" in little-endian.
 const MAGIC: u32 = 0x7472_6976;
@@ -383,21 +384,12 @@ impl MmioTransport {
             return;
         };
         let want = self.device_event_wanted();
-        if want == self.device_event_watched {
-            return;
-        }
         let events = Events::with_data_raw(fd, DEVICE_EVENT, EventSet::IN);
-        let result = if want {
-            ops.add(events)
-        } else {
-            ops.remove(events)
-        };
-        match result {
-            Ok(()) => self.device_event_watched = want,
-            Err(e) => log::error!(
+        if let Err(e) = set_watched(ops, events, &mut self.device_event_watched, want) {
+            log::error!(
                 "virtio-{}: cannot (un)watch its fd: {e:?}",
                 self.device.name()
-            ),
+            );
         }
     }
 }
