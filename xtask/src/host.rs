@@ -3,10 +3,17 @@
 use std::path::Path;
 use std::process::{Command, Stdio};
 
-/// Debian packages the lab needs, with a command each provides (to see whether it is there).
+/// Debian packages the lab needs, with a command each provides on PATH, or an absolute path of a
+/// file it installs (to see whether it is there).
 const PACKAGES: &[(&str, &str)] = &[
     ("debootstrap", "debootstrap"),
     ("gcc-riscv64-linux-gnu", "riscv64-linux-gnu-gcc"),
+    // The riscv64 C library the static rvvmm links against: only a Recommends of the cross
+    // gcc, so `--no-install-recommends` leaves it out (then `ld: cannot find crt1.o`).
+    (
+        "libc6-dev-riscv64-cross",
+        "/usr/riscv64-linux-gnu/lib/crt1.o",
+    ),
     ("binutils-riscv64-linux-gnu", "riscv64-linux-gnu-objcopy"),
     ("xz-utils", "xz"),
     ("curl", "curl"),
@@ -78,7 +85,13 @@ pub fn have(program: &str) -> bool {
 pub fn ensure_tools() -> Result<(), String> {
     let missing: Vec<&str> = PACKAGES
         .iter()
-        .filter(|(_, cmd)| !have(cmd))
+        .filter(|(_, what)| {
+            if what.starts_with('/') {
+                !Path::new(what).is_file()
+            } else {
+                !have(what)
+            }
+        })
         .map(|(pkg, _)| *pkg)
         .collect();
     if !missing.is_empty() {
