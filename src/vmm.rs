@@ -976,6 +976,7 @@ pub fn process_start() -> std::time::Instant {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::hypervisor::{MpState, RawExit};
 
     #[derive(Default)]
     struct Lines(Mutex<Vec<(u32, bool)>>);
@@ -1030,5 +1031,179 @@ mod tests {
         );
         interrupt.acknowledged(false);
         assert_eq!(*chip.0.lock().unwrap(), vec![(3, false)]);
+    }
+
+    /// Counts heap allocations made by the current thread, so a test can see that a code path
+    /// allocates nothing (other test threads, running in parallel, are not counted).
+    mod counting {
+        use std::alloc::{GlobalAlloc, Layout, System};
+        use std::cell::Cell;
+
+        struct Counting;
+
+        thread_local! {
+            static ALLOCATIONS: Cell<u64> = const { Cell::new(0) };
+        }
+
+        // SAFETY: every call is passed to the system allocator unchanged; the thread-local
+        // counter is a const-initialised Cell, which never allocates.
+        unsafe impl GlobalAlloc for Counting {
+            unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+                ALLOCATIONS.with(|a| a.set(a.get() + 1));
+                // SAFETY: the caller's layout contract is the system allocator's.
+                unsafe { System.alloc(layout) }
+            }
+            unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+                // SAFETY: `ptr` came from `alloc` above, i.e. from the system allocator.
+                unsafe { System.dealloc(ptr, layout) }
+            }
+            unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+                ALLOCATIONS.with(|a| a.set(a.get() + 1));
+                // SAFETY: as for `dealloc` and `alloc`.
+                unsafe { System.realloc(ptr, layout, new_size) }
+            }
+        }
+
+        #[global_allocator]
+        static ALLOCATOR: Counting = Counting;
+
+        /// Allocations by this thread so far.
+        pub fn allocations() -> u64 {
+            ALLOCATIONS.with(Cell::get)
+        }
+    }
+
+    /// A vCPU that exits the same way every time, answering without recording anything.
+    struct RepeatVcpu(RawExit);
+
+    struct NoLine;
+
+    impl InterruptLine for NoLine {
+        fn set_level(&self, _: bool) -> crate::hypervisor::Result<()> {
+            Ok(())
+        }
+    }
+
+    impl VcpuBackend for RepeatVcpu {
+        fn interrupt_line(&self) -> crate::hypervisor::Result<Arc<dyn InterruptLine>> {
+            Ok(Arc::new(NoLine))
+        }
+        fn get_reg(&self, _: u64) -> crate::hypervisor::Result<u64> {
+            Ok(0)
+        }
+        fn set_reg(&mut self, _: u64, _: u64) -> crate::hypervisor::Result<()> {
+            Ok(())
+        }
+        fn run(&mut self) -> crate::hypervisor::Result<RawExit> {
+            Ok(self.0)
+        }
+        fn set_sbi_return(&mut self, _: usize, _: u64) {}
+        fn set_mmio_read_data(&mut self, _: &[u8]) {}
+        fn mp_state(&mut self) -> crate::hypervisor::Result<MpState> {
+            Ok(MpState::Runnable)
+        }
+    }
+
+    /// A console that drops output (DBCN writes without a growing buffer).
+    struct Sink;
+
+    impl Console for Sink {
+        fn write(&self, _: &[u8]) {}
+        fn read(&self, _: &mut [u8]) -> usize {
+            0
+        }
+        fn set_listener(&self, _: Option<crate::console::Listener>) {}
+    }
+
+    /// The hot-path rule, checked: from one `KVM_RUN` return to the next, rvvmm's
+    /// loop (decode, SBI dispatch, MMIO bus, device, hypercall handler, answer) allocates
+    /// nothing, for every exit kind the benchmark times.
+    #[test]
+    fn the_exit_path_allocates_nothing() {
+        use crate::hypervisor::SbiCall;
+        use crate::sbi::{dbcn, hypercall};
+
+        let memory = guest_memory(16 << 20, false).unwrap();
+        let sbi_call = |eid, fid, a0, a1| {
+            RawExit::Sbi(SbiCall {
+                eid,
+                fid,
+                args: [a0, a1, 0, 0, 0, 0],
+            })
+        };
+        let kinds = [
+            ("hypercall", sbi_call(hypercall::EID, 0, 7, 0)),
+            (
+                "dbcn write_byte",
+                sbi_call(dbcn::EID, 2, u64::from(b'.'), 0),
+            ),
+            ("dbcn write", sbi_call(dbcn::EID, 0, 64, RAM_BASE)),
+            ("unknown SBI extension", sbi_call(0x0900_0001, 0, 0, 0)),
+            (
+                "mmio read, testdev",
+                RawExit::MmioRead {
+                    addr: TESTDEV_BASE + 8,
+                    len: 4,
+                },
+            ),
+            (
+                "mmio write, testdev",
+                RawExit::MmioWrite {
+                    addr: TESTDEV_BASE,
+                    len: 8,
+                    data: [1; 8],
+                },
+            ),
+            (
+                "mmio read, unclaimed",
+                RawExit::MmioRead {
+                    addr: 0x2000_0000,
+                    len: 4,
+                },
+            ),
+            (
+                "mmio write, unclaimed",
+                RawExit::MmioWrite {
+                    addr: 0x2000_0000,
+                    len: 4,
+                    data: [2; 8],
+                },
+            ),
+        ];
+        for (name, exit) in kinds {
+            let mut bus = Bus::new();
+            bus.insert(TESTDEV_BASE, TESTDEV_SIZE, Arc::new(TestDev::default()))
+                .unwrap();
+            let ctx = LoopContext {
+                bus: Arc::new(bus),
+                control: Arc::new(VmControl::default()),
+                hypercall: Arc::new(crate::sbi::hypercall::answer),
+            };
+            let sbi = Sbi::new(SbiContext {
+                memory: memory.clone(),
+                console: Arc::new(Sink),
+            });
+            let config = VcpuConfig {
+                hart_id: 0,
+                dtb_addr: RAM_BASE,
+            };
+            let mut vcpu = Vcpu::new(0, config, RepeatVcpu(exit), sbi).unwrap();
+            // The first exits may set up what is set up once (the "logged once" EID set).
+            for _ in 0..16 {
+                let exit = vcpu.run().unwrap();
+                handle_exit(&mut vcpu, exit, &ctx).unwrap();
+            }
+            let before = counting::allocations();
+            for _ in 0..10_000 {
+                let exit = vcpu.run().unwrap();
+                handle_exit(&mut vcpu, exit, &ctx).unwrap();
+            }
+            assert_eq!(
+                counting::allocations() - before,
+                0,
+                "{name}: allocations in 10,000 exits"
+            );
+            assert!(!ctx.control.should_stop(), "{name}: the VM went on");
+        }
     }
 }

@@ -43,7 +43,12 @@ pub struct Options {
     pub reps: usize,
     /// A riscv64 kvmtool binary.
     pub lkvm: Option<PathBuf>,
+    /// Parts to run (`PARTS`); empty: all.
+    pub only: Vec<String>,
 }
+
+/// The benchmark's parts, for `--only`.
+pub const PARTS: &[&str] = &["exits", "boot", "blk", "startup"];
 
 fn leak(s: String) -> &'static str {
     Box::leak(s.into_boxed_str())
@@ -116,11 +121,16 @@ const STARTUP_RUNS: usize = 10;
 fn startup_case(reps: usize, lkvm: bool) -> Case {
     let body = format!(
         "for i in $(seq 1 {STARTUP_RUNS}); do\n\
-         if [ $v = rvvmm ]; then /exec-timer /rvvmm --kernel /guests/bench_startup.bin --memory 256M --cmdline quiet; \
-         else /exec-timer /lkvm run {LKVM_FLAGS} -k /guests/bench_startup.bin -m 256 -c 1 -p quiet; fi | sed \"s/^EXEC/@@EXEC $v $r/\"\n\
+          case $v in rvvmm) /exec-timer /rvvmm --kernel /guests/bench_startup.bin --memory 256M --cmdline quiet;; \
+         bare) /exec-timer /bare-kvm /guests/bench_startup_flat.bin;; \
+         *) /exec-timer /lkvm run {LKVM_FLAGS} -k /guests/bench_startup.bin -m 256 -c 1 -p quiet;; esac | sed \"s/^EXEC/@@EXEC $v $r/\"\n\
          done"
     );
-    let vmms: &[&str] = if lkvm { &["rvvmm", "lkvm"] } else { &["rvvmm"] };
+    let vmms: &[&str] = if lkvm {
+        &["bare", "rvvmm", "lkvm"]
+    } else {
+        &["bare", "rvvmm"]
+    };
     bench_case("bench_startup", interleaved(reps, vmms, &body))
 }
 
@@ -330,12 +340,17 @@ pub fn run(opts: &Options) -> Result<bool, String> {
             fs::read(path).map_err(|e| format!("cannot read --lkvm {}: {e}", path.display()))?,
         );
     }
-    let cases = vec![
-        exits_case(opts.reps),
-        boot_case(opts.reps, opts.lkvm.is_some()),
-        blk_case(opts.reps),
-        startup_case(opts.reps, opts.lkvm.is_some()),
-    ];
+    let want = |part: &str| opts.only.is_empty() || opts.only.iter().any(|p| p == part);
+    let cases: Vec<Case> = [
+        ("exits", exits_case(opts.reps)),
+        ("boot", boot_case(opts.reps, opts.lkvm.is_some())),
+        ("blk", blk_case(opts.reps)),
+        ("startup", startup_case(opts.reps, opts.lkvm.is_some())),
+    ]
+    .into_iter()
+    .filter(|(part, _)| want(part))
+    .map(|(_, case)| case)
+    .collect();
     let commit = crate::host::run_quiet(
         std::process::Command::new("git")
             .args(["-C"])
@@ -377,110 +392,134 @@ pub fn run(opts: &Options) -> Result<bool, String> {
             prepared.qemu_version(),
             opts.reps
         );
-        println!(
-            "bench[{}] {:<18} {:>12} {:>12} {:>8}",
-            mode.name(),
-            "exit kind",
-            "bare ns",
-            "rvvmm ns",
-            "ratio"
-        );
         let mut rows = Vec::new();
-        for kind in KINDS {
-            let (bare, rv) = (med(&samples, "bare", kind), med(&samples, "rvvmm", kind));
-            match (bare, rv) {
-                (Some(b), Some(r)) => {
-                    println!(
-                        "bench[{}] {:<18} {:>12.0} {:>12.0} {:>8.3}",
-                        mode.name(),
-                        kind,
-                        b,
-                        r,
-                        r / b
-                    );
-                    rows.push(format!("{{\"kind\": \"{kind}\", \"bare_ns\": {b:.1}, \"rvvmm_ns\": {r:.1}, \"ratio\": {:.4}}}", r / b));
-                }
-                _ => {
-                    println!("bench[{}] {:<18} missing samples", mode.name(), kind);
-                    complete = false;
-                }
-            }
-        }
         let boot = med(&samples, "rvvmm", "boot_s");
         let lkvm_boot = med(&samples, "lkvm", "boot_s");
         let huge_boot = med(&samples, "rvvmm_huge", "boot_s");
         let lkvm_huge_boot = med(&samples, "lkvm_huge", "boot_s");
-        match (boot, lkvm_boot) {
-            (Some(b), Some(l)) => println!("bench[{}] linux boot to init + power-off: rvvmm {b:.2} s, kvmtool {l:.2} s, ratio {:.3}", mode.name(), b / l),
-            (Some(b), None) => println!("bench[{}] linux boot to init + power-off: rvvmm {b:.2} s (no --lkvm given: no kvmtool ratio)", mode.name()),
-            _ => {
-                println!("bench[{}] linux boot: missing samples", mode.name());
-                complete = false;
-            }
-        }
-        match (huge_boot, boot, lkvm_huge_boot) {
-            (Some(h), Some(b), l) => println!(
-                "bench[{}] linux boot in 2 MiB huge pages: rvvmm --hugepages {h:.2} s (ratio to rvvmm without {:.3}){}",
-                mode.name(),
-                h / b,
-                l.map(|l| format!(", kvmtool --hugetlbfs {l:.2} s, ratio {:.3}", h / l))
-                    .unwrap_or_default()
-            ),
-            _ => {
-                println!("bench[{}] linux boot with --hugepages: missing samples", mode.name());
-                complete = false;
-            }
-        }
         let blk = (
             med(&samples, "direct", "blk_read_mib_s"),
             med(&samples, "rvvmm_warm", "blk_read_mib_s"),
             med(&samples, "rvvmm_cold", "blk_read_mib_s"),
         );
-        match blk {
-            (Some(d), Some(w), Some(c)) => println!(
-                "bench[{}] virtio-blk sequential read of {BLK_MIB} MiB: direct (L1 dd of the file) {d:.1} MiB/s; \
-                 rvvmm (L2 dd of /dev/vda) warm {w:.1} MiB/s, ratio {:.3}; cold (first touch of guest RAM) {c:.1} MiB/s, ratio {:.3}",
-                mode.name(),
-                w / d,
-                c / d
-            ),
-            _ => {
-                println!("bench[{}] virtio-blk read: missing samples", mode.name());
-                complete = false;
-            }
-        }
-        if let (Some(mem), Some(start)) = (
-            med(&samples, "rvvmm", "own_memory_kib"),
-            med(&samples, "rvvmm", "startup_us"),
-        ) {
-            println!(
-                "bench[{}] rvvmm's own memory (peak RSS - resident guest RAM, Linux boot): {mem:.0} KiB; \
-                 start to first guest exit (bench guest, first instruction exits): {start:.0} us",
-                mode.name()
-            );
-        } else {
-            complete = false;
-        }
         let startup = (
             med(&samples, "rvvmm", "first_output_ms"),
             med(&samples, "lkvm", "first_output_ms"),
             med(&samples, "rvvmm", "exec_to_exit_ms"),
             med(&samples, "lkvm", "exec_to_exit_ms"),
         );
-        match startup {
-            (Some(rf), Some(lf), Some(re), Some(le)) => println!(
-                "bench[{}] startup, exec to the guest's first instruction (its first byte out): rvvmm {rf:.2} ms, kvmtool {lf:.2} ms, ratio {:.3}; exec to exit: rvvmm {re:.2} ms, kvmtool {le:.2} ms, ratio {:.3}",
+        let startup_floor = (
+            med(&samples, "bare", "first_output_ms"),
+            med(&samples, "bare", "exec_to_exit_ms"),
+        );
+        if want("exits") {
+            println!(
+                "bench[{}] {:<18} {:>12} {:>12} {:>8}",
                 mode.name(),
-                rf / lf,
-                re / le
-            ),
-            (Some(rf), None, Some(re), None) => println!(
-                "bench[{}] startup, exec to the guest's first instruction (its first byte out): rvvmm {rf:.2} ms; exec to exit: rvvmm {re:.2} ms (no --lkvm given: no kvmtool ratio)",
-                mode.name()
-            ),
-            _ => {
-                println!("bench[{}] startup: missing samples (a run failed?)", mode.name());
+                "exit kind",
+                "bare ns",
+                "rvvmm ns",
+                "ratio"
+            );
+            for kind in KINDS {
+                let (bare, rv) = (med(&samples, "bare", kind), med(&samples, "rvvmm", kind));
+                match (bare, rv) {
+                    (Some(b), Some(r)) => {
+                        println!(
+                            "bench[{}] {:<18} {:>12.0} {:>12.0} {:>8.3}",
+                            mode.name(),
+                            kind,
+                            b,
+                            r,
+                            r / b
+                        );
+                        rows.push(format!("{{\"kind\": \"{kind}\", \"bare_ns\": {b:.1}, \"rvvmm_ns\": {r:.1}, \"ratio\": {:.4}}}", r / b));
+                    }
+                    _ => {
+                        println!("bench[{}] {:<18} missing samples", mode.name(), kind);
+                        complete = false;
+                    }
+                }
+            }
+        }
+        if want("boot") {
+            match (boot, lkvm_boot) {
+                (Some(b), Some(l)) => println!("bench[{}] linux boot to init + power-off: rvvmm {b:.2} s, kvmtool {l:.2} s, ratio {:.3}", mode.name(), b / l),
+                (Some(b), None) => println!("bench[{}] linux boot to init + power-off: rvvmm {b:.2} s (no --lkvm given: no kvmtool ratio)", mode.name()),
+                _ => {
+                    println!("bench[{}] linux boot: missing samples", mode.name());
+                    complete = false;
+                }
+            }
+            match (huge_boot, boot, lkvm_huge_boot) {
+                (Some(h), Some(b), l) => println!(
+                    "bench[{}] linux boot in 2 MiB huge pages: rvvmm --hugepages {h:.2} s (ratio to rvvmm without {:.3}){}",
+                    mode.name(),
+                    h / b,
+                    l.map(|l| format!(", kvmtool --hugetlbfs {l:.2} s, ratio {:.3}", h / l))
+                        .unwrap_or_default()
+                ),
+                _ => {
+                    println!("bench[{}] linux boot with --hugepages: missing samples", mode.name());
+                    complete = false;
+                }
+            }
+        }
+        if want("blk") {
+            match blk {
+                (Some(d), Some(w), Some(c)) => println!(
+                    "bench[{}] virtio-blk sequential read of {BLK_MIB} MiB: direct (L1 dd of the file) {d:.1} MiB/s; \
+                     rvvmm (L2 dd of /dev/vda) warm {w:.1} MiB/s, ratio {:.3}; cold (first touch of guest RAM) {c:.1} MiB/s, ratio {:.3}",
+                    mode.name(),
+                    w / d,
+                    c / d
+                ),
+                _ => {
+                    println!("bench[{}] virtio-blk read: missing samples", mode.name());
+                    complete = false;
+                }
+            }
+        }
+        if want("boot") {
+            if let (Some(mem), Some(start)) = (
+                med(&samples, "rvvmm", "own_memory_kib"),
+                med(&samples, "rvvmm", "startup_us"),
+            ) {
+                println!(
+                    "bench[{}] rvvmm's own memory (peak RSS - resident guest RAM, Linux boot): {mem:.0} KiB; \
+                     start to first guest exit (bench guest, first instruction exits): {start:.0} us",
+                    mode.name()
+                );
+            } else {
                 complete = false;
+            }
+        }
+        if want("startup") {
+            if let (Some(bf), Some(be), Some(rf), Some(re)) =
+                (startup_floor.0, startup_floor.1, startup.0, startup.2)
+            {
+                println!(
+                    "bench[{}] startup floor (bare KVM loop, same guest flat at RAM base): first instruction {bf:.2} ms (rvvmm / floor {:.3}), exit {be:.2} ms (rvvmm / floor {:.3})",
+                    mode.name(),
+                    rf / bf,
+                    re / be
+                );
+            }
+            match startup {
+                (Some(rf), Some(lf), Some(re), Some(le)) => println!(
+                    "bench[{}] startup, exec to the guest's first instruction (its first byte out): rvvmm {rf:.2} ms, kvmtool {lf:.2} ms, ratio {:.3}; exec to exit: rvvmm {re:.2} ms, kvmtool {le:.2} ms, ratio {:.3}",
+                    mode.name(),
+                    rf / lf,
+                    re / le
+                ),
+                (Some(rf), None, Some(re), None) => println!(
+                    "bench[{}] startup, exec to the guest's first instruction (its first byte out): rvvmm {rf:.2} ms; exec to exit: rvvmm {re:.2} ms (no --lkvm given: no kvmtool ratio)",
+                    mode.name()
+                ),
+                _ => {
+                    println!("bench[{}] startup: missing samples (a run failed?)", mode.name());
+                    complete = false;
+                }
             }
         }
         let all: Vec<String> = samples
@@ -498,7 +537,7 @@ pub fn run(opts: &Options) -> Result<bool, String> {
         };
         let _ = writeln!(
             json,
-            "    {{\"mode\": \"{}\", \"l1_kernel\": \"{kernel}\", \"exits\": [{}], \"boot_s\": {{\"rvvmm\": {}, \"rvvmm_hugepages\": {}, \"kvmtool\": {}, \"kvmtool_hugetlbfs\": {}}}, \"blk_read_mib_s\": {{\"rvvmm_warm\": {}, \"rvvmm_cold\": {}, \"direct\": {}}}, \"first_output_ms\": {{\"rvvmm\": {}, \"kvmtool\": {}}}, \"exec_to_exit_ms\": {{\"rvvmm\": {}, \"kvmtool\": {}}}, \"own_memory_kib\": {}, \"startup_us\": {}, \"samples\": [{}]}}{}",
+            "    {{\"mode\": \"{}\", \"l1_kernel\": \"{kernel}\", \"exits\": [{}], \"boot_s\": {{\"rvvmm\": {}, \"rvvmm_hugepages\": {}, \"kvmtool\": {}, \"kvmtool_hugetlbfs\": {}}}, \"blk_read_mib_s\": {{\"rvvmm_warm\": {}, \"rvvmm_cold\": {}, \"direct\": {}}}, \"first_output_ms\": {{\"bare\": {}, \"rvvmm\": {}, \"kvmtool\": {}}}, \"exec_to_exit_ms\": {{\"bare\": {}, \"rvvmm\": {}, \"kvmtool\": {}}}, \"own_memory_kib\": {}, \"startup_us\": {}, \"samples\": [{}]}}{}",
             mode.name(),
             rows.join(", "),
             opt(boot),
@@ -508,8 +547,10 @@ pub fn run(opts: &Options) -> Result<bool, String> {
             opt(blk.1),
             opt(blk.2),
             opt(blk.0),
+            opt(startup_floor.0),
             opt(startup.0),
             opt(startup.1),
+            opt(startup_floor.1),
             opt(startup.2),
             opt(startup.3),
             opt(med(&samples, "rvvmm", "own_memory_kib")),
@@ -577,5 +618,11 @@ mod tests {
         assert_eq!(med(&s, "lkvm", "exec_to_exit_ms"), Some(9.0));
         let c = boot_case(3, true);
         assert!(c.cmd.contains("/lkvm run") && c.cmd.contains("seq 1 3"));
+        let c = startup_case(2, false);
+        assert!(c.cmd.contains("/bare-kvm /guests/bench_startup_flat.bin"));
+        assert!(
+            !c.cmd.contains("bare rvvmm lkvm"),
+            "no kvmtool without --lkvm"
+        );
     }
 }

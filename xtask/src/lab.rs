@@ -83,6 +83,8 @@ const GUESTS: &[(&str, &str, &str)] = &[
         "startup",
         "-DIMAGE_HEADER -DEARLY_MARK -Wl,--defsym=GUEST_BASE=0x80200000",
     ),
+    // The same guest for bare-kvm, which loads flat binaries at RAM's base.
+    ("bench_startup_flat", "startup", "-DEARLY_MARK"),
 ];
 
 /// Everything a boot of L1 needs, ready on disk.

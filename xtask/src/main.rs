@@ -4,6 +4,8 @@
 //! cargo xtask test            x86 unit tests, then the lab in both irqchip modes
 //! cargo xtask lab [--mode plic|aia|both] [--case NAME]...
 //! cargo xtask demo            boot L1 once and run the hello guest on real KVM
+//! cargo xtask bench [--mode M] [--reps N] [--lkvm PATH] [--only PARTS]
+//!                             rvvmm's overhead against a bare KVM loop and kvmtool
 //! ```
 //!
 //! The lab: x86_64 host → QEMU 10 (TCG, `-cpu rv64` has H) in a Debian trixie chroot →
@@ -22,7 +24,8 @@ use std::process::ExitCode;
 use lab::Mode;
 
 const USAGE: &str =
-    "usage: cargo xtask <test | lab [--mode plic|aia|both] [--case NAME]... | demo>";
+    "usage: cargo xtask <test | lab [--mode plic|aia|both] [--case NAME]... | demo \
+     | bench [--mode plic|aia|both] [--reps N] [--lkvm PATH] [--only exits,boot,blk,startup]>";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -56,6 +59,7 @@ fn test() -> Result<bool, String> {
         modes: vec![Mode::Aia],
         reps: 1,
         lkvm: None,
+        only: Vec::new(),
     })?;
     let lab_ok = lab::run(&[Mode::Plic, Mode::Aia], &[])?;
     Ok(bench_ok && lab_ok)
@@ -66,6 +70,7 @@ fn parse_bench_args(args: &[String]) -> Result<bench::Options, String> {
         modes: vec![Mode::Plic, Mode::Aia],
         reps: 5,
         lkvm: None,
+        only: Vec::new(),
     };
     let mut it = args.iter();
     while let Some(arg) = it.next() {
@@ -79,6 +84,18 @@ fn parse_bench_args(args: &[String]) -> Result<bench::Options, String> {
                     .ok_or("--reps takes a number of at least 1")?
             }
             "--lkvm" => opts.lkvm = Some(it.next().ok_or("--lkvm takes a path")?.into()),
+            "--only" => {
+                let parts = it.next().ok_or("--only takes a list of parts")?;
+                for part in parts.split(',') {
+                    if !bench::PARTS.contains(&part) {
+                        return Err(format!(
+                            "--only takes parts among {}, not {part:?}",
+                            bench::PARTS.join(",")
+                        ));
+                    }
+                    opts.only.push(part.to_string());
+                }
+            }
             other => return Err(format!("unknown argument {other:?}; {USAGE}")),
         }
     }

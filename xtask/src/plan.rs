@@ -68,6 +68,24 @@ pub const fn case(
 }
 
 /// Every lab case, in the order they run.
+/// A Linux guest's shell driven through rvvmm's stdin: `commands` are typed one a second once
+/// the L2 init says its shell is ready (or rvvmm has failed, so the feeder never waits forever).
+/// `flags` go to rvvmm; `console` is the guest's console device.
+fn shell_session(flags: &str, console: &str, commands: &[&str]) -> &'static str {
+    let typed: String = commands
+        .iter()
+        .map(|c| format!("sleep 1; echo '{c}'; "))
+        .collect();
+    let script = format!(
+        "rm -f /tmp/in /tmp/ready; mkfifo /tmp/in\n\
+         ( while [ ! -e /tmp/ready ]; do sleep 0.2; done; {typed}) > /tmp/in &\n\
+         ( /rvvmm --kernel /l2/Image --initrd /l2/initrd.cpio --memory 256M {flags} \
+         --cmdline 'console={console} quiet rvvmm.test=shell' < /tmp/in 2>&1 || touch /tmp/ready ) | \
+         while IFS= read -r line; do echo \"$line\"; case \"$line\" in *'@@L2 shell ready'*) touch /tmp/ready;; esac; done"
+    );
+    Box::leak(script.into_boxed_str())
+}
+
 pub fn cases() -> Vec<Case> {
     vec![
         Case {
@@ -257,10 +275,11 @@ pub fn cases() -> Vec<Case> {
             timeout: 300,
             ..case(
                 "linux_shell_on_uart",
-                "rm -f /tmp/in /tmp/ready; mkfifo /tmp/in\n\
-                 ( while [ ! -e /tmp/ready ]; do sleep 0.2; done; sleep 1; echo 'echo hello-$((6*7))'; sleep 1; echo 'poweroff -f' ) > /tmp/in &\n\
-                 /rvvmm --kernel /l2/Image --initrd /l2/initrd.cpio --memory 256M --cmdline 'console=ttyS0 quiet rvvmm.test=shell' < /tmp/in | \
-                 while IFS= read -r line; do echo \"$line\"; case \"$line\" in *'@@L2 shell ready'*) touch /tmp/ready;; esac; done",
+                shell_session(
+                    "--console uart",
+                    "ttyS0",
+                    &["echo hello-$((6*7))", "poweroff -f"],
+                ),
                 0,
                 &["@@L2 shell ready", "hello-42"],
             )
@@ -420,10 +439,15 @@ pub fn cases() -> Vec<Case> {
             expect_plic: &["has no in-kernel AIA"],
             ..case(
                 "linux_irqchip_aia_shell",
-                "rm -f /tmp/in /tmp/ready; mkfifo /tmp/in\n\
-                 ( while [ ! -e /tmp/ready ]; do sleep 0.2; done; sleep 1; echo 'echo hello-on-aia-$((6*7))'; sleep 1; echo 'grep ttyS /proc/interrupts'; sleep 1; echo 'poweroff -f' ) > /tmp/in &\n\
-                 ( /rvvmm --kernel /l2/Image --initrd /l2/initrd.cpio --irqchip aia --memory 256M --cmdline 'console=ttyS0 quiet rvvmm.test=shell' < /tmp/in 2>&1 || touch /tmp/ready ) | \
-                 while IFS= read -r line; do echo \"$line\"; case \"$line\" in *'@@L2 shell ready'*) touch /tmp/ready;; esac; done",
+                shell_session(
+                    "--irqchip aia",
+                    "ttyS0",
+                    &[
+                        "echo hello-on-aia-$((6*7))",
+                        "grep ttyS /proc/interrupts",
+                        "poweroff -f",
+                    ],
+                ),
                 0,
                 &[],
             )
@@ -449,10 +473,11 @@ pub fn cases() -> Vec<Case> {
             timeout: 300,
             ..case(
                 "virtio_console_shell",
-                "rm -f /tmp/in /tmp/ready; mkfifo /tmp/in\n\
-                 ( while [ ! -e /tmp/ready ]; do sleep 0.2; done; sleep 1; echo 'echo hello-from-hvc0-$((6*7))'; sleep 1; echo 'poweroff -f' ) > /tmp/in &\n\
-                 /rvvmm --kernel /l2/Image --initrd /l2/initrd.cpio --memory 256M --console virtio --cmdline 'console=hvc0 quiet rvvmm.test=shell' < /tmp/in | \
-                 while IFS= read -r line; do echo \"$line\"; case \"$line\" in *'@@L2 shell ready'*) touch /tmp/ready;; esac; done",
+                shell_session(
+                    "--console virtio",
+                    "hvc0",
+                    &["echo hello-from-hvc0-$((6*7))", "poweroff -f"],
+                ),
                 0,
                 &["@@L2 shell ready", "hello-from-hvc0-42"],
             )
