@@ -17,6 +17,7 @@ fn main() -> ExitCode {
         .format_timestamp_micros()
         .init();
     let config = VmConfig::from(Args::parse());
+    rvvmm::vmm::startup_step("flags parsed");
     match run(config) {
         Ok(status) => ExitCode::from(status.clamp(0, 255) as u8),
         Err(e) => {

@@ -195,6 +195,7 @@ impl Vmm {
             None => None,
         };
         let memory = guest_memory(ram_size, config.hugepages)?;
+        startup_step("files read, guest RAM mapped");
         Ok(Vmm {
             config,
             kernel,
@@ -237,7 +238,7 @@ impl Vmm {
         loop {
             boots += 1;
             let vm = Arc::new(make_vm()?);
-            log::debug!("VM created");
+            startup_step("VM created");
             let request = self.boot(&vm, boots)?;
             // Every vCPU thread is joined; now the VM (and its vCPU fds) can go.
             drop(vm);
@@ -368,16 +369,17 @@ impl Vmm {
     {
         let vm_ref: &V = vm;
         vm_ref.map_memory(&self.memory)?;
+        startup_step("guest RAM given to the VM");
         let entry = self.kernel.load(&self.memory)?;
         if let Some((initrd, (start, _))) = &self.initrd {
             initrd.load(&self.memory, *start)?;
         }
         let control = Arc::new(VmControl::default());
 
-        log::debug!("guest RAM mapped, kernel loaded");
+        startup_step("kernel and initrd loaded");
         let aia = self.choose_aia(vm_ref)?;
         let (mut vcpus, irqchip) = self.create_vcpus(vm_ref, aia)?;
-        log::debug!("vCPUs created and set up");
+        startup_step("vCPUs created and set up");
         let mut lines = Vec::with_capacity(vcpus.len());
         for vcpu in &mut vcpus {
             vcpu.set_entry(entry)?;
@@ -396,13 +398,14 @@ impl Vmm {
         } else {
             Some(EventLoop::start(subscribers).map_err(VmmError::Device)?)
         };
-        log::debug!("devices and event loop started");
+        startup_step("devices and event loop started");
 
         let fdt = self.device_tree(vcpus[0].isa(), boot_count, irqchip)?;
         let dtb_addr = fdt_addr(self.ram_size);
         self.memory
             .write_slice(&fdt, GuestAddress(dtb_addr))
             .map_err(VmmError::FdtWrite)?;
+        startup_step("device tree written");
         log::info!(
             "booting {} at {entry:#x}: {} vCPU(s), {} MiB RAM, dtb at {dtb_addr:#x}",
             self.config.kernel.display(),
@@ -449,6 +452,7 @@ impl Vmm {
                 }
             }
         }
+        startup_step("vCPU threads started");
         log::info!("VmRSS at start: {} KiB", vm_rss_kib());
         let request = control.wait();
         let exits = stop_threads(threads, &control);
@@ -805,6 +809,9 @@ struct LoopContext {
 /// reached user space.
 fn vcpu_loop<B: VcpuBackend>(mut vcpu: Vcpu<B>, ctx: &LoopContext) -> u64 {
     let mut exits = 0u64;
+    if vcpu.id() == 0 {
+        startup_step("vCPU 0 thread entering the guest");
+    }
     while !ctx.control.should_stop() {
         let result = vcpu.run().and_then(|exit| {
             if exit != ExitReason::Nothing || !vcpu.is_stopped() {
@@ -965,6 +972,17 @@ fn guest_resident_kib(memory: &GuestMemoryMmap, ram_size: u64) -> u64 {
         }
     }
     total
+}
+
+/// Logs (at debug level) a step of starting up and when it ended, in microseconds since rvvmm
+/// started: `RUST_LOG=rvvmm=debug` shows where startup time goes.
+pub fn startup_step(what: &str) {
+    if log::log_enabled!(log::Level::Debug) {
+        log::debug!(
+            "startup: {what} (+{} us)",
+            process_start().elapsed().as_micros()
+        );
+    }
 }
 
 /// When rvvmm started (the first call; `main` makes it early).
