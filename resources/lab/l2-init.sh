@@ -88,6 +88,8 @@ blk-read)
     # Sequential reads of the whole disk, timed by the guest's clock (the benchmark's
     # virtio-blk throughput): a cold pass (guest RAM never touched: every page faults in once)
     # and a warm one (256M of RAM cannot cache the 256 MiB disk: it is read again).
+    q=/sys/block/vda/queue
+    echo "@@L2 blk queue read_ahead_kb=$(cat $q/read_ahead_kb) max_sectors_kb=$(cat $q/max_sectors_kb) max_segments=$(cat $q/max_segments)"
     for pass in cold warm; do
         t0=$(cut -d' ' -f1 /proc/uptime)
         dd if=/dev/vda of=/dev/null bs=1M 2>/dev/null
