@@ -146,7 +146,8 @@ pub struct Vmm {
     ram_size: u64,
     memory: GuestMemoryMmap,
     console: Arc<dyn Console>,
-    hypercall: HypercallHandler,
+    /// The embedder's hypercall handler; `None`: the `rvvmm` command's answers.
+    hypercall: Option<HypercallHandler>,
     warned_dtb: AtomicBool,
     /// The `--net` taps, opened once: every boot's cards use them, so a tap rvvmm created
     /// (and its host-side address) lives as long as rvvmm.
@@ -204,7 +205,7 @@ impl Vmm {
             ram_size,
             memory,
             console,
-            hypercall: Arc::new(crate::sbi::hypercall::answer),
+            hypercall: None,
             warned_dtb: AtomicBool::new(false),
             taps,
         })
@@ -212,7 +213,7 @@ impl Vmm {
 
     /// Replaces the hypercall handler (the `rvvmm` command's answers by default).
     pub fn with_hypercall_handler(mut self, handler: HypercallHandler) -> Self {
-        self.hypercall = handler;
+        self.hypercall = Some(handler);
         self
     }
 
@@ -802,7 +803,8 @@ static FIRST_EXIT_LOGGED: AtomicBool = AtomicBool::new(false);
 struct LoopContext {
     bus: Arc<Bus>,
     control: Arc<VmControl>,
-    hypercall: HypercallHandler,
+    /// `None`: the built-in answers, called directly (no indirect call on the exit path).
+    hypercall: Option<HypercallHandler>,
 }
 
 /// A vCPU thread: run, dispatch the exit, repeat until the VM stops. Returns how many exits
@@ -842,7 +844,10 @@ fn handle_exit<B: VcpuBackend>(
     match exit {
         ExitReason::Nothing | ExitReason::ExternalInterrupt => {}
         ExitReason::Hypercall { nr, args } => {
-            let (error, value) = (ctx.hypercall)(nr, &args);
+            let (error, value) = match &ctx.hypercall {
+                Some(handler) => handler(nr, &args),
+                None => crate::sbi::hypercall::answer(nr, &args),
+            };
             vcpu.set_gpr(0, error as u64)?;
             vcpu.set_gpr(1, value)?;
         }
@@ -1195,7 +1200,7 @@ mod tests {
             let ctx = LoopContext {
                 bus: Arc::new(bus),
                 control: Arc::new(VmControl::default()),
-                hypercall: Arc::new(crate::sbi::hypercall::answer),
+                hypercall: None,
             };
             let sbi = Sbi::new(SbiContext {
                 memory: memory.clone(),

@@ -217,12 +217,12 @@ impl<B: VcpuBackend> Vcpu<B> {
             }
             RawExit::MmioWrite { addr, len, data } => {
                 self.check_width(addr, len)?;
-                let mut bytes = [0u8; 8];
-                bytes[..usize::from(len)].copy_from_slice(&data[..usize::from(len)]);
+                // Bytes past `len` are not the guest's: masked off (no variable-length copy).
+                let mask = u64::MAX >> (64 - 8 * u32::from(len));
                 ExitReason::MmioWrite {
                     addr,
                     width: len,
-                    data: u64::from_le_bytes(bytes),
+                    data: u64::from_le_bytes(data) & mask,
                 }
             }
             RawExit::SystemEvent { kind, data } => match kind {
@@ -347,6 +347,33 @@ mod tests {
         assert_eq!(vcpu.isa().isa_string(), "rv64imafdc_zicsr_sstc");
         assert_eq!(vcpu.isa().timebase_frequency, 10_000_000);
         assert!(!vcpu.is_stopped());
+    }
+
+    #[test]
+    fn mmio_write_data_is_cut_to_its_width() {
+        let exits = [1u8, 2, 4, 8].map(|len| {
+            Step::Exit(RawExit::MmioWrite {
+                addr: 0x1000_0000,
+                len,
+                data: [0x11, 0x22, 0x33, 0x44, 0x55, 0x66, 0x77, 0x88],
+            })
+        });
+        let (mut vcpu, _) = vcpu(MpState::Runnable, exits.to_vec());
+        for (width, data) in [
+            (1, 0x11),
+            (2, 0x2211),
+            (4, 0x4433_2211),
+            (8, 0x8877_6655_4433_2211),
+        ] {
+            assert_eq!(
+                vcpu.run().unwrap(),
+                ExitReason::MmioWrite {
+                    addr: 0x1000_0000,
+                    width,
+                    data
+                }
+            );
+        }
     }
 
     #[test]
