@@ -67,7 +67,11 @@ pub const fn case(
     }
 }
 
-/// Every lab case, in the order they run.
+/// A case command built at run time, kept for the whole run (cases hold `&'static str`).
+pub fn leak(s: String) -> &'static str {
+    Box::leak(s.into_boxed_str())
+}
+
 /// A Linux guest's shell driven through rvvmm's stdin: `commands` are typed one a second once
 /// the L2 init says its shell is ready (or rvvmm has failed, so the feeder never waits forever).
 /// `flags` go to rvvmm; `console` is the guest's console device.
@@ -83,9 +87,10 @@ fn shell_session(flags: &str, console: &str, commands: &[&str]) -> &'static str 
          --cmdline 'console={console} quiet rvvmm.test=shell' < /tmp/in 2>&1 || touch /tmp/ready ) | \
          while IFS= read -r line; do echo \"$line\"; case \"$line\" in *'@@L2 shell ready'*) touch /tmp/ready;; esac; done"
     );
-    Box::leak(script.into_boxed_str())
+    leak(script)
 }
 
+/// Every lab case, in the order they run.
 pub fn cases() -> Vec<Case> {
     vec![
         Case {
