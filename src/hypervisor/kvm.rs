@@ -249,13 +249,67 @@ impl VmBackend for KvmVm {
             .vm
             .create_vcpu(u64::from(index))
             .map_err(ioctl_err("KVM_CREATE_VCPU"))?;
-        Ok(KvmVcpu { fd })
+        Ok(KvmVcpu {
+            fd,
+            #[cfg(feature = "exit-timing")]
+            timing: ExitTiming::default(),
+        })
     }
 }
 
 /// A KVM vCPU (`KVM_CREATE_VCPU`).
 pub struct KvmVcpu {
     fd: VcpuFd,
+    #[cfg(feature = "exit-timing")]
+    timing: ExitTiming,
+}
+
+/// `--features exit-timing` (a measuring build for `cargo xtask bench`, never the default):
+/// time-CSR ticks the vCPU thread spends in user space between one KVM_RUN's return and the
+/// next KVM_RUN, the VMM's whole share of an exit's cost. bare-kvm measures its own the same
+/// way, so the two are compared without the guest's and KVM's share, which dwarfs them.
+#[cfg(feature = "exit-timing")]
+#[derive(Default)]
+struct ExitTiming {
+    /// The time CSR when KVM_RUN last returned (0: not yet).
+    returned: u64,
+    /// Ticks between returns and the next entries.
+    user_ticks: u64,
+    /// KVM_RUN returns counted in `user_ticks`.
+    exits: u64,
+}
+
+#[cfg(feature = "exit-timing")]
+impl ExitTiming {
+    fn now() -> u64 {
+        let t: u64;
+        // SAFETY: rdtime reads the time CSR into a register; it touches no memory. Linux lets
+        // user space read it (scounteren.TM).
+        unsafe { std::arch::asm!("rdtime {0}", out(reg) t, options(nomem, nostack)) };
+        t
+    }
+
+    fn entering(&mut self) {
+        if self.returned != 0 {
+            self.user_ticks += Self::now() - self.returned;
+            self.exits += 1;
+        }
+    }
+
+    fn returned(&mut self) {
+        self.returned = Self::now();
+    }
+}
+
+#[cfg(feature = "exit-timing")]
+impl Drop for KvmVcpu {
+    fn drop(&mut self) {
+        log::info!(
+            "EXIT-TIMING exits={} user_ticks={}",
+            self.timing.exits,
+            self.timing.user_ticks
+        );
+    }
 }
 
 impl VcpuBackend for KvmVcpu {
@@ -289,7 +343,12 @@ impl VcpuBackend for KvmVcpu {
     }
 
     fn run(&mut self) -> Result<RawExit> {
-        let exit = match self.fd.run() {
+        #[cfg(feature = "exit-timing")]
+        self.timing.entering();
+        let result = self.fd.run();
+        #[cfg(feature = "exit-timing")]
+        self.timing.returned();
+        let exit = match result {
             Ok(VcpuExit::MmioRead(addr, data)) => RawExit::MmioRead {
                 addr,
                 len: data.len() as u8,

@@ -74,10 +74,15 @@ fn exits_case(reps: usize) -> Case {
     let mut script = String::from("for r in $(seq 1 ");
     let _ = write!(script, "{reps}); do\nfor k in {}; do\n", KINDS.join(" "));
     script.push_str(
-        "if [ $((r % 2)) -eq 1 ]; then order='bare rvvmm'; else order='rvvmm bare'; fi\n\
+        "if [ $((r % 2)) -eq 1 ]; then order='bare rvvmm bare_t rvvmm_t'; else order='rvvmm_t bare_t rvvmm bare'; fi\n\
          for v in $order; do\n\
-         if [ $v = bare ]; then out=$(/bare-kvm /guests/bench_$k.bin 2>&1 | grep BENCH);\n\
-         else out=$(RUST_LOG=rvvmm=info /rvvmm --irqchip plic --memory 64M --kernel /guests/bench_$k.bin 2>&1 | grep -E 'BENCH|first guest exit' | tr '\\n' ' '); fi\n\
+         rv=\"--irqchip plic --memory 64M --kernel /guests/bench_$k.bin\"\n\
+         case $v in\n\
+         bare) out=$(/bare-kvm /guests/bench_$k.bin 2>&1 | grep BENCH);;\n\
+         bare_t) out=$(/bare-kvm --timing /guests/bench_$k.bin 2>&1 | grep -E 'BENCH|EXIT-TIMING' | tr '\\n' ' ');;\n\
+         rvvmm) out=$(RUST_LOG=rvvmm=info /rvvmm $rv 2>&1 | grep -E 'BENCH|first guest exit' | tr '\\n' ' ');;\n\
+         *) out=$(RUST_LOG=rvvmm=info /rvvmm-timing $rv 2>&1 | grep -E 'BENCH|EXIT-TIMING' | tr '\\n' ' ');;\n\
+         esac\n\
          echo \"@@S $v $k $r $out\"\n\
          done\ndone\ndone",
     );
@@ -233,6 +238,18 @@ fn exit_samples(output: &str) -> Vec<Sample> {
                 .next()?
                 .parse()
                 .ok()?;
+            // A measuring build's run gives only its user-space time per exit: the rdtime
+            // around KVM_RUN it adds makes its guest-timed figure no sample of the real thing.
+            if let Some(measuring) = vmm.strip_suffix("_t") {
+                return Some(exit_timing(rest).map_or_else(Vec::new, |ns| {
+                    vec![Sample {
+                        vmm: measuring.into(),
+                        what: format!("{kind}_user"),
+                        rep,
+                        value: ns,
+                    }]
+                }));
+            }
             let mut found = vec![Sample {
                 vmm: vmm.into(),
                 what: kind.into(),
@@ -251,6 +268,24 @@ fn exit_samples(output: &str) -> Vec<Sample> {
         })
         .flatten()
         .collect()
+}
+
+/// "EXIT-TIMING exits=N user_ticks=T" in `line` (the `exit-timing` build's and `bare-kvm
+/// --timing`'s report), as nanoseconds spent in user space per exit.
+fn exit_timing(line: &str) -> Option<f64> {
+    let rest = line.split("EXIT-TIMING ").nth(1)?;
+    let field = |name: &str| -> Option<f64> {
+        rest.split(name)
+            .nth(1)?
+            .split_whitespace()
+            .next()?
+            .parse()
+            .ok()
+    };
+    let (exits, ticks) = (field("exits=")?, field("user_ticks=")?);
+    // Under half the timed exits: the kind's exits stay in the kernel (sbi_in_kernel), and
+    // the few left are the guest's output and power-off, no figure of an exit kind.
+    (exits >= EXITS_PER_RUN / 2.0).then(|| ticks * NS_PER_TICK / exits)
 }
 
 /// "first guest exit N us after rvvmm started" in `line`.
@@ -411,26 +446,37 @@ pub fn run(opts: &Options) -> Result<bool, String> {
         );
         if want("exits") {
             println!(
-                "bench[{}] {:<18} {:>12} {:>12} {:>8}",
+                "bench[{}] {:<18} {:>12} {:>12} {:>8} {:>14} {:>14}",
                 mode.name(),
                 "exit kind",
                 "bare ns",
                 "rvvmm ns",
-                "ratio"
+                "ratio",
+                "bare user ns",
+                "rvvmm user ns"
             );
             for kind in KINDS {
                 let (bare, rv) = (med(&samples, "bare", kind), med(&samples, "rvvmm", kind));
+                let user = format!("{kind}_user");
+                let (bare_user, rv_user) =
+                    (med(&samples, "bare", &user), med(&samples, "rvvmm", &user));
+                let show =
+                    |v: Option<f64>| v.map_or_else(|| "-".to_string(), |v| format!("{v:.0}"));
+                let json =
+                    |v: Option<f64>| v.map_or_else(|| "null".to_string(), |v| format!("{v:.1}"));
                 match (bare, rv) {
                     (Some(b), Some(r)) => {
                         println!(
-                            "bench[{}] {:<18} {:>12.0} {:>12.0} {:>8.3}",
+                            "bench[{}] {:<18} {:>12.0} {:>12.0} {:>8.3} {:>14} {:>14}",
                             mode.name(),
                             kind,
                             b,
                             r,
-                            r / b
+                            r / b,
+                            show(bare_user),
+                            show(rv_user)
                         );
-                        rows.push(format!("{{\"kind\": \"{kind}\", \"bare_ns\": {b:.1}, \"rvvmm_ns\": {r:.1}, \"ratio\": {:.4}}}", r / b));
+                        rows.push(format!("{{\"kind\": \"{kind}\", \"bare_ns\": {b:.1}, \"rvvmm_ns\": {r:.1}, \"ratio\": {:.4}, \"bare_user_ns\": {}, \"rvvmm_user_ns\": {}}}", r / b, json(bare_user), json(rv_user)));
                     }
                     _ => {
                         println!("bench[{}] {:<18} missing samples", mode.name(), kind);
@@ -597,6 +643,19 @@ mod tests {
         assert_eq!(med(&s, "rvvmm", "startup_us"), Some(1500.0));
         assert_eq!(med(&s, "bare", "hypercall"), Some(3000.0));
         assert_eq!(med(&s, "rvvmm", "hypercall"), Some(3150.0));
+        let timed = exit_samples(
+            "@@S bare_t mmio_write 1 BENCH kind=mmio_write n=20000 ticks=700000 EXIT-TIMING exits=20040 user_ticks=40080\n\
+             @@S rvvmm_t mmio_write 1 [..] INFO  rvvmm::hypervisor::kvm] EXIT-TIMING exits=20050 user_ticks=601500\n\
+             @@S rvvmm_t sbi_in_kernel 1 BENCH kind=sbi_in_kernel n=20000 ticks=2 EXIT-TIMING exits=40 user_ticks=900\n",
+        );
+        assert_eq!(
+            timed.len(),
+            2,
+            "timed runs give no guest-timed sample; few exits no figure"
+        );
+        assert_eq!(med(&timed, "bare", "mmio_write_user"), Some(200.0));
+        assert_eq!(med(&timed, "rvvmm", "mmio_write_user"), Some(3000.0));
+        assert_eq!(med(&timed, "rvvmm", "mmio_write"), None);
         let boots = "@@L rvvmm 1 [..] first guest exit 2100 us after rvvmm started\n\
                      @@L rvvmm 1 [..] memory: peak RSS 9000 KiB, guest RAM resident 6000 KiB, rvvmm's own 3000 KiB\n\
                      @@L rvvmm 1 @@L2 init reached, uptime 1.7 s\n\

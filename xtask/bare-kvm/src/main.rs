@@ -1,7 +1,11 @@
 //! The benchmark floor (`cargo xtask bench`): the least a VMM can do per exit. It maps 64 MiB of
 //! RAM at 0x8000_0000, loads a flat guest there, enables SBI DBCN and answers every exit with
 //! the same result rvvmm gives (hypercall 0 -> (0, 1), DBCN -> stdout, MMIO read -> 0, MMIO
-//! write ignored), with no devices, bus, threads or logging. `bare-kvm GUEST.bin`
+//! write ignored), with no devices, bus, threads or logging. `bare-kvm [--timing] GUEST.bin`
+//!
+//! `--timing` also counts the time-CSR ticks spent in user space between KVM_RUN's return and
+//! the next KVM_RUN, and prints `EXIT-TIMING exits=N user_ticks=T` at the end, as rvvmm's
+//! `exit-timing` build does.
 
 #[cfg(target_arch = "riscv64")]
 fn main() {
@@ -29,8 +33,23 @@ mod floor {
     const REG_CORE: u64 = 0x8030_0000_0200_0000;
     const REG_DBCN: u64 = 0x8030_0000_0800_0009;
 
+    fn rdtime() -> u64 {
+        let t: u64;
+        // SAFETY: rdtime reads the time CSR into a register and touches no memory.
+        unsafe { std::arch::asm!("rdtime {0}", out(reg) t, options(nomem, nostack)) };
+        t
+    }
+
     pub fn run() -> Result<(), String> {
-        let path = std::env::args().nth(1).ok_or("usage: bare-kvm GUEST.bin")?;
+        let mut args: Vec<String> = std::env::args().skip(1).collect();
+        let timing = args.first().is_some_and(|a| a == "--timing");
+        if timing {
+            args.remove(0);
+        }
+        let path = args
+            .pop()
+            .filter(|_| args.is_empty())
+            .ok_or("usage: bare-kvm [--timing] GUEST.bin")?;
         let guest = std::fs::read(&path).map_err(|e| format!("{path}: {e}"))?;
         if guest.len() > RAM_SIZE {
             return Err("guest larger than RAM".into());
@@ -76,11 +95,28 @@ mod floor {
                 .map_err(|e| format!("ONE_REG {id:#x}: {e}"))?;
         }
         let mut out = std::io::stdout().lock();
+        let (mut returned, mut user_ticks, mut exits) = (0u64, 0u64, 0u64);
+        let report = |exits: u64, user_ticks: u64| {
+            if timing {
+                eprintln!("EXIT-TIMING exits={exits} user_ticks={user_ticks}");
+            }
+        };
         loop {
-            match vcpu.run() {
+            if timing && returned != 0 {
+                user_ticks += rdtime() - returned;
+                exits += 1;
+            }
+            let result = vcpu.run();
+            if timing {
+                returned = rdtime();
+            }
+            match result {
                 Ok(VcpuExit::MmioRead(_, data)) => data.fill(0),
                 Ok(VcpuExit::MmioWrite(..)) => {}
-                Ok(VcpuExit::SystemEvent(..)) => return Ok(()),
+                Ok(VcpuExit::SystemEvent(..)) => {
+                    report(exits, user_ticks);
+                    return Ok(());
+                }
                 Ok(VcpuExit::Unsupported(KVM_EXIT_RISCV_SBI)) => {
                     let run = vcpu.get_kvm_run();
                     // SAFETY: exit_reason is KVM_EXIT_RISCV_SBI, so `riscv_sbi` is the live member.
