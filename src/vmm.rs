@@ -433,6 +433,7 @@ impl Vmm {
                 bus: bus.clone(),
                 control: control.clone(),
                 hypercall: self.hypercall.clone(),
+                log_hypercalls: log::log_enabled!(log::Level::Debug),
             };
             let spawned = std::thread::Builder::new()
                 .name(format!("vcpu{}", vcpu.id()))
@@ -805,37 +806,70 @@ struct LoopContext {
     control: Arc<VmControl>,
     /// `None`: the built-in answers, called directly (no indirect call on the exit path).
     hypercall: Option<HypercallHandler>,
+    /// Whether hypercalls are logged (debug level, read as the vCPU threads start).
+    log_hypercalls: bool,
 }
 
 /// A vCPU thread: run, dispatch the exit, repeat until the VM stops. Returns how many exits
 /// reached user space.
+///
+/// The stop flag is read after every exit but the hot ones (hypercall, MMIO, an SBI call the
+/// vCPU answered): a stop request is followed by kicks until every thread has left (see
+/// [`stop_threads`]), and a kick makes KVM_RUN return `Interrupted`, after which the flag is
+/// read. So the hot path touches no shared page but the bus.
 fn vcpu_loop<B: VcpuBackend>(mut vcpu: Vcpu<B>, ctx: &LoopContext) -> u64 {
     let mut exits = 0u64;
     if vcpu.id() == 0 {
         startup_step("vCPU 0 thread entering the guest");
     }
-    while !ctx.control.should_stop() {
-        let result = vcpu.run().and_then(|exit| {
-            if exit != ExitReason::Nothing || !vcpu.is_stopped() {
-                exits += 1;
-                if exits == 1 && vcpu.id() == 0 && !FIRST_EXIT_LOGGED.swap(true, Ordering::Relaxed)
-                {
-                    log::info!(
-                        "first guest exit {} us after rvvmm started",
-                        process_start().elapsed().as_micros()
-                    );
+    if ctx.control.should_stop() {
+        return exits;
+    }
+    loop {
+        let hot = match vcpu.run() {
+            Ok(exit) => {
+                let hot = matches!(
+                    exit,
+                    ExitReason::Hypercall { .. }
+                        | ExitReason::MmioRead { .. }
+                        | ExitReason::MmioWrite { .. }
+                ) || (exit == ExitReason::Nothing && !vcpu.is_stopped());
+                if hot || exit != ExitReason::Nothing {
+                    exits += 1;
+                    if exits == 1 {
+                        first_exit(vcpu.id());
+                    }
                 }
+                if let Err(e) = handle_exit(&mut vcpu, exit, ctx) {
+                    ctx.control.request(ExitRequest::Error(e.to_string()));
+                }
+                hot
             }
-            handle_exit(&mut vcpu, exit, ctx)
-        });
-        if let Err(e) = result {
-            ctx.control.request(ExitRequest::Error(e.to_string()));
+            Err(e) => {
+                ctx.control.request(ExitRequest::Error(e.to_string()));
+                false
+            }
+        };
+        if !hot && ctx.control.should_stop() {
+            return exits;
         }
     }
-    exits
+}
+
+/// Logs the process's first guest exit (once, not again after a reboot).
+#[cold]
+#[inline(never)]
+fn first_exit(vcpu: u32) {
+    if vcpu == 0 && !FIRST_EXIT_LOGGED.swap(true, Ordering::Relaxed) {
+        log::info!(
+            "first guest exit {} us after rvvmm started",
+            process_start().elapsed().as_micros()
+        );
+    }
 }
 
 /// The exit policy: what the VMM does with each [`ExitReason`].
+#[inline]
 fn handle_exit<B: VcpuBackend>(
     vcpu: &mut Vcpu<B>,
     exit: ExitReason,
@@ -844,6 +878,9 @@ fn handle_exit<B: VcpuBackend>(
     match exit {
         ExitReason::Nothing | ExitReason::ExternalInterrupt => {}
         ExitReason::Hypercall { nr, args } => {
+            if ctx.log_hypercalls {
+                log_hypercall(nr, &args);
+            }
             let (error, value) = match &ctx.hypercall {
                 Some(handler) => handler(nr, &args),
                 None => crate::sbi::hypercall::answer(nr, &args),
@@ -860,9 +897,25 @@ fn handle_exit<B: VcpuBackend>(
             ctx.bus
                 .write(addr, &data.to_le_bytes()[..usize::from(width)]);
         }
+        other => handle_rare_exit(vcpu.config().hart_id, other, ctx),
+    }
+    Ok(())
+}
+
+#[cold]
+#[inline(never)]
+fn log_hypercall(nr: u64, args: &[u64; 6]) {
+    log::debug!("hypercall nr={nr} args={args:x?}");
+}
+
+/// The exits a hart makes a few times in its life: out of the hot path's pages.
+#[cold]
+#[inline(never)]
+fn handle_rare_exit(hart: u64, exit: ExitReason, ctx: &LoopContext) {
+    match exit {
         ExitReason::CpuUp { target_cpu, .. } => log::info!("hart {target_cpu} started"),
-        ExitReason::CpuDown => log::info!("hart {} stopped", vcpu.config().hart_id),
-        ExitReason::Halt => log::info!("hart {} suspended the system", vcpu.config().hart_id),
+        ExitReason::CpuDown => log::info!("hart {hart} stopped"),
+        ExitReason::Halt => log::info!("hart {hart} suspended the system"),
         ExitReason::SystemDown { reason } if reason == SRST_REASON_SYSTEM_FAILURE => {
             ctx.control.request(ExitRequest::Error(
                 "the guest reported a system failure (SBI SRST shutdown, reason 1)".into(),
@@ -870,18 +923,18 @@ fn handle_exit<B: VcpuBackend>(
         }
         ExitReason::SystemDown { .. } => ctx.control.request(ExitRequest::Shutdown),
         ExitReason::SystemReset { .. } => ctx.control.request(ExitRequest::Reboot),
-        ExitReason::NestedPageFault { addr, size } => {
-            ctx.control.request(ExitRequest::Error(format!(
-                "hart {}: guest memory at {addr:#x} (+{size:#x}) could not be provided",
-                vcpu.config().hart_id
-            )))
-        }
+        ExitReason::NestedPageFault { addr, size } => ctx.control.request(ExitRequest::Error(
+            format!("hart {hart}: guest memory at {addr:#x} (+{size:#x}) could not be provided"),
+        )),
         ExitReason::FailEntry { reason } => ctx.control.request(ExitRequest::Error(format!(
-            "hart {}: KVM could not run the guest (reason {reason:#x})",
-            vcpu.config().hart_id
+            "hart {hart}: KVM could not run the guest (reason {reason:#x})"
         ))),
+        ExitReason::Nothing
+        | ExitReason::ExternalInterrupt
+        | ExitReason::Hypercall { .. }
+        | ExitReason::MmioRead { .. }
+        | ExitReason::MmioWrite { .. } => {}
     }
-    Ok(())
 }
 
 extern "C" fn kick_handler(_: libc::c_int, _: *mut libc::siginfo_t, _: *mut libc::c_void) {}
@@ -1200,6 +1253,7 @@ mod tests {
                 bus: Arc::new(bus),
                 control: Arc::new(VmControl::default()),
                 hypercall: None,
+                log_hypercalls: false,
             };
             let sbi = Sbi::new(SbiContext {
                 memory: memory.clone(),
