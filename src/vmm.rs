@@ -1173,7 +1173,7 @@ mod tests {
             Ok(self.0)
         }
         fn set_sbi_return(&mut self, _: usize, _: u64) {}
-        fn set_mmio_read_data(&mut self, _: &[u8]) {}
+        fn set_mmio_read_data(&mut self, _: [u8; 8], _: u8) {}
         fn mp_state(&mut self) -> crate::hypervisor::Result<MpState> {
             Ok(MpState::Runnable)
         }

@@ -472,14 +472,13 @@ impl VcpuBackend for KvmVcpu {
         }
     }
 
-    fn set_mmio_read_data(&mut self, data: &[u8]) {
+    fn set_mmio_read_data(&mut self, data: [u8; 8], _len: u8) {
         let run = self.fd.get_kvm_run();
         if run.exit_reason == KVM_EXIT_MMIO {
-            // SAFETY: exit_reason says `mmio` is the live member of the exit union; the kernel
-            // reads `data[..len]` into the guest's destination register on the next KVM_RUN.
-            let mmio = unsafe { &mut run.__bindgen_anon_1.mmio };
-            let len = (mmio.len as usize).min(data.len()).min(mmio.data.len());
-            mmio.data[..len].copy_from_slice(&data[..len]);
+            // exit_reason says `mmio` is the live member of the exit union (writing a union
+            // field is safe); the kernel reads `data[..len]` into the guest's destination
+            // register on the next KVM_RUN.
+            run.__bindgen_anon_1.mmio.data = data;
         }
     }
 

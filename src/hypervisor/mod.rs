@@ -178,8 +178,9 @@ pub trait VcpuBackend: Send {
     fn run(&mut self) -> Result<RawExit>;
     /// Sets `ret[index]` (0: a0, the SBI error; 1: a1, the value) of the pending SBI exit.
     fn set_sbi_return(&mut self, index: usize, value: u64);
-    /// Fills the data of the pending MMIO read exit.
-    fn set_mmio_read_data(&mut self, data: &[u8]);
+    /// Fills the data of the pending MMIO read exit: the guest gets the first `len` bytes
+    /// (whole arrays, so no variable-length copy on the exit path).
+    fn set_mmio_read_data(&mut self, data: [u8; 8], len: u8);
     /// The vCPU's multiprocessor state.
     fn mp_state(&mut self) -> Result<MpState>;
 }

@@ -253,8 +253,8 @@ impl VcpuBackend for ScriptedVcpu {
         self.log(Event::SbiReturn(index, value));
     }
 
-    fn set_mmio_read_data(&mut self, data: &[u8]) {
-        self.log(Event::MmioData(data.to_vec()));
+    fn set_mmio_read_data(&mut self, data: [u8; 8], len: u8) {
+        self.log(Event::MmioData(data[..usize::from(len).min(8)].to_vec()));
     }
 
     fn mp_state(&mut self) -> Result<MpState> {

@@ -157,8 +157,10 @@ impl<B: VcpuBackend> Vcpu<B> {
     /// Answers the pending `MmioRead` with `value` (its low `width` bytes, little-endian).
     pub fn complete_mmio_read(&mut self, value: u64) {
         if let Pending::MmioRead(width) = self.pending {
+            // Bytes past the width are zero, though KVM copies only `width` of them.
+            let mask = u64::MAX >> (64 - 8 * u32::from(width));
             self.backend
-                .set_mmio_read_data(&value.to_le_bytes()[..usize::from(width)]);
+                .set_mmio_read_data((value & mask).to_le_bytes(), width);
         }
     }
 
