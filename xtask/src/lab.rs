@@ -228,46 +228,24 @@ pub(crate) fn prepare() -> Result<Prepared, String> {
     let chroot = ensure_qemu_chroot(&mirror, &cache)?;
 
     eprintln!("lab: cross-building rvvmm for {RISCV_TARGET}");
-    host::run_visible(host::cargo().current_dir(paths::root()).args([
-        "build",
-        "--quiet",
-        "--release",
-        "--package",
-        "rvvmm",
-        "--bin",
-        "rvvmm",
-        "--target",
-        RISCV_TARGET,
-    ]))?;
-    let rvvmm = read(&paths::root().join(format!("target/{RISCV_TARGET}/release/rvvmm")))?;
+    let rvvmm = cross_build(&["--package", "rvvmm", "--bin", "rvvmm"], "rvvmm")?;
     // The measuring build: cargo keeps both feature sets' artifacts, so a warm rebuild of
     // either is free; the uplifted binary is whichever was built last, hence read at once.
-    host::run_visible(host::cargo().current_dir(paths::root()).args([
-        "build",
-        "--quiet",
-        "--release",
-        "--package",
+    let rvvmm_timing = cross_build(
+        &[
+            "--package",
+            "rvvmm",
+            "--bin",
+            "rvvmm",
+            "--features",
+            "exit-timing",
+        ],
         "rvvmm",
-        "--bin",
-        "rvvmm",
-        "--features",
-        "exit-timing",
-        "--target",
-        RISCV_TARGET,
-    ]))?;
-    let rvvmm_timing = read(&paths::root().join(format!("target/{RISCV_TARGET}/release/rvvmm")))?;
-    host::run_visible(host::cargo().current_dir(paths::root()).args([
-        "build",
-        "--quiet",
-        "--release",
-        "--package",
+    )?;
+    let bare_kvm = cross_build(
+        &["--package", "bare-kvm", "--package", "exec-timer"],
         "bare-kvm",
-        "--package",
-        "exec-timer",
-        "--target",
-        RISCV_TARGET,
-    ]))?;
-    let bare_kvm = read(&paths::root().join(format!("target/{RISCV_TARGET}/release/bare-kvm")))?;
+    )?;
     let exec_timer =
         read(&paths::root().join(format!("target/{RISCV_TARGET}/release/exec-timer")))?;
     let guests = build_guests(&work.join("guests"))?;
@@ -292,6 +270,17 @@ pub(crate) fn prepare() -> Result<Prepared, String> {
         guests,
         chroot,
     })
+}
+
+/// `cargo build --release --target riscv64 ARGS`, then the built binary `bin`.
+fn cross_build(args: &[&str], bin: &str) -> Result<Vec<u8>, String> {
+    host::run_visible(
+        host::cargo()
+            .current_dir(paths::root())
+            .args(["build", "--quiet", "--release", "--target", RISCV_TARGET])
+            .args(args),
+    )?;
+    read(&paths::root().join(format!("target/{RISCV_TARGET}/release/{bin}")))
 }
 
 fn read(path: &Path) -> Result<Vec<u8>, String> {
