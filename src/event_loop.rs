@@ -74,14 +74,16 @@ impl EventLoop {
             stop: stop.clone(),
         }));
         let flag = stop.clone();
-        let thread = crate::thread_builder("event-loop".into()).spawn(move || {
-            while !flag.load(Ordering::Acquire) {
-                if let Err(e) = manager.run() {
-                    log::error!("event loop: {e:?}");
-                    break;
+        let thread = std::thread::Builder::new()
+            .name("event-loop".into())
+            .spawn(move || {
+                while !flag.load(Ordering::Acquire) {
+                    if let Err(e) = manager.run() {
+                        log::error!("event loop: {e:?}");
+                        break;
+                    }
                 }
-            }
-        })?;
+            })?;
         Ok(EventLoop {
             thread: Some(thread),
             stop,

@@ -435,11 +435,13 @@ impl Vmm {
                 hypercall: self.hypercall.clone(),
                 log_hypercalls: log::log_enabled!(log::Level::Debug),
             };
-            let spawned = crate::thread_builder(format!("vcpu{}", vcpu.id())).spawn(move || {
-                let exits = vcpu_loop(vcpu, &ctx);
-                ctx.control.vcpu_ended();
-                exits
-            });
+            let spawned = std::thread::Builder::new()
+                .name(format!("vcpu{}", vcpu.id()))
+                .spawn(move || {
+                    let exits = vcpu_loop(vcpu, &ctx);
+                    ctx.control.vcpu_ended();
+                    exits
+                });
             match spawned {
                 Ok(handle) => threads.push(handle),
                 Err(e) => {

@@ -96,7 +96,9 @@ impl StdioConsole {
             }
             *me.lock_mode() = InputMode::Thread;
             let thread = me.clone();
-            let spawned = crate::thread_builder("stdin".into()).spawn(move || thread.input_loop());
+            let spawned = std::thread::Builder::new()
+                .name("stdin".into())
+                .spawn(move || thread.input_loop());
             if let Err(e) = spawned {
                 log::warn!("cannot start the console input thread: {e}; guest input is off");
             }
