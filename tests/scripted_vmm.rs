@@ -345,3 +345,32 @@ fn virtio_interrupts_on_the_in_kernel_aia_go_through_irqfds() {
     assert_eq!(*irqfds.lock().unwrap(), vec![1, 2]);
     assert!(lines.lock().unwrap().iter().all(|&(irq, _)| irq > 8));
 }
+
+#[test]
+fn a_vcpu_making_only_hot_exits_still_stops() {
+    // The stop flag is not read after hypercall and MMIO exits; the kicks that follow a stop
+    // request must end such a vCPU's KVM_RUN, however many exits it makes.
+    let console = Arc::new(BufferConsole::default());
+    let vmm = Vmm::new(config("busy", 2), console).unwrap();
+    let (done, finished) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let status = vmm.run(|| {
+            Ok(ScriptedVm::new()
+                .script(
+                    0,
+                    MpState::Runnable,
+                    vec![Step::Busy(RawExit::MmioWrite {
+                        addr: 0x2000_0000,
+                        len: 4,
+                        data: [1, 0, 0, 0, 0, 0, 0, 0],
+                    })],
+                )
+                .script(1, MpState::Runnable, vec![Step::SleepMs(30), SHUTDOWN]))
+        });
+        let _ = done.send(status.map_err(|e| e.to_string()));
+    });
+    let status = finished
+        .recv_timeout(std::time::Duration::from_secs(20))
+        .expect("the VM did not stop within 20 s: the busy vCPU was never kicked out");
+    assert_eq!(status, Ok(0));
+}

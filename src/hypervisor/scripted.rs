@@ -20,6 +20,10 @@ pub enum Step {
     SleepMs(u64),
     /// `run` idles like a guest in WFI: sleeps 1 ms and returns `Interrupted`, forever.
     Idle,
+    /// `run` returns this exit forever, each after 50 us of "guest time"; a signal landing in
+    /// that time makes it return `Interrupted` instead, as KVM_RUN does, and a signal landing
+    /// outside it (while the VMM handles the exit) is lost, as it is with KVM.
+    Busy(RawExit),
 }
 
 /// What rvvmm did to a scripted vCPU, in order.
@@ -242,6 +246,16 @@ impl VcpuBackend for ScriptedVcpu {
                 Some(Step::Idle) => {
                     std::thread::sleep(std::time::Duration::from_millis(1));
                     return Ok(RawExit::Interrupted);
+                }
+                Some(Step::Busy(exit)) => {
+                    let guest_time = libc::timespec {
+                        tv_sec: 0,
+                        tv_nsec: 50_000,
+                    };
+                    // SAFETY: nanosleep reads `guest_time` and, given a null remainder
+                    // pointer, writes nothing.
+                    let rc = unsafe { libc::nanosleep(&guest_time, std::ptr::null_mut()) };
+                    return Ok(if rc == 0 { exit } else { RawExit::Interrupted });
                 }
                 Some(Step::SetMpState(_)) => self.apply_state_steps(),
                 None => return Err(HypervisorError::ScriptEnded(self.index)),
