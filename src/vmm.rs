@@ -1,6 +1,6 @@
 //! Builds the VM and owns the exit policy.
 //!
-//! One linear recipe per boot ([`Vmm::boot`]): map RAM, load the kernel, build the bus, create
+//! One linear recipe per boot (`Vmm::boot`): map RAM, load the kernel, build the bus, create
 //! and set up the vCPUs, write the device tree, start one thread per vCPU. The main thread then
 //! waits for the first stop request ([`VmControl`]), kicks every vCPU thread out of `KVM_RUN`
 //! with a signal, and joins them. A reboot runs the recipe again on the same RAM (as QEMU keeps

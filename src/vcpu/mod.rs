@@ -138,7 +138,7 @@ impl<B: VcpuBackend> Vcpu<B> {
         self.set_reg(regs::PC, entry)
     }
 
-    /// Sets a<index> (0..=7). Right after an SBI exit, a0 and a1 are the call's return pair.
+    /// Sets `a<index>` (0..=7). Right after an SBI exit, a0 and a1 are the call's return pair.
     pub fn set_gpr(&mut self, index: usize, value: u64) -> Result<()> {
         if index > 7 {
             return Err(VcpuError::BadGpr {
