@@ -828,13 +828,17 @@ fn vcpu_loop<B: VcpuBackend>(mut vcpu: Vcpu<B>, ctx: &LoopContext) -> u64 {
     loop {
         let hot = match vcpu.run() {
             Ok(exit) => {
-                let hot = matches!(
-                    exit,
-                    ExitReason::Hypercall { .. }
-                        | ExitReason::MmioRead { .. }
-                        | ExitReason::MmioWrite { .. }
-                ) || (exit == ExitReason::Nothing && !vcpu.is_stopped());
-                if hot || exit != ExitReason::Nothing {
+                // A stopped vCPU's `Nothing` is its poll, not a guest exit.
+                let guest_exit = exit != ExitReason::Nothing || !vcpu.is_stopped();
+                let hot = guest_exit
+                    && matches!(
+                        exit,
+                        ExitReason::Nothing
+                            | ExitReason::Hypercall { .. }
+                            | ExitReason::MmioRead { .. }
+                            | ExitReason::MmioWrite { .. }
+                    );
+                if guest_exit {
                     exits += 1;
                     if exits == 1 {
                         first_exit(vcpu.id());

@@ -3,9 +3,8 @@
 //! Everything above this module (the vCPU lifecycle, exit decoding, SBI and MMIO dispatch,
 //! devices, the VMM) talks to two small traits, [`VmBackend`] and [`VcpuBackend`]. On a riscv64
 //! host they are implemented by `kvm` (built for riscv64 only), the only code in rvvmm that
-//! issues KVM ioctls. On every
-//! host they are also implemented by [`scripted`], which replays a list of exits so the rest of
-//! rvvmm can be unit-tested on x86_64.
+//! issues KVM ioctls. On every host they are also implemented by [`scripted`], which replays a
+//! list of exits so the rest of rvvmm can be unit-tested on x86_64.
 //!
 //! A backend reports each exit as a [`RawExit`]: the KVM exit, decoded and copied out of the
 //! shared `kvm_run` page, with no borrow on the vCPU. The mapping from `RawExit` to the public

@@ -76,6 +76,11 @@ enum Pending {
     MmioRead(u8),
 }
 
+/// The low `width` bytes of a u64 (`width` is 1, 2, 4 or 8, as `check_width` ensures).
+fn width_mask(width: u8) -> u64 {
+    u64::MAX >> (64 - 8 * u32::from(width))
+}
+
 /// One RISC-V vCPU.
 pub struct Vcpu<B: VcpuBackend> {
     id: u32,
@@ -158,9 +163,8 @@ impl<B: VcpuBackend> Vcpu<B> {
     pub fn complete_mmio_read(&mut self, value: u64) {
         if let Pending::MmioRead(width) = self.pending {
             // Bytes past the width are zero, though KVM copies only `width` of them.
-            let mask = u64::MAX >> (64 - 8 * u32::from(width));
             self.backend
-                .set_mmio_read_data((value & mask).to_le_bytes(), width);
+                .set_mmio_read_data((value & width_mask(width)).to_le_bytes(), width);
         }
     }
 
@@ -220,11 +224,10 @@ impl<B: VcpuBackend> Vcpu<B> {
             RawExit::MmioWrite { addr, len, data } => {
                 self.check_width(addr, len)?;
                 // Bytes past `len` are not the guest's: masked off (no variable-length copy).
-                let mask = u64::MAX >> (64 - 8 * u32::from(len));
                 ExitReason::MmioWrite {
                     addr,
                     width: len,
-                    data: u64::from_le_bytes(data) & mask,
+                    data: u64::from_le_bytes(data) & width_mask(len),
                 }
             }
             RawExit::SystemEvent { kind, data } => match kind {

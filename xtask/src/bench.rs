@@ -455,15 +455,13 @@ pub fn run(opts: &Options) -> Result<bool, String> {
                 "bare user ns",
                 "rvvmm user ns"
             );
+            let show = |v: Option<f64>| v.map_or_else(|| "-".to_string(), |v| format!("{v:.0}"));
+            let json = |v: Option<f64>| v.map_or_else(|| "null".to_string(), |v| format!("{v:.1}"));
             for kind in KINDS {
                 let (bare, rv) = (med(&samples, "bare", kind), med(&samples, "rvvmm", kind));
                 let user = format!("{kind}_user");
                 let (bare_user, rv_user) =
                     (med(&samples, "bare", &user), med(&samples, "rvvmm", &user));
-                let show =
-                    |v: Option<f64>| v.map_or_else(|| "-".to_string(), |v| format!("{v:.0}"));
-                let json =
-                    |v: Option<f64>| v.map_or_else(|| "null".to_string(), |v| format!("{v:.1}"));
                 match (bare, rv) {
                     (Some(b), Some(r)) => {
                         println!(
