@@ -1,8 +1,19 @@
 //! How a VM is asked to stop: the first request wins, vCPU threads see a flag, and the VMM's
 //! main thread waits for the request.
 
+use std::ops::ControlFlow;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Condvar, Mutex};
+
+/// What handling one guest exit (a device's store, an SBI call, a hypercall) asks of the vCPU
+/// that made it: `Continue(())` runs the guest on; `Break(request)` stops the VM, and that vCPU
+/// never re-enters the guest (its thread records the request and leaves its loop; the others
+/// are kicked). A stop that a guest asks for takes effect before its next instruction, as on
+/// real hardware (and in QEMU, where a finisher write ends the machine at once).
+pub type Flow = ControlFlow<ExitRequest>;
+
+/// Go on running the guest.
+pub const CONTINUE: Flow = ControlFlow::Continue(());
 
 /// Why the VM stops.
 #[derive(Debug, Clone, PartialEq, Eq)]

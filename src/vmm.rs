@@ -28,7 +28,7 @@ use crate::config::{
     parse_memory, ConsoleKind, IrqChipKind, VmConfig, DEFAULT_MEMORY, MAX_VIRTIO_DEVICES,
 };
 use crate::console::{Console, ConsoleEvent};
-use crate::control::{ExitRequest, VmControl};
+use crate::control::{ExitRequest, Flow, VmControl, CONTINUE};
 use crate::devices::finisher::Finisher;
 use crate::devices::plic::Plic;
 use crate::devices::testdev::TestDev;
@@ -44,7 +44,7 @@ use crate::devices::{Bus, BusError, IrqChip};
 use crate::event_loop::{EventLoop, Subscriber};
 use crate::hypervisor::{AiaConfig, HypervisorError, InterruptLine, VcpuBackend, VmBackend};
 use crate::loader::{Initrd, Kernel, LoaderError};
-use crate::sbi::{Sbi, SbiContext};
+use crate::sbi::{hypercall, Sbi, SbiContext};
 use crate::vcpu::{ExitReason, Vcpu, VcpuConfig, VcpuError, SRST_REASON_SYSTEM_FAILURE};
 
 /// Errors of the VMM layer.
@@ -131,8 +131,9 @@ pub enum VmmError {
 /// Result type of the VMM layer.
 pub type Result<T> = std::result::Result<T, VmmError>;
 
-/// How the embedder answers guest hypercalls: (nr, args) -> (SBI error, value).
-pub type HypercallHandler = Arc<dyn Fn(u64, &[u64; 6]) -> (i64, u64) + Send + Sync>;
+/// How the embedder answers guest hypercalls: (nr, args) -> `Continue((SBI error, value))`,
+/// or `Break(request)` to stop the VM before the calling vCPU runs another guest instruction.
+pub type HypercallHandler = Arc<dyn Fn(u64, &[u64; 6]) -> hypercall::Answer + Send + Sync>;
 
 /// How often the main thread re-kicks vCPU threads that have not yet left `KVM_RUN`.
 const KICK_INTERVAL: Duration = Duration::from_millis(5);
@@ -386,7 +387,7 @@ impl Vmm {
             vcpu.set_entry(entry)?;
             lines.push(vcpu.interrupt_line()?);
         }
-        let machine = self.build_machine(vm, &control, lines, irqchip)?;
+        let machine = self.build_machine(vm, lines, irqchip)?;
         let bus = Arc::new(machine.bus);
         let uart = machine.uart;
         let console_input = machine.console_input;
@@ -481,7 +482,6 @@ impl Vmm {
     fn build_machine<V: VmBackend + 'static>(
         &self,
         vm: &Arc<V>,
-        control: &Arc<VmControl>,
         lines: Vec<Arc<dyn InterruptLine>>,
         irqchip: FdtIrqChip,
     ) -> Result<Machine> {
@@ -501,11 +501,7 @@ impl Vmm {
             UART_IRQ,
             !virtio_console,
         ));
-        bus.insert(
-            FINISHER_BASE,
-            FINISHER_SIZE,
-            Arc::new(Finisher::new(control.clone())),
-        )?;
+        bus.insert(FINISHER_BASE, FINISHER_SIZE, Arc::new(Finisher))?;
         bus.insert(UART_BASE, UART_SIZE, uart.clone())?;
         if self.config.testdev {
             bus.insert(TESTDEV_BASE, TESTDEV_SIZE, Arc::new(TestDev::default()))?;
@@ -813,10 +809,13 @@ struct LoopContext {
 /// A vCPU thread: run, dispatch the exit, repeat until the VM stops. Returns how many exits
 /// reached user space.
 ///
-/// The stop flag is read after every exit but the hot ones (hypercall, MMIO, an SBI call the
-/// vCPU answered): a stop request is followed by kicks until every thread has left (see
-/// [`stop_threads`]), and a kick makes KVM_RUN return `Interrupted`, after which the flag is
-/// read. So the hot path touches no shared page but the bus.
+/// A stop this vCPU's own exit asks for (a finisher store, SRST, an embedder's hypercall
+/// handler, an error) comes back from [`handle_exit`] as `Break`: the thread records it and
+/// leaves before re-entering the guest, so the guest runs no instruction after asking. A stop
+/// asked elsewhere (another vCPU, the console's Ctrl-A x, a signal) is followed by kicks until
+/// every thread has left (see [`stop_threads`]); a kick makes KVM_RUN return `Interrupted`, a
+/// cold exit after which the stop flag is read. So the hot exits (hypercall, MMIO, an SBI call
+/// the vCPU answered) read no shared flag, only the bus.
 fn vcpu_loop<B: VcpuBackend>(mut vcpu: Vcpu<B>, ctx: &LoopContext) -> u64 {
     let mut exits = 0u64;
     if vcpu.id() == 0 {
@@ -826,7 +825,7 @@ fn vcpu_loop<B: VcpuBackend>(mut vcpu: Vcpu<B>, ctx: &LoopContext) -> u64 {
         return exits;
     }
     loop {
-        let hot = match vcpu.run() {
+        let (flow, hot) = match vcpu.run() {
             Ok(exit) => {
                 // A stopped vCPU's `Nothing` is its poll, not a guest exit.
                 let guest_exit = exit != ExitReason::Nothing || !vcpu.is_stopped();
@@ -844,16 +843,16 @@ fn vcpu_loop<B: VcpuBackend>(mut vcpu: Vcpu<B>, ctx: &LoopContext) -> u64 {
                         first_exit(vcpu.id());
                     }
                 }
-                if let Err(e) = handle_exit(&mut vcpu, exit, ctx) {
-                    ctx.control.request(ExitRequest::Error(e.to_string()));
-                }
-                hot
+                let flow = handle_exit(&mut vcpu, exit, ctx)
+                    .unwrap_or_else(|e| Flow::Break(ExitRequest::Error(e.to_string())));
+                (flow, hot)
             }
-            Err(e) => {
-                ctx.control.request(ExitRequest::Error(e.to_string()));
-                false
-            }
+            Err(e) => (Flow::Break(ExitRequest::Error(e.to_string())), false),
         };
+        if let Flow::Break(request) = flow {
+            ctx.control.request(request);
+            return exits;
+        }
         if !hot && ctx.control.should_stop() {
             return exits;
         }
@@ -872,22 +871,27 @@ fn first_exit(vcpu: u32) {
     }
 }
 
-/// The exit policy: what the VMM does with each [`ExitReason`].
+/// The exit policy: what the VMM does with each [`ExitReason`]. `Break` stops the VM: the
+/// vCPU must not re-enter the guest.
 #[inline]
 fn handle_exit<B: VcpuBackend>(
     vcpu: &mut Vcpu<B>,
     exit: ExitReason,
     ctx: &LoopContext,
-) -> std::result::Result<(), VcpuError> {
+) -> std::result::Result<Flow, VcpuError> {
     match exit {
         ExitReason::Nothing | ExitReason::ExternalInterrupt => {}
         ExitReason::Hypercall { nr, args } => {
             if ctx.log_hypercalls {
                 log_hypercall(nr, &args);
             }
-            let (error, value) = match &ctx.hypercall {
+            let answer = match &ctx.hypercall {
                 Some(handler) => handler(nr, &args),
-                None => crate::sbi::hypercall::answer(nr, &args),
+                None => hypercall::answer(nr, &args),
+            };
+            let (error, value) = match answer {
+                hypercall::Answer::Continue(pair) => pair,
+                hypercall::Answer::Break(request) => return Ok(Flow::Break(request)),
             };
             vcpu.set_gpr(0, error as u64)?;
             vcpu.set_gpr(1, value)?;
@@ -898,12 +902,13 @@ fn handle_exit<B: VcpuBackend>(
             vcpu.complete_mmio_read(u64::from_le_bytes(data));
         }
         ExitReason::MmioWrite { addr, width, data } => {
-            ctx.bus
-                .write(addr, &data.to_le_bytes()[..usize::from(width)]);
+            return Ok(ctx
+                .bus
+                .write(addr, &data.to_le_bytes()[..usize::from(width)]));
         }
-        other => handle_rare_exit(vcpu.config().hart_id, other, ctx),
+        other => return Ok(handle_rare_exit(vcpu.config().hart_id, other)),
     }
-    Ok(())
+    Ok(CONTINUE)
 }
 
 #[cold]
@@ -915,30 +920,40 @@ fn log_hypercall(nr: u64, args: &[u64; 6]) {
 /// The exits a hart makes a few times in its life: out of the hot path's pages.
 #[cold]
 #[inline(never)]
-fn handle_rare_exit(hart: u64, exit: ExitReason, ctx: &LoopContext) {
-    match exit {
-        ExitReason::CpuUp { target_cpu, .. } => log::info!("hart {target_cpu} started"),
-        ExitReason::CpuDown => log::info!("hart {hart} stopped"),
-        ExitReason::Halt => log::info!("hart {hart} suspended the system"),
-        ExitReason::SystemDown { reason } if reason == SRST_REASON_SYSTEM_FAILURE => {
-            ctx.control.request(ExitRequest::Error(
-                "the guest reported a system failure (SBI SRST shutdown, reason 1)".into(),
-            ))
+fn handle_rare_exit(hart: u64, exit: ExitReason) -> Flow {
+    let request = match exit {
+        ExitReason::CpuUp { target_cpu, .. } => {
+            log::info!("hart {target_cpu} started");
+            return CONTINUE;
         }
-        ExitReason::SystemDown { .. } => ctx.control.request(ExitRequest::Shutdown),
-        ExitReason::SystemReset { .. } => ctx.control.request(ExitRequest::Reboot),
-        ExitReason::NestedPageFault { addr, size } => ctx.control.request(ExitRequest::Error(
-            format!("hart {hart}: guest memory at {addr:#x} (+{size:#x}) could not be provided"),
+        ExitReason::CpuDown => {
+            log::info!("hart {hart} stopped");
+            return CONTINUE;
+        }
+        ExitReason::Halt => {
+            log::info!("hart {hart} suspended the system");
+            return CONTINUE;
+        }
+        ExitReason::SystemDown { reason } if reason == SRST_REASON_SYSTEM_FAILURE => {
+            ExitRequest::Error(
+                "the guest reported a system failure (SBI SRST shutdown, reason 1)".into(),
+            )
+        }
+        ExitReason::SystemDown { .. } => ExitRequest::Shutdown,
+        ExitReason::SystemReset { .. } => ExitRequest::Reboot,
+        ExitReason::NestedPageFault { addr, size } => ExitRequest::Error(format!(
+            "hart {hart}: guest memory at {addr:#x} (+{size:#x}) could not be provided"
         )),
-        ExitReason::FailEntry { reason } => ctx.control.request(ExitRequest::Error(format!(
+        ExitReason::FailEntry { reason } => ExitRequest::Error(format!(
             "hart {hart}: KVM could not run the guest (reason {reason:#x})"
-        ))),
+        )),
         ExitReason::Nothing
         | ExitReason::ExternalInterrupt
         | ExitReason::Hypercall { .. }
         | ExitReason::MmioRead { .. }
-        | ExitReason::MmioWrite { .. } => {}
-    }
+        | ExitReason::MmioWrite { .. } => return CONTINUE,
+    };
+    Flow::Break(request)
 }
 
 extern "C" fn kick_handler(_: libc::c_int, _: *mut libc::siginfo_t, _: *mut libc::c_void) {}
@@ -1271,12 +1286,12 @@ mod tests {
             // The first exits may set up what is set up once (the "logged once" EID set).
             for _ in 0..16 {
                 let exit = vcpu.run().unwrap();
-                handle_exit(&mut vcpu, exit, &ctx).unwrap();
+                assert_eq!(handle_exit(&mut vcpu, exit, &ctx).unwrap(), CONTINUE);
             }
             let before = counting::allocations();
             for _ in 0..10_000 {
                 let exit = vcpu.run().unwrap();
-                handle_exit(&mut vcpu, exit, &ctx).unwrap();
+                assert_eq!(handle_exit(&mut vcpu, exit, &ctx).unwrap(), CONTINUE);
             }
             assert_eq!(
                 counting::allocations() - before,

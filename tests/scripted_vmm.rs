@@ -1,9 +1,11 @@
 //! The whole VMM (threads, exit policy, bus, SBI) driven by scripted vCPUs on any host.
 
+use std::ops::ControlFlow;
 use std::sync::{Arc, Mutex};
 
 use rvvmm::arch::riscv64::layout::{FINISHER_BASE, TESTDEV_BASE};
 use rvvmm::console::BufferConsole;
+use rvvmm::control::ExitRequest;
 use rvvmm::hypervisor::scripted::{Event, ScriptedVm, Step};
 use rvvmm::hypervisor::{MpState, RawExit, SbiCall};
 use rvvmm::{VmConfig, Vmm};
@@ -139,7 +141,9 @@ fn hypercalls_get_the_embedders_answer() {
     let console = Arc::new(BufferConsole::default());
     let vmm = Vmm::new(config("hvc", 1), console)
         .unwrap()
-        .with_hypercall_handler(Arc::new(|nr, args| (0, nr + args.iter().sum::<u64>())));
+        .with_hypercall_handler(Arc::new(|nr, args| {
+            ControlFlow::Continue((0, nr + args.iter().sum::<u64>()))
+        }));
     let records = Arc::new(Mutex::new(Vec::new()));
     let keep = records.clone();
     vmm.run(move || {
@@ -373,4 +377,124 @@ fn a_vcpu_making_only_hot_exits_still_stops() {
         .recv_timeout(std::time::Duration::from_secs(20))
         .expect("the VM did not stop within 20 s: the busy vCPU was never kicked out");
     assert_eq!(status, Ok(0));
+}
+
+/// A DBCN write_byte of 'S' made forever: the guest "printing a sentinel" after asking to stop.
+fn sentinel_forever() -> Step {
+    Step::Busy(RawExit::Sbi(SbiCall {
+        eid: 0x4442_434E,
+        fid: 2,
+        args: [u64::from(b'S'), 0, 0, 0, 0, 0],
+    }))
+}
+
+fn finisher_write(value: u32) -> Step {
+    let mut data = [0u8; 8];
+    data[..4].copy_from_slice(&value.to_le_bytes());
+    Step::Exit(RawExit::MmioWrite {
+        addr: FINISHER_BASE,
+        len: 4,
+        data,
+    })
+}
+
+/// Runs one boot per script in `boots` (vCPU 0 only) and returns rvvmm's status, the console
+/// output, and how many times each boot's vCPU entered the guest.
+fn run_boots(
+    vmm: Vmm,
+    console: &BufferConsole,
+    boots: Vec<Vec<Step>>,
+) -> (i32, String, Vec<usize>) {
+    let records = Arc::new(Mutex::new(Vec::new()));
+    let keep = records.clone();
+    let mut boots = boots.into_iter();
+    let status = vmm
+        .run(move || {
+            let steps = boots.next().expect("no more boots scripted");
+            let vm = ScriptedVm::new().script(0, MpState::Runnable, steps);
+            keep.lock().unwrap().push(vm.record_handle(0));
+            Ok(vm)
+        })
+        .unwrap();
+    let runs = records
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            r.lock()
+                .unwrap()
+                .events
+                .iter()
+                .filter(|e| **e == Event::Run)
+                .count()
+        })
+        .collect();
+    (status, console.output_string(), runs)
+}
+
+#[test]
+fn a_guest_that_asks_to_stop_never_runs_another_instruction() {
+    // Each stop a guest can ask for, followed by a guest that would print forever: the vCPU
+    // must not re-enter the guest after the request (one KVM_RUN a boot, no sentinel).
+    let srst = |kind| Step::Exit(RawExit::SystemEvent { kind, data: 0 });
+    let cases: Vec<(&str, Vec<Step>, i32)> = vec![
+        (
+            "finisher exit code",
+            vec![finisher_write((42 << 16) | 0x3333)],
+            42,
+        ),
+        ("finisher pass", vec![finisher_write(0x5555)], 0),
+        ("SRST shutdown", vec![srst(1)], 0),
+    ];
+    for (name, mut steps, want) in cases {
+        let console = Arc::new(BufferConsole::default());
+        let vmm = Vmm::new(config("stop-at-once", 1), console.clone()).unwrap();
+        steps.push(sentinel_forever());
+        let (status, output, runs) = run_boots(vmm, &console, vec![steps]);
+        assert_eq!(status, want, "{name}");
+        assert_eq!(output, "", "{name}: the guest ran on after asking to stop");
+        assert_eq!(runs, [1], "{name}: KVM_RUN entries");
+    }
+}
+
+#[test]
+fn a_reboot_request_ends_the_boot_before_the_next_instruction() {
+    for (name, reboot) in [
+        ("finisher reset", finisher_write(0x7777)),
+        (
+            "SRST reboot",
+            Step::Exit(RawExit::SystemEvent { kind: 2, data: 0 }),
+        ),
+    ] {
+        let console = Arc::new(BufferConsole::default());
+        let vmm = Vmm::new(config("reboot-at-once", 1), console.clone()).unwrap();
+        let boots = vec![
+            vec![reboot, sentinel_forever()],
+            vec![finisher_write((3 << 16) | 0x3333), sentinel_forever()],
+        ];
+        let (status, output, runs) = run_boots(vmm, &console, boots);
+        assert_eq!(status, 3, "{name}");
+        assert_eq!(output, "", "{name}: boot 1 ran on after its reboot request");
+        assert_eq!(runs, [1, 1], "{name}: KVM_RUN entries per boot");
+    }
+}
+
+#[test]
+fn an_embedders_hypercall_can_stop_the_vm_at_once() {
+    let console = Arc::new(BufferConsole::default());
+    let vmm = Vmm::new(config("hvc-stop", 1), console.clone())
+        .unwrap()
+        .with_hypercall_handler(Arc::new(|nr, _| match nr {
+            5 => ControlFlow::Break(ExitRequest::Exit(5)),
+            _ => ControlFlow::Continue((0, 0)),
+        }));
+    let steps = vec![
+        sbi(0x0848_5643, 1, [0; 6]),
+        sbi(0x0848_5643, 5, [0; 6]),
+        sentinel_forever(),
+    ];
+    let (status, output, runs) = run_boots(vmm, &console, vec![steps]);
+    assert_eq!(status, 5);
+    assert_eq!(output, "");
+    assert_eq!(runs, [2], "one KVM_RUN per hypercall, none after the stop");
 }

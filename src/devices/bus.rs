@@ -12,12 +12,15 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
+use crate::control::{Flow, CONTINUE};
+
 /// A device on the bus. Accesses are 1, 2, 4 or 8 bytes, little-endian in `data`.
 pub trait BusDevice: Send + Sync {
     /// Guest load at `offset` from the device's base; fill `data`.
     fn read(&self, offset: u64, data: &mut [u8]);
-    /// Guest store at `offset` from the device's base.
-    fn write(&self, offset: u64, data: &[u8]);
+    /// Guest store at `offset` from the device's base. A store that stops the VM (a power-off
+    /// register) returns `Break(request)`: the storing vCPU then never re-enters the guest.
+    fn write(&self, offset: u64, data: &[u8]) -> Flow;
 }
 
 /// Errors building the bus.
@@ -130,17 +133,15 @@ impl Bus {
         }
     }
 
-    /// A guest store of `data` at `addr`. Returns whether a device claimed it.
+    /// A guest store of `data` at `addr`: what the device that claims it answers (an
+    /// unclaimed store is dropped, and the guest goes on).
     #[inline]
-    pub fn write(&self, addr: u64, data: &[u8]) -> bool {
+    pub fn write(&self, addr: u64, data: &[u8]) -> Flow {
         match self.find(addr, data.len()) {
-            Some((offset, device)) => {
-                device.write(offset, data);
-                true
-            }
+            Some((offset, device)) => device.write(offset, data),
             None => {
                 self.log_unclaimed("write", addr, data.len(), data);
-                false
+                CONTINUE
             }
         }
     }
@@ -190,8 +191,9 @@ mod tests {
             }
             self.0.lock().unwrap().push((false, offset, data.to_vec()));
         }
-        fn write(&self, offset: u64, data: &[u8]) {
+        fn write(&self, offset: u64, data: &[u8]) -> Flow {
             self.0.lock().unwrap().push((true, offset, data.to_vec()));
+            CONTINUE
         }
     }
 
@@ -235,8 +237,9 @@ mod tests {
             assert!(bus.read(0x1010, &mut data));
             assert_eq!(data[0], 0x10);
             assert_eq!(data[width - 1], 0x10 + width as u8 - 1);
-            assert!(bus.write(0x10f8, &vec![0xab; width]));
+            assert_eq!(bus.write(0x10f8, &vec![0xab; width]), CONTINUE);
         }
+        assert_eq!(bus.unclaimed(), 0);
         let log = dev.0.lock().unwrap();
         assert_eq!(log.len(), 8);
         assert!(log.iter().all(|(_, off, _)| *off == 0x10 || *off == 0xf8));
@@ -250,10 +253,10 @@ mod tests {
         let mut data = [0xffu8; 8];
         assert!(!bus.read(0x2000, &mut data));
         assert_eq!(data, [0; 8]);
-        assert!(!bus.write(0x0, &[1, 2, 3, 4]));
+        assert_eq!(bus.write(0x0, &[1, 2, 3, 4]), CONTINUE);
         // Straddling the device's end is not the device's.
         assert!(!bus.read(0x10fc, &mut data));
-        assert!(!bus.write(0x10ff, &[1, 2]));
+        assert_eq!(bus.write(0x10ff, &[1, 2]), CONTINUE);
         assert_eq!(bus.unclaimed(), 4);
         assert!(dev.0.lock().unwrap().is_empty());
     }

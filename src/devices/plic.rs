@@ -20,6 +20,7 @@
 use std::sync::{Arc, Mutex};
 
 use crate::arch::riscv64::layout::PLIC_NDEV;
+use crate::control::{Flow, CONTINUE};
 use crate::devices::BusDevice;
 use crate::hypervisor::InterruptLine;
 
@@ -222,15 +223,16 @@ impl BusDevice for Plic {
         data.copy_from_slice(&self.read_reg(offset).to_le_bytes());
     }
 
-    fn write(&self, offset: u64, data: &[u8]) {
+    fn write(&self, offset: u64, data: &[u8]) -> Flow {
         if data.len() != 4 || !offset.is_multiple_of(4) {
             log::debug!("PLIC: ignored {}-byte write at {offset:#x}", data.len());
-            return;
+            return CONTINUE;
         }
         self.write_reg(
             offset,
             u32::from_le_bytes([data[0], data[1], data[2], data[3]]),
         );
+        CONTINUE
     }
 }
 
@@ -249,7 +251,7 @@ mod tests {
     }
 
     fn w(p: &Plic, off: u64, v: u32) {
-        p.write(off, &v.to_le_bytes());
+        assert_eq!(p.write(off, &v.to_le_bytes()), CONTINUE);
     }
 
     fn r(p: &Plic, off: u64) -> u32 {
@@ -319,8 +321,8 @@ mod tests {
             w(&p, off, u32::MAX);
             let _ = r(&p, off);
         }
-        p.write(1, &[1, 2, 3, 4]);
-        p.write(0, &[1]);
+        assert_eq!(p.write(1, &[1, 2, 3, 4]), CONTINUE);
+        assert_eq!(p.write(0, &[1]), CONTINUE);
         p.raise(0);
         p.raise(1000);
         w(&p, CONTEXT_BASE + 4, 1000); // completing a source that does not exist

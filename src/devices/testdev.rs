@@ -6,6 +6,7 @@
 use std::sync::Mutex;
 
 use crate::arch::riscv64::layout::TESTDEV_SIZE;
+use crate::control::{Flow, CONTINUE};
 use crate::devices::BusDevice;
 
 /// The test device.
@@ -31,12 +32,13 @@ impl BusDevice for TestDev {
         }
     }
 
-    fn write(&self, offset: u64, data: &[u8]) {
+    fn write(&self, offset: u64, data: &[u8]) -> Flow {
         let mut regs = self.regs.lock().unwrap_or_else(|e| e.into_inner());
         let start = offset as usize;
         if let Some(dst) = regs.get_mut(start..start + data.len()) {
             dst.copy_from_slice(data);
         }
+        CONTINUE
     }
 }
 
@@ -47,8 +49,11 @@ mod tests {
     #[test]
     fn reads_back_writes_of_any_width() {
         let dev = TestDev::default();
-        dev.write(8, &0x1122_3344_5566_7788u64.to_le_bytes());
-        dev.write(8, &[0xaa]);
+        assert_eq!(
+            dev.write(8, &0x1122_3344_5566_7788u64.to_le_bytes()),
+            CONTINUE
+        );
+        assert_eq!(dev.write(8, &[0xaa]), CONTINUE);
         let mut half = [0u8; 2];
         dev.read(8, &mut half);
         assert_eq!(u16::from_le_bytes(half), 0x77aa);
@@ -56,7 +61,7 @@ mod tests {
         dev.read(12, &mut word);
         assert_eq!(u32::from_le_bytes(word), 0x1122_3344);
         // Out of range (the bus prevents it; the device still does not panic).
-        dev.write(TESTDEV_SIZE - 1, &[1, 2]);
+        assert_eq!(dev.write(TESTDEV_SIZE - 1, &[1, 2]), CONTINUE);
         dev.read(TESTDEV_SIZE, &mut word);
     }
 }

@@ -13,6 +13,7 @@ use vm_superio::serial::NoEvents;
 use vm_superio::{Serial, Trigger};
 
 use crate::console::Console;
+use crate::control::{Flow, CONTINUE};
 use crate::devices::{BusDevice, IrqChip};
 
 /// Asserts the UART's interrupt source.
@@ -149,13 +150,13 @@ impl BusDevice for Uart {
         self.update_level(&serial);
     }
 
-    fn write(&self, offset: u64, data: &[u8]) {
+    fn write(&self, offset: u64, data: &[u8]) -> Flow {
         if data.len() != 1 || offset > 7 {
             log::debug!(
                 "UART: ignored {}-byte write at offset {offset:#x}",
                 data.len()
             );
-            return;
+            return CONTINUE;
         }
         self.active.store(true, Ordering::Release);
         let mut serial = self.serial.lock().unwrap_or_else(|e| e.into_inner());
@@ -164,6 +165,7 @@ impl BusDevice for Uart {
         }
         self.fill(&mut serial);
         self.update_level(&serial);
+        CONTINUE
     }
 }
 
@@ -183,8 +185,11 @@ mod tests {
         let line = Arc::new(RecordedLine::default());
         let plic = Arc::new(Plic::new(vec![line.clone() as Arc<dyn InterruptLine>]));
         // Let source 10 reach hart 0's S-mode context.
-        plic.write(4 * 10, &1u32.to_le_bytes());
-        plic.write(0x2000 + 0x80, &(1u32 << 10).to_le_bytes());
+        assert_eq!(plic.write(4 * 10, &1u32.to_le_bytes()), CONTINUE);
+        assert_eq!(
+            plic.write(0x2000 + 0x80, &(1u32 << 10).to_le_bytes()),
+            CONTINUE
+        );
         (
             Uart::new(console.clone(), plic.clone(), 10, true),
             console,
@@ -197,7 +202,7 @@ mod tests {
     fn output_reaches_the_console() {
         let (uart, console, _, _) = setup();
         for b in b"ok\n" {
-            uart.write(0, &[*b]);
+            assert_eq!(uart.write(0, &[*b]), CONTINUE);
         }
         assert_eq!(console.output_string(), "ok\n");
     }
@@ -212,7 +217,7 @@ mod tests {
             2,
             "untouched UART takes nothing"
         );
-        uart.write(IER, &[1]); // enable the received-data interrupt
+        assert_eq!(uart.write(IER, &[1]), CONTINUE); // enable the received-data interrupt
         uart.pull_input();
         assert_eq!(*line.levels.lock().unwrap(), [true]);
         let mut b = [0u8];
@@ -228,7 +233,7 @@ mod tests {
     #[test]
     fn a_long_paste_is_delivered_whole_through_the_small_fifo() {
         let (uart, console, _, _) = setup();
-        uart.write(IER, &[1]);
+        assert_eq!(uart.write(IER, &[1]), CONTINUE);
         let text: Vec<u8> = (0..500).map(|i| b'a' + (i % 26) as u8).collect();
         console.input.lock().unwrap().extend(&text);
         uart.pull_input();
@@ -261,7 +266,7 @@ mod tests {
         let console = Arc::new(BufferConsole::default());
         let chip = Arc::new(LevelChip::default());
         let uart = Uart::new(console.clone(), chip.clone(), 10, true);
-        uart.write(IER, &[1]); // received-data interrupt on
+        assert_eq!(uart.write(IER, &[1]), CONTINUE); // received-data interrupt on
         console.input.lock().unwrap().extend(b"ab");
         uart.pull_input();
         assert_eq!(chip.0.lock().unwrap().first(), Some(&(10, true)));
@@ -275,7 +280,7 @@ mod tests {
     #[test]
     fn wide_accesses_are_ignored() {
         let (uart, console, _, _) = setup();
-        uart.write(0, b"xy");
+        assert_eq!(uart.write(0, b"xy"), CONTINUE);
         let mut d = [0xffu8; 4];
         uart.read(0, &mut d);
         assert_eq!(d, [0; 4]);

@@ -3,10 +3,18 @@
 //! ArceOS's riscv_vcpu uses EID 0x485643 ("HVC"). KVM 6.12 answers that EID itself
 //! (`SBI_ERR_NOT_SUPPORTED`) and never forwards it, so rvvmm places the same letters in the SBI
 //! experimental range, which KVM forwards: EID 0x0848_5643. FID (a6) is the hypercall number,
-//! a0..a5 its arguments; the embedder answers a0 = SBI error, a1 = value.
+//! a0..a5 its arguments; the embedder answers a0 = SBI error, a1 = value, or stops the VM.
+
+use std::ops::ControlFlow;
 
 use super::{SbiContext, SbiOutcome, SBI_ERR_NOT_SUPPORTED};
+use crate::control::ExitRequest;
 use crate::hypervisor::SbiCall;
+
+/// The answer to a hypercall: `Continue((error, value))` returns to the guest with a0 = SBI
+/// error and a1 = value; `Break(request)` stops the VM, and the calling vCPU never re-enters
+/// the guest.
+pub type Answer = ControlFlow<ExitRequest, (i64, u64)>;
 
 /// The hypercall extension ID.
 pub const EID: u64 = 0x0848_5643;
@@ -23,12 +31,12 @@ pub fn handle(_ctx: &SbiContext, call: &SbiCall) -> SbiOutcome {
     }
 }
 
-/// The answers of the `rvvmm` command: (SBI error, value). The vCPU loop logs each call at
-/// debug level, from a level it read once, so that an answer reads no shared static.
-pub fn answer(nr: u64, _args: &[u64; 6]) -> (i64, u64) {
+/// The answers of the `rvvmm` command. The vCPU loop logs each call at debug level, from a
+/// level it read once, so that an answer reads no shared static.
+pub fn answer(nr: u64, _args: &[u64; 6]) -> Answer {
     match nr {
-        NR_ABI_VERSION => (0, ABI_VERSION),
-        _ => (SBI_ERR_NOT_SUPPORTED, 0),
+        NR_ABI_VERSION => Answer::Continue((0, ABI_VERSION)),
+        _ => Answer::Continue((SBI_ERR_NOT_SUPPORTED, 0)),
     }
 }
 
@@ -45,7 +53,10 @@ mod tests {
             handle(&ctx, &call(EID, 7, &args)),
             SbiOutcome::Hypercall { nr: 7, args }
         );
-        assert_eq!(answer(0, &args), (0, ABI_VERSION));
-        assert_eq!(answer(1, &args), (SBI_ERR_NOT_SUPPORTED, 0));
+        assert_eq!(answer(0, &args), Answer::Continue((0, ABI_VERSION)));
+        assert_eq!(
+            answer(1, &args),
+            Answer::Continue((SBI_ERR_NOT_SUPPORTED, 0))
+        );
     }
 }

@@ -71,6 +71,8 @@ const GUESTS: &[(&str, &str, &str)] = &[
     ("reboot", "reboot", ""),
     ("sysfail", "sysfail", ""),
     ("finisher", "finisher", ""),
+    ("stop_race", "stop_race", ""),
+    ("stop_race_reboot", "stop_race", "-DREBOOT"),
     ("smp", "smp", ""),
     ("exits", "exits", "-DEXITS=200000"),
     ("bench_hypercall", "bench", "-DKIND_HVC"),

@@ -20,6 +20,8 @@ pub enum Check {
     /// Every L2 boot reached init within this many seconds of guest uptime (a lost IPI or
     /// interrupt shows as a boot that crawls through time-outs, not as a failure).
     InitWithin(u32),
+    /// The first output line starting with this text goes into the result line.
+    Report(&'static str),
 }
 
 /// One lab case.
@@ -39,7 +41,7 @@ pub struct Case {
     pub expect_plic: &'static [&'static str],
     /// See `expect_plic`.
     pub expect_aia: &'static [&'static str],
-    /// Text that must not appear.
+    /// Text that must not appear (besides [`ALWAYS_REJECT`]).
     pub reject: &'static [&'static str],
     /// Extra check.
     pub check: Check,
@@ -61,7 +63,7 @@ pub const fn case(
         expect,
         expect_plic: &[],
         expect_aia: &[],
-        reject: &["panicked", "RUST_BACKTRACE"],
+        reject: &[],
         check: Check::None,
         timeout: 120,
     }
@@ -88,6 +90,21 @@ fn shell_session(flags: &str, console: &str, commands: &[&str]) -> &'static str 
          while IFS= read -r line; do echo \"$line\"; case \"$line\" in *'@@L2 shell ready'*) touch /tmp/ready;; esac; done"
     );
     leak(script)
+}
+
+/// 200 runs of a guest that asks to stop through the finisher and then prints `AFTER-STOP`
+/// forever: every run must exit 42 and none may print it (a guest that asked to stop never
+/// runs another instruction). One summary line, and a line for each run that went wrong.
+fn stop_race(guest: &str) -> &'static str {
+    leak(format!(
+        "ok=0; ran_on=0\n\
+         for i in $(seq 1 200); do\n\
+         /rvvmm --kernel /guests/{guest}.bin > /tmp/race.out 2>&1; rc=$?\n\
+         if [ $rc -eq 42 ]; then ok=$((ok+1)); else echo \"run $i: status $rc\"; fi\n\
+         if grep -q AFTER-STOP /tmp/race.out; then ran_on=$((ran_on+1)); echo \"run $i ran on: $(grep -c AFTER-STOP /tmp/race.out) sentinel lines\"; fi\n\
+         done\n\
+         echo \"{guest}: $ok of 200 runs exited 42, $ran_on ran on after the stop\""
+    ))
 }
 
 /// Every lab case, in the order they run.
@@ -183,6 +200,26 @@ pub fn cases() -> Vec<Case> {
             42,
             &["finisher: exiting with code 42"],
         ),
+        Case {
+            timeout: 600,
+            check: Check::Report("stop_race: "),
+            ..case(
+                "stop_race_exit_x200",
+                stop_race("stop_race"),
+                0,
+                &["stop_race: 200 of 200 runs exited 42, 0 ran on after the stop"],
+            )
+        },
+        Case {
+            timeout: 600,
+            check: Check::Report("stop_race_reboot: "),
+            ..case(
+                "stop_race_reboot_x200",
+                stop_race("stop_race_reboot"),
+                0,
+                &["stop_race_reboot: 200 of 200 runs exited 42, 0 ran on after the stop"],
+            )
+        },
         case(
             "smp_hsm",
             "RUST_LOG=rvvmm=info /rvvmm --kernel /guests/smp.bin --cpus 2",
@@ -207,7 +244,7 @@ pub fn cases() -> Vec<Case> {
             )
         },
         Case {
-            reject: &["panicked", "memory WRONG", "Oops", "Kernel panic"],
+            reject: &["Oops", "Kernel panic"],
             timeout: 300,
             ..case(
                 "linux_generated_dtb",
@@ -225,7 +262,7 @@ pub fn cases() -> Vec<Case> {
             )
         },
         Case {
-            reject: &["panicked", "memory WRONG", "Kernel panic"],
+            reject: &["Kernel panic"],
             timeout: 300,
             check: Check::InitWithin(30),
             ..case(
@@ -236,7 +273,7 @@ pub fn cases() -> Vec<Case> {
             )
         },
         Case {
-            reject: &["panicked", "memory WRONG", "Kernel panic"],
+            reject: &["Kernel panic"],
             timeout: 300,
             check: Check::InitWithin(30),
             ..case(
@@ -249,7 +286,7 @@ pub fn cases() -> Vec<Case> {
             )
         },
         Case {
-            reject: &["panicked", "memory WRONG", "Kernel panic"],
+            reject: &["Kernel panic"],
             timeout: 300,
             check: Check::InitWithin(30),
             ..case(
@@ -267,7 +304,7 @@ pub fn cases() -> Vec<Case> {
             )
         },
         Case {
-            reject: &["panicked", "memory WRONG", "Kernel panic"],
+            reject: &["Kernel panic"],
             timeout: 300,
             ..case(
                 "linux_qemu_dtb_cpus1",
@@ -331,7 +368,7 @@ pub fn cases() -> Vec<Case> {
         },
         Case {
             timeout: 600,
-            reject: &["panicked", "FAILED", "Kernel panic"],
+            reject: &["FAILED", "Kernel panic"],
             ..case(
                 "virtio_blk_persists",
                 "cp /l2/disk.img /tmp/disk.img\n\
@@ -350,7 +387,7 @@ pub fn cases() -> Vec<Case> {
         },
         Case {
             timeout: 600,
-            reject: &["panicked", "SUCCEEDED", "Kernel panic"],
+            reject: &["SUCCEEDED", "Kernel panic"],
             ..case(
                 "virtio_blk_readonly",
                 "/rvvmm --kernel /l2/Image --initrd /l2/initrd.cpio --memory 256M --disk /l2/disk.img,readonly --cmdline 'console=ttyS0 quiet rvvmm.test=disk-ro'",
@@ -384,7 +421,7 @@ pub fn cases() -> Vec<Case> {
         },
         Case {
             timeout: 600,
-            reject: &["panicked", "FAILED", "Kernel panic"],
+            reject: &["FAILED", "Kernel panic"],
             expect_plic: &["virtio-net at 0x10001000, interrupt 1 (user-space PLIC)"],
             expect_aia: &["virtio-net at 0x10001000, interrupt 1 (AIA, irqfd)"],
             ..case(
@@ -513,7 +550,7 @@ pub fn runner(cases: &[Case]) -> String {
             "/dev/null".into()
         };
         s.push_str(&format!(
-            "echo '@@CASE {name}'\ncd /\ntimeout -s KILL {t} sh /cases/{name}.sh < {stdin} > /tmp/case.out 2>&1\nrc=$?\ncat /tmp/case.out\necho \"@@END {name} rc=$rc\"\n",
+            "echo '@@CASE {name}'\ncd /\ntimeout -s KILL {t} sh /cases/{name}.sh < {stdin} > /tmp/case.out 2>&1\nrc=$?\ncat /tmp/case.out\necho\necho \"@@END {name} rc=$rc\"\n",
             name = c.name,
             t = c.timeout,
         ));
@@ -546,23 +583,29 @@ pub struct Ran {
     pub rc: i32,
 }
 
-/// Cuts every `@@CASE`..`@@END` block out of the console log.
+/// Cuts every `@@CASE`..`@@END` block out of the console log. A marker counts wherever it
+/// stands in a line: a guest that left a partial line before it (no newline after its last
+/// words) cannot hide the end of its case; the text before the marker is the case's output.
 pub fn parse_log(log: &str) -> Vec<(String, Ran)> {
     let mut found = Vec::new();
     let mut current: Option<(String, String)> = None;
     for line in log.lines() {
         let line = line.trim_end_matches('\r');
-        if let Some(name) = line.strip_prefix("@@CASE ") {
+        if let Some((_, name)) = line.split_once("@@CASE ") {
             current = Some((name.trim().to_string(), String::new()));
-        } else if let Some(rest) = line.strip_prefix("@@END ") {
+        } else if let Some((before, rest)) = line.split_once("@@END ") {
             let mut parts = rest.split_whitespace();
             let name = parts.next().unwrap_or_default();
             let rc = parts
                 .next()
                 .and_then(|p| p.strip_prefix("rc="))
                 .and_then(|v| v.parse().ok());
-            if let (Some((open, output)), Some(rc)) = (current.take(), rc) {
+            if let (Some((open, mut output)), Some(rc)) = (current.take(), rc) {
                 if open == name {
+                    if !before.is_empty() {
+                        output.push_str(before);
+                        output.push('\n');
+                    }
                     found.push((open, Ran { output, rc }));
                 }
             }
@@ -573,6 +616,17 @@ pub fn parse_log(log: &str) -> Vec<(String, Ran)> {
     }
     found
 }
+
+/// Text that fails every case, whatever else it expects: rvvmm panicking, and the failure
+/// words of the lab's guests (resources/guests/lib.c's `fail` prints `FAIL: `; the L2 init
+/// prints `@@L2 ... WRONG` / `FAILED`).
+pub const ALWAYS_REJECT: &[&str] = &[
+    "panicked",
+    "RUST_BACKTRACE",
+    "FAIL: ",
+    "memory WRONG",
+    "@@L2 disk mount FAILED",
+];
 
 /// Judges `ran` (None: the case never finished) against `c`.
 pub fn judge(c: &Case, mode: Mode, ran: Option<&Ran>) -> Verdict {
@@ -594,7 +648,7 @@ pub fn judge(c: &Case, mode: Mode, ran: Option<&Ran>) -> Verdict {
                     problems.push(format!("missing {want:?}"));
                 }
             }
-            for bad in c.reject {
+            for bad in ALWAYS_REJECT.iter().chain(c.reject) {
                 if ran.output.contains(bad) {
                     problems.push(format!("unexpected {bad:?}"));
                 }
@@ -617,6 +671,11 @@ pub fn judge(c: &Case, mode: Mode, ran: Option<&Ran>) -> Verdict {
             match c.check {
                 Check::BootRuns(n) => boot_runs(&ran.output, n, &mut detail, &mut problems),
                 Check::DtcReadsBack => dtc_reads_back(&ran.output, &mut detail, &mut problems),
+                Check::Report(prefix) => {
+                    if let Some(line) = ran.output.lines().find(|l| l.starts_with(prefix)) {
+                        detail.push_str(&format!(", {line}"));
+                    }
+                }
                 Check::InitWithin(limit) => {
                     for up in init_uptimes(&ran.output) {
                         detail.push_str(&format!(", init at uptime {up:.2} s"));
@@ -766,6 +825,42 @@ mod tests {
         assert!(!v.pass && v.detail.contains("exit status 10"));
         let dbcn = cases.iter().find(|c| c.name == "dbcn").unwrap();
         assert!(!judge(dbcn, Mode::Plic, None).pass);
+    }
+
+    #[test]
+    fn a_partial_line_cannot_hide_the_end_and_guest_failure_text_fails() {
+        // As seen: the guest ran on after its finisher write and left half a line.
+        let log = "@@CASE finisher_code\r\nfinisher: exiting with code 42\r\nFAIL: finisher write returned@@END finisher_code rc=42\r\n@@CASE hello\r\n";
+        let ran = parse_log(log);
+        assert_eq!(ran.len(), 1, "{ran:?}");
+        assert_eq!(ran[0].1.rc, 42);
+        assert!(ran[0].1.output.ends_with("FAIL: finisher write returned\n"));
+        let cases = cases();
+        let finisher = cases.iter().find(|c| c.name == "finisher_code").unwrap();
+        let v = judge(finisher, Mode::Aia, Some(&ran[0].1));
+        assert!(
+            !v.pass && v.detail.contains("unexpected \"FAIL: \""),
+            "{v:?}"
+        );
+        // The runner puts each marker on a line of its own.
+        assert!(runner(&cases[..1]).contains("cat /tmp/case.out\necho\necho \"@@END"));
+    }
+
+    #[test]
+    fn the_stop_race_cases_count_runs_and_sentinels() {
+        let c = cases()
+            .into_iter()
+            .find(|c| c.name == "stop_race_exit_x200")
+            .unwrap();
+        assert!(c.cmd.contains("/guests/stop_race.bin") && c.cmd.contains("seq 1 200"));
+        let ran = |summary: &str| Ran {
+            output: format!("{summary}\n"),
+            rc: 0,
+        };
+        let good = "stop_race: 200 of 200 runs exited 42, 0 ran on after the stop";
+        assert!(judge(&c, Mode::Plic, Some(&ran(good))).pass);
+        let bad = "run 7 ran on: 1 sentinel lines\nstop_race: 200 of 200 runs exited 42, 1 ran on after the stop";
+        assert!(!judge(&c, Mode::Plic, Some(&ran(bad))).pass);
     }
 
     #[test]

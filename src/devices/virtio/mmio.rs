@@ -20,6 +20,7 @@ use vm_memory::GuestMemoryMmap;
 use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
 use super::{Interrupt, QueueOutcome, VirtioDevice, VIRTIO_F_VERSION_1};
+use crate::control::{Flow, CONTINUE};
 use crate::devices::BusDevice;
 use crate::event_loop::set_watched;
 
@@ -353,7 +354,7 @@ impl BusDevice for SharedTransport {
         }
     }
 
-    fn write(&self, offset: u64, data: &[u8]) {
+    fn write(&self, offset: u64, data: &[u8]) -> Flow {
         let mut t = self.lock();
         if offset >= CONFIG_SPACE {
             if t.check_device_status(STATUS_DRIVER, STATUS_FAILED) {
@@ -365,6 +366,7 @@ impl BusDevice for SharedTransport {
                 u32::from_le_bytes([data[0], data[1], data[2], data[3]]),
             );
         }
+        CONTINUE
     }
 }
 
@@ -443,7 +445,7 @@ mod tests {
     }
 
     fn w(t: &SharedTransport, off: u64, v: u32) {
-        t.write(off, &v.to_le_bytes());
+        assert_eq!(t.write(off, &v.to_le_bytes()), CONTINUE);
     }
 
     /// The Linux driver's sequence up to DRIVER_OK, with queue 0 at the test addresses.
@@ -556,7 +558,7 @@ mod tests {
             w(&t, off, u32::MAX);
             let _ = r(&t, off);
         }
-        t.write(0x70, &[1, 2]);
+        assert_eq!(t.write(0x70, &[1, 2]), CONTINUE);
         t.lock().process_queue(99);
     }
 }
