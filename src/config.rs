@@ -13,11 +13,27 @@ pub const MAX_CPUS: u32 = 32;
 
 /// rvvmm: a minimal KVM-backed RISC-V virtual machine monitor.
 #[derive(Debug, Clone, Parser)]
-#[command(name = "rvvmm", version, about, long_about = None)]
+#[command(
+    name = "rvvmm",
+    version,
+    about,
+    long_about = None,
+    args_conflicts_with_subcommands = true,
+    subcommand_negates_reqs = true
+)]
 pub struct Args {
+    /// `rvvmm remote ...` instead of running a VM.
+    #[command(subcommand)]
+    pub command: Option<Command>,
+
     /// Kernel to boot: a RISC-V Linux Image, or a flat binary loaded and entered at 0x8000_0000.
-    #[arg(long, value_name = "FILE")]
-    pub kernel: PathBuf,
+    #[arg(long, value_name = "FILE", required = true)]
+    pub kernel: Option<PathBuf>,
+
+    /// Serve the REST API (Cloud Hypervisor's, the part rvvmm honours) on this Unix socket,
+    /// made with mode 0600; drive it with `rvvmm remote` or ch-remote.
+    #[arg(long, value_name = "PATH")]
+    pub api_socket: Option<PathBuf>,
 
     /// Device tree to patch and pass to the guest (e.g. dumped from QEMU with
     /// `-M virt,dumpdtb=virt.dtb`). Without it, rvvmm generates one.
@@ -75,6 +91,26 @@ pub struct Args {
     /// Map rvvmm's MMIO test device at 0x1008_0000 (for testing the VMM).
     #[arg(long)]
     pub testdev: bool,
+}
+
+/// What rvvmm does instead of running a VM.
+#[derive(Debug, Clone, clap::Subcommand)]
+pub enum Command {
+    /// Send one request to a running rvvmm's API (as Cloud Hypervisor's ch-remote does).
+    Remote(RemoteArgs),
+}
+
+/// `rvvmm remote`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct RemoteArgs {
+    /// The API socket of the rvvmm to drive.
+    #[arg(long, value_name = "PATH")]
+    pub api_socket: PathBuf,
+    /// ping, info, counters, pause, resume, shutdown, reboot, power-button, boot,
+    /// shutdown-vmm.
+    pub command: String,
+    /// A JSON body for the request.
+    pub json: Option<String>,
 }
 
 /// A `--disk` argument.
@@ -200,21 +236,10 @@ pub const DEFAULT_MEMORY: u64 = 256 << 20;
 /// Longest kernel command line: Linux's RISC-V COMMAND_LINE_SIZE is 1024 with the NUL.
 pub const MAX_CMDLINE: usize = 1023;
 
-impl VmConfig {
-    /// How many virtio devices the configuration asks for (disks, nets, rng, console: slot
-    /// order).
-    pub fn virtio_device_count(&self) -> usize {
-        self.disks.len()
-            + self.nets.len()
-            + usize::from(self.rng)
-            + usize::from(self.console == ConsoleKind::Virtio)
-    }
-}
-
 impl From<Args> for VmConfig {
     fn from(args: Args) -> Self {
         VmConfig {
-            kernel: args.kernel,
+            kernel: args.kernel.unwrap_or_default(),
             dtb: args.dtb,
             initrd: args.initrd,
             memory: args.memory,

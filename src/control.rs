@@ -1,86 +1,224 @@
-//! How a VM is asked to stop: the first request wins, vCPU threads see a flag, and the VMM's
-//! main thread waits for the request.
+//! How the running VM is steered between its threads: stop requests (the first one wins),
+//! pauses, and the flag vCPU threads read after their cold exits.
+//!
+//! The control loop ([`crate::vmm`]) owns the machine and waits on [`VmControl::stop_fd`] (with
+//! the API's and the signals' fds); vCPU threads, the console and devices only *ask*. A vCPU
+//! whose own exit asks to stop answers [`Flow::Break`] and leaves at once; the others learn it
+//! from [`VmControl::attention`] after a kick has taken them out of `KVM_RUN`.
 
 use std::ops::ControlFlow;
+use std::os::fd::{AsRawFd, RawFd};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Condvar, Mutex};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::time::Duration;
+
+use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
+
+use crate::vcpu::VcpuError;
 
 /// What handling one guest exit (a device's store, an SBI call, a hypercall) asks of the vCPU
-/// that made it: `Continue(())` runs the guest on; `Break(request)` stops the VM, and that vCPU
+/// that made it: `Continue(())` runs the guest on; `Break(stop)` stops the VM, and that vCPU
 /// never re-enters the guest (its thread records the request and leaves its loop; the others
 /// are kicked). A stop that a guest asks for takes effect before its next instruction, as on
 /// real hardware (and in QEMU, where a finisher write ends the machine at once).
-pub type Flow = ControlFlow<ExitRequest>;
+///
+/// Small and `Copy` (no drop glue, returned in registers): it is the answer of every exit on
+/// the hot path, where each extra page of code touched costs in the nested lab.
+pub type Flow = ControlFlow<GuestStop>;
+
+/// A stop the guest asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GuestStop {
+    /// Power off.
+    Shutdown,
+    /// Reboot.
+    Reboot,
+    /// Exit rvvmm with this status.
+    Exit(i32),
+    /// The guest reported a system failure (SBI SRST shutdown, reason 1).
+    SystemFailure,
+}
+
+impl From<GuestStop> for ExitRequest {
+    fn from(stop: GuestStop) -> Self {
+        match stop {
+            GuestStop::Shutdown => ExitRequest::Shutdown,
+            GuestStop::Reboot => ExitRequest::Reboot,
+            GuestStop::Exit(code) => ExitRequest::Exit(code),
+            GuestStop::SystemFailure => ExitRequest::SystemFailure,
+        }
+    }
+}
 
 /// Go on running the guest.
 pub const CONTINUE: Flow = ControlFlow::Continue(());
 
 /// Why the VM stops.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub enum ExitRequest {
     /// Power off; rvvmm exits 0.
     Shutdown,
     /// Restart the guest from its entry.
     Reboot,
-    /// Exit rvvmm with this status (sifive,test0 FAIL, or SRST with a system-failure reason).
+    /// Exit rvvmm with this status (sifive,test0 FAIL, Ctrl-A x).
     Exit(i32),
-    /// rvvmm itself failed (a vCPU thread's error): exit 1 with this message.
-    Error(String),
+    /// The guest reported a system failure (SBI SRST shutdown, reason 1): rvvmm exits 1.
+    SystemFailure,
+    /// A vCPU failed (KVM refused to run it, a register it cannot set...): rvvmm exits 1.
+    VcpuFailed(Arc<VcpuError>),
+    /// A vCPU thread could not be started.
+    NoThread(Arc<std::io::Error>),
 }
 
-/// The stop signal shared by devices, vCPU threads and the VMM.
+impl PartialEq for ExitRequest {
+    fn eq(&self, other: &Self) -> bool {
+        use ExitRequest::*;
+        match (self, other) {
+            (Exit(a), Exit(b)) => a == b,
+            (VcpuFailed(a), VcpuFailed(b)) => Arc::ptr_eq(a, b),
+            (NoThread(a), NoThread(b)) => Arc::ptr_eq(a, b),
+            _ => std::mem::discriminant(self) == std::mem::discriminant(other),
+        }
+    }
+}
+
 #[derive(Debug, Default)]
+struct State {
+    request: Option<ExitRequest>,
+    /// The control loop wants the vCPUs parked.
+    pause: bool,
+    /// vCPU threads parked now.
+    parked: usize,
+    /// vCPU threads that have left their loop.
+    ended: usize,
+}
+
+/// The control state shared by the control loop, vCPU threads, devices and the console.
+#[derive(Debug)]
 pub struct VmControl {
-    stop: AtomicBool,
-    request: Mutex<Option<ExitRequest>>,
-    requested: Condvar,
-    /// How many vCPU threads have left their loop, and its condvar.
-    ended: Mutex<usize>,
-    ended_cv: Condvar,
+    /// A stop or a pause is asked for: the one word vCPU threads read (after cold exits only).
+    attention: AtomicBool,
+    state: Mutex<State>,
+    changed: Condvar,
+    /// Written once per stop request: wakes the control loop.
+    stop_evt: EventFd,
 }
 
 impl VmControl {
-    /// Asks the VM to stop. Later requests are ignored once one is recorded.
-    pub fn request(&self, request: ExitRequest) {
-        let mut slot = self.request.lock().unwrap_or_else(|e| e.into_inner());
-        if slot.is_none() {
-            log::debug!("VM stop requested: {request:?}");
-            *slot = Some(request);
-        }
-        self.stop.store(true, Ordering::Release);
-        self.requested.notify_all();
+    /// A control with nothing asked yet.
+    pub fn new() -> std::io::Result<Self> {
+        Ok(VmControl {
+            attention: AtomicBool::new(false),
+            state: Mutex::new(State::default()),
+            changed: Condvar::new(),
+            stop_evt: EventFd::new(EFD_NONBLOCK)?,
+        })
     }
 
-    /// Whether a stop was requested (cheap: one atomic load, checked after every exit).
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Asks the VM to stop. Later requests are ignored once one is recorded.
+    pub fn request(&self, request: ExitRequest) {
+        let mut state = self.lock();
+        if state.request.is_some() {
+            return;
+        }
+        log::debug!("VM stop requested: {request:?}");
+        state.request = Some(request);
+        self.attention.store(true, Ordering::Release);
+        self.changed.notify_all();
+        drop(state);
+        if let Err(e) = self.stop_evt.write(1) {
+            log::error!("cannot wake the control loop: {e}");
+        }
+    }
+
+    /// The stop request, if one was made (the control loop reads it when woken).
+    pub fn stop_request(&self) -> Option<ExitRequest> {
+        self.lock().request.clone()
+    }
+
+    /// The fd the control loop watches: readable once a stop was requested.
+    pub fn stop_fd(&self) -> RawFd {
+        self.stop_evt.as_raw_fd()
+    }
+
+    /// Whether a stop or a pause is asked for: one atomic load, read after cold exits.
+    #[inline]
+    pub fn attention(&self) -> bool {
+        self.attention.load(Ordering::Acquire)
+    }
+
+    /// Whether a stop was requested.
     pub fn should_stop(&self) -> bool {
-        self.stop.load(Ordering::Acquire)
+        self.attention() && self.lock().request.is_some()
+    }
+
+    /// Where a vCPU thread obeys: parks while a pause is asked for (burning no CPU), and
+    /// returns whether it must stop. Called when [`Self::attention`] is set.
+    pub fn checkpoint(&self) -> bool {
+        let mut state = self.lock();
+        if state.pause && state.request.is_none() {
+            state.parked += 1;
+            self.changed.notify_all();
+            while state.pause && state.request.is_none() {
+                state = self.changed.wait(state).unwrap_or_else(|e| e.into_inner());
+            }
+            state.parked -= 1;
+        }
+        state.request.is_some()
+    }
+
+    /// Asks every vCPU to park at its next checkpoint (the caller kicks them there).
+    pub fn pause(&self) {
+        self.lock().pause = true;
+        self.attention.store(true, Ordering::Release);
+    }
+
+    /// Lets parked vCPUs run again.
+    pub fn resume(&self) {
+        let mut state = self.lock();
+        state.pause = false;
+        self.attention
+            .store(state.request.is_some(), Ordering::Release);
+        self.changed.notify_all();
+    }
+
+    /// Waits up to `timeout` until `count` vCPU threads are parked or ended; returns whether
+    /// they are.
+    pub fn wait_parked(&self, count: usize, timeout: Duration) -> bool {
+        self.wait_for(timeout, |s| s.parked + s.ended >= count)
     }
 
     /// Called by a vCPU thread as it leaves its loop.
     pub fn vcpu_ended(&self) {
-        *self.ended.lock().unwrap_or_else(|e| e.into_inner()) += 1;
-        self.ended_cv.notify_all();
+        self.lock().ended += 1;
+        self.changed.notify_all();
     }
 
     /// Waits up to `timeout` for `count` vCPU threads to have ended; returns whether they have.
-    pub fn wait_vcpus_ended(&self, count: usize, timeout: std::time::Duration) -> bool {
-        let ended = self.ended.lock().unwrap_or_else(|e| e.into_inner());
-        let (ended, _) = self
-            .ended_cv
-            .wait_timeout_while(ended, timeout, |n| *n < count)
-            .unwrap_or_else(|e| e.into_inner());
-        *ended >= count
+    pub fn wait_vcpus_ended(&self, count: usize, timeout: Duration) -> bool {
+        self.wait_for(timeout, |s| s.ended >= count)
     }
 
-    /// Blocks until a stop is requested and returns the request.
-    pub fn wait(&self) -> ExitRequest {
-        let mut slot = self.request.lock().unwrap_or_else(|e| e.into_inner());
-        loop {
-            if let Some(request) = slot.clone() {
-                return request;
-            }
-            slot = self.requested.wait(slot).unwrap_or_else(|e| e.into_inner());
-        }
+    fn wait_for(&self, timeout: Duration, done: impl Fn(&State) -> bool) -> bool {
+        let state = self.lock();
+        let (state, _) = self
+            .changed
+            .wait_timeout_while(state, timeout, |s| !done(s))
+            .unwrap_or_else(|e| e.into_inner());
+        done(&state)
+    }
+
+    /// Forgets the last boot's request, pause and thread counts (every vCPU thread of it has
+    /// been joined), ready for the next boot.
+    pub fn reset(&self) {
+        let mut state = self.lock();
+        *state = State::default();
+        self.attention.store(false, Ordering::Release);
+        let _ = self.stop_evt.read();
     }
 }
 
@@ -90,16 +228,39 @@ mod tests {
     use std::sync::Arc;
 
     #[test]
-    fn first_request_wins_and_wakes_the_waiter() {
-        let control = Arc::new(VmControl::default());
-        let waiter = {
-            let control = control.clone();
-            std::thread::spawn(move || control.wait())
-        };
-        assert!(!control.should_stop());
+    fn the_first_request_wins_and_wakes_the_control_loop() {
+        let control = VmControl::new().unwrap();
+        assert!(!control.attention() && !control.should_stop());
         control.request(ExitRequest::Exit(3));
         control.request(ExitRequest::Shutdown);
         assert!(control.should_stop());
-        assert_eq!(waiter.join().unwrap(), ExitRequest::Exit(3));
+        assert_eq!(control.stop_request(), Some(ExitRequest::Exit(3)));
+        assert_eq!(control.stop_evt.read().unwrap(), 1, "written once");
+        control.reset();
+        assert!(!control.attention() && control.stop_request().is_none());
+    }
+
+    #[test]
+    fn a_paused_vcpu_parks_until_resumed_or_stopped() {
+        let control = Arc::new(VmControl::new().unwrap());
+        control.pause();
+        assert!(control.attention() && !control.should_stop());
+        let vcpu = {
+            let control = control.clone();
+            std::thread::spawn(move || control.checkpoint())
+        };
+        assert!(control.wait_parked(1, Duration::from_secs(10)));
+        control.resume();
+        assert!(!vcpu.join().unwrap(), "resumed, not stopped");
+        assert!(!control.attention());
+
+        control.pause();
+        let vcpu = {
+            let control = control.clone();
+            std::thread::spawn(move || control.checkpoint())
+        };
+        assert!(control.wait_parked(1, Duration::from_secs(10)));
+        control.request(ExitRequest::Shutdown);
+        assert!(vcpu.join().unwrap(), "a stop ends the pause");
     }
 }

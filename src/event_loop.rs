@@ -1,10 +1,15 @@
 //! The event loop: one thread running rust-vmm's event-manager over the device backends'
 //! fds (queue notifications, console input, taps). vCPU threads only run guest code; what a
 //! notification asks of a device happens here.
+//!
+//! Pausing the loop parks its thread inside a handler of its own (`Gate`): no device runs,
+//! and notifications, taps and stdin wait in their fds (an eventfd adds up, nothing is lost)
+//! until it resumes.
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
+use std::time::Duration;
 
 use event_manager::{EventManager, EventOps, EventSet, Events, MutEventSubscriber, SubscriberOps};
 use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
@@ -37,7 +42,51 @@ pub struct EventLoop {
     thread: Option<JoinHandle<()>>,
     stop: Arc<AtomicBool>,
     stop_evt: EventFd,
+    gate: Arc<GateState>,
+    gate_evt: EventFd,
 }
+
+/// Whether the loop should park, and whether it has.
+#[derive(Default)]
+struct GateState {
+    /// (pause asked, parked now).
+    flags: Mutex<(bool, bool)>,
+    changed: Condvar,
+}
+
+/// Parks the loop's thread while a pause is asked for.
+struct Gate {
+    evt: EventFd,
+    state: Arc<GateState>,
+}
+
+impl MutEventSubscriber for Gate {
+    fn init(&mut self, ops: &mut EventOps) {
+        if let Err(e) = ops.add(Events::new(&self.evt, EventSet::IN)) {
+            log::error!("event loop: cannot watch its pause event: {e:?}");
+        }
+    }
+
+    fn process(&mut self, _: Events, _: &mut EventOps) {
+        let _ = self.evt.read();
+        let mut flags = self.state.flags.lock().unwrap_or_else(|e| e.into_inner());
+        if flags.0 {
+            flags.1 = true;
+            self.state.changed.notify_all();
+            while flags.0 {
+                flags = self
+                    .state
+                    .changed
+                    .wait(flags)
+                    .unwrap_or_else(|e| e.into_inner());
+            }
+            flags.1 = false;
+        }
+    }
+}
+
+/// How long `pause` waits for the loop to finish what it is doing.
+const PAUSE_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Ends the loop when its eventfd is written: the loop waits with no time-out, so an idle VM
 /// costs no wakeups at all.
@@ -73,6 +122,12 @@ impl EventLoop {
             evt: stop_evt.try_clone()?,
             stop: stop.clone(),
         }));
+        let gate = Arc::new(GateState::default());
+        let gate_evt = EventFd::new(EFD_NONBLOCK)?;
+        manager.add_subscriber(Box::new(Gate {
+            evt: gate_evt.try_clone()?,
+            state: gate.clone(),
+        }));
         let flag = stop.clone();
         let thread = std::thread::Builder::new()
             .name("event-loop".into())
@@ -88,12 +143,43 @@ impl EventLoop {
             thread: Some(thread),
             stop,
             stop_evt,
+            gate,
+            gate_evt,
         })
+    }
+
+    /// Parks the loop: once this returns, no device handler runs until [`Self::resume`].
+    /// Fails if the loop did not park within a few seconds (a handler stuck in the host).
+    pub fn pause(&self) -> std::io::Result<()> {
+        self.gate.flags.lock().unwrap_or_else(|e| e.into_inner()).0 = true;
+        self.gate_evt.write(1)?;
+        let flags = self.gate.flags.lock().unwrap_or_else(|e| e.into_inner());
+        let (flags, _) = self
+            .gate
+            .changed
+            .wait_timeout_while(flags, PAUSE_TIMEOUT, |f| !f.1)
+            .unwrap_or_else(|e| e.into_inner());
+        if flags.1 {
+            Ok(())
+        } else {
+            drop(flags);
+            self.resume();
+            Err(std::io::Error::other(
+                "the event loop did not pause within 5 s",
+            ))
+        }
+    }
+
+    /// Lets the loop run again.
+    pub fn resume(&self) {
+        self.gate.flags.lock().unwrap_or_else(|e| e.into_inner()).0 = false;
+        self.gate.changed.notify_all();
     }
 }
 
 impl Drop for EventLoop {
     fn drop(&mut self) {
+        self.resume();
         self.stop.store(true, Ordering::Release);
         if let Err(e) = self.stop_evt.write(1) {
             log::error!("event loop: cannot stop it: {e}");
@@ -138,6 +224,38 @@ mod tests {
             std::thread::sleep(std::time::Duration::from_millis(5));
         }
         assert_eq!(*count.lock().unwrap(), 3);
+        drop(el);
+    }
+
+    fn wait_for_count(count: &Mutex<u64>, want: u64) -> u64 {
+        for _ in 0..200 {
+            if *count.lock().unwrap() == want {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        *count.lock().unwrap()
+    }
+
+    #[test]
+    fn a_paused_loop_runs_nothing_and_loses_nothing() {
+        let evt = EventFd::new(EFD_NONBLOCK).unwrap();
+        let count = Arc::new(Mutex::new(0));
+        let el = EventLoop::start(vec![Box::new(Counter(
+            evt.try_clone().unwrap(),
+            count.clone(),
+        ))])
+        .unwrap();
+        evt.write(1).unwrap();
+        assert_eq!(wait_for_count(&count, 1), 1);
+        el.pause().unwrap();
+        evt.write(2).unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        assert_eq!(*count.lock().unwrap(), 1, "nothing handled while paused");
+        el.resume();
+        assert_eq!(wait_for_count(&count, 3), 3, "the notifications waited");
+        // Dropping a paused loop ends it too.
+        el.pause().unwrap();
         drop(el);
     }
 }

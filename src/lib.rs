@@ -6,6 +6,7 @@
 //! [`hypervisor`] is the seam: KVM on riscv64, a scripted vCPU for tests everywhere.
 #![warn(missing_docs)]
 
+pub mod api;
 pub mod arch;
 pub mod config;
 pub mod console;
@@ -13,8 +14,12 @@ pub mod control;
 pub mod devices;
 pub mod event_loop;
 pub mod hypervisor;
+pub mod interrupts;
 pub mod loader;
+pub mod memory;
 pub mod sbi;
+pub mod signals;
+pub mod startup;
 pub mod vcpu;
 pub mod vmm;
 

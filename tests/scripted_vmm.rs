@@ -5,7 +5,7 @@ use std::sync::{Arc, Mutex};
 
 use rvvmm::arch::riscv64::layout::{FINISHER_BASE, TESTDEV_BASE};
 use rvvmm::console::BufferConsole;
-use rvvmm::control::ExitRequest;
+use rvvmm::control::GuestStop;
 use rvvmm::hypervisor::scripted::{Event, ScriptedVm, Step};
 use rvvmm::hypervisor::{MpState, RawExit, SbiCall};
 use rvvmm::{VmConfig, Vmm};
@@ -485,7 +485,7 @@ fn an_embedders_hypercall_can_stop_the_vm_at_once() {
     let vmm = Vmm::new(config("hvc-stop", 1), console.clone())
         .unwrap()
         .with_hypercall_handler(Arc::new(|nr, _| match nr {
-            5 => ControlFlow::Break(ExitRequest::Exit(5)),
+            5 => ControlFlow::Break(GuestStop::Exit(5)),
             _ => ControlFlow::Continue((0, 0)),
         }));
     let steps = vec![

@@ -41,6 +41,7 @@ pub trait Console: Send + Sync {
 }
 
 /// A console in memory, for tests: output is collected, input is a queue.
+#[cfg(any(test, feature = "testing"))]
 #[derive(Default)]
 pub struct BufferConsole {
     /// Everything written.
@@ -50,6 +51,7 @@ pub struct BufferConsole {
     listener: Mutex<Option<Listener>>,
 }
 
+#[cfg(any(test, feature = "testing"))]
 impl BufferConsole {
     /// What was written, as text.
     pub fn output_string(&self) -> String {
@@ -66,6 +68,7 @@ impl BufferConsole {
     }
 }
 
+#[cfg(any(test, feature = "testing"))]
 impl Console for BufferConsole {
     fn write(&self, bytes: &[u8]) {
         self.output.lock().unwrap().extend_from_slice(bytes);

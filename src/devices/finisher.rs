@@ -6,7 +6,7 @@
 //! it leaves its loop before it re-enters the guest, so the guest runs no instruction after
 //! the store (as in QEMU, where the write ends the machine at once).
 
-use crate::control::{ExitRequest, Flow, CONTINUE};
+use crate::control::{Flow, GuestStop, CONTINUE};
 use crate::devices::BusDevice;
 
 const FINISHER_FAIL: u32 = 0x3333;
@@ -32,9 +32,9 @@ impl BusDevice for Finisher {
         }
         let value = u32::from_le_bytes([data[0], data[1], data[2], data[3]]);
         let request = match value & 0xffff {
-            FINISHER_PASS => ExitRequest::Shutdown,
-            FINISHER_RESET => ExitRequest::Reboot,
-            FINISHER_FAIL => ExitRequest::Exit((value >> 16) as i32),
+            FINISHER_PASS => GuestStop::Shutdown,
+            FINISHER_RESET => GuestStop::Reboot,
+            FINISHER_FAIL => GuestStop::Exit((value >> 16) as i32),
             _ => {
                 log::debug!("finisher: ignored value {value:#x}");
                 return CONTINUE;
@@ -54,9 +54,9 @@ mod tests {
 
     #[test]
     fn finisher_codes() {
-        assert_eq!(write(0x5555), Flow::Break(ExitRequest::Shutdown));
-        assert_eq!(write(0x7777), Flow::Break(ExitRequest::Reboot));
-        assert_eq!(write(0x002a_3333), Flow::Break(ExitRequest::Exit(42)));
+        assert_eq!(write(0x5555), Flow::Break(GuestStop::Shutdown));
+        assert_eq!(write(0x7777), Flow::Break(GuestStop::Reboot));
+        assert_eq!(write(0x002a_3333), Flow::Break(GuestStop::Exit(42)));
         assert_eq!(write(0x1234), CONTINUE);
     }
 

@@ -208,7 +208,7 @@ impl Plic {
     }
 }
 
-impl crate::devices::IrqChip for Plic {
+impl crate::interrupts::IrqChip for Plic {
     fn trigger(&self, irq: u32) {
         self.raise(irq);
     }

@@ -5,8 +5,9 @@
 //! that reads through SBI DBCN gets the input instead), and tops the FIFO up whenever the guest
 //! reads a byte or new input arrives.
 
+use std::collections::BTreeMap;
 use std::io::{self, Write};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use vm_superio::serial::NoEvents;
@@ -14,7 +15,8 @@ use vm_superio::{Serial, Trigger};
 
 use crate::console::Console;
 use crate::control::{Flow, CONTINUE};
-use crate::devices::{BusDevice, IrqChip};
+use crate::devices::{BusDevice, Counted};
+use crate::interrupts::IrqChip;
 
 /// Asserts the UART's interrupt source.
 pub struct IrqTrigger {
@@ -37,12 +39,13 @@ impl Trigger for IrqTrigger {
 /// IIR bit 0: no interrupt pending.
 const IIR_NONE: u8 = 1;
 
-/// `Write` onto the console.
-pub struct ConsoleWriter(Arc<dyn Console>);
+/// `Write` onto the console, counting the bytes.
+pub struct ConsoleWriter(Arc<dyn Console>, Arc<AtomicU64>);
 
 impl Write for ConsoleWriter {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         self.0.write(buf);
+        self.1.fetch_add(buf.len() as u64, Ordering::Relaxed);
         Ok(buf.len())
     }
 
@@ -61,6 +64,9 @@ pub struct Uart {
     irq: u32,
     /// The line's level as last driven (level-sensitive chips only).
     level: AtomicBool,
+    /// Bytes the guest wrote out, and bytes it was given.
+    tx_bytes: Arc<AtomicU64>,
+    rx_bytes: AtomicU64,
 }
 
 /// Offset of the receive buffer register.
@@ -75,13 +81,14 @@ impl Uart {
         irq: u32,
         takes_input: bool,
     ) -> Self {
+        let tx_bytes = Arc::new(AtomicU64::new(0));
         Uart {
             serial: Mutex::new(Serial::new(
                 IrqTrigger {
                     chip: chip.clone(),
                     irq,
                 },
-                ConsoleWriter(console.clone()),
+                ConsoleWriter(console.clone(), tx_bytes.clone()),
             )),
             console,
             active: AtomicBool::new(false),
@@ -89,6 +96,8 @@ impl Uart {
             chip,
             irq,
             level: AtomicBool::new(false),
+            tx_bytes,
+            rx_bytes: AtomicU64::new(0),
         }
     }
 
@@ -131,7 +140,17 @@ impl Uart {
         if n > 0 {
             // Cannot fail: `room` bytes fit, and the trigger never errs.
             let _ = serial.enqueue_raw_bytes(&buf[..n]);
+            self.rx_bytes.fetch_add(n as u64, Ordering::Relaxed);
         }
+    }
+}
+
+impl Counted for Uart {
+    fn counters(&self) -> BTreeMap<&'static str, u64> {
+        BTreeMap::from([
+            ("tx_bytes", self.tx_bytes.load(Ordering::Relaxed)),
+            ("rx_bytes", self.rx_bytes.load(Ordering::Relaxed)),
+        ])
     }
 }
 

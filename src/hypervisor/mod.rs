@@ -12,6 +12,9 @@
 
 #[cfg(target_arch = "riscv64")]
 pub mod kvm;
+/// The test double (and, where there is no KVM to run on, the type `rvvmm` names for a VM it
+/// cannot make).
+#[cfg(any(test, feature = "testing", not(target_arch = "riscv64")))]
 pub mod scripted;
 
 use vm_memory::GuestMemoryMmap;

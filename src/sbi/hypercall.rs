@@ -8,13 +8,13 @@
 use std::ops::ControlFlow;
 
 use super::{SbiContext, SbiOutcome, SBI_ERR_NOT_SUPPORTED};
-use crate::control::ExitRequest;
+use crate::control::GuestStop;
 use crate::hypervisor::SbiCall;
 
 /// The answer to a hypercall: `Continue((error, value))` returns to the guest with a0 = SBI
-/// error and a1 = value; `Break(request)` stops the VM, and the calling vCPU never re-enters
+/// error and a1 = value; `Break(stop)` stops the VM, and the calling vCPU never re-enters
 /// the guest.
-pub type Answer = ControlFlow<ExitRequest, (i64, u64)>;
+pub type Answer = ControlFlow<GuestStop, (i64, u64)>;
 
 /// The hypercall extension ID.
 pub const EID: u64 = 0x0848_5643;

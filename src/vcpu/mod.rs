@@ -5,6 +5,7 @@
 //! extensions) without bothering the VMM.
 
 mod exit;
+pub mod runner;
 
 use std::time::Duration;
 
@@ -43,6 +44,24 @@ pub enum VcpuError {
         vcpu: u32,
         /// The index asked for.
         index: usize,
+    },
+    /// The guest touched memory KVM could not back.
+    #[error("hart {vcpu}: guest memory at {addr:#x} (+{size:#x}) could not be provided")]
+    MemoryFault {
+        /// vCPU index.
+        vcpu: u32,
+        /// Guest-physical address.
+        addr: u64,
+        /// Size of the range.
+        size: u64,
+    },
+    /// KVM could not enter or continue the guest.
+    #[error("hart {vcpu}: KVM could not run the guest (reason {reason:#x})")]
+    FailEntry {
+        /// vCPU index.
+        vcpu: u32,
+        /// KVM's reason code.
+        reason: u64,
     },
     /// KVM reported an MMIO access of a width no bus supports.
     #[error("vCPU {vcpu}: MMIO access of {width} bytes at {addr:#x}")]

@@ -22,6 +22,8 @@ pub enum Check {
     InitWithin(u32),
     /// The first output line starting with this text goes into the result line.
     Report(&'static str),
+    /// These texts appear in this order; lines starting with `@@API ` go into the result line.
+    InOrder(&'static [&'static str]),
 }
 
 /// One lab case.
@@ -107,9 +109,80 @@ fn stop_race(guest: &str) -> &'static str {
     ))
 }
 
+/// A Linux guest started with `--api-socket`, driven by `rvvmm remote` while a disk write runs
+/// in it: ping, info, pause (rvvmm's CPU time over 5 s of pause), resume (the write completes,
+/// a typed command answers), counters, `vm.shutdown`, then `vmm.shutdown` (status 0).
+fn api_session() -> &'static str {
+    r#"rm -f /tmp/api.sock /tmp/in /tmp/ready; mkfifo /tmp/in
+dd if=/dev/zero of=/tmp/api-disk.img bs=1M count=128 2>/dev/null
+R="/rvvmm remote --api-socket /tmp/api.sock"
+(
+  while [ ! -e /tmp/ready ]; do sleep 0.2; done
+  sleep 1
+  $R ping | grep -q '"pid"' && echo "@@API ping ok" >&2
+  $R info | grep '"state"' >&2
+  echo 'dd if=/dev/zero of=/dev/vda bs=1M count=96 conv=fsync 2>&1 | tail -n 1; echo disk-write-done-$((6*7))'
+  sleep 0.5
+  $R pause && echo "@@API paused" >&2
+  $R info | grep '"state"' >&2
+  pid=$(pidof rvvmm | tr ' ' '
+' | head -n 1)
+  t0=$(awk '{ print $14 + $15 }' /proc/$pid/stat)
+  sleep 5
+  t1=$(awk '{ print $14 + $15 }' /proc/$pid/stat)
+  echo "@@API cpu while paused 5 s: $((t1 - t0)) ticks of 10 ms" >&2
+  $R pause || echo "@@API second pause refused" >&2
+  grep -q disk-write-done-42 /tmp/api.out && echo "@@API the disk write ended before the pause" >&2
+  $R resume && echo "@@API resumed" >&2
+  $R info | grep '"state"' >&2
+  sleep 1
+  echo 'echo after-resume-$((6*7))'
+  for i in $(seq 1 120); do sleep 1; grep -q disk-write-done-42 /tmp/api.out && break; done
+  grep -q disk-write-done-42 /tmp/api.out && echo "@@API the disk write issued before the pause completed after it" >&2
+  grep -q after-resume-42 /tmp/api.out && echo "@@API the shell answered after resume" >&2
+  $R counters >&2
+  $R shutdown && echo "@@API vm.shutdown done" >&2
+  $R info | grep '"state"' >&2
+  $R shutdown-vmm && echo "@@API vmm.shutdown done" >&2
+) > /tmp/in 2>/tmp/api.feed &
+( /rvvmm --kernel /l2/Image --initrd /l2/initrd.cpio --memory 256M --disk /tmp/api-disk.img --api-socket /tmp/api.sock --cmdline 'console=ttyS0 quiet rvvmm.test=shell' < /tmp/in; echo "@@API rvvmm status $?" ) 2>&1 | tee /tmp/api.out |   while IFS= read -r line; do case "$line" in *'@@L2 shell ready'*) touch /tmp/ready;; esac; done
+wait
+echo '--- guest and rvvmm'; cat /tmp/api.out
+echo '--- rvvmm remote'; cat /tmp/api.feed"#
+}
+
 /// Every lab case, in the order they run.
 pub fn cases() -> Vec<Case> {
     vec![
+        Case {
+            timeout: 400,
+            reject: &["Kernel panic", "the disk write ended before the pause"],
+            check: Check::InOrder(&[
+                "@@L2 shell ready",
+                "--- rvvmm remote",
+                "@@API ping ok",
+                "\"state\": \"Running\"",
+                "@@API paused",
+                "\"state\": \"Paused\"",
+                "@@API cpu while paused 5 s: ",
+                "@@API second pause refused",
+                "@@API resumed",
+                "\"state\": \"Running\"",
+                "@@API the disk write issued before the pause completed after it",
+                "@@API the shell answered after resume",
+                "\"_serial\": {",
+                "\"exits_mmio_write\": ",
+                "@@API vm.shutdown done",
+                "\"state\": \"Shutdown\"",
+                "@@API vmm.shutdown done",
+            ]),
+            ..case(
+                "api_pause_resume_shutdown",
+                api_session(),
+                0,
+                &["@@API rvvmm status 0", "vm.pause: HTTP 405: the VM is paused: cannot pause"],
+            )
+        },
         Case {
             expect_plic: &["riscv-plic"],
             expect_aia: &["AIA available with"],
@@ -671,6 +744,18 @@ pub fn judge(c: &Case, mode: Mode, ran: Option<&Ran>) -> Verdict {
             match c.check {
                 Check::BootRuns(n) => boot_runs(&ran.output, n, &mut detail, &mut problems),
                 Check::DtcReadsBack => dtc_reads_back(&ran.output, &mut detail, &mut problems),
+                Check::InOrder(texts) => {
+                    let mut at = 0;
+                    for text in texts {
+                        match ran.output[at..].find(text) {
+                            Some(i) => at += i + text.len(),
+                            None => problems.push(format!("{text:?} missing or out of order")),
+                        }
+                    }
+                    for line in ran.output.lines().filter(|l| l.starts_with("@@API ")) {
+                        detail.push_str(&format!(", {}", &line[6..]));
+                    }
+                }
                 Check::Report(prefix) => {
                     if let Some(line) = ran.output.lines().find(|l| l.starts_with(prefix)) {
                         detail.push_str(&format!(", {line}"));

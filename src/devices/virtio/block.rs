@@ -66,6 +66,16 @@ pub struct Block {
     config: Vec<u8>,
     memory: Option<GuestMemoryMmap>,
     queue: Option<Queue>,
+    stats: BlockStats,
+}
+
+/// What the guest did with the disk (`vm.counters`; Cloud Hypervisor's names).
+#[derive(Debug, Default, Clone, Copy)]
+struct BlockStats {
+    read_bytes: u64,
+    write_bytes: u64,
+    read_ops: u64,
+    write_ops: u64,
 }
 
 impl Block {
@@ -118,6 +128,7 @@ impl Block {
             config,
             memory: None,
             queue: None,
+            stats: BlockStats::default(),
         })
     }
 
@@ -147,6 +158,7 @@ impl Block {
         let mut header = [0u8; 16];
         // Bytes a read put straight into guest memory (not through `writer`).
         let mut direct_read = 0;
+        let data_out = reader.available_bytes().saturating_sub(header.len()) as u64;
         let status = if reader.read_exact(&mut header).is_err() {
             S_IOERR
         } else {
@@ -157,6 +169,13 @@ impl Block {
                 T_IN | T_OUT => {
                     let (status, read) = self.transfer(memory, &chain, kind, sector);
                     direct_read = read;
+                    if status == S_OK && kind == T_IN {
+                        self.stats.read_ops += 1;
+                        self.stats.read_bytes += read as u64;
+                    } else if status == S_OK {
+                        self.stats.write_ops += 1;
+                        self.stats.write_bytes += data_out;
+                    }
                     status
                 }
                 _ => self.execute(kind, &mut reader, &mut writer),
@@ -458,6 +477,16 @@ impl VirtioDevice for Block {
     fn reset(&mut self) {
         self.queue = None;
         self.memory = None;
+    }
+
+    fn counters(&self) -> Vec<(&'static str, u64)> {
+        let s = self.stats;
+        vec![
+            ("read_bytes", s.read_bytes),
+            ("write_bytes", s.write_bytes),
+            ("read_ops", s.read_ops),
+            ("write_ops", s.write_ops),
+        ]
     }
 }
 

@@ -11,7 +11,8 @@
 //! or hands over a malformed queue, gets DEVICE_NEEDS_RESET and a config-change interrupt;
 //! nothing it does can panic the VMM.
 
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use event_manager::{EventOps, EventSet, Events, MutEventSubscriber};
@@ -19,10 +20,11 @@ use virtio_queue::{Queue, QueueT};
 use vm_memory::GuestMemoryMmap;
 use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
-use super::{Interrupt, QueueOutcome, VirtioDevice, VIRTIO_F_VERSION_1};
+use super::{QueueOutcome, VirtioDevice, VIRTIO_F_VERSION_1};
 use crate::control::{Flow, CONTINUE};
-use crate::devices::BusDevice;
+use crate::devices::{BusDevice, Counted};
 use crate::event_loop::set_watched;
+use crate::interrupts::Interrupt;
 
 /// "virt" in little-endian.
 const MAGIC: u32 = 0x7472_6976;
@@ -56,6 +58,9 @@ pub struct MmioTransport {
     queue_evts: Vec<EventFd>,
     interrupt: Arc<dyn Interrupt>,
     interrupt_status: AtomicU32,
+    /// Queue notifications handled (an eventfd's count adds up several) and interrupts sent.
+    notifications: u64,
+    interrupts: AtomicU64,
     status: u32,
     device_features_sel: u32,
     driver_features_sel: u32,
@@ -89,6 +94,8 @@ impl MmioTransport {
             queue_evts,
             interrupt,
             interrupt_status: AtomicU32::new(0),
+            notifications: 0,
+            interrupts: AtomicU64::new(0),
             status: 0,
             device_features_sel: 0,
             driver_features_sel: 0,
@@ -126,6 +133,7 @@ impl MmioTransport {
 
     fn signal(&self, bits: u32) {
         self.interrupt_status.fetch_or(bits, Ordering::SeqCst);
+        self.interrupts.fetch_add(1, Ordering::Relaxed);
         self.interrupt.trigger();
     }
 
@@ -396,6 +404,18 @@ impl MmioTransport {
     }
 }
 
+impl Counted for SharedTransport {
+    fn counters(&self) -> BTreeMap<&'static str, u64> {
+        let t = self.lock();
+        let mut counters = BTreeMap::from([
+            ("notifications", t.notifications),
+            ("interrupts", t.interrupts.load(Ordering::Relaxed)),
+        ]);
+        counters.extend(t.device.counters());
+        counters
+    }
+}
+
 impl MutEventSubscriber for SharedTransport {
     fn init(&mut self, ops: &mut EventOps) {
         let mut t = self.lock();
@@ -415,7 +435,9 @@ impl MutEventSubscriber for SharedTransport {
                 let index = index as usize;
                 if let Some(evt) = t.queue_evts.get(index) {
                     // Non-blocking: a spurious wakeup reads EAGAIN, which is fine.
-                    let _ = evt.read();
+                    if let Ok(n) = evt.read() {
+                        t.notifications += n;
+                    }
                 }
                 t.process_queue(index);
             }
@@ -429,7 +451,7 @@ mod tests {
     use super::*;
     use crate::devices::virtio::rng::Rng;
     use crate::devices::virtio::testing::*;
-    use crate::devices::virtio::CountingInterrupt;
+    use crate::interrupts::CountingInterrupt;
 
     fn transport() -> (SharedTransport, Arc<CountingInterrupt>, GuestMemoryMmap) {
         let mem = memory();

@@ -14,8 +14,6 @@ pub mod net;
 pub mod rng;
 pub mod tap;
 
-use std::sync::Arc;
-
 use virtio_queue::{Queue, QueueOwnedT, QueueT};
 use vm_memory::GuestMemoryMmap;
 
@@ -32,15 +30,6 @@ pub mod device_id {
     pub const CONSOLE: u32 = 3;
     /// Entropy source.
     pub const RNG: u32 = 4;
-}
-
-/// How a device interrupts the guest: a PLIC source, or a line of KVM's in-kernel irqchip.
-pub trait Interrupt: Send + Sync {
-    /// A new interrupt condition (InterruptStatus gained bits).
-    fn trigger(&self);
-    /// The driver acknowledged; `pending` says whether InterruptStatus still has bits (a
-    /// level-sensitive line follows it; an edge source ignores this).
-    fn acknowledged(&self, _pending: bool) {}
 }
 
 /// What a device did with a notification.
@@ -99,6 +88,10 @@ pub trait VirtioDevice: Send {
     }
     /// The driver reset the device: drop the queues.
     fn reset(&mut self);
+    /// The device's own counters (bytes, requests), for `vm.counters`.
+    fn counters(&self) -> Vec<(&'static str, u64)> {
+        Vec::new()
+    }
 }
 
 /// Reads a little-endian config space from `bytes` (out-of-range reads give zeros).
@@ -142,19 +135,6 @@ where
     }
     QueueOutcome::used_if(used)
 }
-
-/// A no-op interrupt, for tests.
-#[derive(Debug, Default)]
-pub struct CountingInterrupt(pub std::sync::atomic::AtomicU64);
-
-impl Interrupt for CountingInterrupt {
-    fn trigger(&self) {
-        self.0.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    }
-}
-
-/// Shared handle type of an interrupt.
-pub type InterruptHandle = Arc<dyn Interrupt>;
 
 #[cfg(test)]
 pub(crate) mod testing {

@@ -53,6 +53,15 @@ pub struct Drops {
     pub tx_refused: u64,
 }
 
+/// Frames and payload bytes each way (Cloud Hypervisor's counter names).
+#[derive(Debug, Default, Clone, Copy)]
+struct NetStats {
+    rx_bytes: u64,
+    rx_frames: u64,
+    tx_bytes: u64,
+    tx_frames: u64,
+}
+
 /// The network device.
 pub struct Net {
     backend: Box<dyn NetBackend>,
@@ -68,6 +77,8 @@ pub struct Net {
     rx_failed: bool,
     tx_buf: Vec<u8>,
     drops: Drops,
+    /// Frames and bytes (headers not counted) each way, for `vm.counters`.
+    stats: NetStats,
 }
 
 /// Parses `aa:bb:cc:dd:ee:ff`.
@@ -105,6 +116,7 @@ impl Net {
             rx_failed: false,
             tx_buf: vec![0; MAX_BUFFER],
             drops: Drops::default(),
+            stats: NetStats::default(),
         }
     }
 
@@ -155,6 +167,10 @@ impl Net {
                 _ => None,
             };
             self.rx_len = 0;
+            if let Some(n) = written {
+                self.stats.rx_frames += 1;
+                self.stats.rx_bytes += u64::from(n).saturating_sub(HDR_LEN as u64);
+            }
             if written.is_none() {
                 if self.drops.rx_too_big == 0 {
                     log::warn!(
@@ -177,7 +193,12 @@ impl Net {
         let (Some(memory), Some(queue)) = (self.memory.as_ref(), self.queues.get_mut(TX)) else {
             return QueueOutcome::Idle;
         };
-        let (backend, buf, drops) = (&mut self.backend, &mut self.tx_buf, &mut self.drops);
+        let (backend, buf, drops, stats) = (
+            &mut self.backend,
+            &mut self.tx_buf,
+            &mut self.drops,
+            &mut self.stats,
+        );
         drain_queue(queue, memory, |chain| {
             let len = match chain.reader(memory) {
                 Ok(mut r) if (HDR_LEN..=MAX_BUFFER).contains(&r.available_bytes()) => {
@@ -205,7 +226,10 @@ impl Net {
                         }
                         drops.tx_refused += 1;
                     }
-                    Ok(_) => {}
+                    Ok(_) => {
+                        stats.tx_frames += 1;
+                        stats.tx_bytes += (len - HDR_LEN) as u64;
+                    }
                 }
                 break;
             }
@@ -265,6 +289,16 @@ impl VirtioDevice for Net {
         self.memory = None;
         self.rx_len = 0;
         self.rx_stalled = false;
+    }
+
+    fn counters(&self) -> Vec<(&'static str, u64)> {
+        let s = self.stats;
+        vec![
+            ("rx_bytes", s.rx_bytes),
+            ("rx_frames", s.rx_frames),
+            ("tx_bytes", s.tx_bytes),
+            ("tx_frames", s.tx_frames),
+        ]
     }
 }
 

@@ -13,6 +13,7 @@ use super::layout::{
     UART_SIZE, VIRTIO_SIZE,
 };
 use super::regs::VcpuIsa;
+use crate::interrupts::IrqMode;
 
 /// Phandle of hart N's interrupt controller is `CPU_INTC_PHANDLE_BASE + N`.
 const CPU_INTC_PHANDLE_BASE: u32 = 1;
@@ -49,23 +50,11 @@ pub enum FdtError {
     Unusable(String),
 }
 
-/// Which interrupt controller the tree describes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum FdtIrqChip {
-    /// rvvmm's PLIC.
-    Plic,
-    /// KVM's AIA: APLIC + one IMSIC file per hart, each with `num_ids` identities.
-    Aia {
-        /// Interrupt identities per IMSIC file.
-        num_ids: u32,
-    },
-}
-
 /// What the device tree describes.
 #[derive(Debug, Clone)]
 pub struct FdtConfig {
     /// The interrupt controller.
-    pub irqchip: FdtIrqChip,
+    pub irqchip: IrqMode,
     /// Number of harts (hart IDs 0..n).
     pub num_cpus: u32,
     /// What each vCPU offers (read from KVM).
@@ -178,19 +167,19 @@ fn create_soc_node(fdt: &mut FdtWriter, config: &FdtConfig) -> FdtWriterResult<(
     fdt.property_null("ranges")?;
     create_finisher_nodes(fdt)?;
     let irq_parent = match config.irqchip {
-        FdtIrqChip::Plic => {
+        IrqMode::Plic => {
             create_plic_node(fdt, config.num_cpus)?;
             PLIC_PHANDLE
         }
-        FdtIrqChip::Aia { num_ids } => {
+        IrqMode::Aia { num_ids } => {
             create_aia_nodes(fdt, config.num_cpus, num_ids)?;
             APLIC_PHANDLE
         }
     };
     let irq_cells = |irq: u32, flags: u32| -> Vec<u32> {
         match config.irqchip {
-            FdtIrqChip::Plic => vec![irq],
-            FdtIrqChip::Aia { .. } => vec![irq, flags],
+            IrqMode::Plic => vec![irq],
+            IrqMode::Aia { .. } => vec![irq, flags],
         }
     };
     create_uart_node(fdt, irq_parent, &irq_cells(UART_IRQ, IRQ_TYPE_LEVEL_HIGH))?;
@@ -322,7 +311,7 @@ mod tests {
 
     pub(crate) fn config(num_cpus: u32) -> FdtConfig {
         FdtConfig {
-            irqchip: FdtIrqChip::Plic,
+            irqchip: IrqMode::Plic,
             num_cpus,
             isa: VcpuIsa {
                 base: 0x112d, // imafdc
@@ -381,7 +370,7 @@ mod tests {
     #[test]
     fn aia_machines_describe_aplic_and_imsics() {
         let mut cfg = config(2);
-        cfg.irqchip = FdtIrqChip::Aia { num_ids: 255 };
+        cfg.irqchip = IrqMode::Aia { num_ids: 255 };
         let tree = Tree::parse(&create_fdt(&cfg).unwrap()).unwrap();
         assert!(tree.node("/soc/plic@c000000").is_none());
         let imsic = tree.node("/soc/imsics@28000000").unwrap();

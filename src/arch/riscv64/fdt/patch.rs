@@ -8,10 +8,11 @@
 //! and disables every device it does not emulate. The file on disk is never changed.
 
 use super::tree::{Node, Tree};
-use super::{FdtConfig, FdtError, FdtIrqChip, BOOT_COUNT, UART_PATH};
+use super::{FdtConfig, FdtError, BOOT_COUNT, UART_PATH};
 use crate::arch::riscv64::layout::{
     APLIC_BASE, FINISHER_BASE, IMSIC_BASE, IMSIC_STRIDE, PLIC_BASE, RAM_BASE, UART_BASE,
 };
+use crate::interrupts::IrqMode;
 
 /// The interrupt controller nodes of each kind of machine, by `compatible` and base.
 const PLIC_NODES: &[(&str, Option<u64>)] = &[
@@ -54,7 +55,7 @@ pub fn patch_fdt(tree: &mut Tree, config: &FdtConfig) -> Result<Vec<String>, Fdt
     patch_memory(tree, config.ram_size);
     patch_chosen(tree, config);
     patch_cpus(tree, config)?;
-    if let FdtIrqChip::Aia { num_ids } = config.irqchip {
+    if let IrqMode::Aia { num_ids } = config.irqchip {
         let mut paths = Vec::new();
         tree.root.walk("/", &mut paths);
         let imsics: Vec<String> = paths
@@ -229,8 +230,8 @@ fn emulated(node: &Node, config: &FdtConfig) -> bool {
         return reg_base(node).is_some_and(|b| config.virtio.iter().any(|(base, _)| *base == b));
     }
     let irqchip = match config.irqchip {
-        FdtIrqChip::Plic => PLIC_NODES,
-        FdtIrqChip::Aia { .. } => AIA_NODES,
+        IrqMode::Plic => PLIC_NODES,
+        IrqMode::Aia { .. } => AIA_NODES,
     };
     EMULATED.iter().chain(irqchip).any(|(compat, base)| {
         node.is_compatible(compat) && base.is_none_or(|b| reg_base(node) == Some(b))
@@ -276,7 +277,7 @@ mod tests {
 
     fn config(num_cpus: u32) -> FdtConfig {
         FdtConfig {
-            irqchip: FdtIrqChip::Plic,
+            irqchip: IrqMode::Plic,
             num_cpus,
             isa: VcpuIsa {
                 base: 0x112d,
@@ -387,7 +388,7 @@ mod tests {
         assert!(describes_aia(&tree));
         assert!(!describes_aia(&Tree::parse(QEMU_DTB).unwrap()));
         let mut cfg = config(2);
-        cfg.irqchip = FdtIrqChip::Aia { num_ids: 127 };
+        cfg.irqchip = IrqMode::Aia { num_ids: 127 };
         let disabled = patch_fdt(&mut tree, &cfg).unwrap();
         assert_eq!(
             tree.node("/soc/interrupt-controller@d000000")

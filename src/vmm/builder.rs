@@ -1,0 +1,246 @@
+//! The boot recipe, one linear function a boot ([`Vmm::build`]): give guest RAM to the VM,
+//! load the kernel and initrd, choose the interrupt controller, create and set up the vCPUs,
+//! build the devices, write the device tree, start the event loop and one thread per vCPU.
+//! A reboot runs it again on the same RAM (as QEMU keeps RAM across a reset); the kernel,
+//! initrd and device tree are written anew.
+
+use std::path::Path;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use vm_memory::{Bytes, GuestAddress};
+
+use super::device_manager::{self, DeviceContext};
+use super::machine::Machine;
+use super::{Result, Vmm, VmmError};
+use crate::arch::riscv64::fdt::tree::{Tree, MAX_BLOB};
+use crate::arch::riscv64::fdt::{check_size, create_fdt, patch, FdtConfig, FdtError};
+use crate::arch::riscv64::layout::{fdt_addr, APLIC_BASE, IMSIC_BASE, IMSIC_STRIDE, PLIC_NDEV};
+use crate::arch::riscv64::regs::VcpuIsa;
+use crate::config::IrqChipKind;
+use crate::console::ConsoleEvent;
+use crate::control::{ExitRequest, VmControl};
+use crate::event_loop::EventLoop;
+use crate::hypervisor::{AiaConfig, VmBackend};
+use crate::interrupts::IrqMode;
+use crate::memory::vm_rss_kib;
+use crate::sbi::{Sbi, SbiContext};
+use crate::startup::startup_step;
+use crate::vcpu::runner::VcpuThreads;
+use crate::vcpu::{Vcpu, VcpuConfig};
+
+impl Vmm {
+    /// Boot number `boot_count` on `vm`: everything built and every vCPU thread started.
+    pub(super) fn build<V>(
+        &self,
+        vm: Arc<V>,
+        control: &Arc<VmControl>,
+        boot_count: u64,
+    ) -> Result<Machine<V>>
+    where
+        V: VmBackend + 'static,
+        V::Vcpu: 'static,
+    {
+        vm.map_memory(&self.memory)?;
+        startup_step("guest RAM given to the VM");
+        let entry = self.kernel.load(&self.memory)?;
+        if let Some((initrd, (start, _))) = &self.initrd {
+            initrd.load(&self.memory, *start)?;
+        }
+        startup_step("kernel and initrd loaded");
+        let (mut vcpus, irq_mode) = self.create_vcpus(&*vm)?;
+        startup_step("vCPUs created and set up");
+        let mut lines = Vec::with_capacity(vcpus.len());
+        for vcpu in &mut vcpus {
+            vcpu.set_entry(entry)?;
+            lines.push(vcpu.interrupt_line()?);
+        }
+        let ctx = DeviceContext {
+            config: &self.config,
+            vm: &vm,
+            memory: &self.memory,
+            console: &self.console,
+            taps: &self.taps,
+        };
+        let devices = device_manager::build(&ctx, irq_mode, lines)?;
+        let bus = Arc::new(devices.bus);
+        let mut subscribers = devices.subscribers;
+        subscribers.extend(self.console.clone().input_subscriber());
+        // No devices and no input to watch (a bare-metal guest, stdin not a terminal or
+        // pipe): no event loop thread either.
+        let event_loop = if subscribers.is_empty() {
+            None
+        } else {
+            Some(EventLoop::start(subscribers).map_err(VmmError::EventLoop)?)
+        };
+        startup_step("devices and event loop started");
+
+        let fdt = self.device_tree(vcpus[0].isa(), boot_count, irq_mode)?;
+        let dtb_addr = fdt_addr(self.ram_size);
+        self.memory
+            .write_slice(&fdt, GuestAddress(dtb_addr))
+            .map_err(VmmError::FdtWrite)?;
+        startup_step("device tree written");
+        log::info!(
+            "booting {} at {entry:#x}: {} vCPU(s), {} MiB RAM, dtb at {dtb_addr:#x}",
+            self.config.kernel.display(),
+            self.config.cpus,
+            self.ram_size >> 20
+        );
+
+        let (uart, console_input) = (devices.uart, devices.console_input);
+        let listener_control = control.clone();
+        self.console
+            .set_listener(Some(Arc::new(move |event| match event {
+                ConsoleEvent::Input => match &console_input {
+                    Some(evt) => {
+                        let _ = evt.write(1);
+                    }
+                    None => uart.pull_input(),
+                },
+                ConsoleEvent::Quit => listener_control.request(ExitRequest::Exit(0)),
+            })));
+        let vcpus = match VcpuThreads::spawn(vcpus, &bus, control, &self.hypercall) {
+            Ok(vcpus) => vcpus,
+            Err(e) => {
+                self.console.set_listener(None);
+                return Err(e.into());
+            }
+        };
+        startup_step("vCPU threads started");
+        log::info!("VmRSS at start: {} KiB", vm_rss_kib());
+        Ok(Machine {
+            vcpus,
+            event_loop,
+            counted: devices.counted,
+            console: self.console.clone(),
+            memory: self.memory.clone(),
+            ram_size: self.ram_size,
+            paused: false,
+            _vm: vm,
+        })
+    }
+
+    fn create_vcpu<V: VmBackend>(&self, vm: &V, index: u32) -> Result<Vcpu<V::Vcpu>> {
+        let config = VcpuConfig {
+            hart_id: u64::from(index),
+            dtb_addr: fdt_addr(self.ram_size),
+        };
+        let sbi = Sbi::new(SbiContext {
+            memory: self.memory.clone(),
+            console: self.console.clone(),
+        });
+        Ok(Vcpu::new(index, config, vm.create_vcpu(index)?, sbi)?)
+    }
+
+    /// Chooses the interrupt controller (`--irqchip`, the host, the --dtb): true for the AIA.
+    fn choose_aia<V: VmBackend>(&self, vm: &V) -> Result<bool> {
+        let host_aia = vm.has_in_kernel_aia();
+        let dtb_aia = self.user_dtb.as_ref().map(patch::describes_aia);
+        let aia = match (self.config.irqchip, dtb_aia) {
+            (IrqChipKind::Plic, Some(true)) | (IrqChipKind::Aia, Some(false)) => {
+                return Err(VmmError::IrqChip(format!(
+                    "--irqchip {:?} does not match the dtb, which describes {}",
+                    self.config.irqchip,
+                    if dtb_aia == Some(true) {
+                        "an AIA"
+                    } else {
+                        "a PLIC"
+                    }
+                )))
+            }
+            (IrqChipKind::Plic, _) => false,
+            (IrqChipKind::Aia, _) | (IrqChipKind::Auto, Some(true)) => {
+                if !host_aia {
+                    return Err(VmmError::IrqChip(
+                        "KVM on this host has no in-kernel AIA (does the CPU have Ssaia?); use --irqchip plic, with a dtb that describes a PLIC".into(),
+                    ));
+                }
+                true
+            }
+            (IrqChipKind::Auto, Some(false)) => false,
+            (IrqChipKind::Auto, None) => host_aia,
+        };
+        Ok(aia)
+    }
+
+    /// Creates the vCPUs (set up) and, for the AIA, the in-kernel AIA, which needs them all.
+    pub(super) fn create_vcpus<V: VmBackend>(
+        &self,
+        vm: &V,
+    ) -> Result<(Vec<Vcpu<V::Vcpu>>, IrqMode)> {
+        let aia = self.choose_aia(vm)?;
+        let mut vcpus = Vec::with_capacity(self.config.cpus as usize);
+        for index in 0..self.config.cpus {
+            let mut vcpu = self.create_vcpu(vm, index)?;
+            vcpu.setup()?;
+            vcpus.push(vcpu);
+        }
+        if !aia {
+            return Ok((vcpus, IrqMode::Plic));
+        }
+        let config = AiaConfig {
+            num_sources: PLIC_NDEV,
+            aplic_addr: APLIC_BASE,
+            imsic_addrs: (0..u64::from(self.config.cpus))
+                .map(|h| IMSIC_BASE + h * IMSIC_STRIDE)
+                .collect(),
+        };
+        let num_ids = vm.create_aia(&config)?;
+        Ok((vcpus, IrqMode::Aia { num_ids }))
+    }
+
+    /// The device tree for vCPUs offering `isa`: the user's, patched, or a generated one.
+    pub(super) fn device_tree(
+        &self,
+        isa: &VcpuIsa,
+        boot_count: u64,
+        irqchip: IrqMode,
+    ) -> Result<Vec<u8>> {
+        let config = FdtConfig {
+            irqchip,
+            num_cpus: self.config.cpus,
+            isa: isa.clone(),
+            ram_size: self.ram_size,
+            cmdline: self.config.cmdline.clone(),
+            initrd: self.initrd.as_ref().map(|(_, range)| *range),
+            testdev: self.config.testdev,
+            virtio: device_manager::virtio_plan(&self.config)
+                .iter()
+                .map(|slot| (slot.base, slot.irq))
+                .collect(),
+            boot_count: boot_count.min(u64::from(u32::MAX)) as u32,
+        };
+        let Some(user) = &self.user_dtb else {
+            return Ok(create_fdt(&config)?);
+        };
+        let mut tree = user.clone();
+        let disabled = patch::patch_fdt(&mut tree, &config)?;
+        if !disabled.is_empty() && !self.warned_dtb.swap(true, Ordering::Relaxed) {
+            log::warn!(
+                "the dtb describes devices rvvmm does not emulate; disabled: {}",
+                disabled.join(", ")
+            );
+        }
+        let blob = tree.to_blob().map_err(FdtError::from)?;
+        check_size(&blob)?;
+        Ok(blob)
+    }
+}
+
+/// Reads and parses a `--dtb`.
+pub(super) fn read_dtb(path: &Path) -> Result<Tree> {
+    let dtb_err = |what: String| VmmError::Dtb {
+        path: path.to_owned(),
+        what,
+    };
+    let meta = std::fs::metadata(path).map_err(|e| dtb_err(e.to_string()))?;
+    if meta.len() > MAX_BLOB as u64 {
+        return Err(dtb_err(format!(
+            "{} bytes is too large for a device tree",
+            meta.len()
+        )));
+    }
+    let blob = std::fs::read(path).map_err(|e| dtb_err(e.to_string()))?;
+    Tree::parse(&blob).map_err(|e| dtb_err(e.to_string()))
+}

@@ -1,0 +1,102 @@
+//! A booted machine: its vCPU threads, its event loop and its devices, owned by the control
+//! loop, which pauses, resumes, inspects and stops it.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use vm_memory::GuestMemoryMmap;
+
+use crate::console::Console;
+use crate::devices::Counted;
+use crate::event_loop::EventLoop;
+use crate::memory::{guest_resident_kib, status_kib, vm_rss_kib};
+use crate::vcpu::runner::VcpuThreads;
+
+/// Counters by device or vCPU ID, then by name (Cloud Hypervisor's `VmCounters`).
+pub type Counters = BTreeMap<String, BTreeMap<&'static str, u64>>;
+
+/// A running (or paused) machine. Dropping it stops it.
+pub struct Machine<V> {
+    /// Declared first: dropped (stopped and joined) before the VM and its vCPU fds go.
+    pub(super) vcpus: VcpuThreads,
+    pub(super) event_loop: Option<EventLoop>,
+    pub(super) counted: Vec<(String, Arc<dyn Counted>)>,
+    pub(super) console: Arc<dyn Console>,
+    pub(super) memory: GuestMemoryMmap,
+    pub(super) ram_size: u64,
+    pub(super) paused: bool,
+    pub(super) _vm: Arc<V>,
+}
+
+impl<V> Machine<V> {
+    /// Whether it is paused.
+    pub fn is_paused(&self) -> bool {
+        self.paused
+    }
+
+    /// Parks every vCPU out of `KVM_RUN` and then the event loop: no guest instruction runs
+    /// and no device works until [`Self::resume`]; queue notifications and input wait in their
+    /// fds.
+    pub fn pause(&mut self) -> Result<(), String> {
+        self.vcpus.pause()?;
+        if let Some(event_loop) = &self.event_loop {
+            if let Err(e) = event_loop.pause() {
+                self.vcpus.resume();
+                return Err(e.to_string());
+            }
+        }
+        self.paused = true;
+        Ok(())
+    }
+
+    /// Lets the devices, then the vCPUs, run on where they stopped.
+    pub fn resume(&mut self) {
+        if let Some(event_loop) = &self.event_loop {
+            event_loop.resume();
+        }
+        self.vcpus.resume();
+        self.paused = false;
+    }
+
+    /// Every device's and vCPU's counters.
+    pub fn counters(&self) -> Counters {
+        let mut all: Counters = self
+            .counted
+            .iter()
+            .map(|(id, device)| (id.clone(), device.counters()))
+            .collect();
+        for (i, ctx) in self.vcpus.contexts().iter().enumerate() {
+            all.insert(format!("_vcpu{i}"), ctx.counters());
+        }
+        all
+    }
+
+    /// Stops the vCPUs (kicking them out of `KVM_RUN`), then the devices, and logs what the
+    /// boot cost.
+    pub fn stop(mut self) {
+        self.vcpus.stop();
+        self.console.set_listener(None);
+        let exits: Vec<u64> = self
+            .vcpus
+            .contexts()
+            .iter()
+            .map(|c| c.total_exits())
+            .collect();
+        drop(self.event_loop.take());
+        log::info!(
+            "VmRSS at exit: {} KiB after {} exits (per hart: {exits:?})",
+            vm_rss_kib(),
+            exits.iter().sum::<u64>()
+        );
+        if log::log_enabled!(log::Level::Info) {
+            let (peak, guest) = (
+                status_kib("VmHWM:"),
+                guest_resident_kib(&self.memory, self.ram_size),
+            );
+            log::info!(
+                "memory: peak RSS {peak} KiB, guest RAM resident {guest} KiB, rvvmm's own {} KiB",
+                peak.saturating_sub(guest)
+            );
+        }
+    }
+}
