@@ -91,6 +91,10 @@ struct State {
     parked: usize,
     /// vCPU threads that have left their loop.
     ended: usize,
+    /// Counter publication asked for: its number (0: none yet), and how many vCPUs did it.
+    sync: u64,
+    synced: usize,
+    sync_pending: bool,
 }
 
 /// The control state shared by the control loop, vCPU threads, devices and the console.
@@ -156,10 +160,17 @@ impl VmControl {
         self.attention() && self.lock().request.is_some()
     }
 
-    /// Where a vCPU thread obeys: parks while a pause is asked for (burning no CPU), and
-    /// returns whether it must stop. Called when [`Self::attention`] is set.
-    pub fn checkpoint(&self) -> bool {
+    /// Where a vCPU thread obeys, having published its counters: acknowledges a counter
+    /// request (`seen_sync` is the last it acknowledged), parks while a pause is asked for
+    /// (burning no CPU), and returns whether it must stop. Called when [`Self::attention`] is
+    /// set.
+    pub fn checkpoint(&self, seen_sync: &mut u64) -> bool {
         let mut state = self.lock();
+        if state.sync_pending && *seen_sync != state.sync {
+            *seen_sync = state.sync;
+            state.synced += 1;
+            self.changed.notify_all();
+        }
         if state.pause && state.request.is_none() {
             state.parked += 1;
             self.changed.notify_all();
@@ -181,9 +192,36 @@ impl VmControl {
     pub fn resume(&self) {
         let mut state = self.lock();
         state.pause = false;
-        self.attention
-            .store(state.request.is_some(), Ordering::Release);
+        self.settle_attention(&state);
         self.changed.notify_all();
+    }
+
+    /// The attention flag stays up while anything is still asked of the vCPUs.
+    fn settle_attention(&self, state: &State) {
+        let wanted = state.request.is_some() || state.pause || state.sync_pending;
+        self.attention.store(wanted, Ordering::Release);
+    }
+
+    /// Asks every vCPU to publish its counters at its next checkpoint (the caller kicks them).
+    pub fn request_sync(&self) {
+        let mut state = self.lock();
+        state.sync += 1;
+        state.synced = 0;
+        state.sync_pending = true;
+        self.attention.store(true, Ordering::Release);
+    }
+
+    /// Waits up to `timeout` until `count` vCPUs have published their counters since
+    /// [`Self::request_sync`] (parked and ended ones published when they stopped).
+    pub fn wait_synced(&self, count: usize, timeout: Duration) -> bool {
+        self.wait_for(timeout, |s| s.synced + s.parked + s.ended >= count)
+    }
+
+    /// Ends a counter request.
+    pub fn end_sync(&self) {
+        let mut state = self.lock();
+        state.sync_pending = false;
+        self.settle_attention(&state);
     }
 
     /// Waits up to `timeout` until `count` vCPU threads are parked or ended; returns whether
@@ -216,7 +254,11 @@ impl VmControl {
     /// been joined), ready for the next boot.
     pub fn reset(&self) {
         let mut state = self.lock();
-        *state = State::default();
+        let sync = state.sync;
+        *state = State {
+            sync,
+            ..State::default()
+        };
         self.attention.store(false, Ordering::Release);
         let _ = self.stop_evt.read();
     }
@@ -247,7 +289,7 @@ mod tests {
         assert!(control.attention() && !control.should_stop());
         let vcpu = {
             let control = control.clone();
-            std::thread::spawn(move || control.checkpoint())
+            std::thread::spawn(move || control.checkpoint(&mut 0))
         };
         assert!(control.wait_parked(1, Duration::from_secs(10)));
         control.resume();
@@ -257,10 +299,28 @@ mod tests {
         control.pause();
         let vcpu = {
             let control = control.clone();
-            std::thread::spawn(move || control.checkpoint())
+            std::thread::spawn(move || control.checkpoint(&mut 0))
         };
         assert!(control.wait_parked(1, Duration::from_secs(10)));
         control.request(ExitRequest::Shutdown);
         assert!(vcpu.join().unwrap(), "a stop ends the pause");
+    }
+
+    #[test]
+    fn a_counter_request_is_acknowledged_once_per_vcpu() {
+        let control = VmControl::new().unwrap();
+        let mut seen = 0;
+        control.request_sync();
+        assert!(control.attention());
+        assert!(!control.wait_synced(1, Duration::ZERO));
+        assert!(!control.checkpoint(&mut seen));
+        assert!(
+            !control.checkpoint(&mut seen),
+            "a second checkpoint adds nothing"
+        );
+        assert!(control.wait_synced(1, Duration::ZERO));
+        assert!(!control.wait_synced(2, Duration::ZERO));
+        control.end_sync();
+        assert!(!control.attention());
     }
 }

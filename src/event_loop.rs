@@ -60,11 +60,16 @@ struct Gate {
     state: Arc<GateState>,
 }
 
+/// Watches the loop's own eventfd `evt` (`what` names it in the error).
+fn watch_own(ops: &mut EventOps, evt: &EventFd, what: &str) {
+    if let Err(e) = ops.add(Events::new(evt, EventSet::IN)) {
+        log::error!("event loop: cannot watch its {what} event: {e:?}");
+    }
+}
+
 impl MutEventSubscriber for Gate {
     fn init(&mut self, ops: &mut EventOps) {
-        if let Err(e) = ops.add(Events::new(&self.evt, EventSet::IN)) {
-            log::error!("event loop: cannot watch its pause event: {e:?}");
-        }
+        watch_own(ops, &self.evt, "pause");
     }
 
     fn process(&mut self, _: Events, _: &mut EventOps) {
@@ -97,9 +102,7 @@ struct Stopper {
 
 impl MutEventSubscriber for Stopper {
     fn init(&mut self, ops: &mut EventOps) {
-        if let Err(e) = ops.add(Events::new(&self.evt, EventSet::IN)) {
-            log::error!("event loop: cannot watch its stop event: {e:?}");
-        }
+        watch_own(ops, &self.evt, "stop");
     }
 
     fn process(&mut self, _: Events, _: &mut EventOps) {

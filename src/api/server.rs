@@ -12,7 +12,7 @@
 //! control loop as messages, and vCPUs never see them.
 
 use std::io::{ErrorKind, Read, Write};
-use std::os::unix::fs::FileTypeExt;
+use std::os::unix::fs::{FileTypeExt, PermissionsExt};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::sync::mpsc::{self, Sender};
@@ -110,16 +110,25 @@ impl ApiServer {
                 Err(e) => return Err(io(e)),
             }
         }
-        // SAFETY: umask only changes this process's file-creation mask; it is set back at
-        // once (rvvmm binds the socket before it starts other threads that create files).
-        let old = unsafe { libc::umask(0o177) };
-        let bound = UnixListener::bind(path);
-        // SAFETY: as above.
-        unsafe { libc::umask(old) };
-        Ok(ApiServer {
-            listener: bound.map_err(io)?,
+        // The socket is born 0600: umask is process-wide, so binds are serialised here (an
+        // embedder may bind several), and the mode is set again after, for certain.
+        static UMASK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+        let bound = {
+            let _serial = UMASK.lock().unwrap_or_else(|e| e.into_inner());
+            // SAFETY: umask only changes this process's file-creation mask; it is set back at
+            // once, under the lock above.
+            let old = unsafe { libc::umask(0o177) };
+            let bound = UnixListener::bind(path);
+            // SAFETY: as above.
+            unsafe { libc::umask(old) };
+            bound.map_err(io)?
+        };
+        let server = ApiServer {
+            listener: bound,
             path: path.to_owned(),
-        })
+        };
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).map_err(io)?;
+        Ok(server)
     }
 
     /// The socket's path.

@@ -65,8 +65,11 @@ impl<V> Machine<V> {
             .iter()
             .map(|(id, device)| (id.clone(), device.counters()))
             .collect();
-        for (i, ctx) in self.vcpus.contexts().iter().enumerate() {
-            all.insert(format!("_vcpu{i}"), ctx.counters());
+        if !self.paused {
+            self.vcpus.sync_stats();
+        }
+        for (i, stats) in self.vcpus.stats().iter().enumerate() {
+            all.insert(format!("_vcpu{i}"), stats.counters());
         }
         all
     }
@@ -76,12 +79,7 @@ impl<V> Machine<V> {
     pub fn stop(mut self) {
         self.vcpus.stop();
         self.console.set_listener(None);
-        let exits: Vec<u64> = self
-            .vcpus
-            .contexts()
-            .iter()
-            .map(|c| c.total_exits())
-            .collect();
+        let exits: Vec<u64> = self.vcpus.stats().iter().map(|s| s.total()).collect();
         drop(self.event_loop.take());
         log::info!(
             "VmRSS at exit: {} KiB after {} exits (per hart: {exits:?})",

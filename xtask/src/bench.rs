@@ -16,7 +16,8 @@ use std::fmt::Write as _;
 use std::fs;
 use std::path::PathBuf;
 
-use crate::lab::{self, Mode};
+use crate::lab;
+use crate::mode::Mode;
 use crate::paths;
 use crate::plan::{self, median, Case};
 
@@ -45,6 +46,8 @@ pub struct Options {
     pub lkvm: Option<PathBuf>,
     /// Parts to run (`PARTS`); empty: all.
     pub only: Vec<String>,
+    /// A git revision whose measuring build is timed beside this one (user ns per exit).
+    pub baseline: Option<String>,
 }
 
 /// The benchmark's parts, for `--only`.
@@ -70,17 +73,23 @@ fn bench_case(name: &'static str, script: String) -> Case {
     }
 }
 
-fn exits_case(reps: usize) -> Case {
+fn exits_case(reps: usize, baseline: bool) -> Case {
     let mut script = String::from("for r in $(seq 1 ");
     let _ = write!(script, "{reps}); do\nfor k in {}; do\n", KINDS.join(" "));
+    let base = if baseline { " base_t" } else { "" };
+    let _ = writeln!(
+        script,
+        "if [ $((r % 2)) -eq 1 ]; then order='bare rvvmm bare_t rvvmm_t{base}'; else order='{} rvvmm_t bare_t rvvmm bare'; fi",
+        base.trim()
+    );
     script.push_str(
-        "if [ $((r % 2)) -eq 1 ]; then order='bare rvvmm bare_t rvvmm_t'; else order='rvvmm_t bare_t rvvmm bare'; fi\n\
-         for v in $order; do\n\
+        "for v in $order; do\n\
          rv=\"--irqchip plic --memory 64M --kernel /guests/bench_$k.bin\"\n\
          case $v in\n\
          bare) out=$(/bare-kvm /guests/bench_$k.bin 2>&1 | grep BENCH);;\n\
          bare_t) out=$(/bare-kvm --timing /guests/bench_$k.bin 2>&1 | grep -E 'BENCH|EXIT-TIMING' | tr '\\n' ' ');;\n\
          rvvmm) out=$(RUST_LOG=rvvmm=info /rvvmm $rv 2>&1 | grep -E 'BENCH|first guest exit' | tr '\\n' ' ');;\n\
+         base_t) out=$(RUST_LOG=rvvmm=info /rvvmm-base-timing $rv 2>&1 | grep -E 'BENCH|EXIT-TIMING' | tr '\\n' ' ');;\n\
          *) out=$(RUST_LOG=rvvmm=info /rvvmm-timing $rv 2>&1 | grep -E 'BENCH|EXIT-TIMING' | tr '\\n' ' ');;\n\
          esac\n\
          echo \"@@S $v $k $r $out\"\n\
@@ -366,6 +375,9 @@ fn med(samples: &[Sample], vmm: &str, what: &str) -> Option<f64> {
 /// Runs the benchmark; prints the table; writes target/bench/bench.json.
 pub fn run(opts: &Options) -> Result<bool, String> {
     let mut prepared = lab::prepare()?;
+    if let Some(rev) = &opts.baseline {
+        prepared.baseline_timing = Some(lab::build_baseline(rev)?);
+    }
     if let Some(path) = &opts.lkvm {
         prepared.lkvm = Some(
             fs::read(path).map_err(|e| format!("cannot read --lkvm {}: {e}", path.display()))?,
@@ -373,7 +385,7 @@ pub fn run(opts: &Options) -> Result<bool, String> {
     }
     let want = |part: &str| opts.only.is_empty() || opts.only.iter().any(|p| p == part);
     let cases: Vec<Case> = [
-        ("exits", exits_case(opts.reps)),
+        ("exits", exits_case(opts.reps, opts.baseline.is_some())),
         ("boot", boot_case(opts.reps, opts.lkvm.is_some())),
         ("blk", blk_case(opts.reps)),
         ("startup", startup_case(opts.reps, opts.lkvm.is_some())),
@@ -391,7 +403,8 @@ pub fn run(opts: &Options) -> Result<bool, String> {
     .map(|s| s.trim().to_string())
     .unwrap_or_else(|_| "unknown".into());
     let mut json = format!(
-        "{{\n  \"commit\": \"{commit}\",\n  \"qemu\": \"{}\",\n  \"reps\": {},\n  \"exits_per_run\": {},\n  \"modes\": [\n",
+        "{{\n  \"commit\": \"{commit}\",\n  \"baseline\": \"{}\",\n  \"qemu\": \"{}\",\n  \"reps\": {},\n  \"exits_per_run\": {},\n  \"modes\": [\n",
+        opts.baseline.as_deref().unwrap_or(""),
         prepared.qemu_version(),
         opts.reps,
         EXITS_PER_RUN
@@ -445,8 +458,12 @@ pub fn run(opts: &Options) -> Result<bool, String> {
             med(&samples, "bare", "exec_to_exit_ms"),
         );
         if want("exits") {
+            let base_header = match &opts.baseline {
+                Some(rev) => format!(" {:>14}", format!("{rev} user ns")),
+                None => String::new(),
+            };
             println!(
-                "bench[{}] {:<18} {:>12} {:>12} {:>8} {:>14} {:>14}",
+                "bench[{}] {:<18} {:>12} {:>12} {:>8} {:>14} {:>14}{base_header}",
                 mode.name(),
                 "exit kind",
                 "bare ns",
@@ -462,10 +479,16 @@ pub fn run(opts: &Options) -> Result<bool, String> {
                 let user = format!("{kind}_user");
                 let (bare_user, rv_user) =
                     (med(&samples, "bare", &user), med(&samples, "rvvmm", &user));
+                let base_user = med(&samples, "base", &user);
+                let base_cell = if opts.baseline.is_some() {
+                    format!(" {:>14}", show(base_user))
+                } else {
+                    String::new()
+                };
                 match (bare, rv) {
                     (Some(b), Some(r)) => {
                         println!(
-                            "bench[{}] {:<18} {:>12.0} {:>12.0} {:>8.3} {:>14} {:>14}",
+                            "bench[{}] {:<18} {:>12.0} {:>12.0} {:>8.3} {:>14} {:>14}{base_cell}",
                             mode.name(),
                             kind,
                             b,
@@ -474,7 +497,7 @@ pub fn run(opts: &Options) -> Result<bool, String> {
                             show(bare_user),
                             show(rv_user)
                         );
-                        rows.push(format!("{{\"kind\": \"{kind}\", \"bare_ns\": {b:.1}, \"rvvmm_ns\": {r:.1}, \"ratio\": {:.4}, \"bare_user_ns\": {}, \"rvvmm_user_ns\": {}}}", r / b, json(bare_user), json(rv_user)));
+                        rows.push(format!("{{\"kind\": \"{kind}\", \"bare_ns\": {b:.1}, \"rvvmm_ns\": {r:.1}, \"ratio\": {:.4}, \"bare_user_ns\": {}, \"rvvmm_user_ns\": {}, \"baseline_user_ns\": {}}}", r / b, json(bare_user), json(rv_user), json(base_user)));
                     }
                     _ => {
                         println!("bench[{}] {:<18} missing samples", mode.name(), kind);

@@ -10,34 +10,9 @@ use sha2::{Digest, Sha256};
 
 use crate::cpio::{self, Entry};
 use crate::host::{self, RISCV_TARGET};
+use crate::mode::Mode;
 use crate::paths;
 use crate::plan::{self, Case};
-
-/// L1's interrupt controller: QEMU virt's PLIC, or AIA (APLIC + IMSIC), which gives KVM an
-/// in-kernel irqchip for L2.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Mode {
-    /// `-M virt`.
-    Plic,
-    /// `-M virt,aia=aplic-imsic,aia-guests=4`.
-    Aia,
-}
-
-impl Mode {
-    pub(crate) fn name(self) -> &'static str {
-        match self {
-            Mode::Plic => "plic",
-            Mode::Aia => "aia",
-        }
-    }
-
-    fn machine(self) -> &'static str {
-        match self {
-            Mode::Plic => "virt",
-            Mode::Aia => "virt,aia=aplic-imsic,aia-guests=4",
-        }
-    }
-}
 
 /// A Debian pool file pinned by sha256.
 struct Pinned {
@@ -115,6 +90,8 @@ pub(crate) struct Prepared {
     exec_timer: Vec<u8>,
     /// An optional kvmtool binary for the benchmark (`--lkvm`).
     pub(crate) lkvm: Option<Vec<u8>>,
+    /// An earlier commit's measuring build, for the benchmark (`--baseline`).
+    pub(crate) baseline_timing: Option<Vec<u8>>,
 }
 
 impl Prepared {
@@ -233,17 +210,7 @@ pub(crate) fn prepare() -> Result<Prepared, String> {
     let rvvmm = cross_build(&["--package", "rvvmm", "--bin", "rvvmm"], "rvvmm")?;
     // The measuring build: cargo keeps both feature sets' artifacts, so a warm rebuild of
     // either is free; the uplifted binary is whichever was built last, hence read at once.
-    let rvvmm_timing = cross_build(
-        &[
-            "--package",
-            "rvvmm",
-            "--bin",
-            "rvvmm",
-            "--features",
-            "exit-timing",
-        ],
-        "rvvmm",
-    )?;
+    let rvvmm_timing = cross_build(RVVMM_TIMING, "rvvmm")?;
     let bare_kvm = cross_build(
         &["--package", "bare-kvm", "--package", "exec-timer"],
         "bare-kvm",
@@ -262,6 +229,7 @@ pub(crate) fn prepare() -> Result<Prepared, String> {
         rvvmm_timing,
         exec_timer,
         lkvm: None,
+        baseline_timing: None,
         image,
         l2_initrd,
         qemu_dtb,
@@ -274,15 +242,54 @@ pub(crate) fn prepare() -> Result<Prepared, String> {
     })
 }
 
+/// The cargo arguments of rvvmm's measuring build.
+const RVVMM_TIMING: &[&str] = &[
+    "--package",
+    "rvvmm",
+    "--bin",
+    "rvvmm",
+    "--features",
+    "exit-timing",
+];
+
 /// `cargo build --release --target riscv64 ARGS`, then the built binary `bin`.
 fn cross_build(args: &[&str], bin: &str) -> Result<Vec<u8>, String> {
+    let root = paths::root();
+    cross_build_in(&root, &root.join("target"), args, bin)
+}
+
+/// [`cross_build`] of the workspace at `src`, into `target`.
+fn cross_build_in(src: &Path, target: &Path, args: &[&str], bin: &str) -> Result<Vec<u8>, String> {
     host::run_visible(
         host::cargo()
-            .current_dir(paths::root())
+            .current_dir(src)
+            .env("CARGO_TARGET_DIR", target)
             .args(["build", "--quiet", "--release", "--target", RISCV_TARGET])
             .args(args),
     )?;
-    read(&paths::root().join(format!("target/{RISCV_TARGET}/release/{bin}")))
+    read(&target.join(format!("{RISCV_TARGET}/release/{bin}")))
+}
+
+/// rvvmm's measuring build (`exit-timing`) at git revision `rev`, cross-built from that
+/// revision's own sources (kept in target/baseline, so a rerun is warm), for the benchmark to
+/// time beside the working tree's.
+pub(crate) fn build_baseline(rev: &str) -> Result<Vec<u8>, String> {
+    let root = paths::root();
+    let src = root.join("target/baseline/src");
+    let _ = fs::remove_dir_all(&src);
+    fs::create_dir_all(&src).map_err(|e| e.to_string())?;
+    eprintln!("lab: cross-building rvvmm at {rev} (the baseline) for {RISCV_TARGET}");
+    host::run_quiet(Command::new("sh").arg("-c").arg(format!(
+        "git -C '{}' archive --format=tar '{rev}' | tar -x -C '{}'",
+        root.display(),
+        src.display()
+    )))?;
+    cross_build_in(
+        &src,
+        &root.join("target/baseline/target"),
+        RVVMM_TIMING,
+        "rvvmm",
+    )
 }
 
 fn read(path: &Path) -> Result<Vec<u8>, String> {
@@ -595,6 +602,9 @@ fn initramfs(p: &Prepared, cases: &[Case]) -> Result<Vec<u8>, String> {
     ];
     if let Some(lkvm) = &p.lkvm {
         entries.push(Entry::File("lkvm", 0o755, lkvm));
+    }
+    if let Some(base) = &p.baseline_timing {
+        entries.push(Entry::File("rvvmm-base-timing", 0o755, base));
     }
     entries.extend(
         scripts

@@ -4,7 +4,7 @@
 //! cargo xtask test            x86 unit tests, then the lab in both irqchip modes
 //! cargo xtask lab [--mode plic|aia|both] [--case NAME]...
 //! cargo xtask demo            boot L1 once and run the hello guest on real KVM
-//! cargo xtask bench [--mode M] [--reps N] [--lkvm PATH] [--only PARTS]
+//! cargo xtask bench [--mode M] [--reps N] [--lkvm PATH] [--only PARTS] [--baseline REV]
 //!                             rvvmm's overhead against a bare KVM loop and kvmtool
 //! ```
 //!
@@ -16,16 +16,18 @@ mod bench;
 mod cpio;
 mod host;
 mod lab;
+mod mode;
 mod paths;
 mod plan;
 
 use std::process::ExitCode;
 
-use lab::Mode;
+use mode::Mode;
 
 const USAGE: &str =
     "usage: cargo xtask <test | lab [--mode plic|aia|both] [--case NAME]... | demo \
-     | bench [--mode plic|aia|both] [--reps N] [--lkvm PATH] [--only exits,boot,blk,startup]>";
+     | bench [--mode plic|aia|both] [--reps N] [--lkvm PATH] [--only exits,boot,blk,startup] \
+     [--baseline REV]>";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -60,6 +62,7 @@ fn test() -> Result<bool, String> {
         reps: 1,
         lkvm: None,
         only: Vec::new(),
+        baseline: None,
     })?;
     let lab_ok = lab::run(&[Mode::Plic, Mode::Aia], &[])?;
     Ok(bench_ok && lab_ok)
@@ -71,6 +74,7 @@ fn parse_bench_args(args: &[String]) -> Result<bench::Options, String> {
         reps: 5,
         lkvm: None,
         only: Vec::new(),
+        baseline: None,
     };
     let mut it = args.iter();
     while let Some(arg) = it.next() {
@@ -84,6 +88,9 @@ fn parse_bench_args(args: &[String]) -> Result<bench::Options, String> {
                     .ok_or("--reps takes a number of at least 1")?
             }
             "--lkvm" => opts.lkvm = Some(it.next().ok_or("--lkvm takes a path")?.into()),
+            "--baseline" => {
+                opts.baseline = Some(it.next().ok_or("--baseline takes a git revision")?.clone())
+            }
             "--only" => {
                 let parts = it.next().ok_or("--only takes a list of parts")?;
                 for part in parts.split(',') {

@@ -4,7 +4,7 @@
 //! `@@CASE name` / `@@END name rc=N` markers on the serial console, and judged here on the host:
 //! exit status, lines that must appear, lines that must not, and optional extra checks.
 
-use crate::lab::Mode;
+use crate::mode::Mode;
 
 /// An extra check on a case's output.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -181,6 +181,23 @@ pub fn cases() -> Vec<Case> {
                 api_session(),
                 0,
                 &["@@API rvvmm status 0", "vm.pause: HTTP 405: the VM is paused: cannot pause"],
+            )
+        },
+        Case {
+            timeout: 300,
+            ..case(
+                "sigterm_stops_cleanly",
+                "rm -f /tmp/sigin; mkfifo /tmp/sigin\n\
+                 ( sleep 300 ) > /tmp/sigin &\n\
+                 feeder=$!\n\
+                 /rvvmm --kernel /l2/Image --initrd /l2/initrd.cpio --memory 256M --cmdline 'console=ttyS0 quiet rvvmm.test=shell' < /tmp/sigin > /tmp/sig.out 2>&1 &\n\
+                 pid=$!\n\
+                 for i in $(seq 1 600); do grep -q '@@L2 shell ready' /tmp/sig.out && break; sleep 0.2; done\n\
+                 kill -TERM $pid; wait $pid; echo \"rvvmm status $?\"\n\
+                 kill $feeder\n\
+                 cat /tmp/sig.out",
+                0,
+                &["@@L2 shell ready", "stopping the VM on SIGTERM", "rvvmm status 0"],
             )
         },
         Case {
