@@ -68,8 +68,11 @@ fn run(args: Args) -> Result<i32, Box<dyn Error>> {
 fn run_remote(args: &RemoteArgs) -> ExitCode {
     match client::remote(&args.api_socket, &args.command, args.json.as_deref()) {
         Ok(body) => {
+            // The request succeeded; a reader that went away early (`| grep -q`) is no error
+            // (println! would panic on the broken pipe).
             if !body.is_empty() {
-                println!("{body}");
+                use std::io::Write;
+                let _ = writeln!(std::io::stdout().lock(), "{body}");
             }
             ExitCode::SUCCESS
         }

@@ -105,3 +105,21 @@ fn huge_pages_need_whole_pages_and_a_reservation() {
         assert_one_line_error(&out, 1, "/proc/sys/vm/nr_hugepages");
     }
 }
+
+#[test]
+fn remote_reports_an_unreachable_socket_in_one_line() {
+    let out = rvvmm(&["remote", "--api-socket", "/nonexistent/api.sock", "ping"]);
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(1), "stderr: {err}");
+    assert!(
+        err.starts_with("rvvmm remote: cannot reach the API at /nonexistent/api.sock"),
+        "{err}"
+    );
+    assert_eq!(err.trim_end().lines().count(), 1, "{err:?}");
+}
+
+#[test]
+fn remote_without_a_command_is_a_usage_error() {
+    let out = rvvmm(&["remote", "--api-socket", "/tmp/x.sock"]);
+    assert_eq!(out.status.code(), Some(2));
+}

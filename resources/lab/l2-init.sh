@@ -124,6 +124,13 @@ shell)
     echo "@@L2 shell ready"
     exec sh
     ;;
+hotplug)
+    # CPU 1 offline: Linux stops its hart (SBI HSM hart_stop); back online: hart_start again.
+    echo 0 > /sys/devices/system/cpu/cpu1/online && echo "@@L2 cpu1 offline, online: $(cat /sys/devices/system/cpu/online)"
+    sleep "$(arg rvvmm.offline_s)"
+    echo 1 > /sys/devices/system/cpu/cpu1/online && echo "@@L2 cpu1 back, online: $(cat /sys/devices/system/cpu/online)"
+    echo "@@L2 a task on cpu1 ran on cpu $(taskset -c 1 awk '{ print $39 }' /proc/self/stat)"
+    ;;
 reboot)
     if [ "$boot" = "1" ]; then
         echo "@@L2 rebooting"

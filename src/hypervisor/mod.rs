@@ -75,10 +75,10 @@ pub enum RawExit {
     MmioWrite {
         /// Guest-physical address.
         addr: u64,
-        /// Access width in bytes (1, 2, 4 or 8).
-        len: u8,
         /// The bytes written; only the first `len` count.
         data: [u8; 8],
+        /// Access width in bytes (1, 2, 4 or 8).
+        len: u8,
     },
     /// `KVM_EXIT_SYSTEM_EVENT` with its type and first data word (the SRST reason).
     SystemEvent {

@@ -186,6 +186,19 @@ impl ScriptedVcpu {
 }
 
 impl ScriptedVcpu {
+    /// A stopped hart with nothing scripted waits in `KVM_RUN` as with KVM: until a signal
+    /// (a kick) interrupts it.
+    fn sleep_stopped() -> RawExit {
+        let forever = libc::timespec {
+            tv_sec: 3600,
+            tv_nsec: 0,
+        };
+        // SAFETY: nanosleep reads `forever` and, given a null remainder pointer, writes
+        // nothing; a signal ends it early with EINTR.
+        unsafe { libc::nanosleep(&forever, std::ptr::null_mut()) };
+        RawExit::Interrupted
+    }
+
     /// Sets the mp_state now, as another hart's SBI HSM call would.
     pub fn force_mp_state(&mut self, state: MpState) {
         self.mp_state = state;
@@ -232,6 +245,9 @@ impl VcpuBackend for ScriptedVcpu {
     fn run(&mut self) -> Result<RawExit> {
         self.log(Event::Run);
         self.apply_state_steps();
+        if self.mp_state == MpState::Stopped && self.steps.is_empty() {
+            return Ok(Self::sleep_stopped());
+        }
         loop {
             match self.steps.front().copied() {
                 Some(Step::Exit(exit)) => {

@@ -21,7 +21,8 @@ pub const FID_CONSOLE_WRITE_BYTE: u64 = 2;
 /// The most bytes one call moves.
 pub const MAX_CHUNK: usize = 4096;
 
-/// Answers one DBCN call.
+/// Answers one DBCN call. Inlined into the vCPU loop (see `Sbi::dispatch`).
+#[inline(always)]
 pub fn handle(ctx: &SbiContext, call: &SbiCall) -> SbiOutcome {
     match call.fid {
         FID_CONSOLE_WRITE => console_write(ctx, call.args),

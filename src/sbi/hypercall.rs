@@ -24,6 +24,7 @@ pub const NR_ABI_VERSION: u64 = 0;
 pub const ABI_VERSION: u64 = 1;
 
 /// Hands the call to the embedder.
+#[inline(always)]
 pub fn handle(_ctx: &SbiContext, call: &SbiCall) -> SbiOutcome {
     SbiOutcome::Hypercall {
         nr: call.fid,

@@ -8,7 +8,7 @@
 //! |--------------------|-----------------------------------------------------------------------------|
 //! | `Nothing`          | a forwarded SBI call that rvvmm answered itself: DBCN (console), and unknown |
 //! |                    | experimental/vendor EIDs (answered `SBI_ERR_NOT_SUPPORTED`); also a stopped  |
-//! |                    | vCPU's idle poll                                                            |
+//! |                    | hart's `KVM_RUN` that a kick ended while it stayed stopped                  |
 //! | `Hypercall`        | `KVM_EXIT_RISCV_SBI` with EID 0x0848_5643 (rvvmm's hypercall ABI); FID = nr  |
 //! | `MmioRead/Write`   | `KVM_EXIT_MMIO`: a guest load/store to a guest-physical address with no     |
 //! |                    | memory slot (KVM's stage-2 fault handler forwards it)                       |
@@ -17,12 +17,16 @@
 //! | `Halt`             | `KVM_EXIT_SYSTEM_EVENT` / `SUSPEND` (SBI SUSP). WFI and HSM hart_suspend are |
 //! |                    | handled in the kernel, which sleeps the vCPU inside `KVM_RUN`; no exit      |
 //! |                    | reaches user space, so rvvmm cannot surface them                            |
-//! | `CpuUp`            | HSM hart_start is handled in the kernel. rvvmm surfaces it on the *target*   |
-//! |                    | vCPU: a vCPU whose mp_state was STOPPED and reads RUNNABLE. The start address|
-//! |                    | and opaque argument stay in KVM's reset context, which no ioctl reads, so   |
-//! |                    | `entry` and `arg` are `None` on KVM                                         |
+//! | `CpuUp`            | HSM hart_start is handled in the kernel. A stopped hart's thread waits in    |
+//! |                    | `KVM_RUN`, where KVM sleeps it (no cost); once another hart starts it, it    |
+//! |                    | runs guest code at once, and rvvmm reports `CpuUp` when that `KVM_RUN` first |
+//! |                    | returns, before the exit that brought it back (handed out by the next run).  |
+//! |                    | So `CpuUp` lags the start by the started hart's first exit to user space:    |
+//! |                    | the hart itself is not delayed. Start address and opaque argument stay in   |
+//! |                    | KVM's reset context, which no ioctl reads: `entry` and `arg` are `None`      |
 //! | `CpuDown`          | HSM hart_stop is handled in the kernel, which parks the vCPU in `KVM_RUN`.  |
-//! |                    | rvvmm sees it when a kick returns `EINTR` and mp_state reads STOPPED        |
+//! |                    | rvvmm sees it when a kick returns `EINTR` and mp_state reads STOPPED (a hart |
+//! |                    | Linux takes offline is only reported once its thread is kicked)             |
 //! | `SystemDown`       | `KVM_EXIT_SYSTEM_EVENT` / `SHUTDOWN` (SBI SRST shutdown); `reason` is the SRST|
 //! |                    | reason (0 none, 1 system failure)                                           |
 //! | `SystemReset`      | `KVM_EXIT_SYSTEM_EVENT` / `RESET` (SRST cold or warm reboot); not in        |

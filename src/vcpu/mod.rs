@@ -7,8 +7,6 @@
 mod exit;
 pub mod runner;
 
-use std::time::Duration;
-
 pub use exit::{ExitReason, SRST_REASON_SYSTEM_FAILURE};
 
 use crate::arch::riscv64::regs::{self, VcpuIsa, ISA_EXTS};
@@ -21,9 +19,6 @@ const SYSTEM_EVENT_SHUTDOWN: u32 = 1;
 const SYSTEM_EVENT_RESET: u32 = 2;
 /// `KVM_SYSTEM_EVENT_SUSPEND`.
 const SYSTEM_EVENT_SUSPEND: u32 = 5;
-
-/// How often a stopped vCPU looks whether another hart started it.
-pub const STOPPED_POLL: Duration = Duration::from_millis(1);
 
 /// Errors of the vCPU layer.
 #[derive(Debug, thiserror::Error)]
@@ -75,8 +70,10 @@ pub enum VcpuError {
     },
 }
 
-/// Result type of the vCPU layer.
-pub type Result<T> = std::result::Result<T, VcpuError>;
+/// Result type of the vCPU layer. The error is boxed: the exit path returns a
+/// `Result<ExitReason>` on every exit, and an unboxed error made that value large and oddly
+/// laid out (LLVM then moved it with memcpy calls; measured in the lab's bench).
+pub type Result<T> = std::result::Result<T, Box<VcpuError>>;
 
 /// What `new` needs besides the vCPU index (riscv_vcpu's `VCpuConfig`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -108,6 +105,10 @@ pub struct Vcpu<B: VcpuBackend> {
     sbi: Sbi,
     pending: Pending,
     stopped: bool,
+    /// The exit a hart that was started made on its way back (returned after its `CpuUp`).
+    stashed: Option<RawExit>,
+    /// `stopped` or `stashed`: the one flag `run` tests before entering the guest.
+    off_path: bool,
     isa: VcpuIsa,
 }
 
@@ -121,6 +122,8 @@ impl<B: VcpuBackend> Vcpu<B> {
             sbi,
             pending: Pending::None,
             stopped: false,
+            stashed: None,
+            off_path: false,
             isa: VcpuIsa::default(),
         };
         vcpu.set_reg(regs::a(0), config.hart_id)?;
@@ -154,6 +157,7 @@ impl<B: VcpuBackend> Vcpu<B> {
         log::debug!("vCPU {}: {}", self.id, isa.isa_string());
         self.isa = isa;
         self.stopped = self.backend.mp_state().map_err(self.err())? == MpState::Stopped;
+        self.off_path = self.stopped;
         Ok(())
     }
 
@@ -168,7 +172,8 @@ impl<B: VcpuBackend> Vcpu<B> {
             return Err(VcpuError::BadGpr {
                 vcpu: self.id,
                 index,
-            });
+            }
+            .into());
         }
         if self.pending == Pending::Sbi && index < 2 {
             // KVM copies ret[0..2] into a0/a1 on the next KVM_RUN, overwriting a ONE_REG write.
@@ -190,11 +195,22 @@ impl<B: VcpuBackend> Vcpu<B> {
     /// Runs the guest until an exit the VMM must see.
     pub fn run(&mut self) -> Result<ExitReason> {
         self.pending = Pending::None;
-        if self.stopped {
-            return self.poll_stopped();
+        if self.off_path {
+            return self.run_off_path();
         }
         let raw = self.backend.run().map_err(self.err())?;
         self.decode(raw)
+    }
+
+    /// A stopped hart, or the exit a started hart came back with.
+    #[cold]
+    #[inline(never)]
+    fn run_off_path(&mut self) -> Result<ExitReason> {
+        if let Some(raw) = self.stashed.take() {
+            self.off_path = self.stopped;
+            return self.decode(raw);
+        }
+        self.run_stopped()
     }
 
     /// The vCPU's external interrupt line (for the user-space PLIC).
@@ -222,6 +238,9 @@ impl<B: VcpuBackend> Vcpu<B> {
         self.stopped
     }
 
+    // Always inlined into `run`, and so into the vCPU loop: out of line it is one more page on
+    // every exit (LLVM outlined it once `run_off_path` called it too).
+    #[inline(always)]
     fn decode(&mut self, raw: RawExit) -> Result<ExitReason> {
         Ok(match raw {
             RawExit::Sbi(call) => match self.sbi.dispatch(&call) {
@@ -260,6 +279,7 @@ impl<B: VcpuBackend> Vcpu<B> {
             RawExit::Interrupted => {
                 if self.backend.mp_state().map_err(self.err())? == MpState::Stopped {
                     self.stopped = true;
+                    self.off_path = true;
                     ExitReason::CpuDown
                 } else {
                     ExitReason::ExternalInterrupt
@@ -274,19 +294,27 @@ impl<B: VcpuBackend> Vcpu<B> {
         })
     }
 
-    /// A stopped vCPU does not enter KVM_RUN (it would sleep there out of the VMM's sight);
-    /// it polls mp_state, so a start by another hart becomes a `CpuUp`.
-    fn poll_stopped(&mut self) -> Result<ExitReason> {
-        if self.backend.mp_state().map_err(self.err())? == MpState::Runnable {
-            self.stopped = false;
-            return Ok(ExitReason::CpuUp {
-                target_cpu: self.config.hart_id,
-                entry: None,
-                arg: None,
-            });
+    /// A stopped hart waits inside KVM_RUN, as KVM intends: KVM sleeps its thread until
+    /// another hart starts it (SBI HSM hart_start) or a signal kicks it, so a stopped hart
+    /// costs the host nothing. Started, it runs guest code at once; rvvmm learns of it when
+    /// KVM_RUN first returns, reports `CpuUp`, and hands back the exit that brought the thread
+    /// out on the next `run`. Kicked while still stopped: `Nothing` (the VMM then looks at its
+    /// requests, as after any cold exit).
+    fn run_stopped(&mut self) -> Result<ExitReason> {
+        let raw = self.backend.run().map_err(self.err())?;
+        if self.backend.mp_state().map_err(self.err())? == MpState::Stopped {
+            return Ok(ExitReason::Nothing);
         }
-        std::thread::sleep(STOPPED_POLL);
-        Ok(ExitReason::Nothing)
+        self.stopped = false;
+        if raw != RawExit::Interrupted {
+            self.stashed = Some(raw);
+        }
+        self.off_path = self.stashed.is_some();
+        Ok(ExitReason::CpuUp {
+            target_cpu: self.config.hart_id,
+            entry: None,
+            arg: None,
+        })
     }
 
     fn check_width(&self, addr: u64, width: u8) -> Result<()> {
@@ -296,13 +324,14 @@ impl<B: VcpuBackend> Vcpu<B> {
                 vcpu: self.id,
                 addr,
                 width,
-            }),
+            }
+            .into()),
         }
     }
 
-    fn err(&self) -> impl FnOnce(HypervisorError) -> VcpuError {
+    fn err(&self) -> impl FnOnce(HypervisorError) -> Box<VcpuError> {
         let vcpu = self.id;
-        move |source| VcpuError::Hypervisor { vcpu, source }
+        move |source| Box::new(VcpuError::Hypervisor { vcpu, source })
     }
 
     fn get_reg(&self, id: u64) -> Result<u64> {
@@ -406,7 +435,7 @@ mod tests {
         vcpu.set_gpr(7, 0x77).unwrap();
         assert_eq!(record.lock().unwrap().regs[&regs::a(7)], 0x77);
         assert!(matches!(
-            vcpu.set_gpr(8, 0),
+            vcpu.set_gpr(8, 0).map_err(|e| *e),
             Err(VcpuError::BadGpr { index: 8, .. })
         ));
     }
@@ -565,19 +594,38 @@ mod tests {
             vec![exit(RawExit::MmioRead { addr: 0x10, len: 3 })],
         );
         assert!(matches!(
-            vcpu.run(),
+            vcpu.run().map_err(|e| *e),
             Err(VcpuError::BadMmioWidth { width: 3, .. })
         ));
     }
 
     #[test]
     fn stopped_vcpus_surface_cpu_up_and_cpu_down() {
-        let (mut vcpu, record) = vcpu(MpState::Stopped, vec![exit(RawExit::Interrupted)]);
+        let mmio = RawExit::MmioRead { addr: 0x10, len: 4 };
+        let (mut vcpu, record) = vcpu(
+            MpState::Stopped,
+            vec![
+                exit(RawExit::Interrupted),
+                exit(mmio),
+                exit(RawExit::Interrupted),
+                exit(RawExit::Interrupted),
+            ],
+        );
+        let runs = |r: &Arc<Mutex<Record>>| {
+            r.lock()
+                .unwrap()
+                .events
+                .iter()
+                .filter(|e| **e == Event::Run)
+                .count()
+        };
         assert!(vcpu.is_stopped());
-        // Stopped: no KVM_RUN, just a poll of mp_state.
+        // Stopped: it waits in KVM_RUN; a kick while still stopped is nothing to report.
         assert_eq!(vcpu.run().unwrap(), ExitReason::Nothing);
-        assert!(!record.lock().unwrap().events.contains(&Event::Run));
-        // Another hart's HSM hart_start makes it runnable.
+        assert!(vcpu.is_stopped());
+        assert_eq!(runs(&record), 1);
+        // Another hart's HSM hart_start: the thread comes back with the hart's first exit,
+        // reported after the `CpuUp`, without another KVM_RUN.
         vcpu.backend.force_mp_state(MpState::Runnable);
         assert_eq!(
             vcpu.run().unwrap(),
@@ -587,6 +635,17 @@ mod tests {
                 arg: None
             }
         );
+        assert!(!vcpu.is_stopped());
+        assert_eq!(
+            vcpu.run().unwrap(),
+            ExitReason::MmioRead {
+                addr: 0x10,
+                width: 4
+            }
+        );
+        assert_eq!(runs(&record), 2);
+        // A kick on the running hart is an external interrupt.
+        assert_eq!(vcpu.run().unwrap(), ExitReason::ExternalInterrupt);
         // HSM hart_stop parks it in KVM_RUN; a kick returns EINTR and mp_state says STOPPED.
         vcpu.backend.force_mp_state(MpState::Stopped);
         assert_eq!(vcpu.run().unwrap(), ExitReason::CpuDown);

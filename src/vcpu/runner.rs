@@ -291,14 +291,6 @@ static FIRST_EXIT_LOGGED: AtomicBool = AtomicBool::new(false);
 /// leaves before re-entering the guest, so the guest runs no instruction after asking. A stop,
 /// pause or counter request made elsewhere (another vCPU, the console's Ctrl-A x, a signal,
 /// the API) is seen after a cold exit, which the kicks provide.
-///
-/// On riscv64 the loop is its own function in a section that starts on a page boundary
-/// ([`HOT_SECTION`]): under QEMU each code page an exit touches costs a software-TLB refill
-/// after every `KVM_RUN`, and where the linker happened to put the loop decided whether its hot
-/// path spanned one page or two (measured: +0.37 us a hypercall and an MMIO read when it
-/// straddled a boundary).
-#[inline(never)]
-#[cfg_attr(target_arch = "riscv64", link_section = ".text.rvvmm_hot")]
 pub fn vcpu_loop<B: VcpuBackend>(mut vcpu: Vcpu<B>, ctx: &VcpuContext) {
     if vcpu.id() == 0 {
         startup_step("vCPU 0 thread entering the guest");
@@ -312,8 +304,8 @@ pub fn vcpu_loop<B: VcpuBackend>(mut vcpu: Vcpu<B>, ctx: &VcpuContext) {
     loop {
         let (flow, hot) = match vcpu.run() {
             Ok(exit) => {
-                // A stopped vCPU's `Nothing` is its poll, not a guest exit.
-                let guest_exit = exit != ExitReason::Nothing || !vcpu.is_stopped();
+                // A stopped hart's `Nothing` is a kick that ended its wait, not a guest exit.
+                let guest_exit = !matches!(exit, ExitReason::Nothing) || !vcpu.is_stopped();
                 let hot = guest_exit
                     && matches!(
                         exit,
@@ -344,18 +336,6 @@ pub fn vcpu_loop<B: VcpuBackend>(mut vcpu: Vcpu<B>, ctx: &VcpuContext) {
     }
 }
 
-/// The section of the vCPU loop: page-aligned by this directive (the assembler raises the
-/// section's alignment to it, so the linker starts the section, and the loop, on a page).
-#[cfg(target_arch = "riscv64")]
-pub const HOT_SECTION: &str = ".text.rvvmm_hot";
-
-#[cfg(target_arch = "riscv64")]
-core::arch::global_asm!(
-    ".pushsection .text.rvvmm_hot,\"ax\",@progbits",
-    ".balign 4096",
-    ".popsection"
-);
-
 /// After a cold exit: publish the counters, obey a pending request (park while paused).
 /// Returns whether the thread must stop.
 #[cold]
@@ -376,9 +356,9 @@ fn vcpu_stops(ctx: &VcpuContext, stop: GuestStop, exits: &ExitCounts) {
 /// A vCPU error stops the VM with its message.
 #[cold]
 #[inline(never)]
-fn vcpu_failed(ctx: &VcpuContext, e: VcpuError, exits: &ExitCounts) {
+fn vcpu_failed(ctx: &VcpuContext, e: Box<VcpuError>, exits: &ExitCounts) {
     ctx.stats.publish(exits);
-    ctx.control.request(ExitRequest::VcpuFailed(Arc::new(e)));
+    ctx.control.request(ExitRequest::VcpuFailed(Arc::from(e)));
 }
 
 /// Logs the process's first guest exit (once, not again after a reboot).
@@ -401,17 +381,17 @@ pub fn handle_exit<B: VcpuBackend>(
     exit: ExitReason,
     ctx: &VcpuContext,
     counts: &mut ExitCounts,
-) -> Result<Flow, VcpuError> {
+) -> Result<Flow, Box<VcpuError>> {
     match exit {
         ExitReason::Nothing => {}
-        ExitReason::Hypercall { nr, args } => {
+        ExitReason::Hypercall { nr, ref args } => {
             counts.hypercall += 1;
             if ctx.log_hypercalls {
-                log_hypercall(nr, &args);
+                log_hypercall(nr, args);
             }
             let answer = match &ctx.hypercall {
-                Some(handler) => handler(nr, &args),
-                None => hypercall::answer(nr, &args),
+                Some(handler) => handler(nr, args),
+                None => hypercall::answer(nr, args),
             };
             let (error, value) = match answer {
                 hypercall::Answer::Continue(pair) => pair,
@@ -432,7 +412,9 @@ pub fn handle_exit<B: VcpuBackend>(
                 .bus
                 .write(addr, &data.to_le_bytes()[..usize::from(width)]));
         }
-        other => return handle_rare_exit(vcpu.id(), other, counts),
+        // By reference into the cold function: a by-value move of the 64-byte exit there had
+        // LLVM copy it with a memcpy call on every exit (measured in the bench).
+        _ => return handle_rare_exit(vcpu.id(), &exit, counts),
     }
     Ok(CONTINUE)
 }
@@ -448,10 +430,10 @@ fn log_hypercall(nr: u64, args: &[u64; 6]) {
 #[inline(never)]
 fn handle_rare_exit(
     vcpu: u32,
-    exit: ExitReason,
+    exit: &ExitReason,
     counts: &mut ExitCounts,
-) -> Result<Flow, VcpuError> {
-    match exit {
+) -> Result<Flow, Box<VcpuError>> {
+    match *exit {
         ExitReason::ExternalInterrupt => counts.interrupted += 1,
         ExitReason::SystemDown { .. } | ExitReason::SystemReset { .. } | ExitReason::Halt => {
             counts.system += 1
@@ -460,7 +442,7 @@ fn handle_rare_exit(
         ExitReason::NestedPageFault { .. } | ExitReason::FailEntry { .. } => counts.failure += 1,
         _ => {}
     }
-    Ok(Flow::Break(match exit {
+    Ok(Flow::Break(match *exit {
         ExitReason::CpuUp { target_cpu, .. } => {
             log::info!("hart {target_cpu} started");
             return Ok(CONTINUE);
@@ -479,9 +461,11 @@ fn handle_rare_exit(
         ExitReason::SystemDown { .. } => GuestStop::Shutdown,
         ExitReason::SystemReset { .. } => GuestStop::Reboot,
         ExitReason::NestedPageFault { addr, size } => {
-            return Err(VcpuError::MemoryFault { vcpu, addr, size })
+            return Err(VcpuError::MemoryFault { vcpu, addr, size }.into())
         }
-        ExitReason::FailEntry { reason } => return Err(VcpuError::FailEntry { vcpu, reason }),
+        ExitReason::FailEntry { reason } => {
+            return Err(VcpuError::FailEntry { vcpu, reason }.into())
+        }
         ExitReason::Nothing
         | ExitReason::ExternalInterrupt
         | ExitReason::Hypercall { .. }

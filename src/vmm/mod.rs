@@ -54,7 +54,7 @@ pub enum VmmError {
     Hypervisor(#[from] HypervisorError),
     /// A vCPU failed while being built.
     #[error(transparent)]
-    Vcpu(#[from] VcpuError),
+    Vcpu(#[from] Box<VcpuError>),
     /// The device tree could not be built.
     #[error(transparent)]
     Fdt(#[from] FdtError),

@@ -51,7 +51,7 @@ pub struct Options {
 }
 
 /// The benchmark's parts, for `--only`.
-pub const PARTS: &[&str] = &["exits", "boot", "blk", "startup"];
+pub const PARTS: &[&str] = &["exits", "boot", "blk", "startup", "idle"];
 
 /// A shell loop running `body` for `$v` = each of `vmms` in each repetition `$r`, the order
 /// reversed every other repetition so that none always runs first.
@@ -142,6 +142,75 @@ fn startup_case(reps: usize, lkvm: bool) -> Case {
         &["bare", "rvvmm"]
     };
     bench_case("bench_startup", interleaved(reps, vmms, &body))
+}
+
+/// Seconds of idle guest each idle sample measures.
+const IDLE_S: u32 = 10;
+
+/// The idle guests: name, vCPUs, how the VMMs run it. `bare`: a bare-metal guest whose hart 0
+/// waits in wfi and never starts the others; `linux`: Linux idle at its shell prompt (input
+/// from a FIFO that stays open), `maxcpus=1` keeping the other harts stopped.
+const IDLE_GUESTS: &[(&str, u32, &str)] = &[
+    ("bare", 1, ""),
+    ("bare", 2, ""),
+    ("bare", 8, ""),
+    ("linux", 1, ""),
+    ("linux", 2, ""),
+    ("linux", 8, ""),
+    ("linux_maxcpus1", 8, "maxcpus=1"),
+];
+
+/// The VMM's CPU time (utime + stime of every thread, in 10 ms ticks) over [`IDLE_S`] seconds
+/// of an idle guest, once it has settled, for rvvmm and (with `--lkvm`) kvmtool: lines
+/// `@@IDLE vmm guest cpus rep ticks=N`.
+fn idle_case(reps: usize, lkvm: bool) -> Case {
+    let mut body = String::from(
+        "mkfifo /tmp/idle.in 2>/dev/null; ( sleep 100000 ) > /tmp/idle.in & feeder=$!\n",
+    );
+    for (guest, cpus, extra) in IDLE_GUESTS {
+        let (rv, lk) = if guest.starts_with("linux") {
+            (
+                format!("/rvvmm --kernel /l2/Image --initrd /l2/initrd.cpio --cpus {cpus} --memory 256M --cmdline 'console=ttyS0 quiet rvvmm.test=shell {extra}'"),
+                format!("/lkvm run {LKVM_FLAGS} -k /l2/Image -i /l2/initrd.cpio -m 256 -c {cpus} -p 'console=ttyS0 quiet rvvmm.test=shell {extra}'"),
+            )
+        } else {
+            (
+                format!("/rvvmm --kernel /guests/idle.bin --cpus {cpus} --memory 64M"),
+                format!("/lkvm run {LKVM_FLAGS} -k /guests/idle.bin -m 64 -c {cpus} -p quiet"),
+            )
+        };
+        let _ = write!(
+            body,
+            "case $v in rvvmm) {rv} < /tmp/idle.in > /tmp/idle.out 2>&1 & ;; *) {lk} < /tmp/idle.in > /tmp/idle.out 2>&1 & ;; esac\n\
+             pid=$!\n\
+             for i in $(seq 1 600); do grep -q -E '@@L2 shell ready|idle: hart 0' /tmp/idle.out && break; sleep 0.2; done\n\
+             sleep 2; t0=$(awk '{{ print $14 + $15 }}' /proc/$pid/stat); sleep {IDLE_S}; t1=$(awk '{{ print $14 + $15 }}' /proc/$pid/stat)\n\
+             kill -TERM $pid 2>/dev/null; sleep 1; kill -KILL $pid 2>/dev/null; wait $pid 2>/dev/null\n\
+             echo \"@@IDLE $v {guest} {cpus} $r ticks=$((t1 - t0))\"\n"
+        );
+    }
+    body.push_str("kill $feeder");
+    let vmms: &[&str] = if lkvm { &["rvvmm", "lkvm"] } else { &["rvvmm"] };
+    bench_case("bench_idle", interleaved(reps, vmms, &body))
+}
+
+/// `@@IDLE vmm guest cpus rep ticks=N` lines, as CPU seconds per [`IDLE_S`] seconds.
+fn idle_samples(output: &str) -> Vec<Sample> {
+    output
+        .lines()
+        .filter_map(|l| {
+            let mut f = l.strip_prefix("@@IDLE ")?.split_whitespace();
+            let (vmm, guest, cpus) = (f.next()?, f.next()?, f.next()?);
+            let rep = f.next()?.parse().ok()?;
+            let ticks: f64 = f.next()?.strip_prefix("ticks=")?.parse().ok()?;
+            Some(Sample {
+                vmm: vmm.into(),
+                what: format!("idle_{guest}_{cpus}"),
+                rep,
+                value: ticks / 100.0,
+            })
+        })
+        .collect()
 }
 
 /// `@@EXEC vmm rep first_output_us=N exit_us=N rc=N` lines: a run that failed or printed
@@ -389,6 +458,7 @@ pub fn run(opts: &Options) -> Result<bool, String> {
         ("boot", boot_case(opts.reps, opts.lkvm.is_some())),
         ("blk", blk_case(opts.reps)),
         ("startup", startup_case(opts.reps, opts.lkvm.is_some())),
+        ("idle", idle_case(opts.reps, opts.lkvm.is_some())),
     ]
     .into_iter()
     .filter(|(part, _)| want(part))
@@ -429,6 +499,7 @@ pub fn run(opts: &Options) -> Result<bool, String> {
         samples.extend(boot_samples(&output("bench_boot")));
         samples.extend(blk_samples(&output("bench_blk")));
         samples.extend(startup_samples(&output("bench_startup")));
+        samples.extend(idle_samples(&output("bench_idle")));
 
         println!(
             "bench[{}] L1 kernel {kernel}, {}, {} repetitions, interleaved",
@@ -597,6 +668,28 @@ pub fn run(opts: &Options) -> Result<bool, String> {
                 _ => {
                     println!("bench[{}] startup: missing samples (a run failed?)", mode.name());
                     complete = false;
+                }
+            }
+        }
+        if want("idle") {
+            println!(
+                "bench[{}] idle guest, VMM CPU seconds per {IDLE_S} s (utime + stime, all threads):",
+                mode.name()
+            );
+            for (guest, cpus, _) in IDLE_GUESTS {
+                let what = format!("idle_{guest}_{cpus}");
+                let (rv, lk) = (med(&samples, "rvvmm", &what), med(&samples, "lkvm", &what));
+                match rv {
+                    Some(r) => println!(
+                        "bench[{}]   {guest:<15} {cpus} vCPU(s): rvvmm {r:.2} s{}",
+                        mode.name(),
+                        lk.map(|l| format!(", kvmtool {l:.2} s"))
+                            .unwrap_or_default()
+                    ),
+                    None => {
+                        println!("bench[{}]   {guest} {cpus}: missing samples", mode.name());
+                        complete = false;
+                    }
                 }
             }
         }

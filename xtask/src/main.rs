@@ -26,7 +26,7 @@ use mode::Mode;
 
 const USAGE: &str =
     "usage: cargo xtask <test | lab [--mode plic|aia|both] [--case NAME]... | demo \
-     | bench [--mode plic|aia|both] [--reps N] [--lkvm PATH] [--only exits,boot,blk,startup] \
+     | bench [--mode plic|aia|both] [--reps N] [--lkvm PATH] [--only exits,boot,blk,startup,idle] \
      [--baseline REV]>";
 
 fn main() -> ExitCode {

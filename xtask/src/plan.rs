@@ -24,6 +24,9 @@ pub enum Check {
     Report(&'static str),
     /// These texts appear in this order; lines starting with `@@API ` go into the result line.
     InOrder(&'static [&'static str]),
+    /// Every `@@IDLE ... ticks=N` line has N at most this (rvvmm's CPU time, in 10 ms ticks,
+    /// over a window of an idle guest); the lines go into the result line.
+    IdleTicksAtMost(u64),
 }
 
 /// One lab case.
@@ -308,6 +311,43 @@ pub fn cases() -> Vec<Case> {
                 stop_race("stop_race_reboot"),
                 0,
                 &["stop_race_reboot: 200 of 200 runs exited 42, 0 ran on after the stop"],
+            )
+        },
+        Case {
+            check: Check::IdleTicksAtMost(5),
+            ..case(
+                "idle_stopped_harts_cost_nothing",
+                "for n in 1 8; do\n\
+                 /rvvmm --kernel /guests/idle.bin --cpus $n --memory 64M > /tmp/idle.out 2>&1 &\n\
+                 pid=$!; sleep 1\n\
+                 t0=$(awk '{ print $14 + $15 }' /proc/$pid/stat); sleep 5; t1=$(awk '{ print $14 + $15 }' /proc/$pid/stat)\n\
+                 kill -TERM $pid; wait $pid; rc=$?\n\
+                 echo \"@@IDLE cpus=$n over 5 s: ticks=$((t1 - t0)) (status $rc)\"\n\
+                 cat /tmp/idle.out\n\
+                 done",
+                0,
+                &["idle: hart 0 in wfi", "(status 0)"],
+            )
+        },
+        Case {
+            timeout: 300,
+            check: Check::IdleTicksAtMost(10),
+            ..case(
+                "linux_cpu_offline_online",
+                "/rvvmm --kernel /l2/Image --initrd /l2/initrd.cpio --cpus 2 --memory 256M --cmdline 'console=ttyS0 quiet rvvmm.test=hotplug rvvmm.offline_s=6' > /tmp/hp.out 2>&1 &\n\
+                 pid=$!\n\
+                 for i in $(seq 1 600); do grep -q 'cpu1 offline' /tmp/hp.out && break; sleep 0.2; done\n\
+                 sleep 1; t0=$(awk '{ print $14 + $15 }' /proc/$pid/stat); sleep 3; t1=$(awk '{ print $14 + $15 }' /proc/$pid/stat)\n\
+                 wait $pid; echo \"rvvmm status $?\"\n\
+                 echo \"@@IDLE with cpu1 offline, over 3 s: ticks=$((t1 - t0))\"\n\
+                 cat /tmp/hp.out",
+                0,
+                &[
+                    "@@L2 cpu1 offline, online: 0",
+                    "@@L2 cpu1 back, online: 0-1",
+                    "@@L2 a task on cpu1 ran on cpu 1",
+                    "rvvmm status 0",
+                ],
             )
         },
         case(
@@ -771,6 +811,28 @@ pub fn judge(c: &Case, mode: Mode, ran: Option<&Ran>) -> Verdict {
                     }
                     for line in ran.output.lines().filter(|l| l.starts_with("@@API ")) {
                         detail.push_str(&format!(", {}", &line[6..]));
+                    }
+                }
+                Check::IdleTicksAtMost(limit) => {
+                    let lines: Vec<&str> = ran
+                        .output
+                        .lines()
+                        .filter(|l| l.starts_with("@@IDLE "))
+                        .collect();
+                    if lines.is_empty() {
+                        problems.push("no @@IDLE lines".into());
+                    }
+                    for line in lines {
+                        detail.push_str(&format!(", {}", &line[7..]));
+                        let ticks = line
+                            .split("ticks=")
+                            .nth(1)
+                            .and_then(|t| t.split_whitespace().next()?.parse::<u64>().ok());
+                        match ticks {
+                            Some(t) if t <= limit => {}
+                            Some(t) => problems.push(format!("{t} ticks (limit {limit})")),
+                            None => problems.push(format!("no ticks in {line:?}")),
+                        }
                     }
                 }
                 Check::Report(prefix) => {
