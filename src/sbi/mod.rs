@@ -95,8 +95,8 @@ impl Sbi {
         }
     }
 
-    /// Answers one forwarded call. Always inlined into the vCPU loop (measured: once the loop
-    /// grew, LLVM called it out of line, one more page on every SBI exit).
+    /// Answers one forwarded call. Always inlined into the vCPU loop (seen in the riscv64
+    /// build: once the loop grew, LLVM called it out of line, one more page on every SBI exit).
     #[inline(always)]
     pub fn dispatch(&mut self, call: &SbiCall) -> SbiOutcome {
         // A match, not a walk of HANDLERS through function pointers: the handlers inline into

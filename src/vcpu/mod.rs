@@ -70,9 +70,10 @@ pub enum VcpuError {
     },
 }
 
-/// Result type of the vCPU layer. The error is boxed: the exit path returns a
-/// `Result<ExitReason>` on every exit, and an unboxed error made that value large and oddly
-/// laid out (LLVM then moved it with memcpy calls; measured in the lab's bench).
+/// Result type of the vCPU layer. The error is boxed so that the `Result<ExitReason>` the exit
+/// path returns on every exit stays the size of the exit itself (the error enum grew with
+/// this layer's variants; a larger, differently laid out Result is what LLVM had started
+/// moving with memcpy calls).
 pub type Result<T> = std::result::Result<T, Box<VcpuError>>;
 
 /// What `new` needs besides the vCPU index (riscv_vcpu's `VCpuConfig`).

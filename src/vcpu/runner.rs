@@ -207,17 +207,18 @@ impl VcpuThreads {
         self.control.request_sync();
         let count = self.threads.len();
         let control = &self.control;
-        if !self.kick_until(SYNC_TIMEOUT, || control.wait_synced(count, Duration::ZERO)) {
+        if !self.kick_until(SYNC_TIMEOUT, |wait| control.wait_synced(count, wait)) {
             log::warn!("not every vCPU published its counters within 1 s");
         }
         self.control.end_sync();
     }
 
-    /// Kicks every thread still running until `done` says so (checked on the control's
-    /// condvar between kicks), or until `timeout`.
-    fn kick_until(&self, timeout: Duration, done: impl Fn() -> bool) -> bool {
+    /// Kicks every thread still running until `done` says so, or until `timeout`. `done(wait)`
+    /// waits up to `wait` on the control's condvar, so it returns as soon as the last thread
+    /// has done what was asked, not at the next kick.
+    fn kick_until(&self, timeout: Duration, done: impl Fn(Duration) -> bool) -> bool {
         let start = std::time::Instant::now();
-        while !done() {
+        while !done(Duration::ZERO) {
             if start.elapsed() > timeout {
                 return false;
             }
@@ -225,11 +226,7 @@ impl VcpuThreads {
                 // The thread may finish between the check and the kill; ESRCH is harmless then.
                 let _ = thread.kill(KICK_SIGNAL());
             }
-            std::thread::sleep(Duration::from_micros(100));
-            if done() {
-                break;
-            }
-            std::thread::sleep(KICK_INTERVAL);
+            done(KICK_INTERVAL);
         }
         true
     }
@@ -239,7 +236,7 @@ impl VcpuThreads {
         self.control.pause();
         let count = self.threads.len();
         let control = &self.control;
-        if self.kick_until(PAUSE_TIMEOUT, || control.wait_parked(count, Duration::ZERO)) {
+        if self.kick_until(PAUSE_TIMEOUT, |wait| control.wait_parked(count, wait)) {
             Ok(())
         } else {
             self.control.resume();
@@ -261,9 +258,8 @@ impl VcpuThreads {
         }
         let count = self.threads.len();
         let control = &self.control;
-        self.kick_until(Duration::MAX, || {
-            control.wait_vcpus_ended(count, Duration::ZERO)
-                || self.threads.iter().all(|t| t.is_finished())
+        self.kick_until(Duration::MAX, |wait| {
+            control.wait_vcpus_ended(count, wait) || self.threads.iter().all(|t| t.is_finished())
         });
         for thread in self.threads.drain(..) {
             if thread.join().is_err() {
