@@ -123,3 +123,26 @@ fn remote_without_a_command_is_a_usage_error() {
     let out = rvvmm(&["remote", "--api-socket", "/tmp/x.sock"]);
     assert_eq!(out.status.code(), Some(2));
 }
+
+#[test]
+fn an_unusable_api_socket_path_is_a_one_line_error() {
+    let kernel = temp_file("rvvmm-cli-api", "guest.bin", [0x73, 0x00, 0x50, 0x10]);
+    let kernel = kernel.to_str().unwrap();
+    // A directory that does not exist.
+    let out = rvvmm(&[
+        "--kernel",
+        kernel,
+        "--api-socket",
+        "/nonexistent/dir/api.sock",
+    ]);
+    assert_one_line_error(
+        &out,
+        1,
+        "--api-socket /nonexistent/dir/api.sock: No such file",
+    );
+    // A file that is not a socket: refused, and left alone.
+    let file = temp_file("rvvmm-cli-api", "not-a-socket", b"keep me");
+    let out = rvvmm(&["--kernel", kernel, "--api-socket", file.to_str().unwrap()]);
+    assert_one_line_error(&out, 1, "the path exists and is not a socket");
+    assert_eq!(std::fs::read(&file).unwrap(), b"keep me");
+}
