@@ -24,5 +24,21 @@ pub mod vcpu;
 pub mod vmm;
 
 pub use config::VmConfig;
+
+/// An error and its causes on one line: "outer: inner: innermost", skipping a cause whose
+/// text the outer message already has.
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        let more = s.to_string();
+        if !text.contains(&more) {
+            text.push_str(": ");
+            text.push_str(&more);
+        }
+        source = s.source();
+    }
+    text
+}
 pub use vcpu::{ExitReason, Vcpu, VcpuConfig};
 pub use vmm::Vmm;

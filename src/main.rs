@@ -1,6 +1,6 @@
-//! The `rvvmm` command: flags → [`VmConfig`] → [`Vmm::run`]; every error becomes one line on
-//! stderr and a non-zero exit status (2 for usage errors, from clap). `rvvmm remote` drives a
-//! running rvvmm through its API instead.
+//! The `rvvmm` command: flags (over a `--config` file) → [`VmConfig`] → [`Vmm::run`]; every
+//! error becomes one line on stderr and a non-zero exit status (2 for usage and configuration
+//! errors). `rvvmm remote` drives a running rvvmm through its API instead.
 
 use std::error::Error;
 use std::process::ExitCode;
@@ -8,13 +8,16 @@ use std::process::ExitCode;
 use clap::Parser;
 use rvvmm::api::client;
 use rvvmm::api::server::ApiServer;
-use rvvmm::config::{Args, Command, RemoteArgs};
+use rvvmm::config::cli::{Args, Command, RemoteArgs};
+use rvvmm::config::json::VmConfigJson;
+use rvvmm::config::{ConfigError, Source, Sources};
 use rvvmm::console::terminal::{stdin_is_tty, RawTerminal};
 use rvvmm::console::StdioConsole;
 use rvvmm::hypervisor::HypervisorError;
 use rvvmm::signals::StopSignals;
 use rvvmm::startup::{process_start, startup_step};
-use rvvmm::{VmConfig, Vmm};
+use rvvmm::vmm::VmmError;
+use rvvmm::{error_chain, VmConfig, Vmm};
 
 fn main() -> ExitCode {
     process_start();
@@ -29,8 +32,11 @@ fn main() -> ExitCode {
     match run(args) {
         Ok(status) => ExitCode::from(status.clamp(0, 255) as u8),
         Err(e) => {
-            eprintln!("rvvmm: {}", chain(e.as_ref()));
-            ExitCode::FAILURE
+            eprintln!("rvvmm: {}", error_chain(e.as_ref()));
+            // A configuration error is a usage error, as clap's are.
+            let usage = e.downcast_ref::<ConfigError>().is_some()
+                || matches!(e.downcast_ref::<VmmError>(), Some(VmmError::Config(_)));
+            ExitCode::from(if usage { 2 } else { 1 })
         }
     }
 }
@@ -40,18 +46,34 @@ fn run(args: Args) -> Result<i32, Box<dyn Error>> {
     let signals = StopSignals::block()
         .map_err(|e| log::warn!("stop signals will end rvvmm without a clean stop: {e}"))
         .ok();
-    let api_socket = args.api_socket.clone();
-    let config = VmConfig::from(args);
-    let interactive = stdin_is_tty();
-    let console = StdioConsole::new(interactive);
-    let dump = config.dump_dtb.clone();
-    let mut vmm = Vmm::new(config, console.clone())?;
-    if let Some(path) = dump {
-        vmm.dump_dtb(&make_vm()?, &path)?;
+    if args.list_extensions {
+        return list_extensions();
+    }
+    let described = args.vm_config()?;
+    if args.print_config {
+        let Some((config, sources)) = described else {
+            return Err(
+                ConfigError::Format("--print-config needs --kernel or --config".into()).into(),
+            );
+        };
+        print_config(&config, &sources)?;
         return Ok(0);
     }
-    if let Some(path) = api_socket {
-        vmm = vmm.with_api(ApiServer::bind(&path)?)?;
+    let interactive = stdin_is_tty();
+    let console = StdioConsole::new(interactive);
+    let mut vmm = match described {
+        Some((config, sources)) => Vmm::new(config, console.clone()).map_err(|e| match e {
+            VmmError::Config(e) => as_given(e, &sources),
+            e => e.into(),
+        })?,
+        None => Vmm::without_vm(console.clone()),
+    };
+    if let Some(path) = &args.dump_dtb {
+        vmm.dump_dtb(&make_vm()?, path)?;
+        return Ok(0);
+    }
+    if let Some(path) = &args.api_socket {
+        vmm = vmm.with_api(ApiServer::bind(path)?)?;
     }
     if let Some(signals) = signals {
         vmm = vmm.with_stop_signals(signals);
@@ -66,7 +88,20 @@ fn run(args: Args) -> Result<i32, Box<dyn Error>> {
 }
 
 fn run_remote(args: &RemoteArgs) -> ExitCode {
-    match client::remote(&args.api_socket, &args.command, args.json.as_deref()) {
+    // `create vm.json`: a body that is not JSON text is a file holding it.
+    let body = match args.json.as_deref() {
+        Some(text) if !text.trim_start().starts_with(['{', '[']) => {
+            match read_body_file(std::path::Path::new(text)) {
+                Ok(body) => Some(body),
+                Err(e) => {
+                    eprintln!("rvvmm remote: {text}: {e}");
+                    return ExitCode::FAILURE;
+                }
+            }
+        }
+        other => other.map(str::to_string),
+    };
+    match client::remote(&args.api_socket, &args.command, body.as_deref()) {
         Ok(body) => {
             // The request succeeded; a reader that went away early (`| grep -q`) is no error
             // (println! would panic on the broken pipe).
@@ -83,6 +118,19 @@ fn run_remote(args: &RemoteArgs) -> ExitCode {
     }
 }
 
+/// A request body from a file, bounded as config files are.
+fn read_body_file(path: &std::path::Path) -> std::io::Result<String> {
+    use std::io::Read;
+    let mut text = String::new();
+    std::fs::File::open(path)?
+        .take(rvvmm::config::json::MAX_CONFIG_BYTES + 1)
+        .read_to_string(&mut text)?;
+    if text.len() as u64 > rvvmm::config::json::MAX_CONFIG_BYTES {
+        return Err(std::io::Error::other("too large for a request body"));
+    }
+    Ok(text)
+}
+
 #[cfg(target_arch = "riscv64")]
 fn make_vm() -> Result<rvvmm::hypervisor::kvm::KvmVm, HypervisorError> {
     rvvmm::hypervisor::kvm::KvmVm::new()
@@ -93,17 +141,82 @@ fn make_vm() -> Result<rvvmm::hypervisor::scripted::ScriptedVm, HypervisorError>
     Err(HypervisorError::Unsupported(std::env::consts::ARCH))
 }
 
-/// "outer: inner: innermost", skipping a cause whose text the outer message already has.
-fn chain(e: &dyn Error) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        let more = s.to_string();
-        if !text.contains(&more) {
-            text.push_str(": ");
-            text.push_str(&more);
+/// A config error about a value a flag gave names the flag rather than the JSON field.
+fn as_given(e: ConfigError, sources: &Sources) -> Box<dyn Error> {
+    match e {
+        ConfigError::Field { field, message } => {
+            let field = match sources.of(&field) {
+                Some(Source::Flag(flag)) => flag.to_string(),
+                _ => field,
+            };
+            ConfigError::Field { field, message }.into()
         }
-        source = s.source();
+        e => e.into(),
     }
-    text
+}
+
+/// `--print-config`: the effective config as JSON on stdout; where each value came from on
+/// stderr.
+fn print_config(config: &VmConfig, sources: &Sources) -> Result<(), Box<dyn Error>> {
+    let resolved = config.resolve().map_err(|e| as_given(e, sources))?;
+    let mut sources = sources.clone();
+    if config.memory.is_none() && resolved.dtb.is_some() && config.dtb.is_some() {
+        sources.set("memory.size", Source::Dtb);
+    }
+    if config.cpus.is_none() && resolved.dtb.is_some() {
+        sources.set("cpus", Source::Dtb);
+    }
+    let effective = VmConfigJson::new(config, &resolved);
+    let value = serde_json::to_value(&effective)?;
+    let dtb = config.dtb.as_ref().map(|p| p.display().to_string());
+    let mut leaves = Vec::new();
+    leaf_paths(&value, String::new(), &mut leaves);
+    for (path, shown) in leaves {
+        let from = match sources.of(&path) {
+            Some(Source::Flag(flag)) => flag.to_string(),
+            Some(Source::File) => "config file".into(),
+            Some(Source::Api) => "vm.create".into(),
+            Some(Source::Dtb) => format!("dtb {}", dtb.as_deref().unwrap_or("")),
+            None => "default".into(),
+        };
+        eprintln!("{path} = {shown}  ({from})");
+    }
+    use std::io::Write;
+    let text = serde_json::to_string_pretty(&effective)?;
+    let _ = writeln!(std::io::stdout().lock(), "{text}");
+    Ok(())
+}
+
+fn leaf_paths(value: &serde_json::Value, at: String, out: &mut Vec<(String, String)>) {
+    use serde_json::Value;
+    match value {
+        Value::Object(map) => {
+            for (k, v) in map {
+                let path = if at.is_empty() {
+                    k.clone()
+                } else {
+                    format!("{at}.{k}")
+                };
+                leaf_paths(v, path, out);
+            }
+        }
+        Value::Array(items) if !items.is_empty() => {
+            for (i, v) in items.iter().enumerate() {
+                leaf_paths(v, format!("{at}[{i}]"), out);
+            }
+        }
+        _ => out.push((at, value.to_string())),
+    }
+}
+
+/// `--list-extensions`.
+fn list_extensions() -> Result<i32, Box<dyn Error>> {
+    let vm = make_vm()?;
+    use std::io::Write;
+    let _ = write!(
+        std::io::stdout().lock(),
+        "{}",
+        rvvmm::vcpu::extensions::report(&vm)?
+    );
+    Ok(0)
 }

@@ -33,11 +33,11 @@ fn start(tag: &str) -> (PathBuf, mpsc::Receiver<Result<i32, String>>) {
     let config = VmConfig {
         kernel,
         memory: Some(16 << 20),
-        cpus: 2,
+        cpus: Some(2),
         testdev: true,
         ..Default::default()
     };
-    let vmm = Vmm::new(config, std::sync::Arc::new(BufferConsole::default()))
+    let mut vmm = Vmm::new(config, std::sync::Arc::new(BufferConsole::default()))
         .unwrap()
         .with_api(ApiServer::bind(&socket).unwrap())
         .unwrap();
@@ -228,4 +228,77 @@ fn a_socket_path_is_taken_only_when_nobody_listens() {
     let err = ApiServer::bind(&file).err().unwrap();
     assert!(matches!(err, ApiError::NotASocket(_)), "{err}");
     assert_eq!(std::fs::read(&file).unwrap(), b"x", "left alone");
+}
+
+/// rvvmm started with only an API socket: no VM until `vm.create`, which takes a Cloud
+/// Hypervisor VmConfig, refuses a bad one with the CLI's message, and `vm.boot` starts it;
+/// `vm.delete` forgets it.
+#[test]
+fn create_boot_shutdown_delete_over_the_api() {
+    let dir = temp_dir("create");
+    let kernel = dir.join("guest.bin");
+    std::fs::write(&kernel, [0x73, 0x00, 0x50, 0x10]).unwrap();
+    let socket = dir.join("api.sock");
+    let mut vmm = Vmm::without_vm(std::sync::Arc::new(BufferConsole::default()))
+        .with_api(ApiServer::bind(&socket).unwrap())
+        .unwrap();
+    let (done, finished) = mpsc::channel();
+    std::thread::spawn(move || {
+        let status =
+            vmm.run(|| Ok(ScriptedVm::new().script(0, MpState::Runnable, vec![Step::Idle])));
+        let _ = done.send(status.map_err(|e| e.to_string()));
+    });
+    let send = |endpoint: &str, body: &str| call(&socket, "PUT", endpoint, Some(body)).unwrap();
+
+    let info = get(&socket, "vm.info");
+    assert_eq!(info.status, 404, "{info:?}");
+    assert!(info.body.contains("no VM is created"), "{info:?}");
+    assert_eq!(put(&socket, "vm.boot").status, 404);
+
+    // Refused, with the field named, and nothing created.
+    for (bad, needle) in [
+        ("{\"payload\": {\"kernel\": 7}}", "payload.kernel: invalid type"),
+        ("{\"payload\": {}, \"pmem\": [{\"file\": \"x\"}]}", "pmem:"),
+        ("{\"payload\": {\"kernel\": \"/nonexistent/Image\"}}", "payload.kernel: /nonexistent/Image: No such file"),
+        ("{\"payload\": {\"kernel\": \"k\"}, \"memory\": {\"size\": 4096}}", "memory.size: 4096 bytes is less than"),
+        ("{\"payload\": {\"kernel\": \"k\"}, \"cpus\": {\"boot_vcpus\": 1, \"topology\": {\"packages\": 2}}}", "cpus.topology"),
+    ] {
+        let answer = send("vm.create", bad);
+        assert_eq!(answer.status, 400, "{bad}: {answer:?}");
+        assert!(answer.body.contains(needle), "{needle:?} not in {answer:?}");
+    }
+    assert_eq!(get(&socket, "vm.info").status, 404);
+
+    // What Kata sends carries Cloud Hypervisor's defaults: accepted.
+    let config = format!(
+        "{{\"cpus\": {{\"boot_vcpus\": 1, \"max_vcpus\": 1}}, \"memory\": {{\"size\": 16777216, \"shared\": false}}, \
+         \"payload\": {{\"kernel\": \"{}\", \"cmdline\": \"console=hvc0\"}}, \"iommu\": false, \"pvpanic\": false, \
+         \"serial\": {{\"mode\": \"Tty\"}}, \"console\": {{\"mode\": \"Off\", \"iommu\": false}}}}",
+        kernel.display()
+    );
+    assert_eq!(send("vm.create", &config).status, 204);
+    let info = body(&get(&socket, "vm.info"));
+    assert_eq!(info["state"], "Created");
+    assert_eq!(info["config"]["payload"]["cmdline"], "console=hvc0");
+    assert_eq!(info["config"]["memory"]["size"], 16u64 << 20);
+    let again = send("vm.create", &config);
+    assert_eq!(again.status, 405, "{again:?}");
+    assert_eq!(put(&socket, "vm.counters").status, 405);
+
+    assert_eq!(put(&socket, "vm.boot").status, 204);
+    assert_eq!(state(&socket), "Running");
+    assert_eq!(put(&socket, "vm.shutdown").status, 204);
+    assert_eq!(state(&socket), "Shutdown");
+    assert_eq!(put(&socket, "vm.delete").status, 204);
+    assert_eq!(get(&socket, "vm.info").status, 404);
+    // And a new one after it.
+    assert_eq!(send("vm.create", &config).status, 204);
+    assert_eq!(put(&socket, "vm.boot").status, 204);
+    assert_eq!(state(&socket), "Running");
+
+    assert_eq!(put(&socket, "vmm.shutdown").status, 204);
+    let status = finished
+        .recv_timeout(Duration::from_secs(10))
+        .expect("rvvmm did not end after vmm.shutdown");
+    assert_eq!(status, Ok(0));
 }

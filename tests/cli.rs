@@ -59,8 +59,8 @@ fn missing_kernel_names_the_path_and_the_os_error() {
     let out = rvvmm(&["--kernel", "/nonexistent/Image"]);
     assert_one_line_error(
         &out,
-        1,
-        "cannot read kernel /nonexistent/Image: No such file or directory",
+        2,
+        "--kernel: /nonexistent/Image: No such file or directory",
     );
 }
 
@@ -97,7 +97,11 @@ fn huge_pages_need_whole_pages_and_a_reservation() {
     let k = temp_file("rvvmm-cli-huge", "ok.bin", [0x73, 0x00, 0x50, 0x10]);
     let k = k.to_str().unwrap();
     let out = rvvmm(&["--kernel", k, "--hugepages", "--memory", "5M"]);
-    assert_one_line_error(&out, 1, "not a multiple of 2 MiB");
+    assert_one_line_error(
+        &out,
+        2,
+        "--memory: with hugepages, RAM must be a multiple of 2 MiB",
+    );
     // Without huge pages reserved the reservation fails at once, with the way to make some.
     let reserved = std::fs::read_to_string("/proc/sys/vm/nr_hugepages").unwrap_or_default();
     if reserved.trim() == "0" {
@@ -145,4 +149,88 @@ fn an_unusable_api_socket_path_is_a_one_line_error() {
     let out = rvvmm(&["--kernel", kernel, "--api-socket", file.to_str().unwrap()]);
     assert_one_line_error(&out, 1, "the path exists and is not a socket");
     assert_eq!(std::fs::read(&file).unwrap(), b"keep me");
+}
+
+/// `--print-config` turns a command line into a config file; flags override the file; a QEMU
+/// dtb gives the hart count and RAM size; stderr says where each value came from.
+#[test]
+fn print_config_round_trips_and_flags_override_the_file() {
+    let k = temp_file("rvvmm-cli-conf", "k.bin", [0x73, 0x00, 0x50, 0x10]);
+    let dtb = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/qemu-virt-smp2.dtb");
+    let out = rvvmm(&[
+        "--kernel",
+        k.to_str().unwrap(),
+        "--dtb",
+        dtb,
+        "--cmdline",
+        "console=ttyS0",
+        "--rng",
+        "--print-config",
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(json["cpus"]["boot_vcpus"], 2, "the dtb's harts");
+    assert_eq!(json["memory"]["size"], 2u64 << 30, "the dtb's RAM");
+    let err = stderr(&out);
+    assert!(err.contains("cpus.boot_vcpus = 2  (dtb "), "{err}");
+    assert!(
+        err.contains("payload.cmdline = \"console=ttyS0\"  (--cmdline)"),
+        "{err}"
+    );
+    assert!(err.contains("rvvmm.irqchip = \"auto\"  (default)"), "{err}");
+
+    let file = temp_file("rvvmm-cli-conf", "vm.json", &out.stdout);
+    let out = rvvmm(&[
+        "--config",
+        file.to_str().unwrap(),
+        "--cpus",
+        "1",
+        "--print-config",
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let again: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(again["cpus"]["boot_vcpus"], 1, "the flag wins");
+    assert_eq!(again["payload"], json["payload"]);
+    assert_eq!(again["rng"], json["rng"]);
+    let err = stderr(&out);
+    assert!(err.contains("cpus.boot_vcpus = 1  (--cpus)"), "{err}");
+    assert!(err.contains("payload.kernel = "), "{err}");
+    assert!(err.contains("(config file)"), "{err}");
+}
+
+#[test]
+fn bad_config_files_are_one_line_usage_errors() {
+    let k = temp_file("rvvmm-cli-badconf", "k.bin", [0x73, 0x00, 0x50, 0x10]);
+    let k = k.to_str().unwrap();
+    for (text, needle) in [
+        ("{".to_string(), "not JSON"),
+        (
+            format!("{{\"payload\": {{\"kernel\": \"{k}\"}}, \"cpus\": {{\"boot_vcpus\": 99}}}}"),
+            "cpus.boot_vcpus: 99 vCPUs",
+        ),
+        (
+            format!("{{\"payload\": {{\"kernel\": \"{k}\"}}, \"balloon\": {{\"size\": 1}}}}"),
+            "balloon: ",
+        ),
+        (
+            format!(
+                "{{\"payload\": {{\"kernel\": \"{k}\", \"initramfs\": \"/nonexistent/initrd\"}}}}"
+            ),
+            "payload.initramfs: /nonexistent/initrd: No such file",
+        ),
+        ("{\"payload\": {}}".to_string(), "payload.kernel: no kernel"),
+    ] {
+        let file = temp_file("rvvmm-cli-badconf", "vm.json", &text);
+        let out = rvvmm(&["--config", file.to_str().unwrap()]);
+        assert_one_line_error(&out, 2, needle);
+    }
+    let out = rvvmm(&["--config", "/nonexistent/vm.json"]);
+    assert_one_line_error(&out, 2, "config /nonexistent/vm.json: No such file");
+    let out = rvvmm(&["--config", "/"]);
+    assert_one_line_error(&out, 2, "not a regular file");
+    let out = rvvmm(&["--api-socket", "/tmp/x.sock", "--memory", "512M"]);
+    assert_one_line_error(&out, 2, "need --kernel or --config");
+    let out = rvvmm(&["--kernel", k, "--disable-isa", "q"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("unknown ISA extension 'q'"));
 }

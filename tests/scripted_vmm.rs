@@ -25,7 +25,7 @@ fn config(tag: &str, cpus: u32) -> VmConfig {
     VmConfig {
         kernel: kernel_file(tag),
         memory: Some(16 << 20),
-        cpus,
+        cpus: Some(cpus),
         testdev: true,
         ..Default::default()
     }
@@ -38,9 +38,11 @@ fn sbi(eid: u64, fid: u64, args: [u64; 6]) -> Step {
 #[test]
 fn dbcn_write_then_shutdown_prints_and_exits_zero() {
     let console = Arc::new(BufferConsole::default());
-    let vmm = Vmm::new(config("dbcn", 1), console.clone()).unwrap();
+    let mut vmm = Vmm::new(config("dbcn", 1), console.clone()).unwrap();
     let text = GuestAddress(0x8010_0000);
-    vmm.memory()
+    vmm.vm()
+        .unwrap()
+        .memory()
         .write_slice(b"hi from the guest\n", text)
         .unwrap();
     let status = vmm
@@ -59,7 +61,7 @@ fn dbcn_write_then_shutdown_prints_and_exits_zero() {
 #[test]
 fn finisher_and_testdev_over_the_bus() {
     let console = Arc::new(BufferConsole::default());
-    let vmm = Vmm::new(config("bus", 1), console).unwrap();
+    let mut vmm = Vmm::new(config("bus", 1), console).unwrap();
     let status = vmm
         .run(|| {
             let vm = ScriptedVm::new().script(
@@ -97,7 +99,7 @@ fn finisher_and_testdev_over_the_bus() {
 #[test]
 fn mmio_reads_are_answered_with_device_data() {
     let console = Arc::new(BufferConsole::default());
-    let vmm = Vmm::new(config("mmio", 1), console).unwrap();
+    let mut vmm = Vmm::new(config("mmio", 1), console).unwrap();
     let records = Arc::new(Mutex::new(Vec::new()));
     let keep = records.clone();
     vmm.run(move || {
@@ -139,7 +141,7 @@ fn mmio_reads_are_answered_with_device_data() {
 #[test]
 fn hypercalls_get_the_embedders_answer() {
     let console = Arc::new(BufferConsole::default());
-    let vmm = Vmm::new(config("hvc", 1), console)
+    let mut vmm = Vmm::new(config("hvc", 1), console)
         .unwrap()
         .with_hypercall_handler(Arc::new(|nr, args| {
             ControlFlow::Continue((0, nr + args.iter().sum::<u64>()))
@@ -164,7 +166,7 @@ fn hypercalls_get_the_embedders_answer() {
 #[test]
 fn reboot_boots_again_and_keeps_ram() {
     let console = Arc::new(BufferConsole::default());
-    let vmm = Vmm::new(config("reboot", 1), console).unwrap();
+    let mut vmm = Vmm::new(config("reboot", 1), console).unwrap();
     let marker = GuestAddress(0x8080_0000);
     let mut boots = 0;
     let status = vmm
@@ -180,13 +182,13 @@ fn reboot_boots_again_and_keeps_ram() {
         .unwrap();
     assert_eq!(status, 0);
     assert_eq!(boots, 2);
-    let _: u64 = vmm.memory().read_obj(marker).unwrap();
+    let _: u64 = vmm.vm().unwrap().memory().read_obj(marker).unwrap();
 }
 
 #[test]
 fn system_failure_and_vcpu_errors_stop_the_vm_with_a_message() {
     let console = Arc::new(BufferConsole::default());
-    let vmm = Vmm::new(config("fail", 1), console.clone()).unwrap();
+    let mut vmm = Vmm::new(config("fail", 1), console.clone()).unwrap();
     let err = vmm
         .run(|| {
             Ok(ScriptedVm::new().script(
@@ -198,7 +200,7 @@ fn system_failure_and_vcpu_errors_stop_the_vm_with_a_message() {
         .unwrap_err();
     assert!(err.to_string().contains("system failure"), "{err}");
 
-    let vmm = Vmm::new(config("fail2", 1), console).unwrap();
+    let mut vmm = Vmm::new(config("fail2", 1), console).unwrap();
     let err = vmm
         .run(|| {
             Ok(ScriptedVm::new().script(
@@ -214,7 +216,7 @@ fn system_failure_and_vcpu_errors_stop_the_vm_with_a_message() {
 #[test]
 fn secondary_harts_wait_stopped_until_started() {
     let console = Arc::new(BufferConsole::default());
-    let vmm = Vmm::new(config("smp", 3), console).unwrap();
+    let mut vmm = Vmm::new(config("smp", 3), console).unwrap();
     let records = Arc::new(Mutex::new(Vec::new()));
     let keep = records.clone();
     let status = vmm
@@ -256,7 +258,7 @@ fn secondary_harts_wait_stopped_until_started() {
 fn uart_output_and_plic_interrupts_through_the_bus() {
     use rvvmm::arch::riscv64::layout::{PLIC_BASE, UART_BASE};
     let console = Arc::new(BufferConsole::default());
-    let vmm = Vmm::new(config("uart", 1), console.clone()).unwrap();
+    let mut vmm = Vmm::new(config("uart", 1), console.clone()).unwrap();
     let write = |addr: u64, len: u8, value: u32| {
         let mut data = [0u8; 8];
         data[..4].copy_from_slice(&value.to_le_bytes());
@@ -303,11 +305,15 @@ fn dump_dtb_patches_a_qemu_dtb_to_the_vcpu() {
         kernel: kernel_file("dump"),
         dtb: Some(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/qemu-virt-smp2.dtb").into()),
         cmdline: Some("console=ttyS0".into()),
-        cpus: 1,
+        cpus: Some(1),
         ..Default::default()
     };
     let vmm = Vmm::new(cfg, Arc::new(BufferConsole::default())).unwrap();
-    assert_eq!(vmm.ram_size(), 2 << 30, "RAM from the dtb's /memory");
+    assert_eq!(
+        vmm.vm().unwrap().ram_size(),
+        2 << 30,
+        "RAM from the dtb's /memory"
+    );
     let vm = ScriptedVm::new()
         .with_reg(rvvmm::arch::riscv64::regs::CONFIG_ISA, 0x112d)
         .with_reg(rvvmm::arch::riscv64::regs::TIMER_FREQUENCY, 12_345_678);
@@ -335,7 +341,7 @@ fn virtio_interrupts_on_the_in_kernel_aia_go_through_irqfds() {
     let mut cfg = config("irqfd", 1);
     cfg.rng = true;
     cfg.console = rvvmm::config::ConsoleKind::Virtio;
-    let vmm = Vmm::new(cfg, console).unwrap();
+    let mut vmm = Vmm::new(cfg, console).unwrap();
     let vm = ScriptedVm::new()
         .with_aia()
         .script(0, MpState::Runnable, vec![SHUTDOWN]);
@@ -353,7 +359,7 @@ fn a_vcpu_making_only_hot_exits_still_stops() {
     // The stop flag is not read after hypercall and MMIO exits; the kicks that follow a stop
     // request must end such a vCPU's KVM_RUN, however many exits it makes.
     let console = Arc::new(BufferConsole::default());
-    let vmm = Vmm::new(config("busy", 2), console).unwrap();
+    let mut vmm = Vmm::new(config("busy", 2), console).unwrap();
     let (done, finished) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
         let status = vmm.run(|| {
@@ -399,7 +405,7 @@ fn finisher_write(value: u32) -> Step {
 /// Runs one boot per script in `boots` (vCPU 0 only) and returns rvvmm's status, the console
 /// output, and how many times each boot's vCPU entered the guest.
 fn run_boots(
-    vmm: Vmm,
+    mut vmm: Vmm,
     console: &BufferConsole,
     boots: Vec<Vec<Step>>,
 ) -> (i32, String, Vec<usize>) {

@@ -18,6 +18,8 @@ const TIMEOUT: Duration = Duration::from_secs(90);
 pub const COMMANDS: &[(&str, &str, &str)] = &[
     ("ping", "GET", "vmm.ping"),
     ("shutdown-vmm", "PUT", "vmm.shutdown"),
+    ("create", "PUT", "vm.create"),
+    ("delete", "PUT", "vm.delete"),
     ("info", "GET", "vm.info"),
     ("counters", "GET", "vm.counters"),
     ("boot", "PUT", "vm.boot"),
@@ -160,6 +162,6 @@ mod tests {
     #[test]
     fn unknown_commands_list_the_known_ones() {
         let e = remote(Path::new("/nonexistent"), "explode", None).unwrap_err();
-        assert!(e.to_string().contains("ping, shutdown-vmm, info"), "{e}");
+        assert!(e.to_string().contains("ping, shutdown-vmm, create, delete, info"), "{e}");
     }
 }

@@ -23,6 +23,10 @@ pub enum ApiRequest {
     VmmPing,
     /// `PUT vmm.shutdown`: stop the VM if it runs, then end the process (status 0).
     VmmShutdown,
+    /// `PUT vm.create`: the body is the VM's config (Cloud Hypervisor's `VmConfig`).
+    VmCreate,
+    /// `PUT vm.delete`: stop the VM if it runs and forget it.
+    VmDelete,
     /// `GET vm.info`.
     VmInfo,
     /// `GET vm.counters`.
@@ -45,6 +49,8 @@ pub enum ApiRequest {
 const ENDPOINTS: &[(&str, &str, ApiRequest)] = &[
     ("vmm.ping", "GET", ApiRequest::VmmPing),
     ("vmm.shutdown", "PUT", ApiRequest::VmmShutdown),
+    ("vm.create", "PUT", ApiRequest::VmCreate),
+    ("vm.delete", "PUT", ApiRequest::VmDelete),
     ("vm.info", "GET", ApiRequest::VmInfo),
     ("vm.counters", "GET", ApiRequest::VmCounters),
     ("vm.boot", "PUT", ApiRequest::VmBoot),
@@ -57,8 +63,6 @@ const ENDPOINTS: &[(&str, &str, ApiRequest)] = &[
 
 /// Cloud Hypervisor endpoints rvvmm knows and does not offer (yet): a clear 501, not a 404.
 const NOT_OFFERED: &[&str] = &[
-    "vm.create",
-    "vm.delete",
     "vm.resize",
     "vm.resize-disk",
     "vm.resize-zone",
@@ -158,8 +162,9 @@ pub fn route(method: &str, path: &str, body: &[u8]) -> Result<ApiRequest, ApiRes
     Ok(request)
 }
 
-/// What the API thread hands the control loop: the request and where the answer goes.
-pub type ApiMessage = (ApiRequest, std::sync::mpsc::Sender<ApiResponse>);
+/// What the API thread hands the control loop: the request, its body, and where the answer
+/// goes.
+pub type ApiMessage = (ApiRequest, Vec<u8>, std::sync::mpsc::Sender<ApiResponse>);
 
 #[cfg(test)]
 mod tests {

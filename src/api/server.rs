@@ -206,15 +206,20 @@ fn handle(
     log::debug!("api: {} {}", request.method, request.path);
     let response = match route(&request.method, &request.path, &request.body) {
         Err(response) => response,
-        Ok(api_request) => ask(api_request, requests, wake),
+        Ok(api_request) => ask(api_request, request.body, requests, wake),
     };
     write_response(&mut stream, &response)
 }
 
 /// Hands a request to the control loop and waits for its answer.
-fn ask(request: super::ApiRequest, requests: &Sender<ApiMessage>, wake: &EventFd) -> ApiResponse {
+fn ask(
+    request: super::ApiRequest,
+    body: Vec<u8>,
+    requests: &Sender<ApiMessage>,
+    wake: &EventFd,
+) -> ApiResponse {
     let (reply, answer) = mpsc::channel();
-    if requests.send((request, reply)).is_err() || wake.write(1).is_err() {
+    if requests.send((request, body, reply)).is_err() || wake.write(1).is_err() {
         return ApiResponse::error(503, "the VMM is shutting down");
     }
     answer

@@ -46,6 +46,8 @@ pub struct Record {
     pub events: Vec<Event>,
     /// Register values as last written (or preset).
     pub regs: BTreeMap<u64, u64>,
+    /// Registers whose writes fail, as KVM refuses to switch off some extensions.
+    pub fixed: Vec<u64>,
 }
 
 /// A VM whose vCPUs replay scripts.
@@ -55,6 +57,7 @@ pub struct ScriptedVm {
     records: Mutex<BTreeMap<u32, Arc<Mutex<Record>>>>,
     lines: Mutex<BTreeMap<u32, Arc<RecordedLine>>>,
     regs: BTreeMap<u64, u64>,
+    fixed: Vec<u64>,
     /// Guest memory ranges mapped with `map_memory`: (start, len).
     pub mapped: Mutex<Vec<(u64, u64)>>,
     /// ioeventfds registered: (address, data).
@@ -84,6 +87,13 @@ impl ScriptedVm {
     /// Presets a register that every vCPU reports (e.g. the ISA config register).
     pub fn with_reg(mut self, id: u64, value: u64) -> Self {
         self.regs.insert(id, value);
+        self
+    }
+
+    /// Makes writes to register `id` fail on every vCPU (as KVM refuses to switch off an
+    /// extension it has no means to hide).
+    pub fn with_fixed_reg(mut self, id: u64) -> Self {
+        self.fixed.push(id);
         self
     }
 
@@ -237,6 +247,12 @@ impl VcpuBackend for ScriptedVcpu {
 
     fn set_reg(&mut self, id: u64, value: u64) -> Result<()> {
         let mut record = self.record.lock().unwrap();
+        if record.fixed.contains(&id) {
+            return Err(HypervisorError::Ioctl {
+                op: "KVM_SET_ONE_REG",
+                source: std::io::Error::from_raw_os_error(libc::EINVAL),
+            });
+        }
         record.regs.insert(id, value);
         record.events.push(Event::SetReg(id, value));
         Ok(())
@@ -310,6 +326,7 @@ impl ScriptedVm {
                 Arc::new(Mutex::new(Record {
                     events: Vec::new(),
                     regs: self.regs.clone(),
+                    fixed: self.fixed.clone(),
                 }))
             })
             .clone()

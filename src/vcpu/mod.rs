@@ -5,6 +5,7 @@
 //! extensions) without bothering the VMM.
 
 mod exit;
+pub mod extensions;
 pub mod runner;
 
 pub use exit::{ExitReason, SRST_REASON_SYSTEM_FAILURE};
@@ -12,6 +13,7 @@ pub use exit::{ExitReason, SRST_REASON_SYSTEM_FAILURE};
 use crate::arch::riscv64::regs::{self, VcpuIsa, ISA_EXTS};
 use crate::hypervisor::{HypervisorError, MpState, RawExit, VcpuBackend};
 use crate::sbi::{Sbi, SbiOutcome};
+use extensions::{Kind, Toggles};
 
 /// `KVM_SYSTEM_EVENT_SHUTDOWN`.
 const SYSTEM_EVENT_SHUTDOWN: u32 = 1;
@@ -31,6 +33,15 @@ pub enum VcpuError {
         /// The hypervisor's error.
         #[source]
         source: HypervisorError,
+    },
+    /// An extension asked off stays on.
+    #[error("vCPU {vcpu}: {source}")]
+    Extension {
+        /// vCPU index.
+        vcpu: u32,
+        /// Which, and what could be switched off.
+        #[source]
+        source: extensions::CannotDisable,
     },
     /// `set_gpr` takes a0..a7 only.
     #[error("vCPU {vcpu}: set_gpr index {index} is not one of a0..a7")]
@@ -135,7 +146,19 @@ impl<B: VcpuBackend> Vcpu<B> {
     /// Enables the SBI extensions rvvmm handles (DBCN), reads what the vCPU offers (ISA,
     /// paging mode, timebase) and whether it starts stopped.
     pub fn setup(&mut self) -> Result<()> {
+        self.setup_with(&Toggles::default())
+    }
+
+    /// [`Self::setup`], with the extensions `off` names switched off first (so that what the
+    /// vCPU then reports, and the device tree lists, is what the guest has).
+    pub fn setup_with(&mut self, off: &Toggles) -> Result<()> {
+        let vcpu = self.id;
+        let failed = |source| Box::new(VcpuError::Extension { vcpu, source });
+        // KVM keeps DBCN off until the VMM turns it on: on first, so that switching it off
+        // is like switching off any other.
         self.set_reg(regs::sbi_ext(regs::SBI_EXT_DBCN), 1)?;
+        extensions::switch_off(&mut self.backend, Kind::Sbi, &off.sbi).map_err(failed)?;
+        extensions::switch_off(&mut self.backend, Kind::Isa, &off.isa).map_err(failed)?;
         let mut isa = VcpuIsa {
             base: self.get_reg(regs::CONFIG_ISA)?,
             timebase_frequency: self.get_reg(regs::TIMER_FREQUENCY)?,

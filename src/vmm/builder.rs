@@ -4,7 +4,6 @@
 //! A reboot runs it again on the same RAM (as QEMU keeps RAM across a reset); the kernel,
 //! initrd and device tree are written anew.
 
-use std::path::Path;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
@@ -12,8 +11,8 @@ use vm_memory::{Bytes, GuestAddress};
 
 use super::device_manager::{self, DeviceContext};
 use super::machine::Machine;
-use super::{Result, Vmm, VmmError};
-use crate::arch::riscv64::fdt::tree::{Tree, MAX_BLOB};
+use super::vm::Vm;
+use super::{Result, VmmError};
 use crate::arch::riscv64::fdt::{check_size, create_fdt, patch, FdtConfig, FdtError};
 use crate::arch::riscv64::layout::{fdt_addr, APLIC_BASE, IMSIC_BASE, IMSIC_STRIDE, PLIC_NDEV};
 use crate::arch::riscv64::regs::VcpuIsa;
@@ -26,10 +25,11 @@ use crate::interrupts::IrqMode;
 use crate::memory::vm_rss_kib;
 use crate::sbi::{Sbi, SbiContext};
 use crate::startup::startup_step;
+use crate::vcpu::extensions::Toggles;
 use crate::vcpu::runner::VcpuThreads;
 use crate::vcpu::{Vcpu, VcpuConfig};
 
-impl Vmm {
+impl Vm {
     /// Boot number `boot_count` on `vm`: everything built and every vCPU thread started.
     pub(super) fn build<V>(
         &self,
@@ -84,7 +84,7 @@ impl Vmm {
         log::info!(
             "booting {} at {entry:#x}: {} vCPU(s), {} MiB RAM, dtb at {dtb_addr:#x}",
             self.config.kernel.display(),
-            self.config.cpus,
+            self.cpus,
             self.ram_size >> 20
         );
 
@@ -170,10 +170,14 @@ impl Vmm {
         vm: &V,
     ) -> Result<(Vec<Vcpu<V::Vcpu>>, IrqMode)> {
         let aia = self.choose_aia(vm)?;
-        let mut vcpus = Vec::with_capacity(self.config.cpus as usize);
-        for index in 0..self.config.cpus {
+        let off = Toggles {
+            isa: self.config.disable_isa.clone(),
+            sbi: self.config.disable_sbi.clone(),
+        };
+        let mut vcpus = Vec::with_capacity(self.cpus as usize);
+        for index in 0..self.cpus {
             let mut vcpu = self.create_vcpu(vm, index)?;
-            vcpu.setup()?;
+            vcpu.setup_with(&off)?;
             vcpus.push(vcpu);
         }
         if !aia {
@@ -182,7 +186,7 @@ impl Vmm {
         let config = AiaConfig {
             num_sources: PLIC_NDEV,
             aplic_addr: APLIC_BASE,
-            imsic_addrs: (0..u64::from(self.config.cpus))
+            imsic_addrs: (0..u64::from(self.cpus))
                 .map(|h| IMSIC_BASE + h * IMSIC_STRIDE)
                 .collect(),
         };
@@ -199,7 +203,7 @@ impl Vmm {
     ) -> Result<Vec<u8>> {
         let config = FdtConfig {
             irqchip,
-            num_cpus: self.config.cpus,
+            num_cpus: self.cpus,
             isa: isa.clone(),
             ram_size: self.ram_size,
             cmdline: self.config.cmdline.clone(),
@@ -226,21 +230,4 @@ impl Vmm {
         check_size(&blob)?;
         Ok(blob)
     }
-}
-
-/// Reads and parses a `--dtb`.
-pub(super) fn read_dtb(path: &Path) -> Result<Tree> {
-    let dtb_err = |what: String| VmmError::Dtb {
-        path: path.to_owned(),
-        what,
-    };
-    let meta = std::fs::metadata(path).map_err(|e| dtb_err(e.to_string()))?;
-    if meta.len() > MAX_BLOB as u64 {
-        return Err(dtb_err(format!(
-            "{} bytes is too large for a device tree",
-            meta.len()
-        )));
-    }
-    let blob = std::fs::read(path).map_err(|e| dtb_err(e.to_string()))?;
-    Tree::parse(&blob).map_err(|e| dtb_err(e.to_string()))
 }

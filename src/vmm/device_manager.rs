@@ -66,26 +66,17 @@ pub enum VirtioKind {
 }
 
 /// A virtio device's place: its kind, slot base and interrupt.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct VirtioSlot {
     /// What sits there.
     pub kind: VirtioKind,
+    /// The device's ID in `vm.counters` and `vm.info`: the config's, else Cloud Hypervisor's
+    /// style (`_disk0`, `_net0`, `_rng`, `_console`).
+    pub id: String,
     /// MMIO base.
     pub base: u64,
     /// Interrupt source.
     pub irq: u32,
-}
-
-impl VirtioSlot {
-    /// The device's ID in `vm.counters` (Cloud Hypervisor's style: `_disk0`, `_net0`, ...).
-    pub fn id(&self) -> String {
-        match self.kind {
-            VirtioKind::Block(n) => format!("_disk{n}"),
-            VirtioKind::Net(n) => format!("_net{n}"),
-            VirtioKind::Rng => "_rng".into(),
-            VirtioKind::Console => "_console".into(),
-        }
-    }
 }
 
 /// The virtio devices `config` asks for, in slot order: disks, nets, rng, console.
@@ -99,7 +90,18 @@ pub fn virtio_plan(config: &VmConfig) -> Vec<VirtioSlot> {
         .enumerate()
         .map(|(slot, kind)| {
             let (base, irq) = virtio_slot(slot);
-            VirtioSlot { kind, base, irq }
+            let id = match kind {
+                VirtioKind::Block(n) => config.disks[n].id.clone().unwrap_or(format!("_disk{n}")),
+                VirtioKind::Net(n) => config.nets[n].id.clone().unwrap_or(format!("_net{n}")),
+                VirtioKind::Rng => "_rng".into(),
+                VirtioKind::Console => "_console".into(),
+            };
+            VirtioSlot {
+                kind,
+                id,
+                base,
+                irq,
+            }
         })
         .collect()
 }
@@ -203,9 +205,10 @@ pub fn build<V: VmBackend + 'static>(
         devices
             .bus
             .insert(slot.base, VIRTIO_SIZE, Arc::new(shared.clone()))?;
-        devices
-            .counted
-            .push((slot.id(), Arc::new(shared.clone()) as Arc<dyn Counted>));
+        devices.counted.push((
+            slot.id.clone(),
+            Arc::new(shared.clone()) as Arc<dyn Counted>,
+        ));
         devices.subscribers.push(Box::new(shared));
     }
     Ok(devices)
@@ -260,15 +263,17 @@ mod tests {
                 DiskSpec {
                     path: "a".into(),
                     readonly: false,
+                    id: None,
                 },
                 DiskSpec {
                     path: "b".into(),
                     readonly: true,
+                    id: Some("root".into()),
                 },
             ],
             nets: vec![NetSpec {
                 tap: "tap0".into(),
-                mac: None,
+                ..Default::default()
             }],
             rng: true,
             console: ConsoleKind::Virtio,
@@ -288,8 +293,8 @@ mod tests {
         );
         assert_eq!((plan[0].base, plan[0].irq), (0x1000_1000, 1));
         assert_eq!((plan[4].base, plan[4].irq), (0x1000_5000, 5));
-        let ids: Vec<_> = plan.iter().map(VirtioSlot::id).collect();
-        assert_eq!(ids, ["_disk0", "_disk1", "_net0", "_rng", "_console"]);
+        let ids: Vec<_> = plan.iter().map(|s| s.id.as_str()).collect();
+        assert_eq!(ids, ["_disk0", "root", "_net0", "_rng", "_console"]);
         assert!(virtio_plan(&VmConfig::default()).is_empty());
     }
 }

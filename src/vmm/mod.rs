@@ -10,31 +10,31 @@
 mod builder;
 pub mod device_manager;
 pub mod machine;
+mod vm;
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::AtomicBool;
 use std::sync::mpsc::{self, Receiver};
 use std::sync::Arc;
 
-use vm_memory::GuestMemoryMmap;
 use vmm_sys_util::epoll::{ControlOperation, Epoll, EpollEvent, EventSet};
 use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
-use self::device_manager::{virtio_plan, DeviceError};
+use self::device_manager::DeviceError;
 use self::machine::Machine;
-use crate::api::schema::{VmConfigJson, VmInfo, VmState, VmmPingResponse};
+pub use self::vm::Vm;
+use crate::api::schema::{VmInfo, VmState, VmmPingResponse};
 use crate::api::server::{ApiHandle, ApiServer};
 use crate::api::{ApiMessage, ApiRequest, ApiResponse};
-use crate::arch::riscv64::fdt::tree::Tree;
-use crate::arch::riscv64::fdt::{patch, FdtError};
-use crate::config::{parse_memory, VmConfig, DEFAULT_MEMORY, MAX_VIRTIO_DEVICES};
+use crate::arch::riscv64::fdt::FdtError;
+use crate::config::json;
+use crate::config::{ConfigError, Source, VmConfig};
 use crate::console::Console;
 use crate::control::{ExitRequest, VmControl};
-use crate::devices::virtio::block::{Block, DiskError};
-use crate::devices::virtio::tap::{Tap, TapError};
+use crate::devices::virtio::block::DiskError;
+use crate::devices::virtio::tap::TapError;
 use crate::hypervisor::{HypervisorError, VmBackend};
-use crate::loader::{Initrd, Kernel, LoaderError};
-use crate::memory::{guest_memory, MemoryError};
+use crate::loader::LoaderError;
+use crate::memory::MemoryError;
 use crate::signals::{self, StopSignals};
 use crate::startup::startup_step;
 use crate::vcpu::runner::{HypercallHandler, SpawnError};
@@ -64,17 +64,12 @@ pub enum VmmError {
     /// Writing the device tree into guest RAM failed.
     #[error("cannot write the device tree into guest RAM: {0}")]
     FdtWrite(#[source] vm_memory::GuestMemoryError),
-    /// The --dtb file is missing or not a device tree.
-    #[error("cannot use dtb {path}: {what}")]
-    Dtb {
-        /// The file.
-        path: PathBuf,
-        /// What is wrong.
-        what: String,
-    },
-    /// The --dtb's memory size is unusable.
-    #[error("the dtb's /memory size is unusable: {0}; give --memory")]
-    DtbMemory(String),
+    /// The configuration is invalid.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// No VM is created.
+    #[error("no VM: give --kernel or --config, or create one with the API's vm.create")]
+    NoVm,
     /// --dump-dtb could not write its file.
     #[error("cannot write {path}: {source}")]
     DumpDtb {
@@ -93,9 +88,6 @@ pub enum VmmError {
     /// The interrupt controller cannot be what was asked.
     #[error("{0}")]
     IrqChip(String),
-    /// More virtio devices than slots.
-    #[error("{0} virtio devices asked for; QEMU virt has {MAX_VIRTIO_DEVICES} virtio-mmio slots")]
-    TooManyDevices(usize),
     /// The event loop could not be started.
     #[error("cannot start the event loop: {0}")]
     EventLoop(#[source] std::io::Error),
@@ -128,86 +120,47 @@ struct Api {
     handle: ApiHandle,
 }
 
-/// The VMM: configuration, what it loads, guest RAM and the host console.
+/// The VMM: the host console, the embedder's hypercall handler, the API and the signals, and
+/// the VM, if one is created.
 pub struct Vmm {
-    config: VmConfig,
-    kernel: Kernel,
-    initrd: Option<(Initrd, (u64, u64))>,
-    user_dtb: Option<Tree>,
-    ram_size: u64,
-    memory: GuestMemoryMmap,
     console: Arc<dyn Console>,
     /// The embedder's hypercall handler; `None`: the `rvvmm` command's answers.
     hypercall: Option<HypercallHandler>,
-    warned_dtb: AtomicBool,
-    /// The `--net` taps, opened once: every boot's cards use them, so a tap rvvmm created
-    /// (and its host-side address) lives as long as rvvmm.
-    taps: Vec<Tap>,
     api: Option<Api>,
     signals: Option<StopSignals>,
+    /// The VM; `None` until `vm.create` when rvvmm was started with only an API socket.
+    vm: Option<Vm>,
 }
 
 impl Vmm {
-    /// Reads the kernel, initrd and dtb, checks they fit, and maps guest RAM. Fails before any
-    /// hypervisor call, so bad input is reported the same on every host.
+    /// A VMM with the VM `config` describes (see [`Vm::new`]).
     pub fn new(config: VmConfig, console: Arc<dyn Console>) -> Result<Self> {
-        let user_dtb = match &config.dtb {
-            Some(path) => Some(builder::read_dtb(path)?),
-            None => None,
-        };
-        let ram_size = match (
-            config.memory,
-            user_dtb.as_ref().and_then(patch::memory_size),
-        ) {
-            (Some(size), _) => size,
-            (None, Some(size)) => {
-                parse_memory(&size.to_string()).map_err(|e| VmmError::DtbMemory(e.to_string()))?
-            }
-            (None, None) => DEFAULT_MEMORY,
-        };
-        let kernel = Kernel::read(&config.kernel)?;
-        kernel.check_fits(ram_size)?;
-        let devices = virtio_plan(&config).len();
-        if devices > MAX_VIRTIO_DEVICES {
-            return Err(VmmError::TooManyDevices(devices));
-        }
-        for disk in &config.disks {
-            // Opened now to report a bad path before anything runs; each boot opens it anew.
-            Block::open(&disk.path, disk.readonly)?;
-        }
-        let taps = config
-            .nets
-            .iter()
-            .map(|n| Tap::open(&n.tap))
-            .collect::<std::result::Result<Vec<_>, _>>()?;
-        let initrd = match &config.initrd {
-            Some(path) => {
-                let initrd = Initrd::read(path)?;
-                let range = initrd.place(&kernel, ram_size)?;
-                Some((initrd, range))
-            }
-            None => None,
-        };
-        let memory = guest_memory(ram_size, config.hugepages)?;
-        startup_step("files read, guest RAM mapped");
+        let vm = Vm::new(config, console.clone(), None)?;
         Ok(Vmm {
-            config,
-            kernel,
-            initrd,
-            user_dtb,
-            ram_size,
-            memory,
             console,
             hypercall: None,
-            warned_dtb: AtomicBool::new(false),
-            taps,
             api: None,
             signals: None,
+            vm: Some(vm),
         })
+    }
+
+    /// A VMM with no VM yet: it waits for the API's `vm.create` and `vm.boot`.
+    pub fn without_vm(console: Arc<dyn Console>) -> Self {
+        Vmm {
+            console,
+            hypercall: None,
+            api: None,
+            signals: None,
+            vm: None,
+        }
     }
 
     /// Replaces the hypercall handler (the `rvvmm` command's answers by default).
     pub fn with_hypercall_handler(mut self, handler: HypercallHandler) -> Self {
+        if let Some(vm) = &mut self.vm {
+            vm.hypercall = Some(handler.clone());
+        }
         self.hypercall = Some(handler);
         self
     }
@@ -233,20 +186,15 @@ impl Vmm {
         self
     }
 
-    /// Guest RAM.
-    pub fn memory(&self) -> &GuestMemoryMmap {
-        &self.memory
+    /// The VM, if one is created.
+    pub fn vm(&self) -> Option<&Vm> {
+        self.vm.as_ref()
     }
 
-    /// Bytes of guest RAM.
-    pub fn ram_size(&self) -> u64 {
-        self.ram_size
-    }
-
-    /// Boots the guest on VMs made by `make_vm` (one per boot) and runs the control loop until
-    /// the guest powers off, a signal or `vmm.shutdown` ends it. Returns the exit status rvvmm
-    /// should end with.
-    pub fn run<V, F>(&self, make_vm: F) -> Result<i32>
+    /// Boots the VM, if there is one, on VMs made by `make_vm` (one per boot) and runs the
+    /// control loop until the guest powers off, a signal or `vmm.shutdown` ends it. Without a
+    /// VM, the API must create and boot one. Returns the exit status rvvmm should end with.
+    pub fn run<V, F>(&mut self, make_vm: F) -> Result<i32>
     where
         V: VmBackend + 'static,
         V::Vcpu: 'static,
@@ -260,16 +208,23 @@ impl Vmm {
         result
     }
 
-    fn control_loop<V, F>(&self, mut make_vm: F) -> Result<i32>
+    fn control_loop<V, F>(&mut self, mut make_vm: F) -> Result<i32>
     where
         V: VmBackend + 'static,
         V::Vcpu: 'static,
         F: FnMut() -> std::result::Result<V, HypervisorError>,
     {
+        if self.vm.is_none() && self.api.is_none() {
+            return Err(VmmError::NoVm);
+        }
         let control = Arc::new(VmControl::new().map_err(VmmError::Control)?);
         let epoll = self.control_epoll(&control).map_err(VmmError::Control)?;
-        let mut boots = 1;
-        let mut machine = Some(self.boot(&mut make_vm, &control, boots)?);
+        let mut boots = 0;
+        let mut machine = None;
+        if self.vm.is_some() {
+            boots = 1;
+            machine = Some(self.boot(&mut make_vm, &control, boots)?);
+        }
         let mut events = [EpollEvent::default(); 4];
         loop {
             let n = match epoll.wait(-1, &mut events) {
@@ -307,14 +262,15 @@ impl Vmm {
                     TOKEN_API => {
                         let Some(api) = &self.api else { continue };
                         let _ = api.wake.read();
-                        while let Ok((request, reply)) = api.requests.try_recv() {
-                            let (response, exit) = self.api_request(
-                                request,
-                                &mut machine,
-                                &control,
-                                &mut make_vm,
-                                &mut boots,
-                            )?;
+                        let requests: Vec<ApiMessage> = api.requests.try_iter().collect();
+                        for (request, body, reply) in requests {
+                            let mut state = ControlState {
+                                machine: &mut machine,
+                                control: &control,
+                                boots: &mut boots,
+                            };
+                            let (response, exit) =
+                                self.api_request(request, &body, &mut state, &mut make_vm)?;
                             let _ = reply.send(response);
                             if exit {
                                 return Ok(0);
@@ -359,48 +315,82 @@ impl Vmm {
         V::Vcpu: 'static,
         F: FnMut() -> std::result::Result<V, HypervisorError>,
     {
+        let config = self.vm.as_ref().ok_or(VmmError::NoVm)?;
         let vm = Arc::new(make_vm()?);
         startup_step("VM created");
-        self.build(vm, control, boots)
+        config.build(vm, control, boots)
     }
 
     /// Answers one API request. Returns the answer and whether rvvmm then ends.
     fn api_request<V, F>(
-        &self,
+        &mut self,
         request: ApiRequest,
-        machine: &mut Option<Machine<V>>,
-        control: &Arc<VmControl>,
+        body: &[u8],
+        cs: &mut ControlState<'_, V>,
         make_vm: &mut F,
-        boots: &mut u64,
     ) -> Result<(ApiResponse, bool)>
     where
         V: VmBackend + 'static,
         V::Vcpu: 'static,
         F: FnMut() -> std::result::Result<V, HypervisorError>,
     {
-        let state = match machine {
-            None => VmState::Shutdown,
-            Some(m) if m.is_paused() => VmState::Paused,
-            Some(_) => VmState::Running,
+        let state = match (&self.vm, &*cs.machine) {
+            (None, _) => None,
+            (Some(_), None) if *cs.boots == 0 => Some(VmState::Created),
+            (Some(_), None) => Some(VmState::Shutdown),
+            (Some(_), Some(m)) if m.is_paused() => Some(VmState::Paused),
+            (Some(_), Some(_)) => Some(VmState::Running),
         };
-        let not = |what: &str| {
-            ApiResponse::error(
+        let not = |what: &str| match state {
+            None => ApiResponse::error(
+                404,
+                format!("no VM is created: cannot {what} (vm.create first)"),
+            ),
+            Some(state) => ApiResponse::error(
                 405,
                 format!("the VM is {}: cannot {what}", state_name(state)),
-            )
+            ),
         };
         let done = ApiResponse::no_content();
-        let response = match (request, machine.as_mut()) {
+        let response = match (request, cs.machine.as_mut()) {
             (ApiRequest::VmmPing, _) => json(&VmmPingResponse::here()),
             (ApiRequest::VmmShutdown, _) => {
-                stop(machine, control);
+                stop(cs.machine, cs.control);
                 return Ok((done, true));
             }
-            (ApiRequest::VmInfo, _) => json(&VmInfo {
-                config: VmConfigJson::new(&self.config, self.ram_size),
-                state,
-                memory_actual_size: self.ram_size,
-            }),
+            (ApiRequest::VmCreate, _) if self.vm.is_some() => not("create another"),
+            (ApiRequest::VmCreate, _) => {
+                let created = json::parse(body, Source::Api)
+                    .map_err(VmmError::Config)
+                    .and_then(|(config, _)| {
+                        Vm::new(config, self.console.clone(), self.hypercall.clone())
+                    });
+                match created {
+                    Ok(vm) => {
+                        log::info!("VM created over the API");
+                        self.vm = Some(vm);
+                        *cs.boots = 0;
+                        done
+                    }
+                    Err(e) => ApiResponse::error(400, crate::error_chain(&e)),
+                }
+            }
+            (ApiRequest::VmDelete, _) => {
+                stop(cs.machine, cs.control);
+                if self.vm.take().is_some() {
+                    log::info!("VM deleted over the API");
+                }
+                *cs.boots = 0;
+                done
+            }
+            (ApiRequest::VmInfo, _) => match &self.vm {
+                Some(vm) => json(&VmInfo {
+                    config: vm.config_json(),
+                    state: state.unwrap_or(VmState::Created),
+                    memory_actual_size: vm.ram_size(),
+                }),
+                None => not("give its info"),
+            },
             (ApiRequest::VmCounters, Some(m)) => json(&m.counters()),
             (ApiRequest::VmCounters, None) => not("give counters"),
             (ApiRequest::VmPause, Some(m)) if !m.is_paused() => match m.pause() {
@@ -414,25 +404,35 @@ impl Vmm {
             }
             (ApiRequest::VmResume, _) => not("resume"),
             (ApiRequest::VmShutdown, Some(_)) => {
-                stop(machine, control);
+                stop(cs.machine, cs.control);
                 done
             }
             (ApiRequest::VmShutdown, None) => not("shut down"),
             (ApiRequest::VmReboot, Some(_)) => {
-                stop(machine, control);
-                *boots += 1;
-                log::info!("rebooting on request; boot {boots}");
-                *machine = Some(self.boot(make_vm, control, *boots)?);
+                stop(cs.machine, cs.control);
+                *cs.boots += 1;
+                log::info!("rebooting on request; boot {}", cs.boots);
+                *cs.machine = Some(self.boot(make_vm, cs.control, *cs.boots)?);
                 done
             }
             (ApiRequest::VmReboot, None) => not("reboot"),
-            (ApiRequest::VmBoot, None) => {
-                *boots += 1;
-                log::info!("booting on request; boot {boots}");
-                *machine = Some(self.boot(make_vm, control, *boots)?);
-                done
+            (ApiRequest::VmBoot, None) if self.vm.is_some() => {
+                *cs.boots += 1;
+                log::info!("booting on request; boot {}", cs.boots);
+                match self.boot(make_vm, cs.control, *cs.boots) {
+                    Ok(m) => {
+                        *cs.machine = Some(m);
+                        done
+                    }
+                    // What the host refuses for this config (no AIA, a bad dtb, an extension
+                    // it cannot switch off) is the client's to fix; rvvmm serves on.
+                    Err(e) => {
+                        cs.control.reset();
+                        ApiResponse::error(400, crate::error_chain(&e))
+                    }
+                }
             }
-            (ApiRequest::VmBoot, Some(_)) => not("boot"),
+            (ApiRequest::VmBoot, _) => not("boot"),
             (ApiRequest::VmPowerButton, Some(_)) => ApiResponse::error(
                 400,
                 "RISC-V virt has no power button (no ACPI, no gpio-keys line): use vm.shutdown, or power off from inside the guest",
@@ -445,13 +445,21 @@ impl Vmm {
     /// Builds the device tree the guest would get and writes it to `path` (`--dump-dtb`).
     /// Needs the hypervisor: the cpus describe what its vCPUs really offer.
     pub fn dump_dtb<V: VmBackend>(&self, vm: &V, path: &Path) -> Result<()> {
-        let (vcpus, irq_mode) = self.create_vcpus(vm)?;
-        let blob = self.device_tree(vcpus[0].isa(), 1, irq_mode)?;
+        let config = self.vm.as_ref().ok_or(VmmError::NoVm)?;
+        let (vcpus, irq_mode) = config.create_vcpus(vm)?;
+        let blob = config.device_tree(vcpus[0].isa(), 1, irq_mode)?;
         std::fs::write(path, &blob).map_err(|source| VmmError::DumpDtb {
             path: path.to_owned(),
             source,
         })
     }
+}
+
+/// What the control loop holds while it answers a request.
+struct ControlState<'a, V> {
+    machine: &'a mut Option<Machine<V>>,
+    control: &'a Arc<VmControl>,
+    boots: &'a mut u64,
 }
 
 /// Stops the machine, if one runs, and readies `control` for the next boot.

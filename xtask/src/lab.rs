@@ -50,6 +50,7 @@ const GUESTS: &[(&str, &str, &str)] = &[
     ("stop_race_reboot", "stop_race", "-DREBOOT"),
     ("smp", "smp", ""),
     ("idle", "idle", ""),
+    ("sbi_probe", "sbi_probe", ""),
     ("exits", "exits", "-DEXITS=200000"),
     ("bench_hypercall", "bench", "-DKIND_HVC"),
     ("bench_mmio_read", "bench", "-DKIND_MMIO_READ"),

@@ -54,6 +54,49 @@ pub const SBI_EXT_DBCN: u64 = 9;
 /// `KVM_RISCV_SBI_EXT_SUSP`.
 pub const SBI_EXT_SUSP: u64 = 11;
 
+/// KVM's SBI extensions by `KVM_RISCV_SBI_EXT_*` ID, with the names `--disable-sbi` takes.
+pub const SBI_EXTS: &[(u64, &str)] = &[
+    (0, "v01"),
+    (1, "time"),
+    (2, "ipi"),
+    (3, "rfence"),
+    (4, "srst"),
+    (5, "hsm"),
+    (6, "pmu"),
+    (7, "experimental"),
+    (8, "vendor"),
+    (SBI_EXT_DBCN, "dbcn"),
+    (10, "sta"),
+    (SBI_EXT_SUSP, "susp"),
+];
+
+/// The single-letter extensions by `KVM_RISCV_ISA_EXT_*` ID (their ISA_EXT registers switch
+/// them like the multi-letter ones).
+pub const ISA_LETTERS: &[(u64, &str)] = &[
+    (0, "a"),
+    (1, "c"),
+    (2, "d"),
+    (3, "f"),
+    (4, "h"),
+    (5, "i"),
+    (6, "m"),
+    (15, "v"),
+];
+
+/// The KVM ID of ISA extension `name` (a letter or a multi-letter name).
+pub fn isa_ext_id(name: &str) -> Option<u64> {
+    ISA_LETTERS
+        .iter()
+        .chain(ISA_EXTS)
+        .find(|(_, n)| *n == name)
+        .map(|(id, _)| *id)
+}
+
+/// The KVM ID of SBI extension `name`.
+pub fn sbi_ext_id(name: &str) -> Option<u64> {
+    SBI_EXTS.iter().find(|(_, n)| *n == name).map(|(id, _)| *id)
+}
+
 /// The SBI_EXT register (SINGLE subtype) that turns KVM's SBI extension `id` on (1) or off (0).
 pub const fn sbi_ext(id: u64) -> u64 {
     reg(TYPE_SBI_EXT, id)
@@ -210,9 +253,17 @@ mod tests {
 
     #[test]
     fn isa_ext_table_has_unique_ids() {
-        let mut ids: Vec<u64> = ISA_EXTS.iter().map(|(id, _)| *id).collect();
+        assert_eq!(isa_ext_id("v"), Some(15));
+        assert_eq!(isa_ext_id("zbb"), Some(13));
+        assert_eq!(sbi_ext_id("dbcn"), Some(9));
+        assert_eq!(isa_ext_id("q"), None);
+        let mut ids: Vec<u64> = ISA_EXTS
+            .iter()
+            .chain(ISA_LETTERS)
+            .map(|(id, _)| *id)
+            .collect();
         ids.sort_unstable();
         ids.dedup();
-        assert_eq!(ids.len(), ISA_EXTS.len());
+        assert_eq!(ids.len(), ISA_EXTS.len() + ISA_LETTERS.len());
     }
 }

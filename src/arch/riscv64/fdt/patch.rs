@@ -109,6 +109,19 @@ pub fn memory_size(tree: &Tree) -> Option<u64> {
     (take(&reg[..a]) == RAM_BASE).then(|| take(&reg[a..a + s]))
 }
 
+/// How many harts the tree describes: the `/cpus` children whose `device_type` is "cpu" and
+/// that are not disabled (QEMU's `-smp N` dtb has N). `None` when it describes none.
+pub fn cpu_count(tree: &Tree) -> Option<u32> {
+    let cpus = tree.node("/cpus")?;
+    let n = cpus
+        .children
+        .iter()
+        .filter(|n| n.prop_str("device_type") == Some("cpu"))
+        .filter(|n| !matches!(n.prop_str("status"), Some("disabled" | "fail")))
+        .count();
+    (n > 0).then(|| u32::try_from(n).unwrap_or(u32::MAX))
+}
+
 fn patch_memory(tree: &mut Tree, ram_size: u64) {
     tree.root
         .children
@@ -300,6 +313,7 @@ mod tests {
     fn qemu_dtb_is_patched_to_the_kvm_vcpu() {
         let mut tree = Tree::parse(QEMU_DTB).unwrap();
         assert_eq!(memory_size(&tree), Some(2 << 30));
+        assert_eq!(cpu_count(&tree), Some(2));
         let disabled = patch_fdt(&mut tree, &config(2)).unwrap();
         let tree = Tree::parse(&tree.to_blob().unwrap()).unwrap();
 
