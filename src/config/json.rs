@@ -782,3 +782,40 @@ mod tests {
         assert_eq!(config.console, ConsoleKind::Uart);
     }
 }
+
+#[cfg(test)]
+mod examples {
+    use super::*;
+
+    /// Every config in resources/examples (the README's) parses, and says what its command
+    /// line would.
+    #[test]
+    fn the_readme_examples_parse() {
+        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/resources/examples");
+        let read = |name: &str| {
+            let text = std::fs::read(format!("{dir}/{name}")).unwrap();
+            parse(&text, Source::File)
+                .unwrap_or_else(|e| panic!("{name}: {e}"))
+                .0
+        };
+        let qemu = read("linux-qemu-dtb.json");
+        assert_eq!((qemu.cpus, qemu.memory), (Some(2), Some(1 << 30)));
+        assert_eq!(qemu.dtb.as_deref(), Some(Path::new("virt.dtb")));
+        let disk = read("linux-disk-net.json");
+        assert_eq!(disk.disks[0].id.as_deref(), Some("root"));
+        assert_eq!(disk.nets[0].mac, Some([0x52, 0x54, 0, 0x12, 0x34, 0x56]));
+        assert!(disk.rng);
+        assert_eq!(
+            (disk.disable_isa.as_slice(), disk.disable_sbi.as_slice()),
+            (&["zicboz".to_string()][..], &["sta".to_string()][..])
+        );
+        let bare = read("bare-metal.json");
+        assert_eq!(bare.kernel, Path::new("guest.bin"));
+        assert_eq!(bare.memory, Some(64 << 20));
+        assert_eq!(
+            std::fs::read_dir(dir).unwrap().count(),
+            3,
+            "a new example needs a check here"
+        );
+    }
+}
