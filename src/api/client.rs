@@ -162,6 +162,10 @@ mod tests {
     #[test]
     fn unknown_commands_list_the_known_ones() {
         let e = remote(Path::new("/nonexistent"), "explode", None).unwrap_err();
-        assert!(e.to_string().contains("ping, shutdown-vmm, create, delete, info"), "{e}");
+        assert!(
+            e.to_string()
+                .contains("ping, shutdown-vmm, create, delete, info"),
+            "{e}"
+        );
     }
 }
