@@ -14,6 +14,7 @@ use std::time::Duration;
 
 use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
+use crate::vcpu::state::VcpuState;
 use crate::vcpu::VcpuError;
 
 /// What handling one guest exit (a device's store, an SBI call, a hypercall) asks of the vCPU
@@ -95,6 +96,9 @@ struct State {
     sync: u64,
     synced: usize,
     sync_pending: bool,
+    /// Save requests to parked vCPUs: the generation, and the states saved for it so far.
+    save: u64,
+    saves: Vec<Result<VcpuState, String>>,
 }
 
 /// The control state shared by the control loop, vCPU threads, devices and the console.
@@ -165,6 +169,17 @@ impl VmControl {
     /// (burning no CPU), and returns whether it must stop. Called when [`Self::attention`] is
     /// set.
     pub fn checkpoint(&self, seen_sync: &mut u64) -> bool {
+        self.checkpoint_saving(seen_sync, &mut 0, &mut || Err("no vCPU here".into()))
+    }
+
+    /// [`Self::checkpoint`] for a vCPU thread that can save its vCPU: while parked, each save
+    /// request ([`Self::save_parked`]) runs `save` once on this thread.
+    pub fn checkpoint_saving(
+        &self,
+        seen_sync: &mut u64,
+        seen_save: &mut u64,
+        save: &mut dyn FnMut() -> Result<VcpuState, String>,
+    ) -> bool {
         let mut state = self.lock();
         if state.sync_pending && *seen_sync != state.sync {
             *seen_sync = state.sync;
@@ -175,11 +190,44 @@ impl VmControl {
             state.parked += 1;
             self.changed.notify_all();
             while state.pause && state.request.is_none() {
+                if *seen_save != state.save {
+                    *seen_save = state.save;
+                    drop(state);
+                    let saved = save();
+                    state = self.lock();
+                    state.saves.push(saved);
+                    self.changed.notify_all();
+                    continue;
+                }
                 state = self.changed.wait(state).unwrap_or_else(|e| e.into_inner());
             }
             state.parked -= 1;
         }
         state.request.is_some()
+    }
+
+    /// Has each of the `count` parked vCPUs save its state (on its own thread, which owns it)
+    /// and returns the states in vCPU order. The VM must be paused.
+    pub fn save_parked(&self, count: usize, timeout: Duration) -> Result<Vec<VcpuState>, String> {
+        {
+            let mut state = self.lock();
+            if !state.pause || state.parked < count {
+                return Err("the vCPUs are not all paused".into());
+            }
+            state.save += 1;
+            state.saves.clear();
+            self.changed.notify_all();
+        }
+        if !self.wait_for(timeout, |s| s.saves.len() >= count) {
+            return Err(format!(
+                "the vCPUs did not save their state within {timeout:?}"
+            ));
+        }
+        let mut saves = std::mem::take(&mut self.lock().saves)
+            .into_iter()
+            .collect::<Result<Vec<_>, _>>()?;
+        saves.sort_by_key(|s| s.index);
+        Ok(saves)
     }
 
     /// Asks every vCPU to park at its next checkpoint (the caller kicks them there).

@@ -19,6 +19,7 @@ pub mod loader;
 pub mod memory;
 pub mod sbi;
 pub mod signals;
+pub mod snapshot;
 pub mod startup;
 pub mod vcpu;
 pub mod vmm;

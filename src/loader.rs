@@ -6,8 +6,11 @@
 //! A file with the RISC-V Linux Image header (magic "RSC\x05" at offset 0x38, see the kernel's
 //! `Documentation/arch/riscv/boot-image-header.rst`) is placed at RAM base + text_offset and
 //! entered there. Anything else is a flat binary loaded and entered at the RAM base.
-//! The header is parsed here by hand: linux-loader's PE loader only builds for riscv64 hosts,
-//! and this logic must be tested on x86_64.
+//! The header is classified here by hand, on every host: linux-loader's PE loader only builds
+//! for riscv64 (and aarch64) hosts, and the checks (text_offset alignment, the footprint that
+//! must fit below the dtb, other formats refused with a hint) must be tested on x86_64 too. On
+//! riscv64 the Image itself is then loaded by linux-loader's PE loader, which checks the magic
+//! again and copies the file to RAM base + text_offset; a flat binary has no header for it.
 
 use std::fs::File;
 use std::io::Read;
@@ -210,12 +213,39 @@ impl Kernel {
 
     /// Reads the kernel into guest RAM; returns the entry address.
     pub fn load(&self, memory: &GuestMemoryMmap) -> Result<u64, LoaderError> {
+        #[cfg(target_arch = "riscv64")]
+        if matches!(self.kind, KernelKind::LinuxImage { .. }) {
+            return self.load_image(memory);
+        }
         let load = self.load_addr();
         read_into(memory, load, &self.path, self.len).map_err(|source| LoaderError::Read {
             path: self.path.clone(),
             source,
         })?;
         Ok(load)
+    }
+}
+
+#[cfg(target_arch = "riscv64")]
+impl Kernel {
+    /// A Linux Image through linux-loader's PE loader.
+    fn load_image(&self, memory: &GuestMemoryMmap) -> Result<u64, LoaderError> {
+        use linux_loader::loader::pe::PE;
+        use linux_loader::loader::KernelLoader;
+        let read_err = |source| LoaderError::Read {
+            path: self.path.clone(),
+            source,
+        };
+        let (mut file, now) = open_sized(&self.path).map_err(read_err)?;
+        if now != self.len {
+            return Err(read_err(std::io::Error::other(format!(
+                "{} changed size while rvvmm ran",
+                self.path.display()
+            ))));
+        }
+        let loaded = PE::load(memory, Some(GuestAddress(RAM_BASE)), &mut file, None)
+            .map_err(|e| read_err(std::io::Error::other(e.to_string())))?;
+        Ok(loaded.kernel_load.0)
     }
 }
 

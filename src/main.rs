@@ -61,12 +61,15 @@ fn run(args: Args) -> Result<i32, Box<dyn Error>> {
     }
     let interactive = stdin_is_tty();
     let console = StdioConsole::new(interactive);
-    let mut vmm = match described {
-        Some((config, sources)) => Vmm::new(config, console.clone()).map_err(|e| match e {
-            VmmError::Config(e) => as_given(e, &sources),
-            e => e.into(),
-        })?,
-        None => Vmm::without_vm(console.clone()),
+    let mut vmm = match (described, &args.restore) {
+        (_, Some((dir, resume))) => Vmm::from_snapshot(dir, *resume, console.clone())?,
+        (Some((config, sources)), None) => {
+            Vmm::new(config, console.clone()).map_err(|e| match e {
+                VmmError::Config(e) => as_given(e, &sources),
+                e => e.into(),
+            })?
+        }
+        (None, None) => Vmm::without_vm(console.clone()),
     };
     if let Some(path) = &args.dump_dtb {
         vmm.dump_dtb(&make_vm()?, path)?;
@@ -88,18 +91,39 @@ fn run(args: Args) -> Result<i32, Box<dyn Error>> {
 }
 
 fn run_remote(args: &RemoteArgs) -> ExitCode {
+    // `snapshot file:///dir` and `restore source_url=file:///dir,resume=on`, as ch-remote;
     // `create vm.json`: a body that is not JSON text is a file holding it.
-    let body = match args.json.as_deref() {
-        Some(text) if !text.trim_start().starts_with(['{', '[']) => {
-            match read_body_file(std::path::Path::new(text)) {
-                Ok(body) => Some(body),
+    let body = match (args.command.as_str(), args.json.as_deref()) {
+        ("snapshot", Some(url)) if !url.trim_start().starts_with('{') => {
+            Some(serde_json::json!({ "destination_url": url }).to_string())
+        }
+        ("restore", Some(arg)) if !arg.trim_start().starts_with('{') => {
+            match rvvmm::snapshot::parse_restore(arg) {
+                Ok((dir, resume)) => Some(
+                    serde_json::json!({
+                        "source_url": format!("file://{}", dir.display()),
+                        "resume": resume
+                    })
+                    .to_string(),
+                ),
                 Err(e) => {
-                    eprintln!("rvvmm remote: {text}: {e}");
-                    return ExitCode::FAILURE;
+                    eprintln!("rvvmm remote: {e}");
+                    return ExitCode::from(2);
                 }
             }
         }
-        other => other.map(str::to_string),
+        (_, json) => match json {
+            Some(text) if !text.trim_start().starts_with(['{', '[']) => {
+                match read_body_file(std::path::Path::new(text)) {
+                    Ok(body) => Some(body),
+                    Err(e) => {
+                        eprintln!("rvvmm remote: {text}: {e}");
+                        return ExitCode::FAILURE;
+                    }
+                }
+            }
+            other => other.map(str::to_string),
+        },
     };
     match client::remote(&args.api_socket, &args.command, body.as_deref()) {
         Ok(body) => {

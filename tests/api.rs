@@ -141,7 +141,7 @@ fn every_endpoint_and_every_refusal() {
     // Bad requests: the VM runs on.
     assert_eq!(get(&socket, "vm.nope").status, 404);
     assert_eq!(get(&socket, "vm.pause").status, 405);
-    assert_eq!(put(&socket, "vm.snapshot").status, 501);
+    assert_eq!(put(&socket, "vm.coredump").status, 501);
     assert_eq!(
         call(&socket, "PUT", "vm.pause", Some("{not json"))
             .unwrap()
@@ -301,4 +301,112 @@ fn create_boot_shutdown_delete_over_the_api() {
         .recv_timeout(Duration::from_secs(10))
         .expect("rvvmm did not end after vmm.shutdown");
     assert_eq!(status, Ok(0));
+}
+
+/// Snapshot and restore through the API and `Vmm::from_snapshot`, on scripted vCPUs: the
+/// restored vCPUs get every register back and the same mp_state, the VM comes back paused, and
+/// refusals (not paused, bad URL, a VM already there, a damaged file) name what is wrong.
+#[test]
+fn snapshot_then_restore_gives_the_registers_back() {
+    use rvvmm::arch::riscv64::regs;
+    let dir = temp_dir("snap");
+    let kernel = dir.join("guest.bin");
+    std::fs::write(&kernel, [0x73, 0x00, 0x50, 0x10]).unwrap();
+    let socket = dir.join("api.sock");
+    let snap = dir.join("snapshot");
+    let config = VmConfig {
+        kernel,
+        memory: Some(16 << 20),
+        cpus: Some(2),
+        testdev: true,
+        ..Default::default()
+    };
+    let mut vmm = Vmm::new(config, std::sync::Arc::new(BufferConsole::default()))
+        .unwrap()
+        .with_api(ApiServer::bind(&socket).unwrap())
+        .unwrap();
+    let vm = ScriptedVm::new()
+        .with_reg(regs::a(5), 0x1234_5678)
+        .script(0, MpState::Runnable, vec![Step::Idle])
+        .script(1, MpState::Stopped, vec![Step::Idle]);
+    let first = vm.record_handle(0);
+    let mut vm = Some(vm);
+    let (done, finished) = mpsc::channel();
+    std::thread::spawn(move || {
+        let status = vmm.run(|| Ok(vm.take().expect("one boot")));
+        let _ = done.send(status.map_err(|e| e.to_string()));
+    });
+    let send = |endpoint: &str, body: &str| call(&socket, "PUT", endpoint, Some(body)).unwrap();
+    let url = format!("{{\"destination_url\": \"file://{}\"}}", snap.display());
+    let refused = send("vm.snapshot", &url);
+    assert_eq!(refused.status, 405, "{refused:?}");
+    assert!(refused.body.contains("must be paused"), "{refused:?}");
+    assert_eq!(put(&socket, "vm.pause").status, 204);
+    let bad = send("vm.snapshot", "{\"destination_url\": \"/no/scheme\"}");
+    assert_eq!(bad.status, 400, "{bad:?}");
+    let taken = send("vm.snapshot", &url);
+    assert_eq!(taken.status, 204, "{taken:?}");
+    assert_eq!(state(&socket), "Paused", "a snapshot leaves the VM paused");
+    let again = send(
+        "vm.restore",
+        &format!("{{\"source_url\": \"file://{}\"}}", snap.display()),
+    );
+    assert_eq!(again.status, 405, "a VM is there: {again:?}");
+    assert_eq!(put(&socket, "vmm.shutdown").status, 204);
+    assert_eq!(
+        finished.recv_timeout(Duration::from_secs(10)).unwrap(),
+        Ok(0)
+    );
+    let saved_regs = first.lock().unwrap().regs.clone();
+    assert_eq!(saved_regs.get(&regs::a(5)), Some(&0x1234_5678));
+
+    // A fresh VMM from the snapshot: paused, every register back.
+    let vm = ScriptedVm::new()
+        .script(0, MpState::Runnable, vec![Step::Idle])
+        .script(1, MpState::Runnable, vec![Step::Idle]);
+    let restored = vm.record_handle(0);
+    let mut vm = Some(vm);
+    let socket2 = dir.join("api2.sock");
+    let mut vmm = Vmm::from_snapshot(&snap, false, std::sync::Arc::new(BufferConsole::default()))
+        .unwrap()
+        .with_api(ApiServer::bind(&socket2).unwrap())
+        .unwrap();
+    let (done, finished) = mpsc::channel();
+    std::thread::spawn(move || {
+        let status = vmm.run(|| Ok(vm.take().expect("one boot")));
+        let _ = done.send(status.map_err(|e| e.to_string()));
+    });
+    for _ in 0..100 {
+        if socket2.exists() && call(&socket2, "GET", "vm.info", None).is_ok() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(state(&socket2), "Paused");
+    for (id, value) in &saved_regs {
+        assert_eq!(
+            restored.lock().unwrap().regs.get(id),
+            Some(value),
+            "register {id:#x}"
+        );
+    }
+    assert_eq!(put(&socket2, "vm.resume").status, 204);
+    assert_eq!(state(&socket2), "Running");
+    assert_eq!(put(&socket2, "vmm.shutdown").status, 204);
+    assert_eq!(
+        finished.recv_timeout(Duration::from_secs(10)).unwrap(),
+        Ok(0)
+    );
+
+    // A flipped byte in the state file: refused before anything is built, naming the section.
+    let state_file = snap.join("state.snap");
+    let mut bytes = std::fs::read(&state_file).unwrap();
+    let last = bytes.len() - 5;
+    bytes[last] ^= 0x20;
+    std::fs::write(&state_file, &bytes).unwrap();
+    let e = Vmm::from_snapshot(&snap, false, std::sync::Arc::new(BufferConsole::default()))
+        .err()
+        .expect("a damaged snapshot is refused")
+        .to_string();
+    assert!(e.contains("checksum does not match"), "{e}");
 }

@@ -20,6 +20,8 @@ pub const COMMANDS: &[(&str, &str, &str)] = &[
     ("shutdown-vmm", "PUT", "vmm.shutdown"),
     ("create", "PUT", "vm.create"),
     ("delete", "PUT", "vm.delete"),
+    ("snapshot", "PUT", "vm.snapshot"),
+    ("restore", "PUT", "vm.restore"),
     ("info", "GET", "vm.info"),
     ("counters", "GET", "vm.counters"),
     ("boot", "PUT", "vm.boot"),
@@ -164,7 +166,7 @@ mod tests {
         let e = remote(Path::new("/nonexistent"), "explode", None).unwrap_err();
         assert!(
             e.to_string()
-                .contains("ping, shutdown-vmm, create, delete, info"),
+                .contains("ping, shutdown-vmm, create, delete, snapshot, restore, info"),
             "{e}"
         );
     }

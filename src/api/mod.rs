@@ -27,6 +27,10 @@ pub enum ApiRequest {
     VmCreate,
     /// `PUT vm.delete`: stop the VM if it runs and forget it.
     VmDelete,
+    /// `PUT vm.snapshot {"destination_url": "file:///dir"}` of a paused VM.
+    VmSnapshot,
+    /// `PUT vm.restore {"source_url": "file:///dir", "resume": bool}` with no VM created.
+    VmRestore,
     /// `GET vm.info`.
     VmInfo,
     /// `GET vm.counters`.
@@ -51,6 +55,8 @@ const ENDPOINTS: &[(&str, &str, ApiRequest)] = &[
     ("vmm.shutdown", "PUT", ApiRequest::VmmShutdown),
     ("vm.create", "PUT", ApiRequest::VmCreate),
     ("vm.delete", "PUT", ApiRequest::VmDelete),
+    ("vm.snapshot", "PUT", ApiRequest::VmSnapshot),
+    ("vm.restore", "PUT", ApiRequest::VmRestore),
     ("vm.info", "GET", ApiRequest::VmInfo),
     ("vm.counters", "GET", ApiRequest::VmCounters),
     ("vm.boot", "PUT", ApiRequest::VmBoot),
@@ -76,8 +82,6 @@ const NOT_OFFERED: &[&str] = &[
     "vm.add-vdpa",
     "vm.add-user-device",
     "vm.add-generic-vhost-user",
-    "vm.snapshot",
-    "vm.restore",
     "vm.coredump",
     "vm.balloon-stats",
     "vm.send-migration",
@@ -189,7 +193,7 @@ mod tests {
         assert_eq!(status("PUT", "/api/v1/vm.info", b""), 405);
         assert_eq!(status("GET", "/api/v1/nope", b""), 404);
         assert_eq!(status("GET", "/nope", b""), 404);
-        assert_eq!(status("PUT", "/api/v1/vm.snapshot", b"{}"), 501);
+        assert_eq!(status("PUT", "/api/v1/vm.coredump", b"{}"), 501);
         assert_eq!(status("PUT", "/api/v1/vm.pause", b"{not json"), 400);
         let e = route("GET", "/api/v1/vm.pause", b"").unwrap_err();
         assert_eq!(e.error_message(), Some("vm.pause takes PUT, not GET"));

@@ -26,8 +26,14 @@ pub struct Args {
     pub command: Option<Command>,
 
     /// Kernel to boot: a RISC-V Linux Image, or a flat binary loaded and entered at 0x8000_0000.
-    #[arg(long, value_name = "FILE", required_unless_present_any = ["config", "api_socket", "list_extensions"])]
+    #[arg(long, value_name = "FILE", required_unless_present_any = ["config", "api_socket", "list_extensions", "restore"])]
     pub kernel: Option<PathBuf>,
+
+    /// Restore the VM a snapshot holds (`rvvmm remote snapshot file:///DIR` wrote it), paused
+    /// unless `resume=on`; the snapshot's config describes the VM, so no other VM flags.
+    #[arg(long, value_name = "source_url=file:///DIR[,resume=on]", conflicts_with_all = ["kernel", "config"],
+          value_parser = |s: &str| crate::snapshot::parse_restore(s))]
+    pub restore: Option<(PathBuf, bool)>,
 
     /// The VM's description as JSON (Cloud Hypervisor's VmConfig shape, see the README);
     /// flags given beside it override its values.
@@ -133,10 +139,11 @@ pub struct RemoteArgs {
     /// The API socket of the rvvmm to drive.
     #[arg(long, value_name = "PATH")]
     pub api_socket: PathBuf,
-    /// ping, info, counters, create, boot, pause, resume, shutdown, reboot, power-button,
-    /// delete, shutdown-vmm.
+    /// ping, info, counters, create, boot, pause, resume, snapshot, restore, shutdown, reboot,
+    /// power-button, delete, shutdown-vmm.
     pub command: String,
-    /// A JSON body for the request, or a file holding it (`create vm.json`).
+    /// A JSON body for the request, or a file holding it (`create vm.json`); for snapshot a
+    /// `file:///dir` URL, for restore `source_url=file:///dir[,resume=on]`.
     pub json: Option<String>,
 }
 

@@ -208,6 +208,63 @@ impl Plic {
     }
 }
 
+/// The PLIC's registers in a snapshot (the lines' levels follow from them).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct PlicState {
+    /// Priority of each source (index 0 unused).
+    pub priority: Vec<u32>,
+    /// Pending bits.
+    pub pending: Vec<u32>,
+    /// Claimed, not yet completed.
+    pub in_flight: Vec<u32>,
+    /// Enable bits of each context.
+    pub enable: Vec<Vec<u32>>,
+    /// Threshold of each context.
+    pub threshold: Vec<u32>,
+}
+
+impl Plic {
+    /// The registers, for a snapshot.
+    pub fn save(&self) -> PlicState {
+        let state = self.lock();
+        PlicState {
+            priority: state.priority.to_vec(),
+            pending: state.pending.to_vec(),
+            in_flight: state.in_flight.to_vec(),
+            enable: state.enable.iter().map(|e| e.to_vec()).collect(),
+            threshold: state.threshold.clone(),
+        }
+    }
+
+    /// Takes the registers of a snapshot and drives the harts' lines to match.
+    pub fn restore(&self, saved: &PlicState) -> Result<(), String> {
+        let mut state = self.lock();
+        let contexts = state.threshold.len();
+        let fits = saved.priority.len() == state.priority.len()
+            && saved.pending.len() == WORDS
+            && saved.in_flight.len() == WORDS
+            && saved.enable.len() == contexts
+            && saved.enable.iter().all(|e| e.len() == WORDS)
+            && saved.threshold.len() == contexts;
+        if !fits {
+            return Err(format!(
+                "the snapshot's PLIC has another shape ({} contexts; this VM's has {contexts})",
+                saved.threshold.len()
+            ));
+        }
+        state.priority.copy_from_slice(&saved.priority);
+        state.pending.copy_from_slice(&saved.pending);
+        state.in_flight.copy_from_slice(&saved.in_flight);
+        for (to, from) in state.enable.iter_mut().zip(&saved.enable) {
+            to.copy_from_slice(from);
+        }
+        state.threshold.clone_from(&saved.threshold);
+        state.level.iter_mut().for_each(|l| *l = false);
+        self.update(&mut state);
+        Ok(())
+    }
+}
+
 impl crate::interrupts::IrqChip for Plic {
     fn trigger(&self, irq: u32) {
         self.raise(irq);
@@ -306,6 +363,27 @@ mod tests {
         w(&p, CONTEXT_BASE + CONTEXT_STRIDE, 0);
         assert_eq!(r(&p, claim), 3);
         assert_eq!(r(&p, 4 * 5), 6);
+    }
+
+    #[test]
+    fn a_restored_plic_delivers_what_the_saved_one_would() {
+        let (p, _) = plic(2);
+        w(&p, 4 * 10, 3);
+        w(&p, ENABLE_BASE + ENABLE_STRIDE * S1, 1 << 10);
+        w(&p, CONTEXT_BASE + CONTEXT_STRIDE * S1, 1);
+        p.raise(10);
+        let saved = p.save();
+        let (q, lines) = plic(2);
+        q.restore(&saved).unwrap();
+        assert_eq!(
+            *lines[1].levels.lock().unwrap(),
+            [true],
+            "the line follows the state"
+        );
+        assert_eq!(q.save(), saved);
+        assert_eq!(r(&q, CONTEXT_BASE + CONTEXT_STRIDE * S1 + 4), 10);
+        let (one, _) = plic(1);
+        assert!(one.restore(&saved).unwrap_err().contains("another shape"));
     }
 
     #[test]

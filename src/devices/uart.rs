@@ -145,6 +145,70 @@ impl Uart {
     }
 }
 
+/// The UART's registers and FIFO in a snapshot (vm-superio's `SerialState`, which has no
+/// serde, mirrored).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct UartState {
+    /// DLL, DLM, IER, IIR, LCR, LSR, MCR, MSR, SCR.
+    pub regs: [u8; 9],
+    /// Bytes in the receive FIFO.
+    pub fifo: Vec<u8>,
+    /// Whether the guest had touched the UART (it then takes console input).
+    pub active: bool,
+}
+
+impl Uart {
+    /// The registers and FIFO, for a snapshot.
+    pub fn save(&self) -> UartState {
+        let serial = self.serial.lock().unwrap_or_else(|e| e.into_inner());
+        let s = serial.state();
+        UartState {
+            regs: [
+                s.baud_divisor_low,
+                s.baud_divisor_high,
+                s.interrupt_enable,
+                s.interrupt_identification,
+                s.line_control,
+                s.line_status,
+                s.modem_control,
+                s.modem_status,
+                s.scratch,
+            ],
+            fifo: s.in_buffer,
+            active: self.active.load(Ordering::Acquire),
+        }
+    }
+
+    /// Takes a snapshot's registers and FIFO, and drives the line to match.
+    pub fn restore(&self, saved: &UartState) -> Result<(), String> {
+        let r = saved.regs;
+        let state = vm_superio::serial::SerialState {
+            baud_divisor_low: r[0],
+            baud_divisor_high: r[1],
+            interrupt_enable: r[2],
+            interrupt_identification: r[3],
+            line_control: r[4],
+            line_status: r[5],
+            modem_control: r[6],
+            modem_status: r[7],
+            scratch: r[8],
+            in_buffer: saved.fifo.clone(),
+        };
+        let mut serial = self.serial.lock().unwrap_or_else(|e| e.into_inner());
+        let trigger = IrqTrigger {
+            chip: self.chip.clone(),
+            irq: self.irq,
+        };
+        let writer = ConsoleWriter(self.console.clone(), self.tx_bytes.clone());
+        *serial = Serial::from_state(&state, trigger, NoEvents, writer)
+            .map_err(|e| format!("the snapshot's UART state is invalid: {e:?}"))?;
+        self.active.store(saved.active, Ordering::Release);
+        self.level.store(false, Ordering::Release);
+        self.update_level(&serial);
+        Ok(())
+    }
+}
+
 impl Counted for Uart {
     fn counters(&self) -> BTreeMap<&'static str, u64> {
         BTreeMap::from([

@@ -27,8 +27,10 @@ mod nr {
     use kvm_bindings::kvm_interrupt;
     vmm_sys_util::ioctl_iow_nr!(KVM_INTERRUPT, 0xAE, 0x86, kvm_interrupt);
     vmm_sys_util::ioctl_io_nr!(KVM_RUN, 0xAE, 0x80);
+    use kvm_bindings::kvm_reg_list;
+    vmm_sys_util::ioctl_iowr_nr!(KVM_GET_REG_LIST, 0xAE, 0xb0, kvm_reg_list);
 }
-use nr::{KVM_INTERRUPT, KVM_RUN};
+use nr::{KVM_GET_REG_LIST, KVM_INTERRUPT, KVM_RUN};
 
 /// A vCPU's VS-level external interrupt, driven with KVM_INTERRUPT on a duplicate of the vCPU
 /// fd. The kernel handles KVM_INTERRUPT as an asynchronous vCPU ioctl, so a user-space PLIC
@@ -112,6 +114,19 @@ fn get_attr(dev: &kvm_ioctls::DeviceFd, group: u32, attr: u64) -> Result<u32> {
         addr: &mut value as *mut u32 as u64,
     };
     // SAFETY: `addr` points at a live u32, the size KVM writes for AIA config attributes.
+    unsafe { dev.get_device_attr(&mut a) }.map_err(ioctl_err("KVM_GET_DEVICE_ATTR (AIA)"))?;
+    Ok(value)
+}
+
+fn get_attr_u64(dev: &kvm_ioctls::DeviceFd, group: u32, attr: u64) -> Result<u64> {
+    let mut value = 0u64;
+    let mut a = kvm_bindings::kvm_device_attr {
+        flags: 0,
+        group,
+        attr,
+        addr: &mut value as *mut u64 as u64,
+    };
+    // SAFETY: `addr` points at a live u64, the size KVM writes for IMSIC attributes.
     unsafe { dev.get_device_attr(&mut a) }.map_err(ioctl_err("KVM_GET_DEVICE_ATTR (AIA)"))?;
     Ok(value)
 }
@@ -244,6 +259,30 @@ impl VmBackend for KvmVm {
         self.vm
             .register_ioevent(evt, &kvm_ioctls::IoEventAddress::Mmio(addr), data)
             .map_err(ioctl_err("KVM_IOEVENTFD"))
+    }
+
+    fn aia_attr(&self, group: u32, attr: u64) -> Result<u64> {
+        let aia = self.aia.lock().unwrap_or_else(|e| e.into_inner());
+        let dev = aia.as_ref().ok_or(HypervisorError::MissingCapability(
+            "an in-kernel AIA in this VM",
+        ))?;
+        if group == kvm_bindings::KVM_DEV_RISCV_AIA_GRP_IMSIC {
+            get_attr_u64(dev, group, attr)
+        } else {
+            get_attr(dev, group, attr).map(u64::from)
+        }
+    }
+
+    fn set_aia_attr(&self, group: u32, attr: u64, value: u64) -> Result<()> {
+        let aia = self.aia.lock().unwrap_or_else(|e| e.into_inner());
+        let dev = aia.as_ref().ok_or(HypervisorError::MissingCapability(
+            "an in-kernel AIA in this VM",
+        ))?;
+        if group == kvm_bindings::KVM_DEV_RISCV_AIA_GRP_IMSIC {
+            set_attr(dev, group, attr, &value)
+        } else {
+            set_attr(dev, group, attr, &(value as u32))
+        }
     }
 
     fn create_vcpu(&self, index: u32) -> Result<KvmVcpu> {
@@ -497,5 +536,80 @@ impl VcpuBackend for KvmVcpu {
         } else {
             MpState::Runnable
         })
+    }
+
+    fn complete_pending(&mut self) -> Result<()> {
+        self.fd.get_kvm_run().immediate_exit = 1;
+        // SAFETY: as in `run`: an open vCPU fd, no argument, the kvm_run page mapped.
+        let ret = unsafe { ioctl(&self.fd, KVM_RUN()) };
+        let err = io::Error::last_os_error();
+        self.fd.get_kvm_run().immediate_exit = 0;
+        match ret {
+            // KVM processed the pending answer, then saw immediate_exit.
+            _ if ret < 0 && err.raw_os_error() == Some(libc::EINTR) => Ok(()),
+            _ if ret < 0 => Err(HypervisorError::Ioctl {
+                op: "KVM_RUN (immediate_exit)",
+                source: err,
+            }),
+            _ => Ok(()),
+        }
+    }
+
+    fn set_mp_state(&mut self, state: MpState) -> Result<()> {
+        let mp_state = match state {
+            MpState::Stopped => KVM_MP_STATE_STOPPED,
+            MpState::Runnable => kvm_bindings::KVM_MP_STATE_RUNNABLE,
+        };
+        self.fd
+            .set_mp_state(kvm_bindings::kvm_mp_state { mp_state })
+            .map_err(ioctl_err("KVM_SET_MP_STATE"))
+    }
+
+    // By hand: kvm-bindings' RegList holds at most 200 IDs, fewer than a RISC-V vCPU with V
+    // and the newer extensions lists. `struct kvm_reg_list` is `u64 n` then `n` IDs; KVM says
+    // E2BIG, with the count it needs in `n`, when they do not fit.
+    fn reg_list(&self) -> Result<Vec<u64>> {
+        let mut capacity = 512usize;
+        loop {
+            let mut buf = vec![0u64; 1 + capacity];
+            buf[0] = capacity as u64;
+            // SAFETY: `buf` is a live `struct kvm_reg_list` with room for `buf[0]` IDs after
+            // the count; KVM writes at most that many.
+            let ret = unsafe {
+                vmm_sys_util::ioctl::ioctl_with_mut_ptr(
+                    &self.fd,
+                    KVM_GET_REG_LIST(),
+                    buf.as_mut_ptr(),
+                )
+            };
+            if ret == 0 {
+                let n = (buf[0] as usize).min(capacity);
+                return Ok(buf[1..=n].to_vec());
+            }
+            let err = io::Error::last_os_error();
+            let needed = buf[0] as usize;
+            if err.raw_os_error() != Some(libc::E2BIG) || needed <= capacity || needed > 65536 {
+                return Err(HypervisorError::Ioctl {
+                    op: "KVM_GET_REG_LIST",
+                    source: err,
+                });
+            }
+            capacity = needed;
+        }
+    }
+
+    fn get_reg_bytes(&self, id: u64) -> Result<Vec<u8>> {
+        let mut bytes = vec![0u8; super::reg_size(id)];
+        self.fd
+            .get_one_reg(id, &mut bytes)
+            .map_err(ioctl_err("KVM_GET_ONE_REG"))?;
+        Ok(bytes)
+    }
+
+    fn set_reg_bytes(&mut self, id: u64, bytes: &[u8]) -> Result<()> {
+        self.fd
+            .set_one_reg(id, bytes)
+            .map_err(ioctl_err("KVM_SET_ONE_REG"))?;
+        Ok(())
     }
 }

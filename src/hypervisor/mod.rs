@@ -160,6 +160,12 @@ pub trait VmBackend: Send + Sync {
         addr: u64,
         data: u32,
     ) -> Result<()>;
+    /// Reads a register of the in-kernel AIA through its device attributes: group
+    /// `KVM_DEV_RISCV_AIA_GRP_APLIC` (3) takes an APLIC register offset and holds a u32, group
+    /// `KVM_DEV_RISCV_AIA_GRP_IMSIC` (4) takes `vcpu << 12 | iselect` and holds a u64.
+    fn aia_attr(&self, group: u32, attr: u64) -> Result<u64>;
+    /// Writes a register of the in-kernel AIA (see [`VmBackend::aia_attr`]).
+    fn set_aia_attr(&self, group: u32, attr: u64, value: u64) -> Result<()>;
 }
 
 /// A vCPU's supervisor external interrupt line, usable from any thread while the vCPU runs
@@ -186,4 +192,41 @@ pub trait VcpuBackend: Send {
     fn set_mmio_read_data(&mut self, data: [u8; 8], len: u8);
     /// The vCPU's multiprocessor state.
     fn mp_state(&mut self) -> Result<MpState>;
+    /// Lets KVM apply the answer to the last exit (an MMIO read's data, an SBI call's return
+    /// values and pc step) without entering the guest: `KVM_RUN` with `immediate_exit` set.
+    /// Before a snapshot, so that the registers saved are those after the answered exit.
+    fn complete_pending(&mut self) -> Result<()> {
+        Err(HypervisorError::MissingCapability(
+            "snapshots in this backend",
+        ))
+    }
+    /// Sets the vCPU's multiprocessor state (a restore).
+    fn set_mp_state(&mut self, _state: MpState) -> Result<()> {
+        Err(HypervisorError::MissingCapability(
+            "snapshots in this backend",
+        ))
+    }
+    /// Every register ID the vCPU has (`KVM_GET_REG_LIST`): what a snapshot saves.
+    fn reg_list(&self) -> Result<Vec<u64>> {
+        Err(HypervisorError::MissingCapability(
+            "snapshots in this backend",
+        ))
+    }
+    /// Reads a register of any size (the size is in its ID: `1 << ((id >> 52) & 0xf)` bytes).
+    fn get_reg_bytes(&self, _id: u64) -> Result<Vec<u8>> {
+        Err(HypervisorError::MissingCapability(
+            "snapshots in this backend",
+        ))
+    }
+    /// Writes a register of any size.
+    fn set_reg_bytes(&mut self, _id: u64, _bytes: &[u8]) -> Result<()> {
+        Err(HypervisorError::MissingCapability(
+            "snapshots in this backend",
+        ))
+    }
+}
+
+/// The size in bytes of the register `id` names (`KVM_REG_SIZE`).
+pub fn reg_size(id: u64) -> usize {
+    1 << ((id >> 52) & 0xf)
 }

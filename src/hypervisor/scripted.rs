@@ -70,6 +70,9 @@ pub struct ScriptedVm {
     pub irq_lines: Arc<Mutex<Vec<(u32, bool)>>>,
     /// irqfds registered (gsi); shared like `irq_lines`.
     pub irqfds: Arc<Mutex<Vec<u32>>>,
+    /// The in-kernel AIA's registers by (group, attribute), as written; shared like
+    /// `irq_lines`.
+    pub aia_attrs: Arc<Mutex<BTreeMap<(u32, u64), u64>>>,
 }
 
 impl ScriptedVm {
@@ -149,6 +152,31 @@ impl VmBackend for ScriptedVm {
         data: u32,
     ) -> Result<()> {
         self.ioevents.lock().unwrap().push((addr, data));
+        Ok(())
+    }
+
+    fn aia_attr(&self, group: u32, attr: u64) -> Result<u64> {
+        if self.aia_config.lock().unwrap().is_none() {
+            return Err(HypervisorError::MissingCapability(
+                "an in-kernel AIA in this VM",
+            ));
+        }
+        Ok(self
+            .aia_attrs
+            .lock()
+            .unwrap()
+            .get(&(group, attr))
+            .copied()
+            .unwrap_or(0))
+    }
+
+    fn set_aia_attr(&self, group: u32, attr: u64, value: u64) -> Result<()> {
+        if self.aia_config.lock().unwrap().is_none() {
+            return Err(HypervisorError::MissingCapability(
+                "an in-kernel AIA in this VM",
+            ));
+        }
+        self.aia_attrs.lock().unwrap().insert((group, attr), value);
         Ok(())
     }
 
@@ -306,6 +334,31 @@ impl VcpuBackend for ScriptedVcpu {
     fn mp_state(&mut self) -> Result<MpState> {
         self.apply_state_steps();
         Ok(self.mp_state)
+    }
+
+    fn set_mp_state(&mut self, state: MpState) -> Result<()> {
+        self.mp_state = state;
+        Ok(())
+    }
+
+    fn complete_pending(&mut self) -> Result<()> {
+        Ok(())
+    }
+
+    fn reg_list(&self) -> Result<Vec<u64>> {
+        Ok(self.record.lock().unwrap().regs.keys().copied().collect())
+    }
+
+    fn get_reg_bytes(&self, id: u64) -> Result<Vec<u8>> {
+        let value = self.get_reg(id)?;
+        Ok(value.to_le_bytes()[..super::reg_size(id).min(8)].to_vec())
+    }
+
+    fn set_reg_bytes(&mut self, id: u64, bytes: &[u8]) -> Result<()> {
+        let mut word = [0u8; 8];
+        let n = bytes.len().min(8);
+        word[..n].copy_from_slice(&bytes[..n]);
+        self.set_reg(id, u64::from_le_bytes(word))
     }
 }
 

@@ -7,6 +7,7 @@
 mod exit;
 pub mod extensions;
 pub mod runner;
+pub mod state;
 
 pub use exit::{ExitReason, SRST_REASON_SYSTEM_FAILURE};
 
@@ -33,6 +34,14 @@ pub enum VcpuError {
         /// The hypervisor's error.
         #[source]
         source: HypervisorError,
+    },
+    /// A snapshot's vCPU state could not be saved or restored.
+    #[error("vCPU {vcpu}: {what}")]
+    State {
+        /// vCPU index.
+        vcpu: u32,
+        /// What failed.
+        what: String,
     },
     /// An extension asked off stays on.
     #[error("vCPU {vcpu}: {source}")]

@@ -244,6 +244,11 @@ impl VcpuThreads {
         }
     }
 
+    /// Has every parked vCPU save its state (a snapshot; the VM must be paused).
+    pub fn save_states(&self) -> Result<Vec<crate::vcpu::state::VcpuState>, String> {
+        self.control.save_parked(self.threads.len(), PAUSE_TIMEOUT)
+    }
+
     /// Lets the parked vCPUs run on.
     pub fn resume(&self) {
         self.control.resume();
@@ -293,8 +298,8 @@ pub fn vcpu_loop<B: VcpuBackend>(mut vcpu: Vcpu<B>, ctx: &VcpuContext) {
     }
     // Counted here on the stack, published at cold exits.
     let mut exits = ExitCounts::default();
-    let mut seen_sync = 0;
-    if ctx.control.attention() && ctx.control.checkpoint(&mut seen_sync) {
+    let mut seen = (0, 0);
+    if ctx.control.attention() && checkpoint(&mut vcpu, ctx, &mut seen) {
         return;
     }
     loop {
@@ -326,7 +331,7 @@ pub fn vcpu_loop<B: VcpuBackend>(mut vcpu: Vcpu<B>, ctx: &VcpuContext) {
         if let Flow::Break(stop) = flow {
             return vcpu_stops(ctx, stop, &exits);
         }
-        if !hot && cold_exit(ctx, &exits, &mut seen_sync) {
+        if !hot && cold_exit(&mut vcpu, ctx, &exits, &mut seen) {
             return;
         }
     }
@@ -336,9 +341,29 @@ pub fn vcpu_loop<B: VcpuBackend>(mut vcpu: Vcpu<B>, ctx: &VcpuContext) {
 /// Returns whether the thread must stop.
 #[cold]
 #[inline(never)]
-fn cold_exit(ctx: &VcpuContext, exits: &ExitCounts, seen_sync: &mut u64) -> bool {
+fn cold_exit<B: VcpuBackend>(
+    vcpu: &mut Vcpu<B>,
+    ctx: &VcpuContext,
+    exits: &ExitCounts,
+    seen: &mut (u64, u64),
+) -> bool {
     ctx.stats.publish(exits);
-    ctx.control.attention() && ctx.control.checkpoint(seen_sync)
+    ctx.control.attention() && checkpoint(vcpu, ctx, seen)
+}
+
+/// Obeys the control's requests (counters, pause, a snapshot's save while paused); returns
+/// whether the thread must stop.
+#[cold]
+#[inline(never)]
+fn checkpoint<B: VcpuBackend>(
+    vcpu: &mut Vcpu<B>,
+    ctx: &VcpuContext,
+    (seen_sync, seen_save): &mut (u64, u64),
+) -> bool {
+    ctx.control
+        .checkpoint_saving(seen_sync, seen_save, &mut || {
+            vcpu.save_state().map_err(|e| e.to_string())
+        })
 }
 
 /// The vCPU's own exit asked to stop the VM.

@@ -2,14 +2,17 @@
 //! load the kernel and initrd, choose the interrupt controller, create and set up the vCPUs,
 //! build the devices, write the device tree, start the event loop and one thread per vCPU.
 //! A reboot runs it again on the same RAM (as QEMU keeps RAM across a reset); the kernel,
-//! initrd and device tree are written anew.
+//! initrd and device tree are written anew. A restore ([`Vm::restore`]) shares the middle of
+//! the recipe (vCPUs, devices, threads) and replaces the loading with a snapshot's state.
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use vm_memory::{Bytes, GuestAddress};
 
-use super::device_manager::{self, DeviceContext};
+use std::path::Path;
+
+use super::device_manager::{self, DeviceContext, Devices};
 use super::machine::Machine;
 use super::vm::Vm;
 use super::{Result, VmmError};
@@ -24,6 +27,7 @@ use crate::hypervisor::{AiaConfig, VmBackend};
 use crate::interrupts::IrqMode;
 use crate::memory::vm_rss_kib;
 use crate::sbi::{Sbi, SbiContext};
+use crate::snapshot::{self, aia, IrqchipState, SavedMachine};
 use crate::startup::startup_step;
 use crate::vcpu::extensions::Toggles;
 use crate::vcpu::runner::VcpuThreads;
@@ -50,31 +54,10 @@ impl Vm {
         startup_step("kernel and initrd loaded");
         let (mut vcpus, irq_mode) = self.create_vcpus(&*vm)?;
         startup_step("vCPUs created and set up");
-        let mut lines = Vec::with_capacity(vcpus.len());
         for vcpu in &mut vcpus {
             vcpu.set_entry(entry)?;
-            lines.push(vcpu.interrupt_line()?);
         }
-        let ctx = DeviceContext {
-            config: &self.config,
-            vm: &vm,
-            memory: &self.memory,
-            console: &self.console,
-            taps: &self.taps,
-        };
-        let devices = device_manager::build(&ctx, irq_mode, lines)?;
-        let bus = Arc::new(devices.bus);
-        let mut subscribers = devices.subscribers;
-        subscribers.extend(self.console.clone().input_subscriber());
-        // No devices and no input to watch (a bare-metal guest, stdin not a terminal or
-        // pipe): no event loop thread either.
-        let event_loop = if subscribers.is_empty() {
-            None
-        } else {
-            Some(EventLoop::start(subscribers).map_err(VmmError::EventLoop)?)
-        };
-        startup_step("devices and event loop started");
-
+        let devices = self.devices(&vm, irq_mode, &vcpus)?;
         let fdt = self.device_tree(vcpus[0].isa(), boot_count, irq_mode)?;
         let dtb_addr = fdt_addr(self.ram_size);
         self.memory
@@ -87,8 +70,138 @@ impl Vm {
             self.cpus,
             self.ram_size >> 20
         );
+        self.start(vm, control, vcpus, devices, irq_mode, false)
+    }
 
-        let (uart, console_input) = (devices.uart, devices.console_input);
+    /// The machine a snapshot in `dir` holds, on `vm`, started paused: RAM read back, the
+    /// vCPUs, the interrupt controller and every device set to their saved state.
+    pub(super) fn restore<V>(
+        &self,
+        vm: Arc<V>,
+        control: &Arc<VmControl>,
+        saved: &SavedMachine,
+        dir: &Path,
+    ) -> Result<Machine<V>>
+    where
+        V: VmBackend + 'static,
+        V::Vcpu: 'static,
+    {
+        let restore_err = |what: String| VmmError::Restore(what);
+        vm.map_memory(&self.memory)?;
+        let read = snapshot::read_memory(&self.memory, dir, &saved.memory)?;
+        log::info!(
+            "snapshot RAM: read {} MiB of data into {} MiB of guest RAM (holes left zero)",
+            read >> 20,
+            self.ram_size >> 20
+        );
+        let (mut vcpus, irq_mode) = self.create_vcpus(&*vm)?;
+        let saved_aia = matches!(saved.irqchip, IrqchipState::Aia(_));
+        if saved_aia != matches!(irq_mode, IrqMode::Aia { .. }) {
+            return Err(restore_err(format!(
+                "the snapshot's VM had {}, this one would have {} (give the same --irqchip; an AIA needs a host with one)",
+                if saved_aia { "KVM's AIA" } else { "a PLIC" },
+                if saved_aia { "a PLIC" } else { "KVM's AIA" }
+            )));
+        }
+        if vcpus.len() != saved.vcpus.len() {
+            return Err(restore_err(format!(
+                "the snapshot has {} vCPUs, its config {}",
+                saved.vcpus.len(),
+                vcpus.len()
+            )));
+        }
+        for (vcpu, state) in vcpus.iter_mut().zip(&saved.vcpus) {
+            vcpu.restore_state(state)?;
+        }
+        let devices = self.devices(&vm, irq_mode, &vcpus)?;
+        devices.uart.restore(&saved.uart).map_err(restore_err)?;
+        if devices.transports.len() != saved.virtio.len() {
+            return Err(restore_err(format!(
+                "the snapshot has {} virtio devices, its config {}",
+                saved.virtio.len(),
+                devices.transports.len()
+            )));
+        }
+        for ((id, transport), (saved_id, state)) in devices.transports.iter().zip(&saved.virtio) {
+            if id != saved_id {
+                return Err(restore_err(format!(
+                    "the snapshot's device {saved_id} is {id} in its config"
+                )));
+            }
+            transport.lock().restore(state).map_err(restore_err)?;
+        }
+        match (&saved.irqchip, &devices.plic) {
+            (IrqchipState::Plic(state), Some(plic)) => plic.restore(state).map_err(restore_err)?,
+            (IrqchipState::Aia(state), _) => aia::restore(&*vm, state)?,
+            (IrqchipState::Plic(_), None) => {
+                return Err(restore_err(
+                    "the snapshot's PLIC has no PLIC to go to".into(),
+                ))
+            }
+        }
+        log::info!(
+            "restored {} vCPU(s), {} MiB RAM, {} virtio device(s) from {}",
+            self.cpus,
+            self.ram_size >> 20,
+            saved.virtio.len(),
+            dir.display()
+        );
+        self.start(vm, control, vcpus, devices, irq_mode, true)
+    }
+
+    /// Builds the devices of a boot on the vCPUs' interrupt lines.
+    fn devices<V>(&self, vm: &Arc<V>, irq_mode: IrqMode, vcpus: &[Vcpu<V::Vcpu>]) -> Result<Devices>
+    where
+        V: VmBackend + 'static,
+    {
+        let lines = vcpus
+            .iter()
+            .map(|v| v.interrupt_line())
+            .collect::<std::result::Result<Vec<_>, _>>()?;
+        let ctx = DeviceContext {
+            config: &self.config,
+            vm,
+            memory: &self.memory,
+            console: &self.console,
+            taps: &self.taps,
+        };
+        Ok(device_manager::build(&ctx, irq_mode, lines)?)
+    }
+
+    /// Starts the event loop and the vCPU threads (`paused`: parked before their first
+    /// instruction, the event loop parked too) and hands the machine to the control loop.
+    fn start<V>(
+        &self,
+        vm: Arc<V>,
+        control: &Arc<VmControl>,
+        vcpus: Vec<Vcpu<V::Vcpu>>,
+        devices: Devices,
+        irq_mode: IrqMode,
+        paused: bool,
+    ) -> Result<Machine<V>>
+    where
+        V: VmBackend + 'static,
+        V::Vcpu: 'static,
+    {
+        let bus = Arc::new(devices.bus);
+        let mut subscribers = devices.subscribers;
+        subscribers.extend(self.console.clone().input_subscriber());
+        // No devices and no input to watch (a bare-metal guest, stdin not a terminal or
+        // pipe): no event loop thread either.
+        let event_loop = if subscribers.is_empty() {
+            None
+        } else {
+            Some(EventLoop::start(subscribers).map_err(VmmError::EventLoop)?)
+        };
+        if paused {
+            if let Some(event_loop) = &event_loop {
+                event_loop.pause().map_err(VmmError::EventLoop)?;
+            }
+            control.pause();
+        }
+        startup_step("devices and event loop started");
+
+        let (uart, console_input) = (devices.uart.clone(), devices.console_input);
         let listener_control = control.clone();
         self.console
             .set_listener(Some(Arc::new(move |event| match event {
@@ -100,24 +213,32 @@ impl Vm {
                 },
                 ConsoleEvent::Quit => listener_control.request(ExitRequest::Exit(0)),
             })));
-        let vcpus = match VcpuThreads::spawn(vcpus, &bus, control, &self.hypercall) {
-            Ok(vcpus) => vcpus,
+        let threads = match VcpuThreads::spawn(vcpus, &bus, control, &self.hypercall) {
+            Ok(threads) => threads,
             Err(e) => {
                 self.console.set_listener(None);
                 return Err(e.into());
             }
         };
+        if paused {
+            threads.pause().map_err(VmmError::Restore)?;
+        }
         startup_step("vCPU threads started");
         log::info!("VmRSS at start: {} KiB", vm_rss_kib());
         Ok(Machine {
-            vcpus,
+            vcpus: threads,
             event_loop,
             counted: devices.counted,
             console: self.console.clone(),
             memory: self.memory.clone(),
             ram_size: self.ram_size,
-            paused: false,
-            _vm: vm,
+            paused,
+            uart: devices.uart,
+            plic: devices.plic,
+            transports: devices.transports,
+            irq_mode,
+            cpus: self.cpus,
+            vm,
         })
     }
 

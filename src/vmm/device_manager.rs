@@ -118,6 +118,10 @@ pub struct Devices {
     pub console_input: Option<EventFd>,
     /// Each device's ID and counters.
     pub counted: Vec<(String, Arc<dyn Counted>)>,
+    /// The user-space PLIC, when it is the interrupt controller.
+    pub plic: Option<Arc<Plic>>,
+    /// Each virtio transport by device ID, in slot order.
+    pub transports: Vec<(String, SharedTransport)>,
 }
 
 /// What the device manager needs from the VMM.
@@ -142,11 +146,13 @@ pub fn build<V: VmBackend + 'static>(
     lines: Vec<Arc<dyn InterruptLine>>,
 ) -> Result<Devices, DeviceError> {
     let mut bus = Bus::new();
+    let mut user_plic = None;
     let chip: Arc<dyn IrqChip> = match irq_mode {
         IrqMode::Aia { .. } => Arc::new(KvmIrqChip(ctx.vm.clone())),
         IrqMode::Plic => {
             let plic = Arc::new(Plic::new(lines));
             bus.insert(PLIC_BASE, PLIC_SIZE, plic.clone())?;
+            user_plic = Some(plic.clone());
             plic
         }
     };
@@ -168,6 +174,8 @@ pub fn build<V: VmBackend + 'static>(
         subscribers: Vec::new(),
         console_input: None,
         counted: vec![("_serial".into(), uart as Arc<dyn Counted>)],
+        plic: user_plic,
+        transports: Vec::new(),
     };
     for slot in virtio_plan(ctx.config) {
         let device = virtio_device(ctx, slot.kind, &mut devices.console_input)?;
@@ -209,6 +217,7 @@ pub fn build<V: VmBackend + 'static>(
             slot.id.clone(),
             Arc::new(shared.clone()) as Arc<dyn Counted>,
         ));
+        devices.transports.push((slot.id.clone(), shared.clone()));
         devices.subscribers.push(Box::new(shared));
     }
     Ok(devices)

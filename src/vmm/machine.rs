@@ -2,14 +2,24 @@
 //! loop, which pauses, resumes, inspects and stops it.
 
 use std::collections::BTreeMap;
+use std::path::Path;
 use std::sync::Arc;
+use std::time::Instant;
 
 use vm_memory::GuestMemoryMmap;
 
+use crate::arch::riscv64::layout::PLIC_NDEV;
+use crate::config::json::VmConfigJson;
 use crate::console::Console;
+use crate::devices::plic::Plic;
+use crate::devices::uart::Uart;
+use crate::devices::virtio::mmio::SharedTransport;
 use crate::devices::Counted;
 use crate::event_loop::EventLoop;
+use crate::hypervisor::VmBackend;
+use crate::interrupts::IrqMode;
 use crate::memory::{guest_resident_kib, status_kib, vm_rss_kib};
+use crate::snapshot::{self, aia, IrqchipState, SavedMachine, Sections};
 use crate::vcpu::runner::VcpuThreads;
 
 /// Counters by device or vCPU ID, then by name (Cloud Hypervisor's `VmCounters`).
@@ -25,7 +35,65 @@ pub struct Machine<V> {
     pub(super) memory: GuestMemoryMmap,
     pub(super) ram_size: u64,
     pub(super) paused: bool,
-    pub(super) _vm: Arc<V>,
+    pub(super) uart: Arc<Uart>,
+    pub(super) plic: Option<Arc<Plic>>,
+    pub(super) transports: Vec<(String, SharedTransport)>,
+    pub(super) irq_mode: IrqMode,
+    pub(super) cpus: u32,
+    pub(super) vm: Arc<V>,
+}
+
+impl<V: VmBackend> Machine<V> {
+    /// Writes the paused machine to `dir` (see [`crate::snapshot`]): the state file last, so a
+    /// snapshot cut short has none and cannot be restored half. `config` is the VM's config
+    /// section. Returns what was written, for the log.
+    pub fn snapshot(&self, dir: &Path, config: &VmConfigJson) -> Result<String, String> {
+        if !self.paused {
+            return Err("the VM must be paused first (vm.pause)".into());
+        }
+        let started = Instant::now();
+        std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+        match std::fs::remove_file(dir.join(snapshot::STATE_FILE)) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                return Err(format!("{}: {e}", dir.join(snapshot::STATE_FILE).display()))
+            }
+            _ => {}
+        }
+        let vcpus = self.vcpus.save_states()?;
+        let irqchip = match (&self.plic, self.irq_mode) {
+            (Some(plic), _) => IrqchipState::Plic(plic.save()),
+            (None, IrqMode::Aia { num_ids }) => IrqchipState::Aia(
+                aia::save(&*self.vm, PLIC_NDEV, self.cpus, num_ids)
+                    .map_err(|e| format!("cannot read the AIA: {e}"))?,
+            ),
+            (None, IrqMode::Plic) => return Err("the PLIC is missing".into()),
+        };
+        let virtio = self
+            .transports
+            .iter()
+            .map(|(id, t)| (id.clone(), t.lock().save()))
+            .collect();
+        let memory = snapshot::write_memory(&self.memory, dir).map_err(|e| e.to_string())?;
+        let saved = SavedMachine {
+            vcpus,
+            irqchip,
+            uart: self.uart.save(),
+            virtio,
+            memory,
+        };
+        let mut sections = Sections::default();
+        sections.put("config", config).map_err(|e| e.to_string())?;
+        saved.put(&mut sections).map_err(|e| e.to_string())?;
+        sections.write(dir).map_err(|e| e.to_string())?;
+        Ok(format!(
+            "snapshot of {} vCPU(s) and {} MiB RAM ({} MiB of data) written to {} in {} ms",
+            saved.vcpus.len(),
+            saved.memory.size >> 20,
+            saved.memory.data_bytes >> 20,
+            dir.display(),
+            started.elapsed().as_millis()
+        ))
+    }
 }
 
 impl<V> Machine<V> {

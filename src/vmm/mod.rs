@@ -36,6 +36,7 @@ use crate::hypervisor::{HypervisorError, VmBackend};
 use crate::loader::LoaderError;
 use crate::memory::MemoryError;
 use crate::signals::{self, StopSignals};
+use crate::snapshot::{SavedMachine, Sections};
 use crate::startup::startup_step;
 use crate::vcpu::runner::{HypercallHandler, SpawnError};
 use crate::vcpu::VcpuError;
@@ -67,6 +68,12 @@ pub enum VmmError {
     /// The configuration is invalid.
     #[error(transparent)]
     Config(#[from] ConfigError),
+    /// A snapshot could not be read or written.
+    #[error(transparent)]
+    Snapshot(#[from] crate::snapshot::SnapshotError),
+    /// A snapshot could not be restored.
+    #[error("cannot restore the snapshot: {0}")]
+    Restore(String),
     /// No VM is created.
     #[error("no VM: give --kernel or --config, or create one with the API's vm.create")]
     NoVm,
@@ -130,6 +137,8 @@ pub struct Vmm {
     signals: Option<StopSignals>,
     /// The VM; `None` until `vm.create` when rvvmm was started with only an API socket.
     vm: Option<Vm>,
+    /// A snapshot to restore instead of booting (`--restore`), and whether to resume it.
+    pending_restore: Option<(SavedMachine, PathBuf, bool)>,
 }
 
 impl Vmm {
@@ -142,7 +151,18 @@ impl Vmm {
             api: None,
             signals: None,
             vm: Some(vm),
+            pending_restore: None,
         })
+    }
+
+    /// A VMM whose VM is the snapshot in `dir` (`--restore source_url=file://DIR`): started
+    /// paused by [`Self::run`], or running with `resume`. The snapshot is read and checked
+    /// whole now, before anything is built.
+    pub fn from_snapshot(dir: &Path, resume: bool, console: Arc<dyn Console>) -> Result<Self> {
+        let (config, saved) = read_snapshot(dir)?;
+        let mut vmm = Vmm::new(config, console)?;
+        vmm.pending_restore = Some((saved, dir.to_owned(), resume));
+        Ok(vmm)
     }
 
     /// A VMM with no VM yet: it waits for the API's `vm.create` and `vm.boot`.
@@ -153,6 +173,7 @@ impl Vmm {
             api: None,
             signals: None,
             vm: None,
+            pending_restore: None,
         }
     }
 
@@ -221,7 +242,10 @@ impl Vmm {
         let epoll = self.control_epoll(&control).map_err(VmmError::Control)?;
         let mut boots = 0;
         let mut machine = None;
-        if self.vm.is_some() {
+        if let Some((saved, dir, resume)) = self.pending_restore.take() {
+            boots = 1;
+            machine = Some(self.restore(&mut make_vm, &control, &saved, &dir, resume)?);
+        } else if self.vm.is_some() {
             boots = 1;
             machine = Some(self.boot(&mut make_vm, &control, boots)?);
         }
@@ -321,6 +345,39 @@ impl Vmm {
         config.build(vm, control, boots)
     }
 
+    /// The machine of a snapshot, on a VM from `make_vm`: paused, or running with `resume`.
+    fn restore<V, F>(
+        &self,
+        make_vm: &mut F,
+        control: &Arc<VmControl>,
+        saved: &SavedMachine,
+        dir: &Path,
+        resume: bool,
+    ) -> Result<Machine<V>>
+    where
+        V: VmBackend + 'static,
+        V::Vcpu: 'static,
+        F: FnMut() -> std::result::Result<V, HypervisorError>,
+    {
+        let config = self.vm.as_ref().ok_or(VmmError::NoVm)?;
+        let started = std::time::Instant::now();
+        let vm = Arc::new(make_vm()?);
+        let mut machine = config.restore(vm, control, saved, dir)?;
+        log::info!(
+            "restored in {} ms, {}",
+            started.elapsed().as_millis(),
+            if resume {
+                "resuming"
+            } else {
+                "paused (vm.resume runs it)"
+            }
+        );
+        if resume {
+            machine.resume();
+        }
+        Ok(machine)
+    }
+
     /// Answers one API request. Returns the answer and whether rvvmm then ends.
     fn api_request<V, F>(
         &mut self,
@@ -382,6 +439,55 @@ impl Vmm {
                 }
                 *cs.boots = 0;
                 done
+            }
+            (ApiRequest::VmSnapshot, Some(m)) => {
+                let vm = self.vm.as_ref().ok_or(VmmError::NoVm)?;
+                match url_in(body, "destination_url") {
+                    Err(e) => ApiResponse::error(400, e),
+                    Ok(dir) => match m.snapshot(&dir, &vm.config_json()) {
+                        Ok(report) => {
+                            log::info!("{report}");
+                            done
+                        }
+                        Err(e) if !m.is_paused() => ApiResponse::error(405, e),
+                        Err(e) => ApiResponse::error(500, format!("snapshot failed: {e}")),
+                    },
+                }
+            }
+            (ApiRequest::VmSnapshot, None) => not("snapshot"),
+            (ApiRequest::VmRestore, _) if self.vm.is_some() => not("restore over it"),
+            (ApiRequest::VmRestore, _) => {
+                let restored = url_in(body, "source_url")
+                    .map_err(|e| (400, e))
+                    .and_then(|dir| {
+                        let (config, saved) = read_snapshot(&dir).map_err(|e| (400, crate::error_chain(&e)))?;
+                        let vm = Vm::new(config, self.console.clone(), self.hypercall.clone())
+                            .map_err(|e| (400, crate::error_chain(&e)))?;
+                        Ok((vm, saved, dir))
+                    });
+                match restored {
+                    Err((status, e)) => ApiResponse::error(status, e),
+                    Ok((vm, saved, dir)) => {
+                        self.vm = Some(vm);
+                        *cs.boots = 1;
+                        let resume = serde_json::from_slice::<serde_json::Value>(body)
+                            .ok()
+                            .and_then(|v| v.get("resume")?.as_bool())
+                            .unwrap_or(false);
+                        match self.restore(make_vm, cs.control, &saved, &dir, resume) {
+                            Ok(m) => {
+                                *cs.machine = Some(m);
+                                done
+                            }
+                            Err(e) => {
+                                self.vm = None;
+                                *cs.boots = 0;
+                                cs.control.reset();
+                                ApiResponse::error(400, crate::error_chain(&e))
+                            }
+                        }
+                    }
+                }
             }
             (ApiRequest::VmInfo, _) => match &self.vm {
                 Some(vm) => json(&VmInfo {
@@ -453,6 +559,35 @@ impl Vmm {
             source,
         })
     }
+}
+
+/// Reads and checks the snapshot in `dir`: its config and its machine state.
+pub fn read_snapshot(dir: &Path) -> Result<(VmConfig, SavedMachine)> {
+    let sections = Sections::read(dir)?;
+    let state_file = dir.join(crate::snapshot::STATE_FILE);
+    let bad = |what: String| {
+        VmmError::Snapshot(crate::snapshot::SnapshotError::Format {
+            path: state_file.clone(),
+            what,
+        })
+    };
+    let config: serde_json::Value = sections.get("config").map_err(bad)?;
+    let config_text = serde_json::to_vec(&config).map_err(|e| bad(e.to_string()))?;
+    let (config, _) =
+        json::parse(&config_text, Source::File).map_err(|e| bad(format!("section config: {e}")))?;
+    let saved = SavedMachine::get(&sections).map_err(bad)?;
+    Ok((config, saved))
+}
+
+/// The directory a request body's `file:///dir` URL field names.
+fn url_in(body: &[u8], field: &str) -> std::result::Result<PathBuf, String> {
+    let value: serde_json::Value =
+        serde_json::from_slice(body).map_err(|e| format!("the body is not JSON: {e}"))?;
+    let url = value
+        .get(field)
+        .and_then(|v| v.as_str())
+        .ok_or_else(|| format!("the body needs {{\"{field}\": \"file:///path/to/dir\"}}"))?;
+    crate::snapshot::dir_of_url(url).map_err(|e| e.to_string())
 }
 
 /// What the control loop holds while it answers a request.

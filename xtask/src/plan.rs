@@ -154,6 +154,75 @@ echo '--- guest and rvvmm'; cat /tmp/api.out
 echo '--- rvvmm remote'; cat /tmp/api.feed"#
 }
 
+/// Snapshot and restore of a 2-vCPU Linux guest with a disk, an rng and a tap: a shell counts
+/// ticks; the VM is paused, snapshotted and rvvmm is killed (SIGKILL); a fresh rvvmm restores
+/// it (paused), resumes it, and the guest shows what it kept: the tick count goes on where it
+/// stopped, both harts run a task, the ext4 mounted before the snapshot takes a write, ping
+/// over the tap answers, its clock did not go back. Then the same snapshot (and the disk as it
+/// was) is restored again and resumes in the same state; damaged snapshots are refused.
+fn snapshot_session() -> &'static str {
+    r#"rm -rf /tmp/snap /tmp/snap?.sock /tmp/sin1 /tmp/sin2 /tmp/sin3 /tmp/sready; mkfifo /tmp/sin1 /tmp/sin2 /tmp/sin3
+cp /l2/disk.img /tmp/snap-disk.img
+tunctl -t tap1 >/dev/null && ifconfig tap1 10.0.3.1 netmask 255.255.255.0 up
+(
+  while [ ! -e /tmp/sready ]; do sleep 0.2; done
+  sleep 1
+  echo 'ifconfig lo 127.0.0.1 up; ifconfig eth0 10.0.3.2 netmask 255.255.255.0 up; mkdir -p /mnt; mount -t ext4 /dev/vda /mnt && echo mounted-$((6*7))'
+  sleep 1
+  echo 'date +%s > /tmp/before; (i=0; while true; do i=$((i+1)); echo tick-$i; sleep 1; done) &'
+  sleep 6
+  R="/rvvmm remote --api-socket /tmp/snap1.sock"
+  $R pause && echo "@@SNAP paused" >&2
+  $R snapshot file:///tmp/snap && echo "@@SNAP snapshot taken" >&2
+  kill -9 $(pidof rvvmm) && echo "@@SNAP first rvvmm killed" >&2
+) > /tmp/sin1 2>/tmp/snap.feed &
+( RUST_LOG=rvvmm=info /rvvmm --kernel /l2/Image --initrd /l2/initrd.cpio --cpus 2 --memory 256M --disk /tmp/snap-disk.img --rng --net tap=tap1,mac=52:54:00:00:00:03 --api-socket /tmp/snap1.sock --cmdline 'console=ttyS0 quiet rvvmm.test=shell' < /tmp/sin1; echo "@@SNAP first rvvmm status $?" ) 2>&1 | tee /tmp/snap1.out | while IFS= read -r line; do case "$line" in *'@@L2 shell ready'*) touch /tmp/sready;; esac; done
+wait
+cat /tmp/snap.feed
+ls -ls /tmp/snap
+cp /tmp/snap-disk.img /tmp/snap-disk-at-snapshot.img
+last=$(grep -o 'tick-[0-9]*' /tmp/snap1.out | tail -n 1 | cut -d- -f2)
+echo "@@SNAP last tick before the snapshot: $last"
+
+restore() { # $1: fifo, $2: socket, $3: output, $4: commands after resume
+  (
+    for i in $(seq 1 100); do [ -S $2 ] && break; sleep 0.1; done
+    R="/rvvmm remote --api-socket $2"
+    $R info | grep '"state"' >&2
+    $R resume && echo "@@SNAP resumed" >&2
+    sleep 3
+    echo "$4"
+    sleep 8
+  ) > $1 2>>/tmp/snap.feed2 &
+  RUST_LOG=rvvmm=info /rvvmm --restore source_url=file:///tmp/snap --api-socket $2 < $1 > $3 2>&1
+  echo "@@SNAP restored rvvmm status $?"
+  wait
+}
+: > /tmp/snap.feed2
+restore /tmp/sin2 /tmp/snap2.sock /tmp/snap2.out 'echo clock-$(( $(date +%s) >= $(cat /tmp/before) )); echo cpus-$(grep -c ^processor /proc/cpuinfo); taskset -c 1 echo hart1-$((6*7)); taskset -c 0 echo hart0-$((6*7)); echo restored-$((6*7)) > /mnt/after.txt && sync && echo disk-$(cat /mnt/after.txt); cat /mnt/hello.txt; ping -c 2 -W 5 10.0.3.1 >/dev/null && echo ping-$((6*7)); umount /mnt; poweroff -f'
+cat /tmp/snap.feed2
+first=$(grep -o 'tick-[0-9]*' /tmp/snap2.out | head -n 1 | cut -d- -f2)
+echo "@@SNAP first tick after the restore: $first"
+[ -n "$first" ] && [ -n "$last" ] && [ "$first" -gt "$last" ] && [ "$first" -le $((last + 2)) ] && echo "@@SNAP the count went on from $last to $first"
+grep -E 'clock-|cpus-|hart[01]-|disk-|ping-|made by the lab|snapshot of|restored in|snapshot RAM' /tmp/snap1.out /tmp/snap2.out | sed 's/^/@@SNAP /'
+
+cp /tmp/snap-disk-at-snapshot.img /tmp/snap-disk.img
+: > /tmp/snap.feed2
+restore /tmp/sin3 /tmp/snap3.sock /tmp/snap3.out 'echo again-$((6*7)); poweroff -f'
+again=$(grep -o 'tick-[0-9]*' /tmp/snap3.out | head -n 1 | cut -d- -f2)
+grep -q again-42 /tmp/snap3.out && [ "$again" = "$first" ] && echo "@@SNAP restored twice: the same first tick $again"
+
+mkdir -p /tmp/bad1 /tmp/bad2
+cp /tmp/snap/* /tmp/bad1/; cp /tmp/snap/* /tmp/bad2/
+dd if=/dev/null of=/tmp/bad1/memory.bin bs=1 seek=1048576 2>/dev/null
+/rvvmm --restore source_url=file:///tmp/bad1; echo "@@SNAP truncated RAM: status $?"
+printf 'X' | dd of=/tmp/bad2/state.snap bs=1 seek=9 conv=notrunc 2>/dev/null
+/rvvmm --restore source_url=file:///tmp/bad2; echo "@@SNAP flipped header byte: status $?"
+ifconfig tap1 down; tunctl -d tap1 >/dev/null
+echo '--- first rvvmm'; cat /tmp/snap1.out
+echo '--- restored rvvmm'; cat /tmp/snap2.out"#
+}
+
 /// Every lab case, in the order they run.
 pub fn cases() -> Vec<Case> {
     vec![
@@ -184,6 +253,36 @@ pub fn cases() -> Vec<Case> {
                 api_session(),
                 0,
                 &["@@API rvvmm status 0", "vm.pause: HTTP 405: the VM is paused: cannot pause"],
+            )
+        },
+        Case {
+            timeout: 600,
+            reject: &["Kernel panic", "Oops", "rcu_sched self-detected stall"],
+            check: Check::Report("@@SNAP the count went on"),
+            ..case(
+                "snapshot_restore_linux",
+                snapshot_session(),
+                0,
+                &[
+                    "@@SNAP paused",
+                    "@@SNAP snapshot taken",
+                    "@@SNAP first rvvmm killed",
+                    "\"state\": \"Paused\"",
+                    "@@SNAP resumed",
+                    "@@SNAP the count went on from",
+                    "clock-1",
+                    "cpus-2",
+                    "hart1-42",
+                    "hart0-42",
+                    "disk-restored-42",
+                    "ping-42",
+                    "@@SNAP restored rvvmm status 0",
+                    "@@SNAP restored twice: the same first tick",
+                    "memory.bin: 1048576 bytes, but the snapshot's RAM is 268435456",
+                    "@@SNAP truncated RAM: status 1",
+                    "the header's checksum does not match",
+                    "@@SNAP flipped header byte: status 1",
+                ],
             )
         },
         Case {

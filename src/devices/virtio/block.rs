@@ -459,6 +459,10 @@ impl VirtioDevice for Block {
         read_config_bytes(&self.config, offset, data);
     }
 
+    fn queue_states(&self) -> Vec<(usize, virtio_queue::QueueState)> {
+        self.queue.iter().map(|q| (0, q.state())).collect()
+    }
+
     fn activate(&mut self, memory: GuestMemoryMmap, mut queues: Vec<Queue>, _features: u64) {
         use virtio_queue::QueueT;
         self.queue = queues.drain(..).next().filter(|q| q.ready());

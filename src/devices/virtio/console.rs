@@ -113,6 +113,10 @@ impl VirtioDevice for VirtioConsole {
         read_config_bytes(&[0u8; 12], offset, data);
     }
 
+    fn queue_states(&self) -> Vec<(usize, virtio_queue::QueueState)> {
+        self.queues.iter().map(|q| q.state()).enumerate().collect()
+    }
+
     fn activate(&mut self, memory: GuestMemoryMmap, queues: Vec<Queue>, _features: u64) {
         self.memory = Some(memory);
         self.queues = queues;

@@ -346,7 +346,8 @@ impl MmioTransport {
 pub struct SharedTransport(pub Arc<Mutex<MmioTransport>>);
 
 impl SharedTransport {
-    fn lock(&self) -> std::sync::MutexGuard<'_, MmioTransport> {
+    /// The transport, locked (a poisoned lock is taken over: its state is plain registers).
+    pub fn lock(&self) -> std::sync::MutexGuard<'_, MmioTransport> {
         self.0.lock().unwrap_or_else(|e| e.into_inner())
     }
 }
@@ -401,6 +402,159 @@ impl MmioTransport {
                 self.device.name()
             );
         }
+    }
+}
+
+/// A queue in a snapshot (virtio-queue's `QueueState`, which has no serde, mirrored).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct QueueSnapshot {
+    /// Largest size the device offers.
+    pub max_size: u16,
+    /// The next available-ring entry the device takes.
+    pub next_avail: u16,
+    /// The next used-ring entry the device fills.
+    pub next_used: u16,
+    /// VIRTIO_F_RING_EVENT_IDX negotiated.
+    pub event_idx_enabled: bool,
+    /// Size the driver chose.
+    pub size: u16,
+    /// QueueReady.
+    pub ready: bool,
+    /// Descriptor table address.
+    pub desc_table: u64,
+    /// Available ring address.
+    pub avail_ring: u64,
+    /// Used ring address.
+    pub used_ring: u64,
+}
+
+impl From<virtio_queue::QueueState> for QueueSnapshot {
+    fn from(q: virtio_queue::QueueState) -> Self {
+        QueueSnapshot {
+            max_size: q.max_size,
+            next_avail: q.next_avail,
+            next_used: q.next_used,
+            event_idx_enabled: q.event_idx_enabled,
+            size: q.size,
+            ready: q.ready,
+            desc_table: q.desc_table,
+            avail_ring: q.avail_ring,
+            used_ring: q.used_ring,
+        }
+    }
+}
+
+impl From<&QueueSnapshot> for virtio_queue::QueueState {
+    fn from(q: &QueueSnapshot) -> Self {
+        virtio_queue::QueueState {
+            max_size: q.max_size,
+            next_avail: q.next_avail,
+            next_used: q.next_used,
+            event_idx_enabled: q.event_idx_enabled,
+            size: q.size,
+            ready: q.ready,
+            desc_table: q.desc_table,
+            avail_ring: q.avail_ring,
+            used_ring: q.used_ring,
+        }
+    }
+}
+
+/// A transport (and the progress of its device's queues) in a snapshot.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct TransportState {
+    /// The device's name, checked on restore.
+    pub device: String,
+    /// Device status.
+    pub status: u32,
+    /// DeviceFeaturesSel.
+    pub device_features_sel: u32,
+    /// DriverFeaturesSel.
+    pub driver_features_sel: u32,
+    /// Features the driver accepted.
+    pub driver_features: u64,
+    /// QueueSel.
+    pub queue_sel: u32,
+    /// ConfigGeneration.
+    pub config_generation: u32,
+    /// InterruptStatus.
+    pub interrupt_status: u32,
+    /// Whether the device was running (DRIVER_OK reached and accepted).
+    pub activated: bool,
+    /// Each queue, with the device's own progress through it.
+    pub queues: Vec<QueueSnapshot>,
+}
+
+impl MmioTransport {
+    /// The transport's registers and its queues as the device has advanced them.
+    pub fn save(&self) -> TransportState {
+        let live = if self.activated {
+            self.device.queue_states()
+        } else {
+            Vec::new()
+        };
+        let queues = self
+            .queues
+            .iter()
+            .enumerate()
+            .map(|(i, q)| {
+                live.iter()
+                    .find(|(index, _)| *index == i)
+                    .map(|(_, state)| *state)
+                    .unwrap_or_else(|| q.state())
+                    .into()
+            })
+            .collect();
+        TransportState {
+            device: self.device.name().to_string(),
+            status: self.status,
+            device_features_sel: self.device_features_sel,
+            driver_features_sel: self.driver_features_sel,
+            driver_features: self.driver_features,
+            queue_sel: self.queue_sel,
+            config_generation: self.config_generation,
+            interrupt_status: self.interrupt_status.load(Ordering::SeqCst),
+            activated: self.activated,
+            queues,
+        }
+    }
+
+    /// Takes a snapshot's transport state: a device that was running is activated again on
+    /// its queues where it left them, and a pending interrupt is raised again.
+    pub fn restore(&mut self, saved: &TransportState) -> Result<(), String> {
+        let name = self.device.name();
+        if saved.device != name || saved.queues.len() != self.queues.len() {
+            return Err(format!(
+                "the snapshot has virtio-{} with {} queues where this VM has virtio-{name} with {}",
+                saved.device,
+                saved.queues.len(),
+                self.queues.len()
+            ));
+        }
+        for (i, (to, from)) in self.queues.iter_mut().zip(&saved.queues).enumerate() {
+            *to = Queue::try_from(virtio_queue::QueueState::from(from))
+                .map_err(|e| format!("virtio-{name} queue {i}: {e}"))?;
+        }
+        self.status = saved.status;
+        self.device_features_sel = saved.device_features_sel;
+        self.driver_features_sel = saved.driver_features_sel;
+        self.driver_features = saved.driver_features;
+        self.queue_sel = saved.queue_sel;
+        self.config_generation = saved.config_generation;
+        if saved.activated {
+            self.activate();
+            if !self.activated {
+                return Err(format!(
+                    "virtio-{name} would not run on the snapshot's queues"
+                ));
+            }
+        }
+        self.interrupt_status
+            .store(saved.interrupt_status, Ordering::SeqCst);
+        if saved.interrupt_status != 0 {
+            self.interrupt.trigger();
+        }
+        Ok(())
     }
 }
 

@@ -88,6 +88,8 @@ pub trait VirtioDevice: Send {
     }
     /// The driver reset the device: drop the queues.
     fn reset(&mut self);
+    /// The queues the device runs, by index, as it has advanced them (for a snapshot).
+    fn queue_states(&self) -> Vec<(usize, virtio_queue::QueueState)>;
     /// The device's own counters (bytes, requests), for `vm.counters`.
     fn counters(&self) -> Vec<(&'static str, u64)> {
         Vec::new()

@@ -259,6 +259,10 @@ impl VirtioDevice for Net {
         read_config_bytes(&self.config, offset, data);
     }
 
+    fn queue_states(&self) -> Vec<(usize, virtio_queue::QueueState)> {
+        self.queues.iter().map(|q| q.state()).enumerate().collect()
+    }
+
     fn activate(&mut self, memory: GuestMemoryMmap, queues: Vec<Queue>, _features: u64) {
         self.queues = queues;
         self.memory = Some(memory);

@@ -60,6 +60,10 @@ impl VirtioDevice for Rng {
         data.fill(0);
     }
 
+    fn queue_states(&self) -> Vec<(usize, virtio_queue::QueueState)> {
+        self.queue.iter().map(|q| (0, q.state())).collect()
+    }
+
     fn activate(&mut self, memory: GuestMemoryMmap, mut queues: Vec<Queue>, _features: u64) {
         self.queue = queues.drain(..).next().filter(|q| q.ready());
         self.memory = Some(memory);
