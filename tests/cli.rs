@@ -105,7 +105,7 @@ fn huge_pages_need_whole_pages_and_a_reservation() {
     // Without huge pages reserved the reservation fails at once, with the way to make some.
     let reserved = std::fs::read_to_string("/proc/sys/vm/nr_hugepages").unwrap_or_default();
     if reserved.trim() == "0" {
-        let out = rvvmm(&["--kernel", k, "--hugepages", "--memory", "4M"]);
+        let out = rvvmm(&["--kernel", k, "--hugepages", "--memory", "8M"]);
         assert_one_line_error(&out, 1, "/proc/sys/vm/nr_hugepages");
     }
 }
@@ -233,4 +233,27 @@ fn bad_config_files_are_one_line_usage_errors() {
     let out = rvvmm(&["--kernel", k, "--disable-isa", "q"]);
     assert_eq!(out.status.code(), Some(2));
     assert!(stderr(&out).contains("unknown ISA extension 'q'"));
+}
+
+#[test]
+fn restore_refusals_are_one_line() {
+    let out = rvvmm(&["--restore", "/no/scheme"]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("unknown restore option"),
+        "{}",
+        stderr(&out)
+    );
+    let out = rvvmm(&["--restore", "file:///x", "--kernel", "k"]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    let out = rvvmm(&["--restore", "source_url=file:///nonexistent/snap"]);
+    assert_one_line_error(
+        &out,
+        1,
+        "/nonexistent/snap/state.snap: No such file or directory",
+    );
+    let dir = temp_file("rvvmm-cli-snap", "state.snap", b"RVVMMSNP and then garbage");
+    let url = format!("file://{}", dir.parent().unwrap().display());
+    let out = rvvmm(&["--restore", &url]);
+    assert_one_line_error(&out, 1, "the header's checksum does not match");
 }

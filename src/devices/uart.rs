@@ -282,6 +282,31 @@ mod tests {
     }
 
     #[test]
+    fn a_restored_uart_has_the_registers_and_the_fifo() {
+        let console = Arc::new(BufferConsole::default());
+        let chip: Arc<dyn IrqChip> = Arc::new(Plic::new(vec![
+            Arc::new(RecordedLine::default()) as Arc<dyn InterruptLine>
+        ]));
+        let uart = Uart::new(console.clone(), chip.clone(), 10, true);
+        assert_eq!(uart.write(IER, &[1]), CONTINUE);
+        assert_eq!(uart.write(7, &[0x5a]), CONTINUE); // scratch
+        console.type_in(b"hi");
+        uart.pull_input();
+        let saved = uart.save();
+        assert_eq!(saved.fifo, b"hi");
+        assert!(saved.active);
+        let fresh = Uart::new(console, chip, 10, true);
+        fresh.restore(&saved).unwrap();
+        assert_eq!(fresh.save(), saved);
+        let mut byte = [0u8];
+        fresh.read(RBR, &mut byte);
+        assert_eq!(byte[0], b'h');
+        let mut bad = saved;
+        bad.fifo = vec![0; 65];
+        assert!(fresh.restore(&bad).is_err());
+    }
+
+    #[test]
     fn output_reaches_the_console() {
         let (uart, console, _, _) = setup();
         for b in b"ok\n" {

@@ -165,6 +165,63 @@ impl<B: VcpuBackend> Vcpu<B> {
 mod tests {
     use super::*;
 
+    use crate::arch::riscv64::regs::{a, isa_ext, PC};
+    use crate::console::BufferConsole;
+    use crate::hypervisor::scripted::ScriptedVm;
+    use crate::hypervisor::VmBackend;
+    use crate::sbi::{Sbi, SbiContext};
+    use crate::vcpu::VcpuConfig;
+
+    fn vcpu(vm: &ScriptedVm) -> Vcpu<crate::hypervisor::scripted::ScriptedVcpu> {
+        let memory = vm_memory::GuestMemoryMmap::<()>::from_ranges(&[(
+            vm_memory::GuestAddress(0x8000_0000),
+            1 << 20,
+        )])
+        .unwrap();
+        let sbi = Sbi::new(SbiContext {
+            memory,
+            console: std::sync::Arc::new(BufferConsole::default()),
+        });
+        let config = VcpuConfig {
+            hart_id: 0,
+            dtb_addr: 0x8000_0000,
+        };
+        Vcpu::new(0, config, vm.create_vcpu(0).unwrap(), sbi).unwrap()
+    }
+
+    #[test]
+    fn a_state_goes_back_into_a_fresh_vcpu() {
+        let vm = ScriptedVm::new().with_reg(isa_ext(13), 1);
+        let mut from = vcpu(&vm);
+        from.set_entry(0x8020_0000).unwrap();
+        from.set_gpr(5, 77).unwrap();
+        let state = from.save_state().unwrap();
+        let mut to = vcpu(&ScriptedVm::new());
+        to.restore_state(&state).unwrap();
+        assert_eq!(to.backend.get_reg(PC).unwrap(), 0x8020_0000);
+        assert_eq!(to.backend.get_reg(a(5)).unwrap(), 77);
+        assert_eq!(to.save_state().unwrap(), state);
+    }
+
+    #[test]
+    fn a_host_that_lacks_an_extension_is_named() {
+        let vm = ScriptedVm::new().with_reg(isa_ext(13), 1);
+        let state = vcpu(&vm).save_state().unwrap();
+        let lacking = ScriptedVm::new().with_fixed_reg(isa_ext(13));
+        let e = vcpu(&lacking)
+            .restore_state(&state)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.starts_with("vCPU 0: the snapshot's vCPU had zbb, which this host's KVM cannot give"),
+            "{e}"
+        );
+        let mut broken = state.clone();
+        broken.regs[0].value = "xyz".into();
+        let e = vcpu(&vm).restore_state(&broken).unwrap_err().to_string();
+        assert!(e.contains("is not hex"), "{e}");
+    }
+
     #[test]
     fn hex_round_trips() {
         assert_eq!(

@@ -202,6 +202,10 @@ impl Vm {
         startup_step("devices and event loop started");
 
         let (uart, console_input) = (devices.uart.clone(), devices.console_input);
+        if let Some(evt) = &console_input {
+            // As for the UART below: input that is already waiting.
+            let _ = evt.write(1);
+        }
         let listener_control = control.clone();
         self.console
             .set_listener(Some(Arc::new(move |event| match event {
@@ -213,6 +217,9 @@ impl Vm {
                 },
                 ConsoleEvent::Quit => listener_control.request(ExitRequest::Exit(0)),
             })));
+        // Input that arrived before the listener (typed while a snapshot was being restored)
+        // is delivered now rather than at the next key; an inactive UART takes none.
+        devices.uart.pull_input();
         let threads = match VcpuThreads::spawn(vcpus, &bus, control, &self.hypercall) {
             Ok(threads) => threads,
             Err(e) => {

@@ -51,7 +51,7 @@ pub struct Options {
 }
 
 /// The benchmark's parts, for `--only`.
-pub const PARTS: &[&str] = &["exits", "boot", "blk", "startup", "idle"];
+pub const PARTS: &[&str] = &["exits", "boot", "blk", "startup", "idle", "snapshot"];
 
 /// A shell loop running `body` for `$v` = each of `vmms` in each repetition `$r`, the order
 /// reversed every other repetition so that none always runs first.
@@ -192,6 +192,91 @@ fn idle_case(reps: usize, lkvm: bool) -> Case {
     body.push_str("kill $feeder");
     let vmms: &[&str] = if lkvm { &["rvvmm", "lkvm"] } else { &["rvvmm"] };
     bench_case("bench_idle", interleaved(reps, vmms, &body))
+}
+
+/// A 256 MiB Linux guest at its shell, as a user meets it: booted cold, or restored from a
+/// snapshot taken of it at its shell once per L1 boot (the snapshot's write time is timed
+/// there). Each run types one command and is timed from exec to the answer on the console:
+/// `@@SNAPB cold|restore rep ms=N` (and `restore_ms=N` from rvvmm's own log for a restore).
+fn snapshot_case(reps: usize) -> Case {
+    let shell = "/rvvmm --kernel /l2/Image --initrd /l2/initrd.cpio --memory 256M --cmdline 'console=ttyS0 quiet rvvmm.test=shell'";
+    let prep = format!(
+        r#"rm -rf /tmp/bsnap /tmp/bsnap.sock /tmp/bprep.in; mkfifo /tmp/bprep.in
+( for i in $(seq 1 600); do grep -q '@@L2 shell ready' /tmp/bprep.out 2>/dev/null && break; sleep 0.2; done; sleep 1
+  R='/rvvmm remote --api-socket /tmp/bsnap.sock'; $R pause; $R snapshot file:///tmp/bsnap; $R shutdown-vmm ) > /tmp/bprep.in &
+RUST_LOG=rvvmm=info {shell} --api-socket /tmp/bsnap.sock < /tmp/bprep.in > /tmp/bprep.out 2>&1
+wait
+grep -o 'written to /tmp/bsnap in [0-9]* ms' /tmp/bprep.out | sed 's/^/@@SNAPB write /'
+grep -o '256 MiB RAM ([0-9]* MiB of data)' /tmp/bprep.out | sed 's/^/@@SNAPB data /'
+"#
+    );
+    let body = format!(
+        r#"rm -f /tmp/bs.in /tmp/bs.out; mkfifo /tmp/bs.in; : > /tmp/bs.out
+t0=$(cut -d' ' -f1 /proc/uptime)
+( if [ $v = cold ]; then for i in $(seq 1 1200); do grep -q '@@L2 shell ready' /tmp/bs.out && break; sleep 0.05; done; fi
+  echo 'echo answer-$((6*7))'
+  for i in $(seq 1 1200); do grep -q answer-42 /tmp/bs.out && break; sleep 0.05; done
+  t1=$(cut -d' ' -f1 /proc/uptime)
+  echo "@@SNAPB $v $r ms=$(awk "BEGIN {{ print ($t1 - $t0) * 1000 }}")" >&2
+  echo 'poweroff -f' ) > /tmp/bs.in 2>>/tmp/bs.report &
+case $v in
+  cold) RUST_LOG=rvvmm=info {shell} < /tmp/bs.in > /tmp/bs.out 2>&1;;
+  *) RUST_LOG=rvvmm=info /rvvmm --restore source_url=file:///tmp/bsnap,resume=on < /tmp/bs.in > /tmp/bs.out 2>&1;;
+esac
+wait
+grep -o 'restored in [0-9]* ms' /tmp/bs.out | sed "s/^/@@SNAPB restore_log $r /""#
+    );
+    let script = format!(
+        "{prep}: > /tmp/bs.report\n{}\ncat /tmp/bs.report",
+        interleaved(reps, &["cold", "restore"], &body)
+    );
+    bench_case("bench_snapshot", script)
+}
+
+/// The `@@SNAPB` lines of [`snapshot_case`].
+fn snapshot_samples(output: &str) -> Vec<Sample> {
+    let mut samples = Vec::new();
+    let number = |text: &str, after: &str| -> Option<f64> {
+        text.split(after)
+            .nth(1)?
+            .split_whitespace()
+            .next()?
+            .parse()
+            .ok()
+    };
+    for l in output.lines() {
+        let Some(rest) = l.strip_prefix("@@SNAPB ") else {
+            continue;
+        };
+        let mut f = rest.split_whitespace();
+        let (kind, second) = (f.next().unwrap_or(""), f.next().unwrap_or(""));
+        let (vmm, what, rep, value) = match kind {
+            "cold" | "restore" => (
+                kind,
+                "to_shell_answer_ms",
+                second.parse().unwrap_or(0),
+                number(rest, "ms="),
+            ),
+            "restore_log" => (
+                "restore",
+                "restore_ms",
+                second.parse().unwrap_or(0),
+                number(rest, "restored in "),
+            ),
+            "write" => ("snapshot", "write_ms", 0, number(rest, " in ")),
+            "data" => ("snapshot", "data_mib", 0, number(rest, "(")),
+            _ => continue,
+        };
+        if let Some(value) = value {
+            samples.push(Sample {
+                vmm: vmm.into(),
+                what: what.into(),
+                rep,
+                value,
+            });
+        }
+    }
+    samples
 }
 
 /// `@@IDLE vmm guest cpus rep ticks=N` lines, as CPU seconds per [`IDLE_S`] seconds.
@@ -459,6 +544,7 @@ pub fn run(opts: &Options) -> Result<bool, String> {
         ("blk", blk_case(opts.reps)),
         ("startup", startup_case(opts.reps, opts.lkvm.is_some())),
         ("idle", idle_case(opts.reps, opts.lkvm.is_some())),
+        ("snapshot", snapshot_case(opts.reps)),
     ]
     .into_iter()
     .filter(|(part, _)| want(part))
@@ -500,6 +586,7 @@ pub fn run(opts: &Options) -> Result<bool, String> {
         samples.extend(blk_samples(&output("bench_blk")));
         samples.extend(startup_samples(&output("bench_startup")));
         samples.extend(idle_samples(&output("bench_idle")));
+        samples.extend(snapshot_samples(&output("bench_snapshot")));
 
         println!(
             "bench[{}] L1 kernel {kernel}, {}, {} repetitions, interleaved",
@@ -690,6 +777,30 @@ pub fn run(opts: &Options) -> Result<bool, String> {
                         println!("bench[{}]   {guest} {cpus}: missing samples", mode.name());
                         complete = false;
                     }
+                }
+            }
+        }
+        if want("snapshot") {
+            let (cold, restore) = (
+                med(&samples, "cold", "to_shell_answer_ms"),
+                med(&samples, "restore", "to_shell_answer_ms"),
+            );
+            let (write, data, restore_log) = (
+                med(&samples, "snapshot", "write_ms"),
+                med(&samples, "snapshot", "data_mib"),
+                med(&samples, "restore", "restore_ms"),
+            );
+            match (cold, restore, write, restore_log) {
+                (Some(c), Some(r), Some(w), Some(rl)) => println!(
+                    "bench[{}] snapshot of a 256 MiB Linux guest at its shell ({} MiB of data): written in {w:.0} ms; \
+                     restore to running {rl:.0} ms; exec to a shell answer: restored {r:.0} ms, cold boot {c:.0} ms, ratio {:.3}",
+                    mode.name(),
+                    data.map_or_else(|| "?".into(), |d| format!("{d:.0}")),
+                    r / c
+                ),
+                _ => {
+                    println!("bench[{}] snapshot: missing samples", mode.name());
+                    complete = false;
                 }
             }
         }

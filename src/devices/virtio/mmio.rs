@@ -653,6 +653,43 @@ mod tests {
     }
 
     #[test]
+    fn a_restored_transport_goes_on_where_the_device_was() {
+        let (t, _, mem) = transport();
+        bring_up(&t);
+        publish(&mem, &[(DATA, 64, F_WRITE, 0)], &[0]);
+        t.lock().process_queue(0);
+        let saved = t.lock().save();
+        assert!(saved.activated);
+        assert_eq!(
+            saved.queues[0].next_avail, 1,
+            "the device's progress, not setup's copy"
+        );
+        assert_eq!(saved.interrupt_status, INT_USED_RING);
+        // A fresh transport on the same RAM takes it, runs, and raises the pending interrupt.
+        let irq = Arc::new(CountingInterrupt::default());
+        let mut fresh = MmioTransport::new(Box::new(Rng::new()), mem.clone(), irq.clone()).unwrap();
+        fresh.restore(&saved).unwrap();
+        assert_eq!(fresh.save(), saved);
+        assert_eq!(irq.0.load(Ordering::Relaxed), 1);
+        publish(&mem, &[(DATA, 32, F_WRITE, 0)], &[0, 0]);
+        fresh.process_queue(0);
+        assert_eq!(used(&mem).0, 2, "the second request is used next");
+        // Another device, or another shape, is refused.
+        let mut other = MmioTransport::new(
+            Box::new(
+                crate::devices::virtio::console::VirtioConsole::new(Arc::new(
+                    crate::console::BufferConsole::default(),
+                ))
+                .unwrap(),
+            ),
+            mem,
+            irq,
+        )
+        .unwrap();
+        assert!(other.restore(&saved).unwrap_err().contains("virtio-rng"));
+    }
+
+    #[test]
     fn identity_registers() {
         let (t, _, _) = transport();
         assert_eq!(r(&t, 0), MAGIC);
