@@ -25,8 +25,9 @@ fn temp_dir(tag: &str) -> PathBuf {
 
 /// A VM whose hart 0 makes MMIO exits forever and whose hart 1 idles, served on an API socket
 /// in a thread; returns the socket and the VMM's exit status when it ends.
-fn start(tag: &str) -> (PathBuf, mpsc::Receiver<Result<i32, String>>) {
-    let dir = temp_dir(tag);
+/// A 2-vCPU VM with the test device, 16 MiB and a one-instruction kernel, served on
+/// `dir/api.sock` (returned with the VMM).
+fn served_vmm(dir: &Path) -> (PathBuf, Vmm) {
     let kernel = dir.join("guest.bin");
     std::fs::write(&kernel, [0x73, 0x00, 0x50, 0x10]).unwrap();
     let socket = dir.join("api.sock");
@@ -37,10 +38,15 @@ fn start(tag: &str) -> (PathBuf, mpsc::Receiver<Result<i32, String>>) {
         testdev: true,
         ..Default::default()
     };
-    let mut vmm = Vmm::new(config, std::sync::Arc::new(BufferConsole::default()))
+    let vmm = Vmm::new(config, std::sync::Arc::new(BufferConsole::default()))
         .unwrap()
         .with_api(ApiServer::bind(&socket).unwrap())
         .unwrap();
+    (socket, vmm)
+}
+
+fn start(tag: &str) -> (PathBuf, mpsc::Receiver<Result<i32, String>>) {
+    let (socket, mut vmm) = served_vmm(&temp_dir(tag));
     let (done, finished) = mpsc::channel();
     std::thread::spawn(move || {
         let status = vmm.run(|| {
@@ -310,21 +316,8 @@ fn create_boot_shutdown_delete_over_the_api() {
 fn snapshot_then_restore_gives_the_registers_back() {
     use rvvmm::arch::riscv64::regs;
     let dir = temp_dir("snap");
-    let kernel = dir.join("guest.bin");
-    std::fs::write(&kernel, [0x73, 0x00, 0x50, 0x10]).unwrap();
-    let socket = dir.join("api.sock");
     let snap = dir.join("snapshot");
-    let config = VmConfig {
-        kernel,
-        memory: Some(16 << 20),
-        cpus: Some(2),
-        testdev: true,
-        ..Default::default()
-    };
-    let mut vmm = Vmm::new(config, std::sync::Arc::new(BufferConsole::default()))
-        .unwrap()
-        .with_api(ApiServer::bind(&socket).unwrap())
-        .unwrap();
+    let (socket, mut vmm) = served_vmm(&dir);
     let vm = ScriptedVm::new()
         .with_reg(regs::a(5), 0x1234_5678)
         .script(0, MpState::Runnable, vec![Step::Idle])

@@ -25,7 +25,8 @@ pub struct Args {
     #[command(subcommand)]
     pub command: Option<Command>,
 
-    /// Kernel to boot: a RISC-V Linux Image, or a flat binary loaded and entered at 0x8000_0000.
+    /// Kernel to boot: a RISC-V Linux Image, an ELF, or a flat binary (loaded and entered at
+    /// RAM + 2 MiB, 0x8020_0000, as on QEMU virt and kvmtool; see --load-addr).
     #[arg(long, value_name = "FILE", required_unless_present_any = ["config", "api_socket", "list_extensions", "restore"])]
     pub kernel: Option<PathBuf>,
 
@@ -34,6 +35,11 @@ pub struct Args {
     #[arg(long, value_name = "source_url=file:///DIR[,resume=on]", conflicts_with_all = ["kernel", "config"],
           value_parser = |s: &str| crate::snapshot::parse_restore(s))]
     pub restore: Option<(PathBuf, bool)>,
+
+    /// Load and enter a flat --kernel at ADDR instead of RAM base + 2 MiB (0x80200000), for a
+    /// binary linked elsewhere (a Linux Image or an ELF says where it goes).
+    #[arg(long, value_name = "ADDR", value_parser = super::parse_addr)]
+    pub load_addr: Option<u64>,
 
     /// The VM's description as JSON (Cloud Hypervisor's VmConfig shape, see the README);
     /// flags given beside it override its values.
@@ -204,6 +210,13 @@ impl Args {
             "payload.kernel",
             "--kernel",
         );
+        set(
+            &self.load_addr.map(Some),
+            &mut config.load_addr,
+            s,
+            "rvvmm.load_addr",
+            "--load-addr",
+        );
         set(&some(&self.dtb), &mut config.dtb, s, "rvvmm.dtb", "--dtb");
         set(
             &some(&self.initrd),
@@ -315,6 +328,21 @@ mod tests {
         assert_eq!(config.cpus, Some(2));
         assert_eq!(sources.of("cpus.boot_vcpus"), Some(&Source::Flag("--cpus")));
         assert_eq!(sources.of("memory.size"), None);
+    }
+
+    #[test]
+    fn load_addr_is_laid_over() {
+        let (config, sources) = parse(&["--kernel", "k", "--load-addr", "0x80000000"])
+            .unwrap()
+            .vm_config()
+            .unwrap()
+            .unwrap();
+        assert_eq!(config.load_addr, Some(0x8000_0000));
+        assert_eq!(
+            sources.of("rvvmm.load_addr"),
+            Some(&Source::Flag("--load-addr"))
+        );
+        assert!(parse(&["--kernel", "k", "--load-addr", "zz"]).is_err());
     }
 
     #[test]

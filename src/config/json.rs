@@ -120,6 +120,9 @@ pub struct RvvmmConfig {
     /// The user's device tree.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dtb: Option<String>,
+    /// Where a flat kernel goes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub load_addr: Option<u64>,
     /// `auto`, `aia` or `plic`.
     #[serde(default)]
     pub irqchip: IrqChipKind,
@@ -309,7 +312,7 @@ const SECTIONS: &[Section] = &[
     },
     Section {
         path: "rvvmm",
-        honoured: &["dtb", "irqchip", "testdev", "disable_sbi", "disable_isa"],
+        honoured: &["dtb", "load_addr", "irqchip", "testdev", "disable_sbi", "disable_isa"],
         known: &[],
         why: "",
     },
@@ -490,6 +493,7 @@ impl VmConfigJson {
             console: tty(config.console == ConsoleKind::Virtio),
             rvvmm: Some(RvvmmConfig {
                 dtb: config.dtb.as_deref().map(path_text),
+                load_addr: config.load_addr,
                 irqchip: config.irqchip,
                 testdev: config.testdev,
                 disable_sbi: config.disable_sbi.clone(),
@@ -606,6 +610,10 @@ impl VmConfigJson {
                 config.dtb = Some(dtb.into());
                 mark("rvvmm.dtb");
             }
+            if let Some(addr) = r.load_addr {
+                config.load_addr = Some(addr);
+                mark("rvvmm.load_addr");
+            }
             config.irqchip = r.irqchip;
             config.testdev = r.testdev;
             mark("rvvmm.irqchip");
@@ -646,6 +654,7 @@ mod tests {
     fn full() -> VmConfig {
         VmConfig {
             kernel: "/l2/Image".into(),
+            load_addr: None,
             dtb: Some("/l2/virt.dtb".into()),
             initrd: Some("/l2/initrd".into()),
             memory: Some(512 << 20),
@@ -752,7 +761,7 @@ mod tests {
             ("{\"vsock\": {\"cid\": 3, \"socket\": \"/tmp/v\"}}", "vsock: {\"cid\":3,\"socket\":\"/tmp/v\"} is Cloud Hypervisor's, and rvvmm cannot honour it: rvvmm has no such device"),
             ("{\"rvvmm\": {\"disable_isa\": [\"zzz\"]}}", "rvvmm.disable_isa: unknown ISA extension 'zzz'"),
             ("{\"rvvmm\": {\"disable_sbi\": [\"hsm\", \"nope\"]}}", "rvvmm.disable_sbi: unknown SBI extension 'nope' (one of: v01, time"),
-            ("{\"rvvmm\": {\"kvm\": true}}", "rvvmm.kvm: unknown field (rvvmm takes here: dtb, irqchip"),
+            ("{\"rvvmm\": {\"kvm\": true}}", "rvvmm.kvm: unknown field (rvvmm takes here: dtb, load_addr, irqchip"),
         ] {
             let e = parse_err(text);
             assert!(e.contains(expected), "{text}: {e:?} lacks {expected:?}");

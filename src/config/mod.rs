@@ -126,6 +126,8 @@ pub const MAX_VIRTIO_DEVICES: usize = 8;
 pub struct VmConfig {
     /// Kernel file.
     pub kernel: PathBuf,
+    /// Where a flat kernel goes (else RAM base + 2 MiB).
+    pub load_addr: Option<u64>,
     /// User device tree.
     pub dtb: Option<PathBuf>,
     /// Initial ramdisk.
@@ -467,6 +469,16 @@ pub fn parse_cmdline(s: &str) -> Result<String, String> {
         .map_err(|e| format!("bad command line: {e}"))
 }
 
+/// Parses an address: hex with `0x`, or decimal.
+pub fn parse_addr(s: &str) -> Result<u64, String> {
+    let t = s.trim();
+    match t.strip_prefix("0x").or_else(|| t.strip_prefix("0X")) {
+        Some(hex) => u64::from_str_radix(&hex.replace('_', ""), 16),
+        None => t.parse(),
+    }
+    .map_err(|_| format!("'{s}' is not an address (try 0x80200000)"))
+}
+
 /// Parses "512M", "2G", "2GiB", "1048576".
 pub fn parse_size(s: &str) -> Result<u64, String> {
     let t = s.trim();
@@ -502,6 +514,15 @@ mod tests {
         for bad in ["", "M", "twelve", "1.5G", "-1M", "99999999999999999999T"] {
             assert!(parse_size(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn addresses() {
+        assert_eq!(parse_addr("0x80200000"), Ok(0x8020_0000));
+        assert_eq!(parse_addr("0X8000_0000"), Ok(0x8000_0000));
+        assert_eq!(parse_addr("4096"), Ok(4096));
+        assert!(parse_addr("0xzz").is_err());
+        assert!(parse_addr("").is_err());
     }
 
     #[test]

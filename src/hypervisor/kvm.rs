@@ -105,28 +105,17 @@ fn set_attr<T>(dev: &kvm_ioctls::DeviceFd, group: u32, attr: u64, value: &T) -> 
         .map_err(ioctl_err("KVM_SET_DEVICE_ATTR (AIA)"))
 }
 
-fn get_attr(dev: &kvm_ioctls::DeviceFd, group: u32, attr: u64) -> Result<u32> {
-    let mut value = 0u32;
+/// Reads a device attribute into a `T` (u32 for AIA config and APLIC attributes, u64 for
+/// IMSIC ones).
+fn get_attr<T: Copy + Default>(dev: &kvm_ioctls::DeviceFd, group: u32, attr: u64) -> Result<T> {
+    let mut value = T::default();
     let mut a = kvm_bindings::kvm_device_attr {
         flags: 0,
         group,
         attr,
-        addr: &mut value as *mut u32 as u64,
+        addr: &mut value as *mut T as u64,
     };
-    // SAFETY: `addr` points at a live u32, the size KVM writes for AIA config attributes.
-    unsafe { dev.get_device_attr(&mut a) }.map_err(ioctl_err("KVM_GET_DEVICE_ATTR (AIA)"))?;
-    Ok(value)
-}
-
-fn get_attr_u64(dev: &kvm_ioctls::DeviceFd, group: u32, attr: u64) -> Result<u64> {
-    let mut value = 0u64;
-    let mut a = kvm_bindings::kvm_device_attr {
-        flags: 0,
-        group,
-        attr,
-        addr: &mut value as *mut u64 as u64,
-    };
-    // SAFETY: `addr` points at a live u64, the size KVM writes for IMSIC attributes.
+    // SAFETY: `addr` points at a live `T`, which the callers size as KVM writes the attribute.
     unsafe { dev.get_device_attr(&mut a) }.map_err(ioctl_err("KVM_GET_DEVICE_ATTR (AIA)"))?;
     Ok(value)
 }
@@ -192,12 +181,12 @@ impl VmBackend for KvmVm {
         use kvm_bindings::*;
         let dev = aia_device(&self.vm, 0).map_err(ioctl_err("KVM_CREATE_DEVICE (AIA)"))?;
         let config_attr = |attr: u32| u64::from(attr);
-        let mode = get_attr(
+        let mode: u32 = get_attr(
             &dev,
             KVM_DEV_RISCV_AIA_GRP_CONFIG,
             config_attr(KVM_DEV_RISCV_AIA_CONFIG_MODE),
         )?;
-        let ids = get_attr(
+        let ids: u32 = get_attr(
             &dev,
             KVM_DEV_RISCV_AIA_GRP_CONFIG,
             config_attr(KVM_DEV_RISCV_AIA_CONFIG_IDS),
@@ -267,9 +256,9 @@ impl VmBackend for KvmVm {
             "an in-kernel AIA in this VM",
         ))?;
         if group == kvm_bindings::KVM_DEV_RISCV_AIA_GRP_IMSIC {
-            get_attr_u64(dev, group, attr)
+            get_attr::<u64>(dev, group, attr)
         } else {
-            get_attr(dev, group, attr).map(u64::from)
+            get_attr::<u32>(dev, group, attr).map(u64::from)
         }
     }
 

@@ -35,6 +35,17 @@ pub enum VcpuError {
         #[source]
         source: HypervisorError,
     },
+    /// KVM could not handle a guest trap.
+    #[error("hart {vcpu}: KVM could not handle the guest's trap at pc {pc:#x} ({source}); the host's kernel log (dmesg) has its cause and address. Is the guest linked for the address it was loaded at (flat binaries go to 0x80200000, --load-addr moves them)?")]
+    GuestTrap {
+        /// vCPU index.
+        vcpu: u32,
+        /// The guest's pc.
+        pc: u64,
+        /// KVM_RUN's error.
+        #[source]
+        source: HypervisorError,
+    },
     /// A snapshot's vCPU state could not be saved or restored.
     #[error("vCPU {vcpu}: {what}")]
     State {
@@ -231,8 +242,10 @@ impl<B: VcpuBackend> Vcpu<B> {
         if self.off_path {
             return self.run_off_path();
         }
-        let raw = self.backend.run().map_err(self.err())?;
-        self.decode(raw)
+        match self.backend.run() {
+            Ok(raw) => self.decode(raw),
+            Err(e) => Err(self.run_failed(e)),
+        }
     }
 
     /// A stopped hart, or the exit a started hart came back with.
@@ -359,6 +372,25 @@ impl<B: VcpuBackend> Vcpu<B> {
                 width,
             }
             .into()),
+        }
+    }
+
+    /// KVM_RUN failed: KVM met a guest trap it cannot handle or deliver (an instruction fetch
+    /// from no memory, an MMIO access it cannot decode or that is misaligned). Says where the
+    /// guest was, which is what a user can act on; the host's log has KVM's own dump.
+    #[cold]
+    #[inline(never)]
+    fn run_failed(&self, source: HypervisorError) -> Box<VcpuError> {
+        if !matches!(source, HypervisorError::Ioctl { .. }) {
+            return self.err()(source);
+        }
+        match self.backend.get_reg(regs::PC) {
+            Ok(pc) => Box::new(VcpuError::GuestTrap {
+                vcpu: self.id,
+                pc,
+                source,
+            }),
+            Err(_) => self.err()(source),
         }
     }
 

@@ -339,10 +339,19 @@ impl Vmm {
         V::Vcpu: 'static,
         F: FnMut() -> std::result::Result<V, HypervisorError>,
     {
+        let (config, vm) = self.new_vm(make_vm)?;
+        config.build(vm, control, boots)
+    }
+
+    /// The VM's resources and a new hypervisor VM for them.
+    fn new_vm<V, F>(&self, make_vm: &mut F) -> Result<(&Vm, Arc<V>)>
+    where
+        F: FnMut() -> std::result::Result<V, HypervisorError>,
+    {
         let config = self.vm.as_ref().ok_or(VmmError::NoVm)?;
         let vm = Arc::new(make_vm()?);
         startup_step("VM created");
-        config.build(vm, control, boots)
+        Ok((config, vm))
     }
 
     /// The machine of a snapshot, on a VM from `make_vm`: paused, or running with `resume`.
@@ -359,9 +368,8 @@ impl Vmm {
         V::Vcpu: 'static,
         F: FnMut() -> std::result::Result<V, HypervisorError>,
     {
-        let config = self.vm.as_ref().ok_or(VmmError::NoVm)?;
         let started = std::time::Instant::now();
-        let vm = Arc::new(make_vm()?);
+        let (config, vm) = self.new_vm(make_vm)?;
         let mut machine = config.restore(vm, control, saved, dir)?;
         log::info!(
             "restored in {} ms, {}",

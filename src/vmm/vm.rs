@@ -8,6 +8,7 @@ use vm_memory::GuestMemoryMmap;
 
 use super::Result;
 use crate::arch::riscv64::fdt::tree::Tree;
+use crate::arch::riscv64::layout::fdt_addr;
 use crate::config::json::VmConfigJson;
 use crate::config::{Resolved, VmConfig};
 use crate::console::Console;
@@ -27,6 +28,8 @@ pub struct Vm {
     pub(super) initrd: Option<(Initrd, (u64, u64))>,
     pub(super) user_dtb: Option<Tree>,
     pub(super) ram_size: u64,
+    /// Where the dtb goes (and a1 points): the last 2 MiB-aligned block of RAM.
+    pub(super) dtb_addr: u64,
     pub(super) memory: GuestMemoryMmap,
     pub(super) console: Arc<dyn Console>,
     /// The embedder's hypercall handler; `None`: the `rvvmm` command's answers.
@@ -51,7 +54,10 @@ impl Vm {
             memory: ram_size,
             dtb: user_dtb,
         } = config.resolve()?;
-        let kernel = Kernel::read(&config.kernel)?;
+        let kernel = match config.load_addr {
+            Some(addr) => Kernel::read(&config.kernel)?.at(addr)?,
+            None => Kernel::read(&config.kernel)?,
+        };
         kernel.check_fits(ram_size)?;
         for disk in &config.disks {
             // Opened now to report a bad image before anything runs; each boot opens it anew.
@@ -70,6 +76,7 @@ impl Vm {
             }
             None => None,
         };
+        let dtb_addr = fdt_addr(ram_size);
         let memory = guest_memory(ram_size, config.hugepages)?;
         startup_step("files read, guest RAM mapped");
         Ok(Vm {
@@ -79,6 +86,7 @@ impl Vm {
             initrd,
             user_dtb,
             ram_size,
+            dtb_addr,
             memory,
             console,
             hypercall,

@@ -28,6 +28,12 @@ const BUSYBOX_DEB: Pinned = Pinned {
     pool_path: "pool/main/b/busybox/busybox-static_1.37.0-6+b9_riscv64.deb",
     sha256: "4add476d2b185c5b487c285b38d790f0881a7e4a8e2ddde835f917e770eb8633",
 };
+/// Debian's U-Boot for QEMU: its qemu-riscv64_smode build is the S-mode payload QEMU users
+/// boot after OpenSBI, and what the U-Boot cases boot under rvvmm.
+const UBOOT_DEB: Pinned = Pinned {
+    pool_path: "pool/main/u/u-boot/u-boot-qemu_2025.01-3+deb13u1_all.deb",
+    sha256: "a3751b5d36a411457b2e7a2834cdce0e5d40493e6588a65d51c5603740a0c71c",
+};
 const KERNEL_RELEASE: &str = "6.12.107+deb13-riscv64";
 
 /// The suite whose QEMU (10.x) boots L1 with AIA; bookworm's 7.2 hangs in AIA mode.
@@ -57,12 +63,8 @@ const GUESTS: &[(&str, &str, &str)] = &[
     ("bench_mmio_write", "bench", "-DKIND_MMIO_WRITE"),
     ("bench_dbcn_write_byte", "bench", "-DKIND_DBCN"),
     ("bench_sbi_in_kernel", "bench", "-DKIND_SBI_KERNEL"),
-    (
-        "bench_startup",
-        "startup",
-        "-DIMAGE_HEADER -DEARLY_MARK -Wl,--defsym=GUEST_BASE=0x80200000",
-    ),
-    // The same guest for bare-kvm, which loads flat binaries at RAM's base.
+    ("bench_startup", "startup", "-DIMAGE_HEADER -DEARLY_MARK"),
+    // The same guest as a flat binary, for bare-kvm.
     ("bench_startup_flat", "startup", "-DEARLY_MARK"),
 ];
 
@@ -94,6 +96,12 @@ pub(crate) struct Prepared {
     pub(crate) lkvm: Option<Vec<u8>>,
     /// An earlier commit's measuring build, for the benchmark (`--baseline`).
     pub(crate) baseline_timing: Option<Vec<u8>>,
+    /// U-Boot (qemu-riscv64_smode): the flat `u-boot.bin` and the `uboot.elf`.
+    uboot_bin: Vec<u8>,
+    uboot_elf: Vec<u8>,
+    /// A distro-style disk: an MBR, one ext4 partition with extlinux/extlinux.conf, the
+    /// kernel and the L2 initramfs.
+    boot_disk: Vec<u8>,
 }
 
 impl Prepared {
@@ -192,6 +200,10 @@ pub(crate) fn prepare() -> Result<Prepared, String> {
     let mirror = host::debian_mirror()?;
     let kernel_deb = fetch_pinned(&mirror, &KERNEL_DEB, &cache)?;
     let busybox_deb = fetch_pinned(&mirror, &BUSYBOX_DEB, &cache)?;
+    let uboot_deb = fetch_pinned(&mirror, &UBOOT_DEB, &cache)?;
+    let uboot_dir = unpack_deb(&uboot_deb, &cache.join("u-boot"))?;
+    let uboot_bin = read(&uboot_dir.join("usr/lib/u-boot/qemu-riscv64_smode/u-boot.bin"))?;
+    let uboot_elf = read(&uboot_dir.join("usr/lib/u-boot/qemu-riscv64_smode/uboot.elf"))?;
     let kernel_dir = unpack_deb(&kernel_deb, &cache.join("kernel"))?;
     let busybox_dir = unpack_deb(&busybox_deb, &cache.join("busybox"))?;
     let image = kernel_dir.join(format!("boot/vmlinux-{KERNEL_RELEASE}"));
@@ -222,11 +234,15 @@ pub(crate) fn prepare() -> Result<Prepared, String> {
     let guests = build_guests(&work.join("guests"))?;
     let l2_initrd = l2_initramfs(&busybox, &l2_modules(&kernel_dir, &work)?);
     let disk_image = ext4_image(&work)?;
+    let boot_disk = boot_disk(&work, &read(&image)?, &l2_initrd)?;
     let qemu_dtb = dump_qemu_dtb(&chroot, Mode::Plic)?;
     let qemu_aia_dtb = dump_qemu_dtb(&chroot, Mode::Aia)?;
     Ok(Prepared {
         qemu_aia_dtb,
         disk_image,
+        uboot_bin,
+        uboot_elf,
+        boot_disk,
         bare_kvm,
         rvvmm_timing,
         exec_timer,
@@ -439,6 +455,10 @@ fn build_guests(out: &Path) -> Result<Vec<(String, Vec<u8>)>, String> {
                 .arg(&bin),
         )?;
         built.push((name.to_string(), read(&bin)?));
+        if *name == "hello" {
+            // The same guest as an ELF, loaded by its program headers.
+            built.push(("hello_elf".to_string(), read(&elf)?));
+        }
     }
     Ok(built)
 }
@@ -493,6 +513,48 @@ fn ext4_image(work: &Path) -> Result<Vec<u8>, String> {
             .arg("16M"),
     )?;
     read(&image)
+}
+
+/// A disk as distributions make them for U-Boot's distro boot: an MBR with one bootable Linux
+/// partition (from sector 2048), an ext4 file system with `extlinux/extlinux.conf`, the kernel
+/// and the initramfs. The MBR is written here (16 bytes of partition entry; a tool for it would
+/// be one more host dependency).
+fn boot_disk(work: &Path, kernel: &[u8], initrd: &[u8]) -> Result<Vec<u8>, String> {
+    let root = work.join("boot-root");
+    let _ = fs::remove_dir_all(&root);
+    fs::create_dir_all(root.join("extlinux")).map_err(|e| e.to_string())?;
+    fs::write(root.join("Image"), kernel).map_err(|e| e.to_string())?;
+    fs::write(root.join("initrd.cpio"), initrd).map_err(|e| e.to_string())?;
+    fs::write(
+        root.join("extlinux/extlinux.conf"),
+        "default l2\ntimeout 0\nlabel l2\n  kernel /Image\n  initrd /initrd.cpio\n  append console=ttyS0 earlycon=sbi rvvmm.marker=extlinux\n",
+    )
+    .map_err(|e| e.to_string())?;
+    let part = work.join("boot-part.img");
+    let _ = fs::remove_file(&part);
+    let mib = (kernel.len() + initrd.len()) / (1 << 20) + 8;
+    host::run_quiet(
+        Command::new("mkfs.ext4")
+            .args(["-q", "-F", "-L", "rvvmm-boot", "-d"])
+            .arg(&root)
+            .arg(&part)
+            .arg(format!("{mib}M")),
+    )?;
+    let part = read(&part)?;
+    let sectors = (part.len() / 512) as u32;
+    let mut disk = vec![0u8; 1 << 20];
+    let entry = &mut disk[446..462];
+    entry[0] = 0x80; // bootable
+    entry[4] = 0x83; // Linux
+    entry[8..12].copy_from_slice(&2048u32.to_le_bytes());
+    entry[12..16].copy_from_slice(&sectors.to_le_bytes());
+    // CHS fields say "use LBA".
+    entry[1..4].copy_from_slice(&[0xfe, 0xff, 0xff]);
+    entry[5..8].copy_from_slice(&[0xfe, 0xff, 0xff]);
+    disk[510] = 0x55;
+    disk[511] = 0xaa;
+    disk.extend_from_slice(&part);
+    Ok(disk)
 }
 
 /// The L2 Linux guest's initramfs.
@@ -574,7 +636,10 @@ fn initramfs(p: &Prepared, cases: &[Case]) -> Result<Vec<u8>, String> {
     let guest_paths: Vec<(String, &[u8])> = p
         .guests
         .iter()
-        .map(|(n, b)| (format!("guests/{n}.bin"), b.as_slice()))
+        .map(|(n, b)| match n.strip_suffix("_elf") {
+            Some(base) => (format!("guests/{base}.elf"), b.as_slice()),
+            None => (format!("guests/{n}.bin"), b.as_slice()),
+        })
         .collect();
     let mut entries = vec![
         Entry::Dir("bin"),
@@ -600,6 +665,9 @@ fn initramfs(p: &Prepared, cases: &[Case]) -> Result<Vec<u8>, String> {
         Entry::File("rvvmm-timing", 0o755, &p.rvvmm_timing),
         Entry::File("exec-timer", 0o755, &p.exec_timer),
         Entry::File("l2/disk.img", 0o644, &p.disk_image),
+        Entry::File("l2/u-boot.bin", 0o644, &p.uboot_bin),
+        Entry::File("l2/uboot.elf", 0o644, &p.uboot_elf),
+        Entry::File("l2/boot-disk.img", 0o644, &p.boot_disk),
         Entry::File("l2/virt-aia.dtb", 0o644, &p.qemu_aia_dtb),
     ];
     if let Some(lkvm) = &p.lkvm {

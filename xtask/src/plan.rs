@@ -223,6 +223,26 @@ echo '--- first rvvmm'; cat /tmp/snap1.out
 echo '--- restored rvvmm'; cat /tmp/snap2.out"#
 }
 
+/// U-Boot (Debian's qemu-riscv64_smode `u-boot.bin`, flat, at RAM + 2 MiB) at its prompt:
+/// stop the autoboot, scan rvvmm's virtio-mmio disk, list its partition and files, reset
+/// (SBI SRST: rvvmm reboots the guest), stop the autoboot again, power off.
+fn uboot_session() -> &'static str {
+    r#"rm -f /tmp/ub.in /tmp/ub.out; mkfifo /tmp/ub.in; : > /tmp/ub.out
+until_seen() { for i in $(seq 1 600); do [ "$(grep -c "$1" /tmp/ub.out)" -ge "$2" ] && return 0; sleep 0.1; done; echo "@@UB no '$1' x$2" >&2; }
+(
+  until_seen 'Hit any key' 1; printf 'x'; until_seen '=> ' 1
+  echo 'virtio scan'; sleep 1; echo 'virtio info'; sleep 1
+  echo 'part list virtio 0'; sleep 1; echo 'ls virtio 0:1 /extlinux'; sleep 1
+  echo 'reset'
+  until_seen 'Hit any key' 2; printf 'x'; sleep 1
+  echo 'poweroff'; sleep 5
+) > /tmp/ub.in &
+/rvvmm --kernel /l2/u-boot.bin --memory 512M --disk /l2/boot-disk.img,readonly < /tmp/ub.in > /tmp/ub.out 2>&1
+echo "@@UB rvvmm status $?"
+wait
+cat /tmp/ub.out"#
+}
+
 /// Every lab case, in the order they run.
 pub fn cases() -> Vec<Case> {
     vec![
@@ -282,6 +302,31 @@ pub fn cases() -> Vec<Case> {
                     "@@SNAP truncated RAM: status 1",
                     "the header's checksum does not match",
                     "@@SNAP flipped header byte: status 1",
+                ],
+            )
+        },
+        case(
+            "hello_elf",
+            "/rvvmm --kernel /guests/hello.elf && /rvvmm --kernel /guests/hello.bin --load-addr 0x80000001; echo status=$?",
+            0,
+            &["Hello from a RISC-V guest on rvvmm!", "--load-addr 0x80000001: is not 4 KiB-aligned", "status=1"],
+        ),
+        Case {
+            timeout: 300,
+            reject: &["Unknown command", "FAIL", "rror"],
+            ..case(
+                "uboot_prompt_virtio_reset_poweroff",
+                uboot_session(),
+                0,
+                &[
+                    "U-Boot 2025.01",
+                    "Hit any key to stop autoboot",
+                    "Device 0: ",
+                    "83 Boot",
+                    "extlinux.conf",
+                    "resetting ...",
+                    "poweroff ...",
+                    "@@UB rvvmm status 0",
                 ],
             )
         },

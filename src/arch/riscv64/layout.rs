@@ -11,7 +11,7 @@
 //!   0x1008_0000 ├──────────────────────────────┤ rvvmm test device (4 KiB, only with --testdev)
 //!   0x2800_0000 ├──────────────────────────────┤ IMSIC files, one 4 KiB page a hart (AIA; in KVM)
 //!   0x8000_0000 ├──────────────────────────────┤ RAM (--memory bytes)
-//!               │ kernel at RAM base (+text_offset for a Linux Image)
+//!               │ kernel: RAM + 2 MiB (flat; a Linux Image at +text_offset; an ELF where it says)
 //!               │ ...                          │
 //!               │ dtb: last 2 MiB-aligned block│
 //!   RAM end     └──────────────────────────────┘

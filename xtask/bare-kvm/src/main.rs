@@ -1,5 +1,5 @@
 //! The benchmark floor (`cargo xtask bench`): the least a VMM can do per exit. It maps 64 MiB of
-//! RAM at 0x8000_0000, loads a flat guest there, enables SBI DBCN and answers every exit with
+//! RAM at 0x8000_0000, loads a flat guest at RAM + 2 MiB (where rvvmm puts one), enables SBI DBCN and answers every exit with
 //! the same result rvvmm gives (hypercall 0 -> (0, 1), DBCN -> stdout, MMIO read -> 0, MMIO
 //! write ignored), with no devices, bus, threads or logging. `bare-kvm [--timing] GUEST.bin`
 //!
@@ -30,6 +30,8 @@ mod floor {
 
     const RAM_BASE: u64 = 0x8000_0000;
     const RAM_SIZE: usize = 64 << 20;
+    /// Where a flat guest goes and is entered, as in rvvmm.
+    const LOAD_OFFSET: usize = 2 << 20;
     const REG_CORE: u64 = 0x8030_0000_0200_0000;
     const REG_DBCN: u64 = 0x8030_0000_0800_0009;
 
@@ -51,7 +53,7 @@ mod floor {
             .filter(|_| args.is_empty())
             .ok_or("usage: bare-kvm [--timing] GUEST.bin")?;
         let guest = std::fs::read(&path).map_err(|e| format!("{path}: {e}"))?;
-        if guest.len() > RAM_SIZE {
+        if guest.len() > RAM_SIZE - LOAD_OFFSET {
             return Err("guest larger than RAM".into());
         }
         let kvm = Kvm::new().map_err(|e| format!("/dev/kvm: {e}"))?;
@@ -71,8 +73,8 @@ mod floor {
             return Err("mmap of guest RAM failed".into());
         }
         let ram = ram.cast::<u8>();
-        // SAFETY: `ram` is RAM_SIZE writable bytes and the guest fits in them.
-        unsafe { std::ptr::copy_nonoverlapping(guest.as_ptr(), ram, guest.len()) };
+        // SAFETY: `ram` is RAM_SIZE writable bytes and the guest fits after LOAD_OFFSET.
+        unsafe { std::ptr::copy_nonoverlapping(guest.as_ptr(), ram.add(LOAD_OFFSET), guest.len()) };
         let region = kvm_userspace_memory_region {
             slot: 0,
             flags: 0,
@@ -87,7 +89,7 @@ mod floor {
             .map_err(|e| format!("KVM_CREATE_VCPU: {e}"))?;
         for (id, value) in [
             (REG_DBCN, 1u64),
-            (REG_CORE, RAM_BASE),
+            (REG_CORE, RAM_BASE + LOAD_OFFSET as u64),
             (REG_CORE + 10, 0),
             (REG_CORE + 11, 0),
         ] {
