@@ -118,14 +118,18 @@ impl Sections {
         Ok(())
     }
 
-    /// Section `name`, decoded.
-    pub fn get<T: DeserializeOwned>(&self, name: &str) -> std::result::Result<T, String> {
-        let (_, bytes) = self
-            .0
+    /// Section `name`'s bytes (checked by [`Sections::decode`]).
+    pub fn bytes(&self, name: &str) -> std::result::Result<&[u8], String> {
+        self.0
             .iter()
             .find(|(n, _)| n == name)
-            .ok_or_else(|| format!("section {name} is missing"))?;
-        serde_json::from_slice(bytes).map_err(|e| format!("section {name}: {e}"))
+            .map(|(_, bytes)| bytes.as_slice())
+            .ok_or_else(|| format!("section {name} is missing"))
+    }
+
+    /// Section `name`, decoded.
+    pub fn get<T: DeserializeOwned>(&self, name: &str) -> std::result::Result<T, String> {
+        serde_json::from_slice(self.bytes(name)?).map_err(|e| format!("section {name}: {e}"))
     }
 
     /// The bytes of the state file.

@@ -17,7 +17,7 @@ use super::machine::Machine;
 use super::vm::Vm;
 use super::{Result, VmmError};
 use crate::arch::riscv64::fdt::{check_size, create_fdt, patch, FdtConfig, FdtError};
-use crate::arch::riscv64::layout::{APLIC_BASE, IMSIC_BASE, IMSIC_STRIDE, PLIC_NDEV};
+use crate::arch::riscv64::layout::{fdt_addr, APLIC_BASE, IMSIC_BASE, IMSIC_STRIDE, PLIC_NDEV};
 use crate::arch::riscv64::regs::VcpuIsa;
 use crate::config::IrqChipKind;
 use crate::console::ConsoleEvent;
@@ -59,7 +59,7 @@ impl Vm {
         }
         let devices = self.devices(&vm, irq_mode, &vcpus)?;
         let fdt = self.device_tree(vcpus[0].isa(), boot_count, irq_mode)?;
-        let dtb_addr = self.dtb_addr;
+        let dtb_addr = fdt_addr(self.ram_size);
         self.memory
             .write_slice(&fdt, GuestAddress(dtb_addr))
             .map_err(VmmError::FdtWrite)?;
@@ -252,7 +252,7 @@ impl Vm {
     fn create_vcpu<V: VmBackend>(&self, vm: &V, index: u32) -> Result<Vcpu<V::Vcpu>> {
         let config = VcpuConfig {
             hart_id: u64::from(index),
-            dtb_addr: self.dtb_addr,
+            dtb_addr: fdt_addr(self.ram_size),
         };
         let sbi = Sbi::new(SbiContext {
             memory: self.memory.clone(),

@@ -452,7 +452,7 @@ impl Vmm {
                 let vm = self.vm.as_ref().ok_or(VmmError::NoVm)?;
                 match url_in(body, "destination_url") {
                     Err(e) => ApiResponse::error(400, e),
-                    Ok(dir) => match m.snapshot(&dir, &vm.config_json()) {
+                    Ok((dir, _)) => match m.snapshot(&dir, &vm.config_json()) {
                         Ok(report) => {
                             log::info!("{report}");
                             done
@@ -467,21 +467,18 @@ impl Vmm {
             (ApiRequest::VmRestore, _) => {
                 let restored = url_in(body, "source_url")
                     .map_err(|e| (400, e))
-                    .and_then(|dir| {
+                    .and_then(|(dir, request)| {
                         let (config, saved) = read_snapshot(&dir).map_err(|e| (400, crate::error_chain(&e)))?;
                         let vm = Vm::new(config, self.console.clone(), self.hypercall.clone())
                             .map_err(|e| (400, crate::error_chain(&e)))?;
-                        Ok((vm, saved, dir))
+                        let resume = request.get("resume").and_then(|r| r.as_bool());
+                        Ok((vm, saved, dir, resume.unwrap_or(false)))
                     });
                 match restored {
                     Err((status, e)) => ApiResponse::error(status, e),
-                    Ok((vm, saved, dir)) => {
+                    Ok((vm, saved, dir, resume)) => {
                         self.vm = Some(vm);
                         *cs.boots = 1;
-                        let resume = serde_json::from_slice::<serde_json::Value>(body)
-                            .ok()
-                            .and_then(|v| v.get("resume")?.as_bool())
-                            .unwrap_or(false);
                         match self.restore(make_vm, cs.control, &saved, &dir, resume) {
                             Ok(m) => {
                                 *cs.machine = Some(m);
@@ -579,23 +576,24 @@ pub fn read_snapshot(dir: &Path) -> Result<(VmConfig, SavedMachine)> {
             what,
         })
     };
-    let config: serde_json::Value = sections.get("config").map_err(bad)?;
-    let config_text = serde_json::to_vec(&config).map_err(|e| bad(e.to_string()))?;
-    let (config, _) =
-        json::parse(&config_text, Source::File).map_err(|e| bad(format!("section config: {e}")))?;
+    // The config section is what `vm.create` takes, read by the same parser.
+    let (config, _) = json::parse(sections.bytes("config").map_err(&bad)?, Source::File)
+        .map_err(|e| bad(format!("section config: {e}")))?;
     let saved = SavedMachine::get(&sections).map_err(bad)?;
     Ok((config, saved))
 }
 
-/// The directory a request body's `file:///dir` URL field names.
-fn url_in(body: &[u8], field: &str) -> std::result::Result<PathBuf, String> {
+/// The directory a request body's `file:///dir` URL field names, and the body's JSON (for its
+/// other fields).
+fn url_in(body: &[u8], field: &str) -> std::result::Result<(PathBuf, serde_json::Value), String> {
     let value: serde_json::Value =
         serde_json::from_slice(body).map_err(|e| format!("the body is not JSON: {e}"))?;
     let url = value
         .get(field)
         .and_then(|v| v.as_str())
         .ok_or_else(|| format!("the body needs {{\"{field}\": \"file:///path/to/dir\"}}"))?;
-    crate::snapshot::dir_of_url(url).map_err(|e| e.to_string())
+    let dir = crate::snapshot::dir_of_url(url).map_err(|e| e.to_string())?;
+    Ok((dir, value))
 }
 
 /// What the control loop holds while it answers a request.

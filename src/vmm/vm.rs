@@ -8,7 +8,6 @@ use vm_memory::GuestMemoryMmap;
 
 use super::Result;
 use crate::arch::riscv64::fdt::tree::Tree;
-use crate::arch::riscv64::layout::fdt_addr;
 use crate::config::json::VmConfigJson;
 use crate::config::{Resolved, VmConfig};
 use crate::console::Console;
@@ -28,8 +27,6 @@ pub struct Vm {
     pub(super) initrd: Option<(Initrd, (u64, u64))>,
     pub(super) user_dtb: Option<Tree>,
     pub(super) ram_size: u64,
-    /// Where the dtb goes (and a1 points): the last 2 MiB-aligned block of RAM.
-    pub(super) dtb_addr: u64,
     pub(super) memory: GuestMemoryMmap,
     pub(super) console: Arc<dyn Console>,
     /// The embedder's hypercall handler; `None`: the `rvvmm` command's answers.
@@ -76,7 +73,6 @@ impl Vm {
             }
             None => None,
         };
-        let dtb_addr = fdt_addr(ram_size);
         let memory = guest_memory(ram_size, config.hugepages)?;
         startup_step("files read, guest RAM mapped");
         Ok(Vm {
@@ -86,7 +82,6 @@ impl Vm {
             initrd,
             user_dtb,
             ram_size,
-            dtb_addr,
             memory,
             console,
             hypercall,
