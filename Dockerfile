@@ -1,10 +1,14 @@
-# A Debian machine that runs rvvmm's tests: x86 unit tests and the nested RISC-V KVM lab.
-# The lab uses debootstrap and chroot, so run the container privileged:
-#   docker build -t rvvmm-lab . && docker run --rm --privileged rvvmm-lab
-# (`cargo xtask test` installs the rest itself: apt packages, the riscv64 rustup target,
-# a QEMU 10 chroot and the pinned Debian riscv64 kernel and busybox.)
-FROM rust:1-bookworm
-RUN rustup component add rustfmt clippy
-WORKDIR /rvvmm
-COPY . .
-CMD ["bash", ".ci/run"]
+# rvvmm for riscv64 hosts: an image holding only the static rvvmm binary (no base image, so
+# nothing is pulled from a registry). Run it with the host's KVM and the guest's files:
+#   podman run --rm -it --device /dev/kvm -v "$PWD:/vm" rvvmm \
+#       --kernel /vm/Image --initrd /vm/initrd.cpio --cmdline console=ttyS0
+# Build it (on any host) from a context holding the static riscv64 rvvmm:
+#   cargo xtask image          (cross-builds, builds with buildah, checks the entry point)
+# or by hand:
+#   cargo build --release --target riscv64gc-unknown-linux-gnu
+#   mkdir ctx && cp target/riscv64gc-unknown-linux-gnu/release/rvvmm ctx/
+#   buildah bud --platform linux/riscv64 -f Dockerfile -t rvvmm ctx
+# The x86_64 image that runs rvvmm's test suite (the nested lab) is resources/lab/Dockerfile.
+FROM scratch
+COPY rvvmm /rvvmm
+ENTRYPOINT ["/rvvmm"]

@@ -60,7 +60,16 @@ fn run(args: Args) -> Result<i32, Box<dyn Error>> {
         return Ok(0);
     }
     let interactive = stdin_is_tty();
-    let console = StdioConsole::new(interactive);
+    let console = match &args.serial_log {
+        Some(log) => {
+            let file = open_serial_log(&log.path).map_err(|e| ConfigError::Field {
+                field: "--serial-log".into(),
+                message: format!("{}: {e}", log.path.display()),
+            })?;
+            StdioConsole::with_log(interactive, file, !log.only)
+        }
+        None => StdioConsole::new(interactive),
+    };
     let mut vmm = match (described, &args.restore) {
         (_, Some((dir, resume))) => Vmm::from_snapshot(dir, *resume, console.clone())?,
         (Some((config, sources)), None) => {
@@ -80,6 +89,9 @@ fn run(args: Args) -> Result<i32, Box<dyn Error>> {
     }
     if let Some(signals) = signals {
         vmm = vmm.with_stop_signals(signals);
+    }
+    if let Some(timeout) = args.timeout {
+        vmm = vmm.with_timeout(timeout);
     }
     // Restored when this returns, on every path (and by signal and panic hooks).
     let _raw = RawTerminal::enter();
@@ -140,6 +152,21 @@ fn run_remote(args: &RemoteArgs) -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// The `--serial-log` file: created, or truncated if it is a regular file (a FIFO or a
+/// terminal is written as it is).
+fn open_serial_log(path: &std::path::Path) -> std::io::Result<std::fs::File> {
+    let file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        // Truncated below, only if it is a regular file (a FIFO or a terminal has no length).
+        .truncate(false)
+        .open(path)?;
+    if file.metadata()?.is_file() {
+        file.set_len(0)?;
+    }
+    Ok(file)
 }
 
 /// A request body from a file, bounded as config files are.

@@ -303,7 +303,12 @@ fn dump_dtb_patches_a_qemu_dtb_to_the_vcpu() {
     let out = dir.join("out.dtb");
     let cfg = VmConfig {
         kernel: kernel_file("dump"),
-        dtb: Some(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/qemu-virt-smp2.dtb").into()),
+        // Carried in the test executable, which also runs far from the tree (the lab's L1).
+        dtb: Some({
+            let path = dir.join("virt.dtb");
+            std::fs::write(&path, include_bytes!("data/qemu-virt-smp2.dtb")).unwrap();
+            path
+        }),
         cmdline: Some("console=ttyS0".into()),
         cpus: Some(1),
         ..Default::default()
@@ -381,6 +386,30 @@ fn a_vcpu_making_only_hot_exits_still_stops() {
         .recv_timeout(std::time::Duration::from_secs(20))
         .expect("the VM did not stop within 20 s: the busy vCPU was never kicked out");
     assert_eq!(status, Ok(0));
+}
+
+#[test]
+fn a_guest_that_never_stops_is_stopped_by_the_timeout() {
+    let console = Arc::new(BufferConsole::default());
+    let mut vmm = Vmm::new(config("timeout", 2), console)
+        .unwrap()
+        .with_timeout(std::time::Duration::from_millis(300));
+    let started = std::time::Instant::now();
+    let (done, finished) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let status = vmm.run(|| {
+            Ok(ScriptedVm::new()
+                .script(0, MpState::Runnable, vec![sentinel_forever()])
+                .script(1, MpState::Runnable, vec![Step::Idle]))
+        });
+        let _ = done.send(status.map_err(|e| e.to_string()));
+    });
+    let status = finished
+        .recv_timeout(std::time::Duration::from_secs(20))
+        .expect("the timeout did not stop the VM within 20 s");
+    assert_eq!(status, Ok(rvvmm::vmm::TIMEOUT_STATUS));
+    assert_eq!(rvvmm::vmm::TIMEOUT_STATUS, 124);
+    assert!(started.elapsed() >= std::time::Duration::from_millis(300));
 }
 
 /// A DBCN write_byte of 'S' made forever: the guest "printing a sentinel" after asking to stop.

@@ -120,6 +120,14 @@ net)
     for i in $(seq 1 300); do [ "$(echos)" -ge 3 ] && break; sleep 0.2; done
     echo "@@L2 answered $(echos) pings from L1"
     ;;
+exit-code)
+    # A failing test, reported as a CI job's initramfs would: the finisher's FAIL with a code
+    # (sifive,test0 at 0x100000: (code << 16) | 0x3333), which rvvmm makes its exit status.
+    code=$(arg rvvmm.code)
+    echo "@@L2 failing with code $code"
+    devmem 0x100000 32 $(( (code << 16) | 0x3333 ))
+    echo "@@L2 the finisher write did not stop the VM"
+    ;;
 shell)
     echo "@@L2 shell ready"
     exec sh

@@ -1,13 +1,15 @@
 //! The command line (clap): the flags, and how they lay over a config file.
 
 use std::path::PathBuf;
+use std::time::Duration;
 
 use clap::Parser;
 
 use super::json::read_file;
 use super::{
-    check_isa_name, check_sbi_name, parse_cmdline, parse_disk, parse_memory, parse_name, parse_net,
-    ConfigError, ConsoleKind, DiskSpec, IrqChipKind, NetSpec, Source, Sources, VmConfig, MAX_CPUS,
+    check_isa_name, check_sbi_name, parse_cmdline, parse_disk, parse_duration, parse_memory,
+    parse_name, parse_net, parse_serial_log, ConfigError, ConsoleKind, DiskSpec, IrqChipKind,
+    NetSpec, SerialLog, Source, Sources, VmConfig, MAX_CPUS,
 };
 
 /// rvvmm: a minimal KVM-backed RISC-V virtual machine monitor.
@@ -130,6 +132,16 @@ pub struct Args {
     /// Map rvvmm's MMIO test device at 0x1008_0000 (for testing the VMM).
     #[arg(long)]
     pub testdev: bool,
+
+    /// Stop the guest after DURATION (`90s`, `5m`, `1h`, `500ms`; a bare number is seconds)
+    /// and exit with status 124, as timeout(1) does: for CI jobs whose guest may hang.
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub timeout: Option<Duration>,
+
+    /// Write the guest console's output to FILE as well (created or truncated), or with
+    /// `,only` to FILE alone: a CI job keeps the log.
+    #[arg(long, value_name = "FILE[,only]", value_parser = parse_serial_log)]
+    pub serial_log: Option<SerialLog>,
 }
 
 /// What rvvmm does instead of running a VM.

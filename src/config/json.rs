@@ -800,10 +800,24 @@ mod examples {
     /// line would.
     #[test]
     fn the_readme_examples_parse() {
-        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/resources/examples");
+        // Carried in the test executable, which also runs far from the tree (the lab's L1).
+        const EXAMPLES: &[(&str, &str)] = &[
+            (
+                "linux-qemu-dtb.json",
+                include_str!("../../resources/examples/linux-qemu-dtb.json"),
+            ),
+            (
+                "linux-disk-net.json",
+                include_str!("../../resources/examples/linux-disk-net.json"),
+            ),
+            (
+                "bare-metal.json",
+                include_str!("../../resources/examples/bare-metal.json"),
+            ),
+        ];
         let read = |name: &str| {
-            let text = std::fs::read(format!("{dir}/{name}")).unwrap();
-            parse(&text, Source::File)
+            let (_, text) = EXAMPLES.iter().find(|(n, _)| *n == name).unwrap();
+            parse(text.as_bytes(), Source::File)
                 .unwrap_or_else(|e| panic!("{name}: {e}"))
                 .0
         };
@@ -821,10 +835,14 @@ mod examples {
         let bare = read("bare-metal.json");
         assert_eq!(bare.kernel, Path::new("guest.bin"));
         assert_eq!(bare.memory, Some(64 << 20));
-        assert_eq!(
-            std::fs::read_dir(dir).unwrap().count(),
-            3,
-            "a new example needs a check here"
-        );
+        // Where the tree is at hand: a new example needs a check here.
+        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/resources/examples");
+        if let Ok(entries) = std::fs::read_dir(dir) {
+            assert_eq!(
+                entries.count(),
+                EXAMPLES.len(),
+                "a new example needs a check here"
+            );
+        }
     }
 }

@@ -420,6 +420,58 @@ pub const DEFAULT_MEMORY: u64 = 256 << 20;
 /// Longest kernel command line: Linux's RISC-V COMMAND_LINE_SIZE is 1024 with the NUL.
 pub const MAX_CMDLINE: usize = 1023;
 
+/// The longest `--timeout`: a year (a longer one is a typo, not a plan).
+const MAX_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(366 * 24 * 3600);
+
+/// Parses a duration: a whole number with `ms`, `s`, `m` or `h` (a bare number is seconds),
+/// more than zero and at most a year.
+pub fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
+    use std::time::Duration;
+    let t = s.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (digits, unit) = t.split_at(split);
+    let bad = || format!("'{s}' is not a duration: write e.g. 90s, 5m, 1h or 500ms");
+    let n: u64 = digits.parse().map_err(|_| bad())?;
+    let millis = match unit {
+        "ms" => Some(n),
+        "" | "s" => n.checked_mul(1000),
+        "m" => n.checked_mul(60_000),
+        "h" => n.checked_mul(3_600_000),
+        _ => return Err(bad()),
+    };
+    match millis.map(Duration::from_millis) {
+        Some(d) if d.is_zero() => {
+            Err("a timeout of zero would stop the guest before it starts".into())
+        }
+        Some(d) if d <= MAX_TIMEOUT => Ok(d),
+        _ => Err(format!("'{s}' is longer than a year")),
+    }
+}
+
+/// A `--serial-log` argument: the console's output also (or `only`) to a file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SerialLog {
+    /// The file, created or truncated.
+    pub path: PathBuf,
+    /// Whether the output goes to the file only, not to stdout.
+    pub only: bool,
+}
+
+/// Parses `PATH[,only]`.
+pub fn parse_serial_log(s: &str) -> Result<SerialLog, String> {
+    let (path, only) = match s.strip_suffix(",only") {
+        Some(p) => (p, true),
+        None => (s, false),
+    };
+    if path.is_empty() {
+        return Err("--serial-log needs a file path".into());
+    }
+    Ok(SerialLog {
+        path: PathBuf::from(path),
+        only,
+    })
+}
+
 /// Parses a size: a number with an optional K, M, G or T suffix (powers of 1024), or an
 /// optional trailing "B"/"iB". Bounded to what rvvmm can map.
 pub fn parse_memory(s: &str) -> Result<u64, String> {
@@ -503,6 +555,43 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn durations() {
+        use std::time::Duration;
+        assert_eq!(parse_duration("90s"), Ok(Duration::from_secs(90)));
+        assert_eq!(parse_duration("5"), Ok(Duration::from_secs(5)));
+        assert_eq!(parse_duration("5m"), Ok(Duration::from_secs(300)));
+        assert_eq!(parse_duration("2h"), Ok(Duration::from_secs(7200)));
+        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
+        for bad in [
+            "",
+            "0",
+            "0s",
+            "s",
+            "1.5s",
+            "-3s",
+            "5 min",
+            "9999h",
+            "99999999999999999999",
+        ] {
+            assert!(parse_duration(bad).is_err(), "{bad}");
+        }
+        assert!(parse_duration("0s").unwrap_err().contains("zero"));
+    }
+
+    #[test]
+    fn serial_logs() {
+        let log = parse_serial_log("/tmp/console.log").unwrap();
+        assert_eq!(
+            (log.path.to_str(), log.only),
+            (Some("/tmp/console.log"), false)
+        );
+        let log = parse_serial_log("out,only").unwrap();
+        assert_eq!((log.path.to_str(), log.only), (Some("out"), true));
+        assert!(parse_serial_log("").is_err());
+        assert!(parse_serial_log(",only").is_err());
+    }
 
     #[test]
     fn sizes() {

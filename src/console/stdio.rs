@@ -52,22 +52,36 @@ pub struct StdioConsole {
     room: EventFd,
     /// The input fd: stdin (another fd in tests).
     fd: RawFd,
-    /// Held while writing stdout.
-    output: Mutex<()>,
+    /// Held while writing the output: the `--serial-log` file, if there is one.
+    output: Mutex<Option<std::fs::File>>,
+    /// Whether the output goes to stdout (not with `--serial-log FILE,only`).
+    to_stdout: bool,
 }
 
 impl StdioConsole {
     /// A console on stdin/stdout. With `escape`, Ctrl-A x is the quit sequence (for an
     /// interactive terminal).
     pub fn new(escape: bool) -> Arc<Self> {
-        Self::with_input(libc::STDIN_FILENO, escape)
+        Self::with_input(libc::STDIN_FILENO, escape, None, true)
+    }
+
+    /// A console on stdin whose output also goes to `log` (`--serial-log`), or only there
+    /// when `to_stdout` is false.
+    pub fn with_log(escape: bool, log: std::fs::File, to_stdout: bool) -> Arc<Self> {
+        Self::with_input(libc::STDIN_FILENO, escape, Some(log), to_stdout)
     }
 
     /// A console reading `fd` (which stays open as long as the console).
-    fn with_input(fd: RawFd, escape: bool) -> Arc<Self> {
+    fn with_input(
+        fd: RawFd,
+        escape: bool,
+        log: Option<std::fs::File>,
+        to_stdout: bool,
+    ) -> Arc<Self> {
         Arc::new(StdioConsole {
             fd,
-            output: Mutex::new(()),
+            output: Mutex::new(log),
+            to_stdout,
             input: Mutex::new(VecDeque::new()),
             drained: Condvar::new(),
             listener: Mutex::new(None),
@@ -333,9 +347,19 @@ impl Console for StdioConsole {
     fn write(&self, bytes: &[u8]) {
         // Straight to fd 1 (no std buffer to copy through and flush, no reentrant lock): one
         // write(2) per guest write, serialized by `output` so harts' lines do not interleave.
-        let _serial = self.output.lock().unwrap_or_else(|e| e.into_inner());
-        if let Err(e) = write_all_fd(libc::STDOUT_FILENO, bytes) {
-            log::warn!("console output lost: {e}");
+        let mut log = self.output.lock().unwrap_or_else(|e| e.into_inner());
+        if self.to_stdout {
+            if let Err(e) = write_all_fd(libc::STDOUT_FILENO, bytes) {
+                log::warn!("console output lost: {e}");
+            }
+        }
+        if let Some(file) = log.as_mut() {
+            use std::io::Write;
+            if let Err(e) = file.write_all(bytes) {
+                // Once: a full disk would otherwise warn for every byte.
+                log::warn!("--serial-log: {e}; the console is no longer logged");
+                *log = None;
+            }
         }
     }
 
@@ -415,7 +439,7 @@ mod tests {
         assert_eq!(unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) }, 0);
         // SAFETY: fds[1] is a new fd nothing else owns.
         let writer = unsafe { std::fs::File::from_raw_fd(fds[1]) };
-        let console = StdioConsole::with_input(fds[0], escape);
+        let console = StdioConsole::with_input(fds[0], escape, None, true);
         console.start_input();
         assert_eq!(*console.lock_mode(), InputMode::Subscriber);
         let events = Arc::new(Mutex::new(Vec::new()));
@@ -478,12 +502,31 @@ mod tests {
         use std::os::fd::AsRawFd;
         let null = std::fs::File::open("/dev/null").unwrap();
         assert!(is_dev_null(null.as_raw_fd()));
-        let console = StdioConsole::with_input(null.as_raw_fd(), false);
+        let console = StdioConsole::with_input(null.as_raw_fd(), false, None, true);
         console.start_input();
         assert_eq!(*console.lock_mode(), InputMode::Ended);
         assert!(console.clone().input_subscriber().is_none());
         let file = std::fs::File::open("/proc/self/status").unwrap();
         assert!(!is_dev_null(file.as_raw_fd()));
+    }
+
+    #[test]
+    fn output_goes_to_the_serial_log() {
+        use std::os::fd::AsRawFd;
+        let dir = std::env::temp_dir().join(format!("rvvmm-serial-log-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("console.log");
+        let null = std::fs::File::open("/dev/null").unwrap();
+        let console = StdioConsole::with_input(
+            null.as_raw_fd(),
+            false,
+            Some(std::fs::File::create(&path).unwrap()),
+            false,
+        );
+        console.write(b"Linux version ");
+        console.write(b"6.12\n");
+        assert_eq!(std::fs::read(&path).unwrap(), b"Linux version 6.12\n");
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]

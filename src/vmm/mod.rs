@@ -15,6 +15,7 @@ mod vm;
 use std::path::{Path, PathBuf};
 use std::sync::mpsc::{self, Receiver};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use vmm_sys_util::epoll::{ControlOperation, Epoll, EpollEvent, EventSet};
 use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
@@ -139,7 +140,12 @@ pub struct Vmm {
     vm: Option<Vm>,
     /// A snapshot to restore instead of booting (`--restore`), and whether to resume it.
     pending_restore: Option<(SavedMachine, PathBuf, bool)>,
+    /// How long [`Self::run`] lets the guest run before it stops it (`--timeout`).
+    timeout: Option<Duration>,
 }
+
+/// The exit status after `--timeout` stopped the guest: timeout(1)'s.
+pub const TIMEOUT_STATUS: i32 = 124;
 
 impl Vmm {
     /// A VMM with the VM `config` describes (see [`Vm::new`]).
@@ -152,6 +158,7 @@ impl Vmm {
             signals: None,
             vm: Some(vm),
             pending_restore: None,
+            timeout: None,
         })
     }
 
@@ -174,6 +181,7 @@ impl Vmm {
             signals: None,
             vm: None,
             pending_restore: None,
+            timeout: None,
         }
     }
 
@@ -199,6 +207,13 @@ impl Vmm {
             handle,
         });
         Ok(self)
+    }
+
+    /// Stops the guest when it has run this long, and ends [`Self::run`] with
+    /// [`TIMEOUT_STATUS`] (`--timeout`); counted from the start of `run`.
+    pub fn with_timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = Some(timeout);
+        self
     }
 
     /// Stops the VM cleanly on the stop signals ([`StopSignals`]).
@@ -238,6 +253,7 @@ impl Vmm {
         if self.vm.is_none() && self.api.is_none() {
             return Err(VmmError::NoVm);
         }
+        let deadline = self.timeout.map(|t| (Instant::now() + t, t));
         let control = Arc::new(VmControl::new().map_err(VmmError::Control)?);
         let epoll = self.control_epoll(&control).map_err(VmmError::Control)?;
         let mut boots = 0;
@@ -251,7 +267,21 @@ impl Vmm {
         }
         let mut events = [EpollEvent::default(); 4];
         loop {
-            let n = match epoll.wait(-1, &mut events) {
+            let wait_ms = match deadline {
+                Some((at, after)) => match at.checked_duration_since(Instant::now()) {
+                    Some(left) if !left.is_zero() => {
+                        // Rounded up, so the wait never ends a little early and spins.
+                        i32::try_from(left.as_micros().div_ceil(1000)).unwrap_or(i32::MAX)
+                    }
+                    _ => {
+                        log::warn!("stopping the guest: --timeout {after:?} has passed");
+                        stop(&mut machine, &control);
+                        return Ok(TIMEOUT_STATUS);
+                    }
+                },
+                None => -1,
+            };
+            let n = match epoll.wait(wait_ms, &mut events) {
                 Ok(n) => n,
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
                 Err(e) => return Err(VmmError::Control(e)),

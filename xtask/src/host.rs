@@ -7,6 +7,14 @@ use std::process::{Command, Stdio};
 /// file it installs (to see whether it is there).
 const PACKAGES: &[(&str, &str)] = &[
     ("debootstrap", "debootstrap"),
+    ("xz-utils", "xz"),
+    ("curl", "curl"),
+    ("device-tree-compiler", "dtc"),
+    ("e2fsprogs", "mkfs.ext4"),
+];
+
+/// The riscv64 compiler, on an x86_64 (or other) host: Debian's cross toolchain.
+const CROSS_PACKAGES: &[(&str, &str)] = &[
     ("gcc-riscv64-linux-gnu", "riscv64-linux-gnu-gcc"),
     // The riscv64 C library the static rvvmm links against: only a Recommends of the cross
     // gcc, so `--no-install-recommends` leaves it out (then `ld: cannot find crt1.o`).
@@ -15,10 +23,15 @@ const PACKAGES: &[(&str, &str)] = &[
         "/usr/riscv64-linux-gnu/lib/crt1.o",
     ),
     ("binutils-riscv64-linux-gnu", "riscv64-linux-gnu-objcopy"),
-    ("xz-utils", "xz"),
-    ("curl", "curl"),
-    ("device-tree-compiler", "dtc"),
-    ("e2fsprogs", "mkfs.ext4"),
+    // The riscv64 test executables run under qemu-user (binfmt), where KVM tests skip.
+    ("qemu-user-static", "qemu-riscv64-static"),
+];
+
+/// The same on a riscv64 host: its own compiler, which Debian also names by the triplet.
+const NATIVE_PACKAGES: &[(&str, &str)] = &[
+    ("gcc", "riscv64-linux-gnu-gcc"),
+    ("libc6-dev", "/usr/lib/riscv64-linux-gnu/crt1.o"),
+    ("binutils", "riscv64-linux-gnu-objcopy"),
 ];
 
 /// The Rust target rvvmm is cross-built for.
@@ -83,8 +96,14 @@ pub fn have(program: &str) -> bool {
 
 /// Installs the Debian packages and the Rust target the lab needs, if missing.
 pub fn ensure_tools() -> Result<(), String> {
+    let compiler = if cfg!(target_arch = "riscv64") {
+        NATIVE_PACKAGES
+    } else {
+        CROSS_PACKAGES
+    };
     let missing: Vec<&str> = PACKAGES
         .iter()
+        .chain(compiler)
         .filter(|(_, what)| {
             if what.starts_with('/') {
                 !Path::new(what).is_file()
@@ -110,6 +129,30 @@ pub fn ensure_tools() -> Result<(), String> {
         run_quiet(Command::new("rustup").args(["target", "add", RISCV_TARGET]))?;
     }
     Ok(())
+}
+
+/// Lets this x86 (or other) host run riscv64 executables through qemu-user: binfmt_misc
+/// mounted and qemu-riscv64 registered (from qemu-user-static's own binfmt.d entry), so that
+/// `cargo test --target riscv64gc-unknown-linux-gnu` runs its test executables and the
+/// executables they start.
+pub fn ensure_riscv64_binfmt() -> Result<(), String> {
+    let dir = Path::new("/proc/sys/fs/binfmt_misc");
+    if !dir.join("register").exists() {
+        run_quiet(
+            Command::new("mount")
+                .args(["-t", "binfmt_misc", "binfmt_misc"])
+                .arg(dir),
+        )
+        .map_err(|e| format!("cannot mount binfmt_misc (root needed): {e}"))?;
+    }
+    let entry = dir.join("qemu-riscv64");
+    if std::fs::read_to_string(&entry).is_ok_and(|s| s.starts_with("enabled")) {
+        return Ok(());
+    }
+    let conf = "/usr/lib/binfmt.d/qemu-riscv64.conf";
+    let line = std::fs::read_to_string(conf).map_err(|e| format!("{conf}: {e}"))?;
+    std::fs::write(dir.join("register"), line.trim_end())
+        .map_err(|e| format!("cannot register qemu-riscv64 with binfmt_misc: {e}"))
 }
 
 /// The Debian mirror this machine's apt uses (`RVVMM_DEBIAN_MIRROR` overrides it), so the lab

@@ -102,6 +102,11 @@ pub(crate) struct Prepared {
     /// A distro-style disk: an MBR, one ext4 partition with extlinux/extlinux.conf, the
     /// kernel and the L2 initramfs.
     boot_disk: Vec<u8>,
+    /// rvvmm's test executables built for riscv64 (stripped), by name: they run in L1, where
+    /// their KVM tests boot guests on real KVM.
+    test_executables: Vec<(String, Vec<u8>)>,
+    /// xtask itself built for riscv64, to run the plan natively inside L1.
+    xtask: Vec<u8>,
 }
 
 impl Prepared {
@@ -130,7 +135,6 @@ pub fn run(modes: &[Mode], only: &[String]) -> Result<bool, String> {
     for &mode in modes {
         let started = Instant::now();
         let log = boot_l1(&prepared, mode, &cases)?;
-        let ran = plan::parse_log(&log);
         if let Some(header) = log.lines().find(|l| l.starts_with("@@LAB ")) {
             println!(
                 "lab[{}] L1: {}",
@@ -138,27 +142,9 @@ pub fn run(modes: &[Mode], only: &[String]) -> Result<bool, String> {
                 header.trim_start_matches("@@LAB ").trim_end()
             );
         }
-        for c in &cases {
-            let result = ran.iter().find(|(name, _)| name == c.name).map(|(_, r)| r);
-            let verdict = plan::judge(c, mode, result);
-            println!(
-                "lab[{}] {:<18} {} ({})",
-                mode.name(),
-                verdict.name,
-                if verdict.pass { "ok" } else { "FAILED" },
-                verdict.detail
-            );
-            if verdict.pass {
-                passed += 1;
-            } else {
-                failed += 1;
-                if let Some(r) = result {
-                    for line in r.output.lines().take(40) {
-                        println!("    | {line}");
-                    }
-                }
-            }
-        }
+        let (p, f) = plan::report(&cases, mode.name(), mode, &log);
+        passed += p;
+        failed += f;
         println!(
             "lab[{}] L1 boot and all cases: {:.1} s",
             mode.name(),
@@ -231,6 +217,8 @@ pub(crate) fn prepare() -> Result<Prepared, String> {
     )?;
     let exec_timer =
         read(&paths::root().join(format!("target/{RISCV_TARGET}/release/exec-timer")))?;
+    let xtask = cross_build(&["--package", "xtask", "--bin", "xtask"], "xtask")?;
+    let test_executables = riscv64_test_executables(&work.join("tests"))?;
     let guests = build_guests(&work.join("guests"))?;
     let l2_initrd = l2_initramfs(&busybox, &l2_modules(&kernel_dir, &work)?);
     let disk_image = ext4_image(&work)?;
@@ -243,6 +231,8 @@ pub(crate) fn prepare() -> Result<Prepared, String> {
         uboot_bin,
         uboot_elf,
         boot_disk,
+        test_executables,
+        xtask,
         bare_kvm,
         rvvmm_timing,
         exec_timer,
@@ -260,6 +250,72 @@ pub(crate) fn prepare() -> Result<Prepared, String> {
     })
 }
 
+/// What the native runner needs on a riscv64 host with cargo: rvvmm and the guests built
+/// here, and the Linux guest's files (Debian's kernel, the busybox initramfs, the disks,
+/// U-Boot) in target/lab/native/l2. QEMU's dtbs only when qemu-system-riscv64 is installed
+/// (the cases that use them are skipped otherwise, and say so).
+pub(crate) fn prepare_native(cases: Vec<String>) -> Result<crate::native::Options, String> {
+    host::ensure_tools()?;
+    let cache = paths::cache_dir();
+    let work = paths::work_dir().join("native");
+    let l2 = work.join("l2");
+    for dir in [&cache, &l2] {
+        fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    }
+    let mirror = host::debian_mirror()?;
+    let kernel_dir = unpack_deb(
+        &fetch_pinned(&mirror, &KERNEL_DEB, &cache)?,
+        &cache.join("kernel"),
+    )?;
+    let busybox_dir = unpack_deb(
+        &fetch_pinned(&mirror, &BUSYBOX_DEB, &cache)?,
+        &cache.join("busybox"),
+    )?;
+    let uboot_dir = unpack_deb(
+        &fetch_pinned(&mirror, &UBOOT_DEB, &cache)?,
+        &cache.join("u-boot"),
+    )?;
+    eprintln!("lab: building rvvmm for this host");
+    cross_build(&["--package", "rvvmm", "--bin", "rvvmm"], "rvvmm")?;
+    let rvvmm = paths::root().join(format!("target/{RISCV_TARGET}/release/rvvmm"));
+    build_guests(&work.join("guests"))?;
+    let image = read(&kernel_dir.join(format!("boot/vmlinux-{KERNEL_RELEASE}")))?;
+    let initrd = l2_initramfs(
+        &read(&busybox_dir.join("usr/bin/busybox"))?,
+        &l2_modules(&kernel_dir, &work)?,
+    );
+    let uboot = uboot_dir.join("usr/lib/u-boot/qemu-riscv64_smode");
+    let files: [(&str, Vec<u8>); 6] = [
+        ("Image", image.clone()),
+        ("initrd.cpio", initrd.clone()),
+        ("disk.img", ext4_image(&work)?),
+        ("boot-disk.img", boot_disk(&work, &image, &initrd)?),
+        ("u-boot.bin", read(&uboot.join("u-boot.bin"))?),
+        ("uboot.elf", read(&uboot.join("uboot.elf"))?),
+    ];
+    for (name, bytes) in files {
+        fs::write(l2.join(name), bytes).map_err(|e| e.to_string())?;
+    }
+    if host::have("qemu-system-riscv64") {
+        for (mode, name) in [(Mode::Plic, "virt.dtb"), (Mode::Aia, "virt-aia.dtb")] {
+            host::run_quiet(
+                Command::new("qemu-system-riscv64")
+                    .args([
+                        "-M",
+                        &format!("{},dumpdtb={}", mode.machine(), l2.join(name).display()),
+                    ])
+                    .args(["-cpu", "rv64", "-smp", "2", "-m", "2G", "-display", "none"]),
+            )?;
+        }
+    }
+    Ok(crate::native::Options {
+        rvvmm,
+        guests: work.join("guests"),
+        l2: Some(l2),
+        cases,
+    })
+}
+
 /// The cargo arguments of rvvmm's measuring build.
 const RVVMM_TIMING: &[&str] = &[
     "--package",
@@ -269,6 +325,56 @@ const RVVMM_TIMING: &[&str] = &[
     "--features",
     "exit-timing",
 ];
+
+/// rvvmm's test executables (`cargo test --no-run`) for riscv64, stripped into `out`: the
+/// library's unit tests as `lib`, each tests/NAME.rs as `NAME`. Returns (name, bytes).
+fn riscv64_test_executables(out: &Path) -> Result<Vec<(String, Vec<u8>)>, String> {
+    eprintln!("lab: building rvvmm's test executables for {RISCV_TARGET}");
+    let json = host::run_quiet(host::cargo().current_dir(paths::root()).args([
+        "test",
+        "--quiet",
+        "--no-run",
+        "--package",
+        "rvvmm",
+        "--target",
+        RISCV_TARGET,
+        "--message-format=json",
+    ]))?;
+    fs::create_dir_all(out).map_err(|e| e.to_string())?;
+    let mut built = Vec::new();
+    for line in json.lines().filter(|l| l.contains("\"executable\":\"")) {
+        let field = |key: &str| -> Option<&str> {
+            let at = line.find(key)? + key.len();
+            line[at..].split('"').next()
+        };
+        let (Some(path), Some(kind)) = (field("\"executable\":\""), field("\"kind\":[\"")) else {
+            continue;
+        };
+        let stem = Path::new(path)
+            .file_name()
+            .and_then(|n| n.to_str())
+            .and_then(|n| n.rsplit_once('-'))
+            .map(|(stem, _)| stem)
+            .unwrap_or("test");
+        let name = match kind {
+            "lib" => "lib".to_string(),
+            "bin" => format!("bin-{stem}"),
+            _ => stem.to_string(),
+        };
+        let stripped = out.join(&name);
+        host::run_quiet(
+            Command::new("riscv64-linux-gnu-strip")
+                .arg("-o")
+                .arg(&stripped)
+                .arg(path),
+        )?;
+        built.push((name, read(&stripped)?));
+    }
+    if !built.iter().any(|(n, _)| n == "kvm") {
+        return Err("cargo test --no-run built no tests/kvm.rs executable".into());
+    }
+    Ok(built)
+}
 
 /// `cargo build --release --target riscv64 ARGS`, then the built binary `bin`.
 fn cross_build(args: &[&str], bin: &str) -> Result<Vec<u8>, String> {
@@ -410,6 +516,8 @@ fn ensure_qemu_chroot(mirror: &str, cache: &Path) -> Result<PathBuf, String> {
     Ok(root)
 }
 
+include!("../../resources/guests/compile.rs");
+
 /// Cross-compiles every test guest to a flat binary.
 fn build_guests(out: &Path) -> Result<Vec<(String, Vec<u8>)>, String> {
     fs::create_dir_all(out).map_err(|e| e.to_string())?;
@@ -418,35 +526,7 @@ fn build_guests(out: &Path) -> Result<Vec<(String, Vec<u8>)>, String> {
     for (name, source, cflags) in GUESTS {
         let elf = out.join(format!("{name}.elf"));
         let bin = out.join(format!("{name}.bin"));
-        let mut gcc = Command::new("riscv64-linux-gnu-gcc");
-        gcc.current_dir(&src)
-            .args([
-                "-march=rv64gc",
-                "-mabi=lp64d",
-                "-mcmodel=medany",
-                "-ffreestanding",
-                "-nostdlib",
-            ])
-            .args([
-                "-nostartfiles",
-                "-static",
-                "-fno-pic",
-                "-no-pie",
-                "-fno-builtin",
-                "-O2",
-                "-Wall",
-            ])
-            .args([
-                "-Werror",
-                "-Wno-main",
-                "-Wl,--no-warn-rwx-segments",
-                "-Wl,--build-id=none",
-                "-T",
-                "guest.ld",
-            ])
-            .args(cflags.split_whitespace())
-            .args(["crt0.S", "lib.c", &format!("{source}.c"), "-o"])
-            .arg(&elf);
+        let mut gcc = guest_compile("riscv64-linux-gnu-gcc", &src, source, cflags, &elf);
         host::run_quiet(&mut gcc)?;
         host::run_quiet(
             Command::new("riscv64-linux-gnu-objcopy")
@@ -618,7 +698,7 @@ fn init_script(cases: &[Case]) -> String {
          {}\
          echo '@@LAB done'\n\
          poweroff -f\n",
-        plan::runner(cases)
+        plan::runner(cases, "/tmp/case.out")
     )
 }
 
@@ -669,7 +749,15 @@ fn initramfs(p: &Prepared, cases: &[Case]) -> Result<Vec<u8>, String> {
         Entry::File("l2/uboot.elf", 0o644, &p.uboot_elf),
         Entry::File("l2/boot-disk.img", 0o644, &p.boot_disk),
         Entry::File("l2/virt-aia.dtb", 0o644, &p.qemu_aia_dtb),
+        Entry::File("xtask", 0o755, &p.xtask),
+        Entry::Dir("tests"),
     ];
+    let tests: Vec<(String, &[u8])> = p
+        .test_executables
+        .iter()
+        .map(|(n, b)| (format!("tests/{n}"), b.as_slice()))
+        .collect();
+    entries.extend(tests.iter().map(|(path, b)| Entry::File(path, 0o755, b)));
     if let Some(lkvm) = &p.lkvm {
         entries.push(Entry::File("lkvm", 0o755, lkvm));
     }

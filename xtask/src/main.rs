@@ -1,8 +1,13 @@
 //! rvvmm's own tooling: the nested RISC-V KVM lab and the test entry point.
 //!
 //! ```text
-//! cargo xtask test            x86 unit tests, then the lab in both irqchip modes
+//! cargo xtask test            unit tests, then the lab: natively on a riscv64 host whose
+//!                             /dev/kvm works, else nested (QEMU) in both irqchip modes
 //! cargo xtask lab [--mode plic|aia|both] [--case NAME]...
+//! cargo xtask lab --native [--rvvmm PATH --guests DIR [--l2 DIR]] [--case NAME]...
+//!                             the plan on this riscv64 host's KVM (prebuilt artifacts: no
+//!                             cargo needed)
+//! cargo xtask image           the riscv64 container image (Dockerfile), built and checked
 //! cargo xtask demo            boot L1 once and run the hello guest on real KVM
 //! cargo xtask bench [--mode M] [--reps N] [--lkvm PATH] [--only PARTS] [--baseline REV]
 //!                             rvvmm's overhead against a bare KVM loop and kvmtool
@@ -15,8 +20,10 @@
 mod bench;
 mod cpio;
 mod host;
+mod image;
 mod lab;
 mod mode;
+mod native;
 mod paths;
 mod plan;
 
@@ -24,8 +31,8 @@ use std::process::ExitCode;
 
 use mode::Mode;
 
-const USAGE: &str =
-    "usage: cargo xtask <test | lab [--mode plic|aia|both] [--case NAME]... | demo \
+const USAGE: &str = "usage: cargo xtask <test | lab [--mode plic|aia|both] [--case NAME]... \
+     | lab --native [--rvvmm PATH --guests DIR [--l2 DIR]] [--case NAME]... | demo | image \
      | bench [--mode plic|aia|both] [--reps N] [--lkvm PATH] [--only exits,boot,blk,startup,idle] \
      [--baseline REV]>";
 
@@ -33,10 +40,13 @@ fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let result = match args.first().map(String::as_str) {
         Some("test") => test(),
-        Some("lab") => {
-            parse_lab_args(&args[1..]).and_then(|(modes, cases)| lab::run(&modes, &cases))
-        }
+        Some("lab") => parse_lab_args(&args[1..]).and_then(|lab| match lab {
+            Lab::Nested(modes, cases) => lab::run(&modes, &cases),
+            Lab::Native(opts) => native::run(&opts),
+            Lab::NativeBuilt(cases) => lab::prepare_native(cases).and_then(|o| native::run(&o)),
+        }),
         Some("demo") => lab::demo(),
+        Some("image") => image::run(),
         Some("bench") => parse_bench_args(&args[1..]).and_then(|o| bench::run(&o)),
         _ => {
             eprintln!("{USAGE}");
@@ -53,10 +63,51 @@ fn main() -> ExitCode {
     }
 }
 
-/// x86 unit and integration tests, the nested lab in both modes, and a short benchmark (one
-/// repetition, so it cannot rot; it fails only when it gets no numbers, never on their values).
+/// The unit and integration tests, then the lab: on a riscv64 host whose /dev/kvm works, the
+/// plan natively on it; elsewhere the riscv64 test executables under qemu-user (where their
+/// KVM tests skip), a short benchmark (one repetition, so it cannot rot; it fails only when it
+/// gets no numbers, never on their values) and the nested lab in both modes.
 fn test() -> Result<bool, String> {
+    let unusable = native::kvm_unusable();
+    match &unusable {
+        None => println!(
+            "xtask test: native: this riscv64 host's /dev/kvm works: cargo test, then the lab plan on it (no QEMU)"
+        ),
+        Some(why) => println!(
+            "xtask test: nested lab, since {why}: cargo test, {}then the plan in QEMU (TCG) with kvm.ko inside",
+            if cfg!(target_arch = "riscv64") {
+                ""
+            } else {
+                "the riscv64 tests under qemu-user, the riscv64 image, "
+            }
+        ),
+    }
     host::run_visible(host::cargo().args(["test", "--workspace"]))?;
+    if unusable.is_none() {
+        return lab::prepare_native(Vec::new()).and_then(|o| native::run(&o));
+    }
+    if !cfg!(target_arch = "riscv64") {
+        host::ensure_tools()?;
+        host::ensure_riscv64_binfmt()?;
+        println!(
+            "xtask test: rvvmm's tests built for {} and run under qemu-user",
+            host::RISCV_TARGET
+        );
+        host::run_visible(host::cargo().args([
+            "test",
+            "--package",
+            "rvvmm",
+            "--target",
+            host::RISCV_TARGET,
+        ]))?;
+        if !image::run()? {
+            return Ok(false);
+        }
+    }
+    if std::env::var("RVVMM_NESTED_LAB").as_deref() == Ok("off") {
+        println!("xtask test: RVVMM_NESTED_LAB=off: no lab on this host");
+        return Ok(true);
+    }
     let bench_ok = bench::run(&bench::Options {
         modes: vec![Mode::Aia],
         reps: 1,
@@ -118,16 +169,46 @@ fn parse_mode(arg: Option<&String>) -> Result<Vec<Mode>, String> {
     }
 }
 
-fn parse_lab_args(args: &[String]) -> Result<(Vec<Mode>, Vec<String>), String> {
+/// What `cargo xtask lab` was asked to do.
+enum Lab {
+    /// The nested lab in these modes, these cases (all when empty).
+    Nested(Vec<Mode>, Vec<String>),
+    /// The plan natively, with prebuilt artifacts.
+    Native(native::Options),
+    /// The plan natively, with artifacts built here first.
+    NativeBuilt(Vec<String>),
+}
+
+fn parse_lab_args(args: &[String]) -> Result<Lab, String> {
     let mut modes = vec![Mode::Plic, Mode::Aia];
     let mut cases = Vec::new();
+    let (mut native, mut rvvmm, mut guests, mut l2) = (false, None, None, None);
     let mut it = args.iter();
     while let Some(arg) = it.next() {
+        let mut path = |what: &str| -> Result<std::path::PathBuf, String> {
+            Ok(it.next().ok_or(format!("{arg} takes {what}"))?.into())
+        };
         match arg.as_str() {
             "--mode" => modes = parse_mode(it.next())?,
             "--case" => cases.push(it.next().ok_or("--case takes a case name")?.clone()),
+            "--native" => native = true,
+            "--rvvmm" => rvvmm = Some(path("a path")?),
+            "--guests" => guests = Some(path("a directory")?),
+            "--l2" => l2 = Some(path("a directory")?),
             other => return Err(format!("unknown argument {other:?}; {USAGE}")),
         }
     }
-    Ok((modes, cases))
+    match (native, rvvmm, guests) {
+        (false, None, None) if l2.is_none() => Ok(Lab::Nested(modes, cases)),
+        (true, None, None) if l2.is_none() => Ok(Lab::NativeBuilt(cases)),
+        (true, Some(rvvmm), Some(guests)) => Ok(Lab::Native(native::Options {
+            rvvmm,
+            guests,
+            l2,
+            cases,
+        })),
+        _ => Err(format!(
+            "--rvvmm, --guests and --l2 go with --native, and --rvvmm with --guests; {USAGE}"
+        )),
+    }
 }

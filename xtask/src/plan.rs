@@ -140,7 +140,8 @@ R="/rvvmm remote --api-socket /tmp/api.sock"
   $R info | grep '"state"' >&2
   sleep 1
   echo 'echo after-resume-$((6*7))'
-  for i in $(seq 1 120); do sleep 1; grep -q disk-write-done-42 /tmp/api.out && break; done
+  # The shell runs the typed echo only once the dd has ended: wait for both answers.
+  for i in $(seq 1 120); do sleep 1; grep -q disk-write-done-42 /tmp/api.out && grep -q after-resume-42 /tmp/api.out && break; done
   grep -q disk-write-done-42 /tmp/api.out && echo "@@API the disk write issued before the pause completed after it" >&2
   grep -q after-resume-42 /tmp/api.out && echo "@@API the shell answered after resume" >&2
   $R counters >&2
@@ -243,6 +244,25 @@ wait
 cat /tmp/ub.out"#
 }
 
+/// rvvmm as a step of someone else's CI: the guest's failure is rvvmm's status (the
+/// finisher's code, SRST's system failure), `--timeout` stops a guest that never ends with
+/// status 124 in about the time given, and `--serial-log` keeps the console in a file (with
+/// `,only`, stdout gets none of it). Bad values: status 2, nothing started.
+fn ci_session() -> &'static str {
+    r#"/rvvmm --kernel /guests/finisher.bin --serial-log /tmp/ci1.log,only > /tmp/ci1.out; echo "@@CI finisher: status $?"
+sed 's/^/@@CI finisher log: /' /tmp/ci1.log; echo "@@CI finisher stdout: $(wc -c < /tmp/ci1.out) bytes"
+/rvvmm --kernel /guests/sysfail.bin > /dev/null 2>&1; echo "@@CI sysfail: status $?"
+t0=$(cut -d' ' -f1 /proc/uptime)
+/rvvmm --kernel /guests/idle.bin --timeout 5s --serial-log /tmp/ci2.log; rc=$?
+echo "@@CI --timeout 5s: status $rc after $(awk "BEGIN { print $(cut -d' ' -f1 /proc/uptime) - $t0 }") s"
+sed 's/^/@@CI idle log: /' /tmp/ci2.log
+/rvvmm --kernel /l2/Image --initrd /l2/initrd.cpio --memory 256M --timeout 300s --serial-log /tmp/ci3.log,only --cmdline 'console=ttyS0 quiet rvvmm.test=exit-code rvvmm.code=3'; echo "@@CI linux: status $?"
+grep '@@L2' /tmp/ci3.log | sed 's/^/@@CI linux log: /'
+/rvvmm --kernel /l2/Image --initrd /l2/initrd.cpio --memory 256M --timeout 300s --serial-log /tmp/ci4.log,only --cmdline 'console=ttyS0 quiet'; echo "@@CI linux poweroff: status $?"
+/rvvmm --kernel /guests/idle.bin --timeout 0; echo "@@CI bad timeout: status $?"
+/rvvmm --kernel /guests/idle.bin --serial-log /nonexistent/console.log; echo "@@CI unwritable log: status $?""#
+}
+
 /// Every lab case, in the order they run.
 pub fn cases() -> Vec<Case> {
     vec![
@@ -329,6 +349,75 @@ pub fn cases() -> Vec<Case> {
                     "@@UB rvvmm status 0",
                 ],
             )
+        },
+        Case {
+            timeout: 600,
+            reject: &["kvm tests skipped", "FAILED", "test result: FAILED"],
+            check: Check::Report("@@TESTS kvm: "),
+            ..case(
+                "cargo_tests_on_kvm",
+                "for t in lib kvm scripted_vmm api cli; do\n\
+                 RVVMM_BIN=/rvvmm /tests/$t > /tmp/t.out 2>&1; rc=$?\n\
+                 grep -E '^test .* FAILED|panicked|kvm tests skipped' /tmp/t.out\n\
+                 echo \"@@TESTS $t: $(grep '^test result' /tmp/t.out) status $rc\"\n\
+                 done",
+                0,
+                &[
+                    "@@TESTS lib: test result: ok.",
+                    "@@TESTS kvm: test result: ok. 9 passed; 0 failed",
+                    "@@TESTS scripted_vmm: test result: ok.",
+                    "@@TESTS api: test result: ok.",
+                    "@@TESTS cli: test result: ok.",
+                ],
+            )
+        },
+        Case {
+            timeout: 600,
+            check: Check::Report("lab: "),
+            ..case(
+                "native_runner_in_l1",
+                "/xtask lab --native --rvvmm /rvvmm --guests /guests --l2 /l2 --case hello \
+                 --case dbcn --case smp_hsm --case finisher_code --case srst_reboot --case bad_dtb \
+                 --case linux_generated_dtb\n\
+                 echo \"@@NATIVE status $?\"\n\
+                 /xtask lab --native --rvvmm /rvvmm --guests /guests --case hello --case linux_generated_dtb\n\
+                 echo \"@@NATIVE without --l2: status $?\"\n\
+                 mkdir -p /etc; grep -q ^nobody: /etc/passwd 2>/dev/null || echo 'nobody:x:65534:65534:nobody:/:/bin/sh' >> /etc/passwd\n\
+                 mode=$(stat -c %a /dev/kvm); chmod 600 /dev/kvm\n\
+                 su -s /bin/sh nobody -c '/xtask lab --native --rvvmm /rvvmm --guests /guests --case hello'\n\
+                 echo \"@@NATIVE /dev/kvm closed to the user: status $?\"\n\
+                 chmod $mode /dev/kvm",
+                0,
+                &[
+                    "lab[native-",
+                    "] linux_generated_dtb ok (rc=0",
+                    "lab: 7 passed, 0 failed, 0 skipped (native)",
+                    "@@NATIVE status 0",
+                    "linux_generated_dtb skipped (needs /l2/Image",
+                    "lab: 1 passed, 0 failed, 1 skipped (native)",
+                    "@@NATIVE without --l2: status 0",
+                    "cannot run the lab natively: /dev/kvm exists but cannot be opened: Permission denied",
+                    "@@NATIVE /dev/kvm closed to the user: status 1",
+                ],
+            )
+        },
+        Case {
+            timeout: 300,
+            check: Check::Report("@@CI --timeout 5s: status 124 after"),
+            ..case("ci_exit_status_timeout_serial_log", ci_session(), 0, &[
+                "@@CI finisher: status 42",
+                "@@CI finisher log: finisher: exiting with code 42",
+                "@@CI finisher stdout: 0 bytes",
+                "@@CI sysfail: status 1",
+                "@@CI --timeout 5s: status 124 after",
+                "stopping the guest: --timeout 5s has passed",
+                "@@CI idle log: idle: hart 0 in wfi",
+                "@@CI linux: status 3",
+                "@@CI linux log: @@L2 failing with code 3",
+                "@@CI linux poweroff: status 0",
+                "@@CI bad timeout: status 2",
+                "@@CI unwritable log: status 2",
+            ])
         },
         Case {
             timeout: 300,
@@ -876,7 +965,9 @@ pub fn cases() -> Vec<Case> {
 }
 
 /// The L1 shell script that runs `cases`: one file a case (see [`case_script`]) plus this.
-pub fn runner(cases: &[Case]) -> String {
+/// The runner's script for `cases`: each case's output goes to the file `out` first (a case
+/// may itself run a runner, as the native one in L1 does: each needs its own file).
+pub fn runner(cases: &[Case], out: &str) -> String {
     let mut s = String::new();
     for c in cases {
         let stdin = if c.stdin.is_some() {
@@ -885,12 +976,41 @@ pub fn runner(cases: &[Case]) -> String {
             "/dev/null".into()
         };
         s.push_str(&format!(
-            "echo '@@CASE {name}'\ncd /\ntimeout -s KILL {t} sh /cases/{name}.sh < {stdin} > /tmp/case.out 2>&1\nrc=$?\ncat /tmp/case.out\necho\necho \"@@END {name} rc=$rc\"\n",
+            "echo '@@CASE {name}'\ncd /\ntimeout -s KILL {t} sh /cases/{name}.sh < {stdin} > {out} 2>&1\nrc=$?\ncat {out}\necho\necho \"@@END {name} rc=$rc\"\n",
             name = c.name,
             t = c.timeout,
         ));
     }
     s
+}
+
+/// Judges every case of `cases` on the console `log` of the run that ran them, printing one
+/// `lab[LABEL] NAME ok|FAILED (detail)` line each (and a failed case's output); returns how
+/// many passed and failed.
+pub fn report(cases: &[Case], label: &str, mode: Mode, log: &str) -> (usize, usize) {
+    let ran = parse_log(log);
+    let (mut passed, mut failed) = (0, 0);
+    for c in cases {
+        let result = ran.iter().find(|(name, _)| name == c.name).map(|(_, r)| r);
+        let verdict = judge(c, mode, result);
+        println!(
+            "lab[{label}] {:<18} {} ({})",
+            verdict.name,
+            if verdict.pass { "ok" } else { "FAILED" },
+            verdict.detail
+        );
+        if verdict.pass {
+            passed += 1;
+        } else {
+            failed += 1;
+            if let Some(r) = result {
+                for line in r.output.lines().take(40) {
+                    println!("    | {line}");
+                }
+            }
+        }
+    }
+    (passed, failed)
 }
 
 /// The script of one case.
@@ -1212,7 +1332,9 @@ mod tests {
             "{v:?}"
         );
         // The runner puts each marker on a line of its own.
-        assert!(runner(&cases[..1]).contains("cat /tmp/case.out\necho\necho \"@@END"));
+        assert!(
+            runner(&cases[..1], "/tmp/case.out").contains("cat /tmp/case.out\necho\necho \"@@END")
+        );
     }
 
     #[test]
