@@ -90,7 +90,7 @@ pub struct IrqfdInterrupt {
 impl Interrupt for IrqfdInterrupt {
     fn trigger(&self) {
         if let Err(e) = self.evt.write(1) {
-            log::warn!(
+            crate::guest_warn!(
                 "cannot signal interrupt {} through its irqfd: {e}",
                 self.irq
             );
@@ -154,7 +154,7 @@ impl<V: VmBackend> IrqChip for KvmIrqChip<V> {
 
     fn set_level(&self, irq: u32, level: bool) {
         if let Err(e) = self.0.set_irq_line(irq, level) {
-            log::warn!("cannot set interrupt {irq} to {level}: {e}");
+            crate::guest_warn!("cannot set interrupt {irq} to {level}: {e}");
         }
     }
 }

@@ -25,7 +25,7 @@ use std::path::{Path, PathBuf};
 
 use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
 
-use crate::arch::riscv64::layout::{fdt_addr, RAM_BASE};
+use crate::arch::riscv64::layout::{fdt_addr, RAM_BASE, RAM_MAX};
 
 /// Errors loading a kernel.
 #[derive(Debug, thiserror::Error)]
@@ -55,12 +55,14 @@ pub enum LoaderError {
         room: u64,
     },
     /// A Linux Image header with an impossible text_offset.
-    #[error("kernel {path} has a Linux Image header with text_offset {offset:#x}, which is not 2 MiB-aligned")]
+    #[error("kernel {path} has a Linux Image header with text_offset {offset:#x}, which {why}")]
     BadTextOffset {
         /// The file.
         path: PathBuf,
         /// The offset.
         offset: u64,
+        /// What is wrong with it.
+        why: &'static str,
     },
     /// An ELF rvvmm cannot load.
     #[error("kernel {path}: {what}")]
@@ -161,14 +163,12 @@ pub struct Kernel {
     pub kind: KernelKind,
 }
 
-/// Opens `path` and returns it with its size; a directory or unreadable file is an error.
+/// Opens `path` and returns it with its size; anything but a readable regular file is an
+/// error (a FIFO is refused at once, not waited on).
 fn open_sized(path: &Path) -> std::io::Result<(File, u64)> {
-    let file = File::open(path)?;
-    let meta = file.metadata()?;
-    if meta.is_dir() {
-        return Err(std::io::Error::from_raw_os_error(libc::EISDIR));
-    }
-    Ok((file, meta.len()))
+    let file = crate::files::open_regular(path, false)?;
+    let len = file.metadata()?.len();
+    Ok((file, len))
 }
 
 /// Reads all of `path` into guest RAM at `addr`, expecting `len` bytes.
@@ -254,10 +254,18 @@ impl Kernel {
             classify(bytes)
         };
         if let KernelKind::LinuxImage { text_offset, .. } = kind {
-            if text_offset % (2 << 20) != 0 {
+            let why = if text_offset % (2 << 20) != 0 {
+                Some("is not 2 MiB-aligned")
+            } else if text_offset >= RAM_MAX {
+                Some("lies beyond any guest RAM rvvmm can map (510 GiB)")
+            } else {
+                None
+            };
+            if let Some(why) = why {
                 return Err(LoaderError::BadTextOffset {
                     path: path.to_owned(),
                     offset: text_offset,
+                    why,
                 });
             }
         }
@@ -327,7 +335,7 @@ impl Kernel {
             }
             if !segments
                 .iter()
-                .any(|s| (s.paddr..s.paddr + s.memsz).contains(entry))
+                .any(|s| (s.paddr..s.paddr.saturating_add(s.memsz)).contains(entry))
             {
                 return bad(format!(
                     "its entry point {entry:#x} is in no loadable segment"
@@ -611,6 +619,19 @@ mod tests {
         let path = dir.join(name);
         std::fs::write(&path, bytes).unwrap();
         path
+    }
+
+    #[test]
+    fn impossible_text_offsets_are_refused_without_overflow() {
+        for (offset, why) in [
+            (0x1000, "is not 2 MiB-aligned"),
+            (0xffff_ffff_ffe0_0000, "lies beyond any guest RAM"),
+            (RAM_MAX, "lies beyond any guest RAM"),
+        ] {
+            let e = Kernel::from_header(Path::new("k"), &image_header(offset, 0x10_0000), 4096)
+                .unwrap_err();
+            assert!(e.to_string().contains(why), "{offset:#x}: {e}");
+        }
     }
 
     #[test]

@@ -132,7 +132,9 @@ fn every_endpoint_and_every_refusal() {
     assert_eq!(put(&socket, "vm.resume").status, 204);
     assert_eq!(state(&socket), "Running");
     let mut after = before;
-    for _ in 0..200 {
+    // Generous: the lab runs these tests in a nested guest under QEMU's TCG.
+    let started = std::time::Instant::now();
+    while started.elapsed() < Duration::from_secs(30) {
         after = mmio_writes(&socket);
         if after > before {
             break;
@@ -304,7 +306,7 @@ fn create_boot_shutdown_delete_over_the_api() {
 
     assert_eq!(put(&socket, "vmm.shutdown").status, 204);
     let status = finished
-        .recv_timeout(Duration::from_secs(10))
+        .recv_timeout(Duration::from_secs(30))
         .expect("rvvmm did not end after vmm.shutdown");
     assert_eq!(status, Ok(0));
 }
@@ -347,7 +349,7 @@ fn snapshot_then_restore_gives_the_registers_back() {
     assert_eq!(again.status, 405, "a VM is there: {again:?}");
     assert_eq!(put(&socket, "vmm.shutdown").status, 204);
     assert_eq!(
-        finished.recv_timeout(Duration::from_secs(10)).unwrap(),
+        finished.recv_timeout(Duration::from_secs(30)).unwrap(),
         Ok(0)
     );
     let saved_regs = first.lock().unwrap().regs.clone();
@@ -369,7 +371,8 @@ fn snapshot_then_restore_gives_the_registers_back() {
         let status = vmm.run(|| Ok(vm.take().expect("one boot")));
         let _ = done.send(status.map_err(|e| e.to_string()));
     });
-    for _ in 0..100 {
+    let started = std::time::Instant::now();
+    while started.elapsed() < Duration::from_secs(30) {
         if socket2.exists() && call(&socket2, "GET", "vm.info", None).is_ok() {
             break;
         }
@@ -387,7 +390,7 @@ fn snapshot_then_restore_gives_the_registers_back() {
     assert_eq!(state(&socket2), "Running");
     assert_eq!(put(&socket2, "vmm.shutdown").status, 204);
     assert_eq!(
-        finished.recv_timeout(Duration::from_secs(10)).unwrap(),
+        finished.recv_timeout(Duration::from_secs(30)).unwrap(),
         Ok(0)
     );
 

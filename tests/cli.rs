@@ -4,9 +4,12 @@ use std::process::{Command, Output};
 
 /// The rvvmm under test: cargo's build of it, or `RVVMM_BIN` (the lab runs these tests in
 /// its L1, where the test executable is far from the tree that built it).
+fn rvvmm_bin() -> String {
+    std::env::var("RVVMM_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_rvvmm").into())
+}
+
 fn rvvmm(args: &[&str]) -> Output {
-    let bin = std::env::var("RVVMM_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_rvvmm").into());
-    Command::new(bin)
+    Command::new(rvvmm_bin())
         .args(args)
         .env_remove("RUST_LOG")
         .output()
@@ -262,12 +265,53 @@ fn bad_config_files_are_one_line_usage_errors() {
     let out = rvvmm(&["--config", "/nonexistent/vm.json"]);
     assert_one_line_error(&out, 2, "config /nonexistent/vm.json: No such file");
     let out = rvvmm(&["--config", "/"]);
-    assert_one_line_error(&out, 2, "not a regular file");
+    assert_one_line_error(&out, 2, "config /: Is a directory");
+    let out = rvvmm(&["--config", "/dev/zero"]);
+    assert_one_line_error(&out, 2, "config /dev/zero: not a regular file");
     let out = rvvmm(&["--api-socket", "/tmp/x.sock", "--memory", "512M"]);
     assert_one_line_error(&out, 2, "need --kernel or --config");
     let out = rvvmm(&["--kernel", k, "--disable-isa", "q"]);
     assert_eq!(out.status.code(), Some(2));
     assert!(stderr(&out).contains("unknown ISA extension 'q'"));
+}
+
+/// A FIFO (nobody writing) or a device given as an input file is refused at once, in one line,
+/// never waited on or read without end: rvvmm with each must finish within seconds.
+#[test]
+fn special_files_as_inputs_are_refused_at_once() {
+    let k = temp_file("rvvmm-cli-special", "guest.bin", [0x73, 0x00, 0x50, 0x10]);
+    let fifo = k.with_file_name("fifo");
+    let _ = std::fs::remove_file(&fifo);
+    let c = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+    // SAFETY: a valid NUL-terminated path.
+    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+    let (k, fifo) = (k.to_str().unwrap(), fifo.to_str().unwrap());
+    for (args, code) in [
+        (vec!["--kernel", fifo], 1),
+        (vec!["--kernel", "/dev/zero"], 1),
+        (vec!["--kernel", k, "--initrd", fifo], 1),
+        (vec!["--kernel", k, "--dtb", fifo], 2),
+        (vec!["--kernel", k, "--dtb", "/dev/zero"], 2),
+        (vec!["--config", fifo], 2),
+    ] {
+        let mut child = Command::new(rvvmm_bin())
+            .args(&args)
+            .env_remove("RUST_LOG")
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let started = std::time::Instant::now();
+        while child.try_wait().unwrap().is_none() {
+            if started.elapsed() > std::time::Duration::from_secs(10) {
+                let _ = child.kill();
+                panic!("{args:?}: rvvmm still runs after 10 s");
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        let out = child.wait_with_output().unwrap();
+        assert_one_line_error(&out, code, "not a regular file");
+    }
 }
 
 #[test]

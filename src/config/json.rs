@@ -415,17 +415,8 @@ pub fn parse(text: &[u8], source: Source) -> Result<(VmConfig, Sources), ConfigE
 /// Reads a config file (JSON).
 pub fn read_file(path: &Path) -> Result<(VmConfig, Sources), ConfigError> {
     let fail = |e: String| ConfigError::Format(format!("config {}: {e}", path.display()));
-    let meta = std::fs::metadata(path).map_err(|e| fail(e.to_string()))?;
-    if !meta.is_file() {
-        return Err(fail("not a regular file".into()));
-    }
-    if meta.len() > MAX_CONFIG_BYTES {
-        return Err(fail(format!(
-            "{} bytes is too large for a VM config",
-            meta.len()
-        )));
-    }
-    let text = std::fs::read(path).map_err(|e| fail(e.to_string()))?;
+    let text =
+        crate::files::read_bounded(path, MAX_CONFIG_BYTES).map_err(|e| fail(e.to_string()))?;
     parse(&text, Source::File).map_err(|e| fail(e.to_string()))
 }
 

@@ -363,17 +363,7 @@ impl VmConfig {
 /// Reads and parses a dtb file, bounded before it is read.
 pub fn read_dtb(path: &Path) -> Result<Tree, ConfigError> {
     let err = |what: String| ConfigError::field("rvvmm.dtb", format!("{}: {what}", path.display()));
-    let meta = std::fs::metadata(path).map_err(|e| err(e.to_string()))?;
-    if !meta.is_file() {
-        return Err(err("not a regular file".into()));
-    }
-    if meta.len() > MAX_BLOB as u64 {
-        return Err(err(format!(
-            "{} bytes is too large for a device tree",
-            meta.len()
-        )));
-    }
-    let blob = std::fs::read(path).map_err(|e| err(e.to_string()))?;
+    let blob = crate::files::read_bounded(path, MAX_BLOB as u64).map_err(|e| err(e.to_string()))?;
     Tree::parse(&blob).map_err(|e| err(format!("not a device tree: {e}")))
 }
 

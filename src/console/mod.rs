@@ -7,6 +7,7 @@
 
 #[cfg(any(test, feature = "testing"))]
 mod buffer;
+pub mod output;
 mod stdio;
 pub mod terminal;
 

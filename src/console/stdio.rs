@@ -13,6 +13,7 @@ use std::sync::{Arc, Condvar, Mutex, Once};
 use event_manager::{EventOps, EventSet, Events, MutEventSubscriber};
 use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
+use super::output::StdoutSink;
 use super::{Console, ConsoleEvent, Listener};
 use crate::event_loop::{set_watched, Subscriber};
 
@@ -52,8 +53,8 @@ pub struct StdioConsole {
     room: EventFd,
     /// The input fd: stdin (another fd in tests).
     fd: RawFd,
-    /// Held while writing the output: the `--serial-log` file, if there is one.
-    output: Mutex<Option<std::fs::File>>,
+    /// Held while writing the output: stdout, and the `--serial-log` file if there is one.
+    output: Mutex<(StdoutSink, Option<std::fs::File>)>,
     /// Whether the output goes to stdout (not with `--serial-log FILE,only`).
     to_stdout: bool,
 }
@@ -80,7 +81,7 @@ impl StdioConsole {
     ) -> Arc<Self> {
         Arc::new(StdioConsole {
             fd,
-            output: Mutex::new(log),
+            output: Mutex::new((StdoutSink::stdout(), log)),
             to_stdout,
             input: Mutex::new(VecDeque::new()),
             drained: Condvar::new(),
@@ -203,35 +204,6 @@ impl StdioConsole {
     }
 }
 
-/// Writes all of `bytes` to `fd`, waiting (poll) when the fd is non-blocking and full: output
-/// is never dropped, only delayed.
-fn write_all_fd(fd: RawFd, mut bytes: &[u8]) -> std::io::Result<()> {
-    while !bytes.is_empty() {
-        // SAFETY: the pointer and length describe `bytes`.
-        let n = unsafe { libc::write(fd, bytes.as_ptr().cast(), bytes.len()) };
-        if n > 0 {
-            bytes = &bytes[n as usize..];
-            continue;
-        }
-        let e = std::io::Error::last_os_error();
-        match e.kind() {
-            std::io::ErrorKind::Interrupted => {}
-            std::io::ErrorKind::WouldBlock => {
-                let mut pfd = libc::pollfd {
-                    fd,
-                    events: libc::POLLOUT,
-                    revents: 0,
-                };
-                // SAFETY: one valid pollfd.
-                unsafe { libc::poll(&mut pfd, 1, -1) };
-            }
-            _ if n == 0 => return Err(std::io::ErrorKind::WriteZero.into()),
-            _ => return Err(e),
-        }
-    }
-    Ok(())
-}
-
 /// Whether `fd` is /dev/null (character device 1:3), which never has input.
 fn is_dev_null(fd: RawFd) -> bool {
     // SAFETY: an all-zero stat is a valid value for fstat to overwrite.
@@ -347,11 +319,10 @@ impl Console for StdioConsole {
     fn write(&self, bytes: &[u8]) {
         // Straight to fd 1 (no std buffer to copy through and flush, no reentrant lock): one
         // write(2) per guest write, serialized by `output` so harts' lines do not interleave.
-        let mut log = self.output.lock().unwrap_or_else(|e| e.into_inner());
+        let mut output = self.output.lock().unwrap_or_else(|e| e.into_inner());
+        let (stdout, log) = &mut *output;
         if self.to_stdout {
-            if let Err(e) = write_all_fd(libc::STDOUT_FILENO, bytes) {
-                log::warn!("console output lost: {e}");
-            }
+            stdout.write(bytes);
         }
         if let Some(file) = log.as_mut() {
             use std::io::Write;
@@ -450,10 +421,15 @@ mod tests {
         (console, writer, el, events)
     }
 
+    /// How long a test waits for the event loop: generous, as the lab runs these tests in a
+    /// nested guest under QEMU's TCG, where 4 s once did not suffice.
+    const PATIENCE: std::time::Duration = std::time::Duration::from_secs(60);
+
     fn read_all(console: &StdioConsole, want: usize) -> Vec<u8> {
         let mut got = Vec::new();
         let mut buf = [0u8; 4096];
-        for _ in 0..2000 {
+        let started = std::time::Instant::now();
+        while started.elapsed() < PATIENCE {
             let n = console.read(&mut buf);
             got.extend_from_slice(&buf[..n]);
             if got.len() >= want {
@@ -488,7 +464,8 @@ mod tests {
     fn the_escape_sequence_quits() {
         let (_console, mut writer, _el, events) = piped(true);
         writer.write_all(b"ab\x01x").unwrap();
-        for _ in 0..500 {
+        let started = std::time::Instant::now();
+        while started.elapsed() < PATIENCE {
             if events.lock().unwrap().contains(&ConsoleEvent::Quit) {
                 return;
             }

@@ -244,7 +244,7 @@ impl BusDevice for Uart {
         self.active.store(true, Ordering::Release);
         let mut serial = self.serial.lock().unwrap_or_else(|e| e.into_inner());
         if let Err(e) = serial.write(offset as u8, data[0]) {
-            log::warn!("UART: {e:?}");
+            crate::guest_warn!("UART: {e:?}");
         }
         self.fill(&mut serial);
         self.update_level(&serial);

@@ -215,7 +215,7 @@ impl Sections {
     /// Reads and checks the state file of `dir`.
     pub fn read(dir: &Path) -> Result<Self> {
         let path = dir.join(STATE_FILE);
-        let file = File::open(&path).map_err(io(&path))?;
+        let file = crate::files::open_regular(&path, false).map_err(io(&path))?;
         let mut data = Vec::new();
         file.take(MAX_STATE + 1)
             .read_to_end(&mut data)
@@ -338,7 +338,7 @@ fn is_zero(bytes: &[u8]) -> bool {
 /// bytes read.
 pub fn read_memory(memory: &GuestMemoryMmap, dir: &Path, info: &MemoryInfo) -> Result<u64> {
     let path = dir.join(MEMORY_FILE);
-    let file = File::open(&path).map_err(io(&path))?;
+    let file = crate::files::open_regular(&path, false).map_err(io(&path))?;
     let len = file.metadata().map_err(io(&path))?.len();
     let ram: u64 = memory.iter().map(|r| r.len()).sum();
     if len != info.size || len != ram {

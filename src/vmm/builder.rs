@@ -16,7 +16,7 @@ use super::device_manager::{self, DeviceContext, Devices};
 use super::machine::Machine;
 use super::vm::Vm;
 use super::{Result, VmmError};
-use crate::arch::riscv64::fdt::{check_size, create_fdt, patch, FdtConfig, FdtError};
+use crate::arch::riscv64::fdt::{create_fdt, patch, with_room, FdtConfig, FdtError};
 use crate::arch::riscv64::layout::{fdt_addr, APLIC_BASE, IMSIC_BASE, IMSIC_STRIDE, PLIC_NDEV};
 use crate::arch::riscv64::regs::VcpuIsa;
 use crate::config::IrqChipKind;
@@ -355,7 +355,6 @@ impl Vm {
             );
         }
         let blob = tree.to_blob().map_err(FdtError::from)?;
-        check_size(&blob)?;
-        Ok(blob)
+        Ok(with_room(blob)?)
     }
 }

@@ -589,7 +589,7 @@ impl Vmm {
         let config = self.vm.as_ref().ok_or(VmmError::NoVm)?;
         let (vcpus, irq_mode) = config.create_vcpus(vm)?;
         let blob = config.device_tree(vcpus[0].isa(), 1, irq_mode)?;
-        std::fs::write(path, &blob).map_err(|source| VmmError::DumpDtb {
+        crate::files::write_replacing(path, &blob).map_err(|source| VmmError::DumpDtb {
             path: path.to_owned(),
             source,
         })

@@ -35,6 +35,9 @@ pub struct Vm {
     /// The `--net` taps, opened once: every boot's cards use them, so a tap rvvmm created
     /// (and its host-side address) lives as long as the VM.
     pub(super) taps: Vec<Tap>,
+    /// Each disk image, held locked (`flock`: shared when read-only, else exclusive) for as
+    /// long as the VM exists, so that no other rvvmm (or QEMU, which locks too) writes it.
+    _disk_locks: Vec<std::fs::File>,
 }
 
 impl Vm {
@@ -56,9 +59,11 @@ impl Vm {
             None => Kernel::read(&config.kernel)?,
         };
         kernel.check_fits(ram_size)?;
+        let mut disk_locks = Vec::with_capacity(config.disks.len());
         for disk in &config.disks {
             // Opened now to report a bad image before anything runs; each boot opens it anew.
             Block::open(&disk.path, disk.readonly)?;
+            disk_locks.push(Block::lock(&disk.path, disk.readonly)?);
         }
         let taps = config
             .nets
@@ -87,6 +92,7 @@ impl Vm {
             hypercall,
             warned_dtb: AtomicBool::new(false),
             taps,
+            _disk_locks: disk_locks,
         })
     }
 

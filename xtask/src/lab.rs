@@ -56,6 +56,7 @@ const GUESTS: &[(&str, &str, &str)] = &[
     ("stop_race_reboot", "stop_race", "-DREBOOT"),
     ("smp", "smp", ""),
     ("idle", "idle", ""),
+    ("flood", "flood", ""),
     ("sbi_probe", "sbi_probe", ""),
     ("exits", "exits", "-DEXITS=200000"),
     ("bench_hypercall", "bench", "-DKIND_HVC"),

@@ -244,6 +244,21 @@ wait
 cat /tmp/ub.out"#
 }
 
+/// A guest floods the console (256 KiB through SBI DBCN) while nobody reads rvvmm's stdout (a
+/// pipe into `sleep`): rvvmm waits 2 s, then drops the output, and the guest's power-off goes
+/// through; rvvmm says so on stderr. Before, the first full pipe held the vCPU forever, and the
+/// power-off behind it.
+fn flood_session() -> &'static str {
+    r#"rm -f /tmp/flood.rc /tmp/flood.err
+t0=$(cut -d' ' -f1 /proc/uptime)
+( /rvvmm --kernel /guests/flood.bin 2>/tmp/flood.err; echo $? > /tmp/flood.rc ) | sleep 200 &
+reader=$!
+for i in $(seq 1 300); do [ -s /tmp/flood.rc ] && break; sleep 0.2; done
+echo "@@FLOOD rvvmm status $(cat /tmp/flood.rc 2>/dev/null) after $(awk "BEGIN { print $(cut -d' ' -f1 /proc/uptime) - $t0 }") s with stdout never read"
+cat /tmp/flood.err
+kill $reader 2>/dev/null"#
+}
+
 /// rvvmm as a step of someone else's CI: the guest's failure is rvvmm's status (the
 /// finisher's code, SRST's system failure), `--timeout` stops a guest that never ends with
 /// status 124 in about the time given, and `--serial-log` keeps the console in a file (with
@@ -266,6 +281,28 @@ grep '@@L2' /tmp/ci3.log | sed 's/^/@@CI linux log: /'
 /// Every lab case, in the order they run.
 pub fn cases() -> Vec<Case> {
     vec![
+        Case {
+            timeout: 300,
+            reject: &["Kernel panic", "FDT creation failed", "Unknown command"],
+            ..case(
+                "uboot_extlinux_boots_linux",
+                "/rvvmm --kernel /l2/u-boot.bin --memory 512M --disk /l2/boot-disk.img,readonly --timeout 200s < /dev/null > /tmp/ubx.out 2>&1; echo \"@@UB rvvmm status $?\"\n\
+                 cat /tmp/ubx.out",
+                0,
+                &[
+                    "Found /extlinux/extlinux.conf",
+                    "Retrieving file: /Image",
+                    "Retrieving file: /initrd.cpio",
+                    "Starting kernel",
+                    "Linux version 6.12",
+                    "@@L2 init reached",
+                    "@@L2 cmdline console=ttyS0 earlycon=sbi rvvmm.marker=extlinux",
+                    "@@L2 powering off",
+                    "@@UB rvvmm status 0",
+                ],
+            )
+        },
+
         Case {
             timeout: 400,
             reject: &["Kernel panic", "the disk write ended before the pause"],
@@ -398,6 +435,19 @@ pub fn cases() -> Vec<Case> {
                     "@@NATIVE without --l2: status 0",
                     "cannot run the lab natively: /dev/kvm exists but cannot be opened: Permission denied",
                     "@@NATIVE /dev/kvm closed to the user: status 1",
+                ],
+            )
+        },
+        Case {
+            timeout: 300,
+            check: Check::Report("@@FLOOD rvvmm status"),
+            ..case(
+                "console_stdout_never_read",
+                flood_session(),
+                0,
+                &[
+                    "@@FLOOD rvvmm status 0 after",
+                    "stdout has taken no console output for 2 s: dropping it until it does",
                 ],
             )
         },
@@ -976,7 +1026,7 @@ pub fn runner(cases: &[Case], out: &str) -> String {
             "/dev/null".into()
         };
         s.push_str(&format!(
-            "echo '@@CASE {name}'\ncd /\ntimeout -s KILL {t} sh /cases/{name}.sh < {stdin} > {out} 2>&1\nrc=$?\ncat {out}\necho\necho \"@@END {name} rc=$rc\"\n",
+            "echo '@@CASE {name}'\ncd /\nt0=$(cut -d' ' -f1 /proc/uptime)\ntimeout -s KILL {t} sh /cases/{name}.sh < {stdin} > {out} 2>&1\nrc=$?\nt1=$(cut -d' ' -f1 /proc/uptime)\ncat {out}\necho\necho \"@@END {name} rc=$rc s=$(awk \"BEGIN {{ print $t1 - $t0 }}\")\"\n",
             name = c.name,
             t = c.timeout,
         ));
@@ -1030,12 +1080,14 @@ pub struct Verdict {
 }
 
 /// A case's output and status, cut from the console log.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Ran {
     /// Output lines.
     pub output: String,
     /// Exit status.
     pub rc: i32,
+    /// How long it ran (L1's clock), when the log says.
+    pub seconds: Option<f64>,
 }
 
 /// Cuts every `@@CASE`..`@@END` block out of the console log. A marker counts wherever it
@@ -1055,13 +1107,24 @@ pub fn parse_log(log: &str) -> Vec<(String, Ran)> {
                 .next()
                 .and_then(|p| p.strip_prefix("rc="))
                 .and_then(|v| v.parse().ok());
+            let seconds = parts
+                .next()
+                .and_then(|p| p.strip_prefix("s="))
+                .and_then(|v| v.parse().ok());
             if let (Some((open, mut output)), Some(rc)) = (current.take(), rc) {
                 if open == name {
                     if !before.is_empty() {
                         output.push_str(before);
                         output.push('\n');
                     }
-                    found.push((open, Ran { output, rc }));
+                    found.push((
+                        open,
+                        Ran {
+                            output,
+                            rc,
+                            seconds,
+                        },
+                    ));
                 }
             }
         } else if let Some((_, output)) = current.as_mut() {
@@ -1090,7 +1153,10 @@ pub fn judge(c: &Case, mode: Mode, ran: Option<&Ran>) -> Verdict {
     match ran {
         None => problems.push("no result (L1 hung or died before the case ended)".to_string()),
         Some(ran) => {
-            detail = format!("rc={}", ran.rc);
+            detail = match ran.seconds {
+                Some(s) => format!("rc={}, {s:.1} s", ran.rc),
+                None => format!("rc={}", ran.rc),
+            };
             if ran.rc != c.rc {
                 problems.push(format!("exit status {} (expected {})", ran.rc, c.rc));
             }
@@ -1347,6 +1413,7 @@ mod tests {
         let ran = |summary: &str| Ran {
             output: format!("{summary}\n"),
             rc: 0,
+            seconds: None,
         };
         let good = "stop_race: 200 of 200 runs exited 42, 0 ran on after the stop";
         assert!(judge(&c, Mode::Plic, Some(&ran(good))).pass);
@@ -1363,6 +1430,7 @@ mod tests {
         let ran = |end: u64| Ran {
             output: format!("VmRSS at start: 1000 KiB\nVmRSS at exit: {end} KiB after 5 exits\n"),
             rc: 0,
+            seconds: None,
         };
         assert!(judge(&c, Mode::Plic, Some(&ran(1200))).pass);
         let v = judge(&c, Mode::Plic, Some(&ran(2000)));
@@ -1382,6 +1450,7 @@ mod tests {
             Some(&Ran {
                 output: out.into(),
                 rc: 0,
+                seconds: None,
             }),
         );
         assert!(v.pass, "{v:?}");
@@ -1393,6 +1462,7 @@ mod tests {
         let short = Ran {
             output: "@@RUN 1 rc=0 wall=4.0\n".into(),
             rc: 0,
+            seconds: None,
         };
         assert!(!judge(&c, Mode::Aia, Some(&short)).pass);
         assert_eq!(median(&mut [4.0, 1.0]), Some(2.5));
@@ -1407,6 +1477,7 @@ mod tests {
         let ran = Ran {
             output: "/dev/kvm\nriscv-plic: mapped 96 interrupts\n".into(),
             rc: 0,
+            seconds: None,
         };
         assert!(judge(&c, Mode::Plic, Some(&ran)).pass);
         assert!(!judge(&c, Mode::Aia, Some(&ran)).pass);

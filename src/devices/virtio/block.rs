@@ -6,8 +6,9 @@
 //! `VIRTIO_BLK_S_IOERR`. Requests are checked against the disk's size and sector alignment; a
 //! malformed one gets an error status, never a panic.
 
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::io::{Read, Write};
+use std::os::fd::AsRawFd;
 use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::{Path, PathBuf};
 
@@ -76,26 +77,57 @@ struct BlockStats {
     write_bytes: u64,
     read_ops: u64,
     write_ops: u64,
+    /// Requests the host could not carry out (EIO, ENOSPC, a failed flush): the guest got
+    /// `VIRTIO_BLK_S_IOERR` for each.
+    io_errors: u64,
 }
 
 impl Block {
+    /// Locks the image at `path` for this process (`flock` on a descriptor of its own, held
+    /// as long as the returned file): shared when `readonly`, else exclusive, and never
+    /// waiting. An image another process holds (another rvvmm, QEMU) is an error that says so.
+    pub fn lock(path: &Path, readonly: bool) -> Result<File, DiskError> {
+        let err = |source| DiskError {
+            path: path.to_owned(),
+            source,
+        };
+        let file = crate::files::open_regular(path, false).map_err(err)?;
+        let how = if readonly {
+            libc::LOCK_SH
+        } else {
+            libc::LOCK_EX
+        };
+        // SAFETY: flock on an fd owned by `file`; no memory is passed.
+        if unsafe { libc::flock(file.as_raw_fd(), how | libc::LOCK_NB) } != 0 {
+            let e = std::io::Error::last_os_error();
+            return Err(err(if e.kind() == std::io::ErrorKind::WouldBlock {
+                std::io::Error::other(if readonly {
+                    "another process has it open for writing (it holds its lock)"
+                } else {
+                    "another process has it open (it holds its lock): another rvvmm or QEMU?"
+                })
+            } else {
+                e
+            }));
+        }
+        Ok(file)
+    }
+
     /// Opens `path` (read-write unless `readonly`).
     pub fn open(path: &Path, readonly: bool) -> Result<Self, DiskError> {
         let err = |source| DiskError {
             path: path.to_owned(),
             source,
         };
-        let file = OpenOptions::new()
-            .read(true)
-            .write(!readonly)
-            .open(path)
-            .map_err(err)?;
+        let file = crate::files::open_regular(path, !readonly).map_err(|e| {
+            err(match e.kind() {
+                std::io::ErrorKind::InvalidInput => {
+                    std::io::Error::other("not a regular file (rvvmm takes raw image files)")
+                }
+                _ => e,
+            })
+        })?;
         let meta = file.metadata().map_err(err)?;
-        if !meta.is_file() {
-            return Err(err(std::io::Error::other(
-                "not a regular file (rvvmm takes raw image files)",
-            )));
-        }
         let sectors = meta.len() / SECTOR;
         if meta.len() % SECTOR != 0 {
             log::warn!(
@@ -199,7 +231,11 @@ impl Block {
             T_FLUSH => match self.file.sync_data() {
                 Ok(()) => S_OK,
                 Err(e) => {
-                    log::warn!("virtio-blk: flush failed: {e}");
+                    self.stats.io_errors += 1;
+                    crate::guest_warn!(
+                        "virtio-blk: the guest's flush failed on the host: {e}; it sees an I/O error ({} so far)",
+                        self.stats.io_errors
+                    );
                     S_IOERR
                 }
             },
@@ -255,7 +291,12 @@ impl Block {
         match rw_all(&self.file, &mut iovecs, sector * SECTOR, read) {
             Ok(()) => (S_OK, if read { len as usize } else { 0 }),
             Err(e) => {
-                log::debug!("virtio-blk: I/O error at sector {sector}: {e}");
+                self.stats.io_errors += 1;
+                crate::guest_warn!(
+                    "virtio-blk: a guest {} at sector {sector} failed on the host: {e}; it sees an I/O error ({} so far)",
+                    if read { "read" } else { "write" },
+                    self.stats.io_errors
+                );
                 (S_IOERR, 0)
             }
         }
@@ -296,7 +337,11 @@ impl Block {
                 Ok(S_OK) => {}
                 Ok(status) => return status,
                 Err(e) => {
-                    log::debug!("virtio-blk: I/O error at sector {sector}: {e}");
+                    self.stats.io_errors += 1;
+                    crate::guest_warn!(
+                        "virtio-blk: a guest discard or write-zeroes at sector {sector} failed on the host: {e}; it sees an I/O error ({} so far)",
+                        self.stats.io_errors
+                    );
                     return S_IOERR;
                 }
             }
@@ -490,6 +535,7 @@ impl VirtioDevice for Block {
             ("write_bytes", s.write_bytes),
             ("read_ops", s.read_ops),
             ("write_ops", s.write_ops),
+            ("io_errors", s.io_errors),
         ]
     }
 }
@@ -514,6 +560,26 @@ mod tests {
         image[512..517].copy_from_slice(b"hello");
         std::fs::write(&path, image).unwrap();
         (Block::open(&path, readonly).unwrap(), path)
+    }
+
+    #[test]
+    fn an_image_is_locked_shared_for_readers_and_exclusive_for_a_writer() {
+        let (_, path) = disk("lock", false);
+        let writer = Block::lock(&path, false).unwrap();
+        let e = Block::lock(&path, false).unwrap_err();
+        assert!(e.to_string().contains("another process has it open"), "{e}");
+        assert!(
+            Block::lock(&path, true).is_err(),
+            "a reader beside a writer"
+        );
+        drop(writer);
+        let r1 = Block::lock(&path, true).unwrap();
+        let _r2 = Block::lock(&path, true).unwrap();
+        assert!(
+            Block::lock(&path, false).is_err(),
+            "a writer beside readers"
+        );
+        drop(r1);
     }
 
     const HDR: u64 = DATA;
@@ -569,6 +635,19 @@ mod tests {
         assert_eq!(status(&mem), S_OK);
         let image = std::fs::read(&path).unwrap();
         assert_eq!(&image[1024..1044], b"written by the guest");
+    }
+
+    #[test]
+    fn host_io_errors_reach_the_guest_and_are_counted() {
+        let (mut blk, mem, path) = active("eio", false);
+        // The host refuses the write (here: the image's descriptor lost its write access, as
+        // a full or failing file system would refuse it).
+        blk.file = File::open(&path).unwrap();
+        request(&mem, T_OUT, 2, 512, 0);
+        blk.process_queue(0);
+        assert_eq!(status(&mem), S_IOERR);
+        assert_eq!(blk.stats.io_errors, 1);
+        assert!(blk.counters().contains(&("io_errors", 1)));
     }
 
     #[test]

@@ -138,7 +138,7 @@ impl MmioTransport {
     }
 
     fn needs_reset(&mut self, why: &str) {
-        log::warn!(
+        crate::guest_warn!(
             "virtio-{}: {why}; the device needs a reset",
             self.device.name()
         );
@@ -175,7 +175,7 @@ impl MmioTransport {
             if self.driver_features & !offered != 0
                 || self.driver_features & VIRTIO_F_VERSION_1 == 0
             {
-                log::warn!(
+                crate::guest_warn!(
                     "virtio-{}: driver features {:#x} not acceptable",
                     self.device.name(),
                     self.driver_features

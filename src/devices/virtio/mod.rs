@@ -118,7 +118,7 @@ where
         let chains: Vec<_> = match queue.iter(memory) {
             Ok(iter) => iter.collect(),
             Err(e) => {
-                log::warn!("virtio: malformed avail ring: {e}");
+                crate::guest_warn!("virtio: malformed avail ring: {e}");
                 return QueueOutcome::Broken;
             }
         };
@@ -129,7 +129,7 @@ where
             let head = chain.head_index();
             let len = handle(chain);
             if let Err(e) = queue.add_used(memory, head, len) {
-                log::warn!("virtio: cannot return descriptor {head}: {e}");
+                crate::guest_warn!("virtio: cannot return descriptor {head}: {e}");
                 return QueueOutcome::Broken;
             }
             used = true;

@@ -209,7 +209,9 @@ impl Net {
             };
             let Some(len) = len else {
                 if drops.tx_malformed == 0 {
-                    log::warn!("virtio-net: a malformed or oversized transmit chain; dropped");
+                    crate::guest_warn!(
+                        "virtio-net: a malformed or oversized transmit chain; dropped"
+                    );
                 }
                 drops.tx_malformed += 1;
                 return 0;
@@ -222,7 +224,9 @@ impl Net {
                     Err(e) if e.kind() == ErrorKind::Interrupted => continue,
                     Err(e) => {
                         if drops.tx_refused == 0 {
-                            log::warn!("virtio-net: the tap refused a frame ({e}); dropped");
+                            crate::guest_warn!(
+                                "virtio-net: the tap refused a frame ({e}); dropped"
+                            );
                         }
                         drops.tx_refused += 1;
                     }

@@ -93,8 +93,20 @@ pub fn create_fdt(config: &FdtConfig) -> Result<Vec<u8>, FdtError> {
     create_soc_node(&mut fdt, config)?;
     fdt.end_node(root)?;
     let blob = fdt.finish()?;
-    check_size(&blob)?;
     log::debug!("generated a {}-byte device tree", blob.len());
+    with_room(blob)
+}
+
+/// The blob as the guest gets it: its totalsize grown to all the room reserved for it
+/// ([`FDT_MAX_SIZE`]), the rest zero, as kvmtool does. Bootloaders edit the tree they are given
+/// in place: U-Boot keeps a copy in room sized from totalsize and adds bootargs, initrd and
+/// boot-hartid properties to it before it starts Linux; with a packed tree (13 bytes to spare)
+/// it wrote over its own data, and its extlinux boot hung after "No RNG device" walking a list
+/// the tree had overwritten.
+pub fn with_room(mut blob: Vec<u8>) -> Result<Vec<u8>, FdtError> {
+    check_size(&blob)?;
+    blob.resize(FDT_MAX_SIZE as usize, 0);
+    blob[4..8].copy_from_slice(&(FDT_MAX_SIZE as u32).to_be_bytes());
     Ok(blob)
 }
 
@@ -308,6 +320,23 @@ fn create_uart_node(fdt: &mut FdtWriter, parent: u32, irq: &[u32]) -> FdtWriterR
 mod tests {
     use super::tree::Tree;
     use super::*;
+
+    #[test]
+    fn the_blob_has_room_to_grow_in_place() {
+        let blob = create_fdt(&config(1)).unwrap();
+        assert_eq!(blob.len() as u64, FDT_MAX_SIZE);
+        assert_eq!(
+            u32::from_be_bytes(blob[4..8].try_into().unwrap()) as u64,
+            FDT_MAX_SIZE
+        );
+        // The content is packed at the start; the rest is free space a bootloader may use.
+        let tree = Tree::parse(&blob).unwrap();
+        assert!(tree.to_blob().unwrap().len() < 4096);
+        assert!(matches!(
+            with_room(vec![0u8; FDT_MAX_SIZE as usize + 1]),
+            Err(FdtError::TooLarge(_))
+        ));
+    }
 
     pub(crate) fn config(num_cpus: u32) -> FdtConfig {
         FdtConfig {

@@ -28,11 +28,8 @@ const AIA_NODES: &[(&str, Option<u64>)] = &[
 /// Which interrupt controller a user tree describes: the AIA (an S-level APLIC at QEMU's
 /// address), else the PLIC.
 pub fn describes_aia(tree: &Tree) -> bool {
-    let mut nodes = Vec::new();
-    tree.root.walk("/", &mut nodes);
-    nodes
-        .iter()
-        .any(|(_, n)| n.is_compatible("riscv,aplic") && reg_base(n) == Some(APLIC_BASE))
+    tree.root
+        .any(&|n| n.is_compatible("riscv,aplic") && reg_base(n) == Some(APLIC_BASE))
 }
 
 /// `compatible` strings of what rvvmm emulates (or KVM provides), by base address where the
@@ -56,15 +53,8 @@ pub fn patch_fdt(tree: &mut Tree, config: &FdtConfig) -> Result<Vec<String>, Fdt
     patch_chosen(tree, config);
     patch_cpus(tree, config)?;
     if let IrqMode::Aia { num_ids } = config.irqchip {
-        let mut paths = Vec::new();
-        tree.root.walk("/", &mut paths);
-        let imsics: Vec<String> = paths
-            .into_iter()
-            .filter(|(_, n)| n.is_compatible("riscv,imsics") && reg_base(n) == Some(IMSIC_BASE))
-            .map(|(p, _)| p)
-            .collect();
-        for path in imsics {
-            if let Some(node) = tree.node_mut(&path) {
+        tree.root.for_each_mut(&mut |node| {
+            if node.is_compatible("riscv,imsics") && reg_base(node) == Some(IMSIC_BASE) {
                 // KVM's layout, not QEMU's: one 4 KiB file a hart, no guest files between
                 // them (QEMU's `aia-guests=N` spaces them 2^guest-index-bits pages apart, and
                 // a guest trusting that sends hart 1's IPIs where KVM has no file), no groups.
@@ -82,7 +72,7 @@ pub fn patch_fdt(tree: &mut Tree, config: &FdtConfig) -> Result<Vec<String>, Fdt
                     node.remove_prop(prop);
                 }
             }
-        }
+        });
     }
     Ok(disable_unemulated(&mut tree.root, config))
 }
@@ -165,7 +155,19 @@ fn is_cpu(n: &Node) -> bool {
 }
 
 fn patch_cpus(tree: &mut Tree, config: &FdtConfig) -> Result<(), FdtError> {
-    let mut next_phandle = tree.root.max_phandle() + 1;
+    // Phandles are 1..=0xffff_fffe (0 and 0xffff_ffff mean none); a dtb may use the highest.
+    let mut last_phandle = tree.root.max_phandle();
+    let mut fresh_phandle = || {
+        last_phandle = last_phandle
+            .checked_add(1)
+            .filter(|p| *p < u32::MAX)
+            .ok_or_else(|| {
+                FdtError::Unusable(format!(
+                    "uses phandle {last_phandle:#x}: none is left for the harts rvvmm must add"
+                ))
+            })?;
+        Ok::<u32, FdtError>(last_phandle)
+    };
     let cpus = tree
         .root
         .child_mut("cpus")
@@ -190,13 +192,11 @@ fn patch_cpus(tree: &mut Tree, config: &FdtConfig) -> Result<(), FdtError> {
         cpu.name = format!("cpu@{hart:x}");
         cpu.set_u32("reg", hart);
         if cpu.prop("phandle").is_some() {
-            cpu.set_u32("phandle", next_phandle);
-            next_phandle += 1;
+            cpu.set_u32("phandle", fresh_phandle()?);
         }
         for intc in &mut cpu.children {
             if intc.prop("phandle").is_some() {
-                intc.set_u32("phandle", next_phandle);
-                next_phandle += 1;
+                intc.set_u32("phandle", fresh_phandle()?);
             }
         }
         log::warn!(
@@ -251,34 +251,55 @@ fn emulated(node: &Node, config: &FdtConfig) -> bool {
     })
 }
 
-/// Sets `status = "disabled"` on every device node rvvmm does not emulate; returns their paths.
+/// How many disabled devices are named; the rest are counted (a hostile dtb could hold
+/// thousands, with long names).
+const MAX_NAMED: usize = 32;
+
+/// Sets `status = "disabled"` on every device node rvvmm does not emulate; returns their paths
+/// (the first [`MAX_NAMED`], then "and N more").
 fn disable_unemulated(root: &mut Node, config: &FdtConfig) -> Vec<String> {
     let mut disabled = Vec::new();
+    let mut more = 0;
+    // One path buffer, grown and cut as the walk goes down and up.
+    let mut path = String::new();
     for child in root.children.iter_mut() {
         if NOT_DEVICES.contains(&child.base_name()) {
             continue;
         }
-        let path = format!("/{}", child.name);
-        visit(child, &path, config, &mut disabled);
+        visit(child, &mut path, config, &mut disabled, &mut more);
+    }
+    if more > 0 {
+        disabled.push(format!("and {more} more"));
     }
     disabled
 }
 
-fn visit(node: &mut Node, path: &str, config: &FdtConfig, disabled: &mut Vec<String>) {
+fn visit(
+    node: &mut Node,
+    path: &mut String,
+    config: &FdtConfig,
+    disabled: &mut Vec<String>,
+    more: &mut usize,
+) {
     if node.prop("compatible").is_none() {
         return;
     }
+    let parent_len = path.len();
+    path.push('/');
+    path.push_str(&node.name);
     if node.is_compatible("simple-bus") {
         for child in node.children.iter_mut() {
-            let p = format!("{path}/{}", child.name);
-            visit(child, &p, config, disabled);
+            visit(child, path, config, disabled, more);
         }
-        return;
-    }
-    if !emulated(node, config) && node.prop_str("status") != Some("disabled") {
+    } else if !emulated(node, config) && node.prop_str("status") != Some("disabled") {
         node.set_str("status", "disabled");
-        disabled.push(path.to_string());
+        if disabled.len() < MAX_NAMED {
+            disabled.push(path.clone());
+        } else {
+            *more += 1;
+        }
     }
+    path.truncate(parent_len);
 }
 
 #[cfg(test)]
@@ -393,6 +414,24 @@ mod tests {
         assert_eq!(cpu3.prop_u32("reg"), Some(3));
         assert!(cpu3.prop_u32("phandle").unwrap() > before);
         assert_eq!(Tree::parse(&four.to_blob().unwrap()).unwrap(), four);
+    }
+
+    #[test]
+    fn a_dtb_using_the_last_phandle_gets_an_error_not_an_overflow() {
+        let mut tree = Tree::parse(QEMU_DTB).unwrap();
+        tree.root
+            .child_mut("cpus")
+            .unwrap()
+            .set_u32("phandle", 0xffff_fffe);
+        let e = patch_fdt(&mut tree, &config(4)).unwrap_err();
+        assert!(e.to_string().contains("uses phandle 0xfffffffe"), "{e}");
+        // With harts to spare, nothing needs a new phandle.
+        let mut tree = Tree::parse(QEMU_DTB).unwrap();
+        tree.root
+            .child_mut("cpus")
+            .unwrap()
+            .set_u32("phandle", 0xffff_fffe);
+        patch_fdt(&mut tree, &config(2)).unwrap();
     }
 
     #[test]
