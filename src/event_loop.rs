@@ -135,6 +135,7 @@ impl EventLoop {
         let thread = std::thread::Builder::new()
             .name("event-loop".into())
             .spawn(move || {
+                crate::seccomp::apply_or_exit(crate::seccomp::ThreadKind::EventLoop);
                 while !flag.load(Ordering::Acquire) {
                     if let Err(e) = manager.run() {
                         log::error!("event loop: {e:?}");

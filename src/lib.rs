@@ -20,6 +20,7 @@ pub mod loader;
 pub mod memory;
 pub mod ratelimit;
 pub mod sbi;
+pub mod seccomp;
 pub mod signals;
 pub mod snapshot;
 pub mod startup;

@@ -14,6 +14,7 @@ use rvvmm::config::{ConfigError, Source, Sources};
 use rvvmm::console::terminal::{stdin_is_tty, RawTerminal};
 use rvvmm::console::StdioConsole;
 use rvvmm::hypervisor::HypervisorError;
+use rvvmm::seccomp::{self, ThreadKind};
 use rvvmm::signals::StopSignals;
 use rvvmm::startup::{process_start, startup_step};
 use rvvmm::vmm::VmmError;
@@ -43,6 +44,7 @@ fn main() -> ExitCode {
 
 fn run(args: Args) -> Result<i32, Box<dyn Error>> {
     // Before any thread starts, so that every thread has them blocked.
+    seccomp::enable(args.seccomp)?;
     let signals = StopSignals::block()
         .map_err(|e| log::warn!("stop signals will end rvvmm without a clean stop: {e}"))
         .ok();
@@ -98,6 +100,8 @@ fn run(args: Args) -> Result<i32, Box<dyn Error>> {
     if interactive {
         eprint!("rvvmm: console on this terminal; Ctrl-A x quits\r\n");
     }
+    // Set up: from here the main thread and every thread it starts run filtered.
+    seccomp::apply(ThreadKind::Main)?;
     console.start_input();
     Ok(vmm.run(make_vm)?)
 }

@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 
 use vmm_sys_util::eventfd::EventFd;
 
-use super::{route, ApiMessage, ApiResponse};
+use super::{route, ApiMessage, ApiRequest, ApiResponse};
 
 /// Largest request line + headers.
 pub const MAX_HEADER: usize = 8 << 10;
@@ -150,6 +150,7 @@ impl ApiServer {
     }
 
     fn serve(&self, requests: Sender<ApiMessage>, wake: EventFd) {
+        crate::seccomp::apply_or_exit(crate::seccomp::ThreadKind::Api);
         let mut failures = 0u64;
         for conn in self.listener.incoming() {
             match conn {
@@ -168,6 +169,17 @@ impl ApiServer {
                 }
             }
         }
+    }
+}
+
+/// What the API thread makes of the bytes a client sends, before the control loop sees
+/// anything: the request read (bounded) and routed, with its body, or the answer the client
+/// gets; `None` for a connection dropped without one. The fuzz target's way in.
+pub fn read_and_route(conn: &mut impl Read) -> Option<Result<(ApiRequest, Vec<u8>), ApiResponse>> {
+    match read_request(conn) {
+        Ok(r) => Some(route(&r.method, &r.path, &r.body).map(|req| (req, r.body))),
+        Err(ReadError::Answer(response, _)) => Some(Err(response)),
+        Err(ReadError::Gone(_)) => None,
     }
 }
 
@@ -227,7 +239,7 @@ fn ask(
         .unwrap_or_else(|_| ApiResponse::error(503, "the VMM did not answer in time"))
 }
 
-fn read_request(stream: &mut UnixStream) -> Result<Request, ReadError> {
+fn read_request(stream: &mut impl Read) -> Result<Request, ReadError> {
     let mut buf = Vec::with_capacity(1024);
     let mut chunk = [0u8; 4096];
     let (head_len, method, path, length) = loop {

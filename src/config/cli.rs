@@ -133,6 +133,12 @@ pub struct Args {
     #[arg(long)]
     pub testdev: bool,
 
+    /// Seccomp filters on rvvmm's threads: `true` (each thread may make only the system calls
+    /// its work needs; any other ends rvvmm with a message), `log` (the kernel logs the calls
+    /// outside the lists and lets them through), `false` (no filters).
+    #[arg(long, value_name = "true|false|log", default_value = "true")]
+    pub seccomp: crate::seccomp::SeccompMode,
+
     /// Stop the guest after DURATION (`90s`, `5m`, `1h`, `500ms`; a bare number is seconds)
     /// and exit with status 124, as timeout(1) does: for CI jobs whose guest may hang.
     #[arg(long, value_name = "DURATION", value_parser = parse_duration)]

@@ -178,6 +178,7 @@ impl StdioConsole {
 
     /// The thread of stdin that epoll cannot watch: blocking reads, waiting for room.
     fn input_loop(&self) {
+        crate::seccomp::apply_or_exit(crate::seccomp::ThreadKind::Stdin);
         loop {
             let mut input = self.input.lock().unwrap_or_else(|e| e.into_inner());
             while input.len() >= INPUT_LIMIT {

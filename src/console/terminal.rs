@@ -54,14 +54,15 @@ impl Drop for RawTerminal {
 }
 
 /// Restores the saved terminal settings (async-signal-safe: one tcsetattr).
-fn restore() {
+pub(crate) fn restore() {
     if let Some(t) = SAVED.get() {
         // SAFETY: `t` is the termios tcgetattr filled in; tcsetattr only reads it.
         unsafe { libc::tcsetattr(libc::STDIN_FILENO, libc::TCSANOW, t) };
     }
 }
 
-extern "C" fn restore_and_die(sig: libc::c_int) {
+/// Restores the terminal and ends the process by `sig` (its default action).
+pub(crate) extern "C" fn restore_and_die(sig: libc::c_int) {
     restore();
     // SAFETY: resetting to the default action and re-raising are async-signal-safe; the
     // process then ends as the signal asks.

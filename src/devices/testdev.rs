@@ -1,13 +1,21 @@
 //! rvvmm's MMIO test device (`--testdev`): 4 KiB of byte-addressed registers that read back
 //! what was written, so a test guest can check loads and stores of every width and their
 //! little-endian composition through the whole exit path. Like kvm-unit-tests' testdev, it
-//! exists for testing the VMM and is off unless asked for.
+//! exists for testing the VMM and is off unless asked for. Its last 8 bytes also trip the
+//! seccomp filter (see [`SECCOMP_TRIP`]).
 
 use std::sync::Mutex;
 
 use crate::arch::riscv64::layout::TESTDEV_SIZE;
 use crate::control::{Flow, CONTINUE};
 use crate::devices::BusDevice;
+
+/// Offset of the seccomp trip register: writing [`SECCOMP_TRIP_MAGIC`] there (8 bytes) has the
+/// vCPU thread make a system call no seccomp filter allows, so a test sees the filter stop
+/// rvvmm (the register otherwise reads back like the rest).
+pub const SECCOMP_TRIP: u64 = TESTDEV_SIZE - 8;
+/// "SECCOMP!" in little-endian ASCII.
+pub const SECCOMP_TRIP_MAGIC: u64 = u64::from_le_bytes(*b"SECCOMP!");
 
 /// The test device.
 pub struct TestDev {
@@ -33,6 +41,9 @@ impl BusDevice for TestDev {
     }
 
     fn write(&self, offset: u64, data: &[u8]) -> Flow {
+        if offset == SECCOMP_TRIP && data == SECCOMP_TRIP_MAGIC.to_le_bytes() {
+            crate::seccomp::trip();
+        }
         let mut regs = self.regs.lock().unwrap_or_else(|e| e.into_inner());
         let start = offset as usize;
         if let Some(dst) = regs.get_mut(start..start + data.len()) {

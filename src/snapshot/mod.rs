@@ -118,6 +118,12 @@ impl Sections {
         Ok(())
     }
 
+    /// Adds section `name` holding `bytes` as they are (a test's or the fuzz target's way to
+    /// write any section with a right checksum).
+    pub fn put_raw(&mut self, name: &str, bytes: Vec<u8>) {
+        self.0.push((name.to_string(), bytes));
+    }
+
     /// Section `name`'s bytes (checked by [`Sections::decode`]).
     pub fn bytes(&self, name: &str) -> std::result::Result<&[u8], String> {
         self.0

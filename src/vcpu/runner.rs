@@ -178,6 +178,7 @@ impl VcpuThreads {
             let spawned = std::thread::Builder::new()
                 .name(format!("vcpu{}", vcpu.id()))
                 .spawn(move || {
+                    crate::seccomp::apply_or_exit(crate::seccomp::ThreadKind::Vcpu);
                     vcpu_loop(vcpu, &ctx);
                     ctx.control.vcpu_ended();
                 });

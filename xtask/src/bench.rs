@@ -48,6 +48,8 @@ pub struct Options {
     pub only: Vec<String>,
     /// A git revision whose measuring build is timed beside this one (user ns per exit).
     pub baseline: Option<String>,
+    /// CI's run (`cargo xtask test`): every part, but the idle part on [`IDLE_QUICK`] only.
+    pub quick: bool,
 }
 
 /// The benchmark's parts, for `--only`.
@@ -160,14 +162,30 @@ const IDLE_GUESTS: &[(&str, u32, &str)] = &[
     ("linux_maxcpus1", 8, "maxcpus=1"),
 ];
 
+/// The idle guests CI's quick run measures: one of each kind, and the widest bare guest (the
+/// Linux guests with 2 and 8 running vCPUs take minutes to boot nested).
+const IDLE_QUICK: &[&str] = &[
+    "idle_bare_1",
+    "idle_bare_8",
+    "idle_linux_1",
+    "idle_linux_maxcpus1_8",
+];
+
+/// The idle guests a run measures.
+fn idle_guests(quick: bool) -> impl Iterator<Item = &'static (&'static str, u32, &'static str)> {
+    IDLE_GUESTS
+        .iter()
+        .filter(move |(g, c, _)| !quick || IDLE_QUICK.contains(&format!("idle_{g}_{c}").as_str()))
+}
+
 /// The VMM's CPU time (utime + stime of every thread, in 10 ms ticks) over [`IDLE_S`] seconds
 /// of an idle guest, once it has settled, for rvvmm and (with `--lkvm`) kvmtool: lines
 /// `@@IDLE vmm guest cpus rep ticks=N`.
-fn idle_case(reps: usize, lkvm: bool) -> Case {
+fn idle_case(reps: usize, lkvm: bool, quick: bool) -> Case {
     let mut body = String::from(
         "mkfifo /tmp/idle.in 2>/dev/null; ( sleep 100000 ) > /tmp/idle.in & feeder=$!\n",
     );
-    for (guest, cpus, extra) in IDLE_GUESTS {
+    for (guest, cpus, extra) in idle_guests(quick) {
         let (rv, lk) = if guest.starts_with("linux") {
             (
                 format!("/rvvmm --kernel /l2/Image --initrd /l2/initrd.cpio --cpus {cpus} --memory 256M --cmdline 'console=ttyS0 quiet rvvmm.test=shell {extra}'"),
@@ -543,7 +561,10 @@ pub fn run(opts: &Options) -> Result<bool, String> {
         ("boot", boot_case(opts.reps, opts.lkvm.is_some())),
         ("blk", blk_case(opts.reps)),
         ("startup", startup_case(opts.reps, opts.lkvm.is_some())),
-        ("idle", idle_case(opts.reps, opts.lkvm.is_some())),
+        (
+            "idle",
+            idle_case(opts.reps, opts.lkvm.is_some(), opts.quick),
+        ),
         ("snapshot", snapshot_case(opts.reps)),
     ]
     .into_iter()
@@ -763,7 +784,7 @@ pub fn run(opts: &Options) -> Result<bool, String> {
                 "bench[{}] idle guest, VMM CPU seconds per {IDLE_S} s (utime + stime, all threads):",
                 mode.name()
             );
-            for (guest, cpus, _) in IDLE_GUESTS {
+            for (guest, cpus, _) in idle_guests(opts.quick) {
                 let what = format!("idle_{guest}_{cpus}");
                 let (rv, lk) = (med(&samples, "rvvmm", &what), med(&samples, "lkvm", &what));
                 match rv {
@@ -857,6 +878,12 @@ pub fn run(opts: &Options) -> Result<bool, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_quick_idle_set_is_part_of_the_full_one() {
+        assert_eq!(idle_guests(true).count(), IDLE_QUICK.len());
+        assert_eq!(idle_guests(false).count(), IDLE_GUESTS.len());
+    }
 
     #[test]
     fn samples_are_parsed_and_compared() {

@@ -60,6 +60,7 @@ const GUESTS: &[(&str, &str, &str)] = &[
     ("smp", "smp", ""),
     ("idle", "idle", ""),
     ("flood", "flood", ""),
+    ("seccomp_trip", "seccomp_trip", ""),
     ("sbi_probe", "sbi_probe", ""),
     ("exits", "exits", "-DEXITS=200000"),
     ("bench_hypercall", "bench", "-DKIND_HVC"),

@@ -11,6 +11,8 @@
 //! cargo xtask demo            boot L1 once and run the hello guest on real KVM
 //! cargo xtask bench [--mode M] [--reps N] [--lkvm PATH] [--only PARTS] [--baseline REV]
 //!                             rvvmm's overhead against a bare KVM loop and kvmtool
+//! cargo xtask fuzz [--time SECONDS] [TARGET]...
+//!                             the fuzz targets (fuzz/), coverage-guided, each for SECONDS
 //! ```
 //!
 //! The lab: x86_64 host → QEMU 10 (TCG, `-cpu rv64` has H) in a Debian trixie chroot →
@@ -19,6 +21,7 @@
 
 mod bench;
 mod cpio;
+mod fuzz;
 mod host;
 mod image;
 mod lab;
@@ -34,7 +37,7 @@ use mode::Mode;
 const USAGE: &str = "usage: cargo xtask <test | lab [--mode plic|aia|both] [--case NAME]... \
      | lab --native [--rvvmm PATH --guests DIR [--l2 DIR]] [--case NAME]... | demo | image \
      | bench [--mode plic|aia|both] [--reps N] [--lkvm PATH] [--only exits,boot,blk,startup,idle] \
-     [--baseline REV]>";
+     [--baseline REV] | fuzz [--time SECONDS] [TARGET]...>";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -48,6 +51,7 @@ fn main() -> ExitCode {
         Some("demo") => lab::demo(),
         Some("image") => image::run(),
         Some("bench") => parse_bench_args(&args[1..]).and_then(|o| bench::run(&o)),
+        Some("fuzz") => fuzz::parse_args(&args[1..]).and_then(|(s, t)| fuzz::run(s, &t)),
         _ => {
             eprintln!("{USAGE}");
             return ExitCode::from(2);
@@ -63,7 +67,10 @@ fn main() -> ExitCode {
     }
 }
 
-/// The unit and integration tests, then the lab: on a riscv64 host whose /dev/kvm works, the
+/// Seconds each fuzz target runs in `cargo xtask test`.
+const CI_FUZZ_SECONDS: u64 = 10;
+
+/// The unit and integration tests, a short run of every fuzz target, then the lab: on a riscv64 host whose /dev/kvm works, the
 /// plan natively on it; elsewhere the riscv64 test executables under qemu-user (where their
 /// KVM tests skip), a short benchmark (one repetition, so it cannot rot; it fails only when it
 /// gets no numbers, never on their values) and the nested lab in both modes.
@@ -83,6 +90,10 @@ fn test() -> Result<bool, String> {
         ),
     }
     host::run_visible(host::cargo().args(["test", "--workspace"]))?;
+    // Every fuzz target for a short while (CI's run; `cargo xtask fuzz --time 600` runs long).
+    if !fuzz::run(CI_FUZZ_SECONDS, &[])? {
+        return Ok(false);
+    }
     if unusable.is_none() {
         return lab::prepare_native(Vec::new()).and_then(|o| native::run(&o));
     }
@@ -114,6 +125,7 @@ fn test() -> Result<bool, String> {
         lkvm: None,
         only: Vec::new(),
         baseline: None,
+        quick: true,
     })?;
     let lab_ok = lab::run(&[Mode::Plic, Mode::Aia], &[])?;
     Ok(bench_ok && lab_ok)
@@ -126,6 +138,7 @@ fn parse_bench_args(args: &[String]) -> Result<bench::Options, String> {
         lkvm: None,
         only: Vec::new(),
         baseline: None,
+        quick: false,
     };
     let mut it = args.iter();
     while let Some(arg) = it.next() {

@@ -1,0 +1,153 @@
+//! rvvmm's seccomp filters on this host's kernel: a filtered thread that makes a call outside
+//! its list is stopped with one line naming the thread and the call, the work its list is for
+//! still runs, `log` lets the call through, and the main thread's list lets it start a filtered
+//! thread. Each case runs in a child process (this test executable run again for that one
+//! test), since a filter cannot be taken off and a trip ends the process.
+
+use std::os::unix::process::ExitStatusExt;
+use std::process::{Command, Output};
+
+use rvvmm::seccomp::{self, SeccompMode, ThreadKind};
+
+const CHILD: &str = "RVVMM_SECCOMP_CHILD";
+/// A child's status when the kernel refused the filter.
+const NO_SECCOMP: i32 = 77;
+
+/// In the parent: runs `test` again in a child with [`CHILD`] set and returns its output, or
+/// `None` where seccomp cannot be had (riscv64 tests under qemu-user, whose linux-user refuses
+/// filters). In the child: `None` too, and the caller runs the case.
+fn child(test: &str) -> Option<Output> {
+    if std::env::var(CHILD).as_deref() == Ok(test) {
+        return None;
+    }
+    let out = Command::new(std::env::current_exe().unwrap())
+        .args([test, "--exact", "--nocapture", "--test-threads=1"])
+        .env(CHILD, test)
+        .output()
+        .unwrap();
+    if out.status.code() == Some(NO_SECCOMP) {
+        let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+        assert!(
+            cfg!(target_arch = "riscv64") && !cpuinfo.lines().any(|l| l.starts_with("isa")),
+            "the kernel refused a seccomp filter: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        eprintln!("skipped: no seccomp under qemu-user");
+        return None;
+    }
+    Some(out)
+}
+
+/// The child's side: filters on for this process, `kind`'s on this thread.
+fn filtered(mode: SeccompMode, kind: ThreadKind) {
+    seccomp::enable(mode).unwrap();
+    if let Err(e) = seccomp::apply(kind) {
+        eprintln!("{e}");
+        std::process::exit(NO_SECCOMP);
+    }
+}
+
+fn text(out: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+/// What a vCPU thread does besides KVM: allocate, lock, wait with a time-out, log, write.
+fn vcpu_work() {
+    let big = vec![7u8; 16 << 20];
+    let pair = std::sync::Mutex::new(big.iter().map(|&b| u64::from(b)).sum::<u64>());
+    let cv = std::sync::Condvar::new();
+    let guard = pair.lock().unwrap();
+    let (guard, _) = cv
+        .wait_timeout(guard, std::time::Duration::from_millis(5))
+        .unwrap();
+    let started = std::time::Instant::now();
+    std::thread::sleep(std::time::Duration::from_millis(1));
+    eprintln!(
+        "work done: sum {} in {:?}",
+        *guard,
+        started.elapsed() > std::time::Duration::ZERO
+    );
+}
+
+#[test]
+fn a_call_outside_the_list_stops_rvvmm_with_a_line_naming_it() {
+    let Some(out) = child("a_call_outside_the_list_stops_rvvmm_with_a_line_naming_it") else {
+        if std::env::var(CHILD).is_ok() {
+            filtered(SeccompMode::Enforce, ThreadKind::Vcpu);
+            vcpu_work();
+            seccomp::trip();
+            eprintln!("still running after the trip");
+            std::process::exit(0);
+        }
+        return;
+    };
+    let text = text(&out);
+    assert_eq!(out.status.signal(), Some(libc::SIGSYS), "{text}");
+    assert!(text.contains("work done: sum 117440512 in true"), "{text}");
+    let line = format!(
+        "rvvmm: seccomp: the vcpu thread made system call {}, which its filter does not allow",
+        seccomp::FORBIDDEN_FOR_TESTS
+    );
+    assert!(text.contains(&line), "{text}");
+    assert!(!text.contains("still running"), "{text}");
+}
+
+#[test]
+fn log_mode_lets_the_call_through() {
+    let Some(out) = child("log_mode_lets_the_call_through") else {
+        if std::env::var(CHILD).is_ok() {
+            filtered(SeccompMode::Log, ThreadKind::Vcpu);
+            seccomp::trip();
+            eprintln!("still running after the trip");
+            std::process::exit(0);
+        }
+        return;
+    };
+    let text = text(&out);
+    assert!(out.status.success(), "{text}");
+    assert!(text.contains("still running after the trip"), "{text}");
+}
+
+#[test]
+fn the_main_threads_list_starts_filtered_threads() {
+    let Some(out) = child("the_main_threads_list_starts_filtered_threads") else {
+        if std::env::var(CHILD).is_ok() {
+            filtered(SeccompMode::Enforce, ThreadKind::Main);
+            for kind in [ThreadKind::Vcpu, ThreadKind::EventLoop, ThreadKind::Stdin] {
+                std::thread::Builder::new()
+                    .name(format!("{kind:?}"))
+                    .spawn(move || {
+                        seccomp::apply(kind).unwrap();
+                        vcpu_work();
+                    })
+                    .unwrap()
+                    .join()
+                    .unwrap();
+            }
+            // The main thread's own work: files, an eventfd and an epoll, a Unix socket.
+            let dir = std::env::temp_dir().join(format!("rvvmm-seccomp-{}", std::process::id()));
+            std::fs::create_dir_all(&dir).unwrap();
+            std::fs::write(dir.join("a"), b"x").unwrap();
+            std::fs::rename(dir.join("a"), dir.join("b")).unwrap();
+            let _ = vmm_sys_util::eventfd::EventFd::new(0).unwrap();
+            let _ = vmm_sys_util::epoll::Epoll::new().unwrap();
+            let _ = std::os::unix::net::UnixListener::bind(dir.join("sock")).unwrap();
+            std::fs::remove_dir_all(&dir).unwrap();
+            eprintln!("main thread done");
+            std::process::exit(0);
+        }
+        return;
+    };
+    let text = text(&out);
+    assert!(out.status.success(), "{text}");
+    assert_eq!(
+        text.matches("work done: sum 117440512").count(),
+        3,
+        "{text}"
+    );
+    assert!(text.contains("main thread done"), "{text}");
+}
