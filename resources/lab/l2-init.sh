@@ -74,6 +74,13 @@ disk-killed)
     mount -t ext4 -o ro /dev/vda /mnt && echo "@@L2 after SIGKILL the disk says: $(cat /mnt/killed.txt)"
     umount /mnt
     ;;
+disk-fill)
+    # The host's file system fills up under the disk: writes past it fail with an I/O error,
+    # the guest goes on (and can still read what was written before).
+    dd if=/dev/urandom of=/dev/vda bs=1M count=32 conv=fsync 2>/dev/null
+    echo "@@L2 fill: dd status $?"
+    echo "@@L2 fill: first MiB reads back $(dd if=/dev/vda bs=1M count=1 2>/dev/null | wc -c) bytes"
+    ;;
 disk-ro)
     echo "@@L2 vda ro=$(cat /sys/block/vda/ro)"
     if dd if=/dev/zero of=/dev/vda bs=512 count=1 conv=fsync 2>/dev/null; then

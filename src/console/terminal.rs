@@ -1,9 +1,12 @@
 //! Raw mode for an interactive terminal on stdin, restored on every way out: normal return,
-//! error, panic (the hook runs before the abort), and SIGTERM/SIGHUP/SIGQUIT.
+//! error, panic (the hook runs before the abort), SIGTERM/SIGHUP/SIGQUIT, a seccomp trip
+//! (SIGSYS); given back while rvvmm is stopped by a SIGTSTP from outside (raw mode has no ^Z)
+//! and taken again when it continues.
 
 use std::sync::OnceLock;
 
 static SAVED: OnceLock<libc::termios> = OnceLock::new();
+static RAW: OnceLock<libc::termios> = OnceLock::new();
 
 /// Whether stdin is a terminal.
 pub fn stdin_is_tty() -> bool {
@@ -41,6 +44,7 @@ impl RawTerminal {
         raw.c_lflag &= !(libc::ECHO | libc::ECHONL | libc::ICANON | libc::ISIG | libc::IEXTEN);
         raw.c_cc[libc::VMIN] = 1;
         raw.c_cc[libc::VTIME] = 0;
+        let _ = RAW.set(raw);
         // SAFETY: `raw` is a valid termios derived from the current one.
         unsafe { libc::tcsetattr(libc::STDIN_FILENO, libc::TCSANOW, &raw) };
         Some(RawTerminal(()))
@@ -72,6 +76,31 @@ pub(crate) extern "C" fn restore_and_die(sig: libc::c_int) {
     }
 }
 
+/// SIGTSTP: the terminal as it was, then stopped as the signal asks (its default action, with
+/// it unblocked); once continued (SIGCONT), raw mode again and this handler for the next stop.
+/// Only async-signal-safe calls.
+extern "C" fn stop_then_resume(_sig: libc::c_int) {
+    restore();
+    // SAFETY: resetting a disposition, unblocking one signal in this thread and raising it are
+    // async-signal-safe; `set` is initialised by sigemptyset before use; `raw` is the termios
+    // made from tcgetattr's in `enter`.
+    unsafe {
+        libc::signal(libc::SIGTSTP, libc::SIG_DFL);
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigaddset(&mut set, libc::SIGTSTP);
+        libc::pthread_sigmask(libc::SIG_UNBLOCK, &set, std::ptr::null_mut());
+        libc::raise(libc::SIGTSTP);
+        if let Some(raw) = RAW.get() {
+            libc::tcsetattr(libc::STDIN_FILENO, libc::TCSANOW, raw);
+        }
+        libc::signal(
+            libc::SIGTSTP,
+            stop_then_resume as *const () as libc::sighandler_t,
+        );
+    }
+}
+
 fn install_restorers() {
     let previous = std::panic::take_hook();
     std::panic::set_hook(Box::new(move |info| {
@@ -82,4 +111,11 @@ fn install_restorers() {
         // SAFETY: `restore_and_die` is an extern "C" fn that only makes async-signal-safe calls.
         unsafe { libc::signal(sig, restore_and_die as *const () as libc::sighandler_t) };
     }
+    // SAFETY: `stop_then_resume` only makes async-signal-safe calls.
+    unsafe {
+        libc::signal(
+            libc::SIGTSTP,
+            stop_then_resume as *const () as libc::sighandler_t,
+        )
+    };
 }

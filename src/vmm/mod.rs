@@ -301,7 +301,12 @@ impl Vmm {
                             ExitRequest::NoThread(e) => return Err(SpawnError(e).into()),
                             ExitRequest::Reboot => {
                                 boots += 1;
-                                log::info!("guest rebooted; boot {boots}");
+                                log::info!(
+                                    "guest rebooted; boot {boots} ({} open fds, {} threads, VmRSS {} KiB)",
+                                    open_fds(),
+                                    crate::memory::status_kib("Threads:"),
+                                    crate::memory::vm_rss_kib()
+                                );
                                 machine = Some(self.boot(&mut make_vm, &control, boots)?);
                             }
                         }
@@ -634,6 +639,11 @@ struct ControlState<'a, V> {
 }
 
 /// Stops the machine, if one runs, and readies `control` for the next boot.
+/// This process's open file descriptors (what a reboot must not leak), 0 if unreadable.
+fn open_fds() -> usize {
+    std::fs::read_dir("/proc/self/fd").map_or(0, |d| d.count())
+}
+
 fn stop<V>(machine: &mut Option<Machine<V>>, control: &VmControl) {
     if let Some(m) = machine.take() {
         m.stop();

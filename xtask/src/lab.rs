@@ -53,6 +53,7 @@ const GUESTS: &[(&str, &str, &str)] = &[
     ("hypercall", "hypercall", ""),
     ("mmio", "mmio", ""),
     ("reboot", "reboot", ""),
+    ("reboot_storm", "reboot", "-DREBOOTS=100"),
     ("sysfail", "sysfail", ""),
     ("finisher", "finisher", ""),
     ("stop_race", "stop_race", ""),

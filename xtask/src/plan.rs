@@ -598,6 +598,23 @@ pub fn cases() -> Vec<Case> {
             0,
             &["status=0"],
         ),
+        Case {
+            check: Check::Report("@@STORM boot 2 -> 100"),
+            ..case(
+                "reboot_storm_x100",
+                // 100 boots of one VM: what boot 2 holds (fds, threads) boot 100 holds too, and
+                // RSS stays within 512 KiB of it.
+                "RUST_LOG=rvvmm=info /rvvmm --kernel /guests/reboot_storm.bin > /tmp/storm.out 2>&1; echo \"@@STORM rvvmm status $?\"\n\
+                 grep -c 'guest rebooted' /tmp/storm.out | sed 's/^/@@STORM reboots: /'\n\
+                 fig() { sed -n \"s/.*guest rebooted; boot $1 (\\([0-9]*\\) open fds, \\([0-9]*\\) threads, VmRSS \\([0-9]*\\) KiB).*/\\1 \\2 \\3/p\" /tmp/storm.out; }\n\
+                 set -- $(fig 2) $(fig 100)\n\
+                 echo \"@@STORM boot 2 -> 100: fds $1 -> $4, threads $2 -> $5, VmRSS $3 -> $6 KiB\"\n\
+                 [ \"$1\" = \"$4\" ] && [ \"$2\" = \"$5\" ] && [ $(( $6 - $3 )) -le 512 ] && echo '@@STORM steady'\n\
+                 grep -m 1 'PASS reboot' /tmp/storm.out",
+                0,
+                &["@@STORM rvvmm status 0", "@@STORM reboots: 99", "@@STORM steady", "PASS reboot"],
+            )
+        },
         case(
             "srst_reboot",
             "RUST_LOG=rvvmm=info /rvvmm --kernel /guests/reboot.bin",
@@ -840,6 +857,29 @@ pub fn cases() -> Vec<Case> {
                     "@@L2 disk written and unmounted",
                     "@@L2 disk says: rvvmm was here",
                     "@@L2 serial rvvmm-",
+                ],
+            )
+        },
+        Case {
+            timeout: 600,
+            reject: &["Kernel panic"],
+            check: Check::Report("@@FULL warning lines"),
+            ..case(
+                "virtio_blk_host_disk_full",
+                // A 64 MiB sparse image on an 8 MiB tmpfs: the guest's writes past 8 MiB get
+                // ENOSPC on the host. The guest sees I/O errors, rvvmm warns (rate-limited, with
+                // the count) and powers off normally.
+                "mkdir -p /tmp/full && mount -t tmpfs -o size=8m tmpfs /tmp/full && truncate -s 64M /tmp/full/d.img\n\
+                 /rvvmm --kernel /l2/Image --initrd /l2/initrd.cpio --memory 256M --disk /tmp/full/d.img --cmdline 'console=ttyS0 quiet rvvmm.test=disk-fill' > /tmp/full.out 2>&1; echo \"@@FULL rvvmm status $?\"\n\
+                 grep -c 'failed on the host' /tmp/full.out | sed 's/^/@@FULL warning lines: /'\n\
+                 cat /tmp/full.out; umount /tmp/full",
+                0,
+                &[
+                    "@@L2 fill: dd status 1",
+                    "@@L2 fill: first MiB reads back 1048576 bytes",
+                    "@@L2 powering off",
+                    "@@FULL rvvmm status 0",
+                    "failed on the host: No space left on device (os error 28); it sees an I/O error",
                 ],
             )
         },
