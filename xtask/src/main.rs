@@ -68,7 +68,7 @@ fn main() -> ExitCode {
 }
 
 /// Seconds each fuzz target runs in `cargo xtask test`.
-const CI_FUZZ_SECONDS: u64 = 10;
+const CI_FUZZ_SECONDS: u64 = 6;
 
 /// The unit and integration tests, a short run of every fuzz target, then the lab: on a riscv64 host whose /dev/kvm works, the
 /// plan natively on it; elsewhere the riscv64 test executables under qemu-user (where their

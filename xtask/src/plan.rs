@@ -52,6 +52,10 @@ pub struct Case {
     pub check: Check,
     /// Seconds before the case is killed (a hang fails the case, not the lab).
     pub timeout: u32,
+    /// The case exercises nothing of the interrupt controller (its guest takes no interrupt
+    /// and no irqchip state is made twice or saved): it runs in the first mode of a lab run
+    /// only.
+    pub one_mode: bool,
 }
 
 pub const fn case(
@@ -71,6 +75,20 @@ pub const fn case(
         reject: &[],
         check: Check::None,
         timeout: 120,
+        one_mode: false,
+    }
+}
+
+/// [`case`] for a case that runs in one mode only (see [`Case::one_mode`]).
+pub const fn case_one_mode(
+    name: &'static str,
+    cmd: &'static str,
+    rc: i32,
+    expect: &'static [&'static str],
+) -> Case {
+    Case {
+        one_mode: true,
+        ..case(name, cmd, rc, expect)
     }
 }
 
@@ -386,7 +404,7 @@ pub fn cases() -> Vec<Case> {
                 ],
             )
         },
-        case(
+        case_one_mode(
             "hello_elf",
             "/rvvmm --kernel /guests/hello.elf && /rvvmm --kernel /guests/hello.bin --load-addr 0x80000001; echo status=$?",
             0,
@@ -435,7 +453,7 @@ pub fn cases() -> Vec<Case> {
         Case {
             timeout: 600,
             check: Check::Report("lab: "),
-            ..case(
+            ..case_one_mode(
                 "native_runner_in_l1",
                 "/xtask lab --native --rvvmm /rvvmm --guests /guests --l2 /l2 --case hello \
                  --case dbcn --case smp_hsm --case finisher_code --case srst_reboot --case bad_dtb \
@@ -465,7 +483,7 @@ pub fn cases() -> Vec<Case> {
         Case {
             timeout: 300,
             check: Check::Report("@@FLOOD rvvmm status"),
-            ..case(
+            ..case_one_mode(
                 "console_stdout_never_read",
                 flood_session(),
                 0,
@@ -499,7 +517,7 @@ pub fn cases() -> Vec<Case> {
         Case {
             timeout: 300,
             check: Check::Report("@@CI --timeout 5s: status 124 after"),
-            ..case("ci_exit_status_timeout_serial_log", ci_session(), 0, &[
+            ..case_one_mode("ci_exit_status_timeout_serial_log", ci_session(), 0, &[
                 "@@CI finisher: status 42",
                 "@@CI finisher log: finisher: exiting with code 42",
                 "@@CI finisher stdout: 0 bytes",
@@ -541,13 +559,13 @@ pub fn cases() -> Vec<Case> {
                 &["/dev/kvm"],
             )
         },
-        case(
+        case_one_mode(
             "hello",
             "/rvvmm --kernel /guests/hello.bin",
             0,
             &["Hello from a RISC-V guest on rvvmm!"],
         ),
-        case(
+        case_one_mode(
             "boot_regs",
             "/rvvmm --kernel /guests/boot_regs.bin --memory 64M",
             0,
@@ -555,7 +573,7 @@ pub fn cases() -> Vec<Case> {
         ),
         Case {
             stdin: Some("ping"),
-            ..case(
+            ..case_one_mode(
                 "dbcn",
                 "/rvvmm --kernel /guests/dbcn.bin",
                 0,
@@ -568,7 +586,7 @@ pub fn cases() -> Vec<Case> {
                 ],
             )
         },
-        case(
+        case_one_mode(
             "hypercall",
             "RUST_LOG=rvvmm=debug /rvvmm --kernel /guests/hypercall.bin",
             0,
@@ -581,7 +599,7 @@ pub fn cases() -> Vec<Case> {
                 "PASS hypercall",
             ],
         ),
-        case(
+        case_one_mode(
             "mmio",
             "RUST_LOG=rvvmm=debug /rvvmm --kernel /guests/mmio.bin --testdev",
             0,
@@ -592,7 +610,7 @@ pub fn cases() -> Vec<Case> {
                 "PASS mmio",
             ],
         ),
-        case(
+        case_one_mode(
             "srst_shutdown",
             "/rvvmm --kernel /guests/hello.bin; echo status=$?",
             0,
@@ -626,13 +644,13 @@ pub fn cases() -> Vec<Case> {
                 "PASS reboot",
             ],
         ),
-        case(
+        case_one_mode(
             "srst_failure",
             "/rvvmm --kernel /guests/sysfail.bin",
             1,
             &["rvvmm: the guest reported a system failure"],
         ),
-        case(
+        case_one_mode(
             "finisher_code",
             "/rvvmm --kernel /guests/finisher.bin",
             42,
@@ -641,7 +659,7 @@ pub fn cases() -> Vec<Case> {
         Case {
             timeout: 600,
             check: Check::Report("stop_race: "),
-            ..case(
+            ..case_one_mode(
                 "stop_race_exit_x200",
                 stop_race("stop_race"),
                 0,
@@ -695,7 +713,7 @@ pub fn cases() -> Vec<Case> {
                 ],
             )
         },
-        case(
+        case_one_mode(
             "smp_hsm",
             "RUST_LOG=rvvmm=info /rvvmm --kernel /guests/smp.bin --cpus 2",
             0,
@@ -707,7 +725,7 @@ pub fn cases() -> Vec<Case> {
         ),
         Case {
             check: Check::RssGrowthAtMost(256),
-            ..case(
+            ..case_one_mode(
                 "exits_200k",
                 "RUST_LOG=rvvmm=info /rvvmm --kernel /guests/exits.bin --testdev",
                 0,
