@@ -127,6 +127,14 @@ net)
     for i in $(seq 1 300); do [ "$(echos)" -ge 3 ] && break; sleep 0.2; done
     echo "@@L2 answered $(echos) pings from L1"
     ;;
+net-gone)
+    # L1 deletes the tap while the card is up: the guest's sends go nowhere, nothing breaks.
+    ifconfig eth0 10.0.7.2 netmask 255.255.255.0 up
+    echo "@@L2 ping before: $(ping -c 2 -W 5 10.0.7.1 | grep 'packets transmitted')"
+    echo "@@L2 net up"
+    sleep 5  # L1 deletes the tap once it sees the line above
+    echo "@@L2 ping after: $(ping -c 3 -W 2 10.0.7.1 | grep 'packets transmitted')"
+    ;;
 exit-code)
     # A failing test, reported as a CI job's initramfs would: the finisher's FAIL with a code
     # (sifive,test0 at 0x100000: (code << 16) | 0x3333), which rvvmm makes its exit status.

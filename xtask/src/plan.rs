@@ -961,6 +961,31 @@ pub fn cases() -> Vec<Case> {
         },
         Case {
             timeout: 600,
+            reject: &["Kernel panic", "panicked"],
+            ..case(
+                "virtio_net_tap_deleted",
+                // The tap is deleted under a running guest: its frames have nowhere to go,
+                // rvvmm says so once and keeps running, and the guest powers off normally.
+                "tunctl -t tap7 >/dev/null && ifconfig tap7 10.0.7.1 netmask 255.255.255.0 up\n\
+                 RUST_LOG=rvvmm=info /rvvmm --kernel /l2/Image --initrd /l2/initrd.cpio --memory 256M --net tap=tap7 --cmdline 'console=ttyS0 quiet rvvmm.test=net-gone' > /tmp/gone.out 2>&1 &\n\
+                 pid=$!\n\
+                 for i in $(seq 1 900); do grep -q '@@L2 net up' /tmp/gone.out && break; sleep 0.2; done\n\
+                 ip link delete tap7 && echo \"@@GONE tap7 deleted: $(ls /sys/class/net | grep -c tap7) left\"\n\
+                 wait $pid; echo \"@@GONE rvvmm status $?\"\n\
+                 cat /tmp/gone.out",
+                0,
+                &[
+                    "@@L2 ping before: 2 packets transmitted, 2 packets received",
+                    "@@GONE tap7 deleted: 0 left",
+                    "@@L2 ping after: 3 packets transmitted, 0 packets received",
+                    "@@L2 powering off",
+                    "@@GONE rvvmm status 0",
+                    "virtio-net: cannot read from the tap (File descriptor in bad state (os error 77)); receive stops",
+                ],
+            )
+        },
+        Case {
+            timeout: 600,
             ..case(
                 "virtio_console_hvc0",
                 "/rvvmm --kernel /l2/Image --initrd /l2/initrd.cpio --memory 256M --console virtio --cmdline 'console=hvc0 quiet'",
