@@ -79,16 +79,11 @@ pub const fn case(
     }
 }
 
-/// [`case`] for a case that runs in one mode only (see [`Case::one_mode`]).
-pub const fn case_one_mode(
-    name: &'static str,
-    cmd: &'static str,
-    rc: i32,
-    expect: &'static [&'static str],
-) -> Case {
+/// `c`, run in one mode only (see [`Case::one_mode`]).
+pub const fn one_mode(c: Case) -> Case {
     Case {
         one_mode: true,
-        ..case(name, cmd, rc, expect)
+        ..c
     }
 }
 
@@ -404,12 +399,12 @@ pub fn cases() -> Vec<Case> {
                 ],
             )
         },
-        case_one_mode(
+        one_mode(case(
             "hello_elf",
             "/rvvmm --kernel /guests/hello.elf && /rvvmm --kernel /guests/hello.bin --load-addr 0x80000001; echo status=$?",
             0,
             &["Hello from a RISC-V guest on rvvmm!", "--load-addr 0x80000001: is not 4 KiB-aligned", "status=1"],
-        ),
+        )),
         Case {
             timeout: 300,
             reject: &["Unknown command", "FAIL", "rror"],
@@ -453,7 +448,7 @@ pub fn cases() -> Vec<Case> {
         Case {
             timeout: 600,
             check: Check::Report("lab: "),
-            ..case_one_mode(
+            ..one_mode(case(
                 "native_runner_in_l1",
                 "/xtask lab --native --rvvmm /rvvmm --guests /guests --l2 /l2 --case hello \
                  --case dbcn --case smp_hsm --case finisher_code --case srst_reboot --case bad_dtb \
@@ -478,12 +473,12 @@ pub fn cases() -> Vec<Case> {
                     "cannot run the lab natively: /dev/kvm exists but cannot be opened: Permission denied",
                     "@@NATIVE /dev/kvm closed to the user: status 1",
                 ],
-            )
+            ))
         },
         Case {
             timeout: 300,
             check: Check::Report("@@FLOOD rvvmm status"),
-            ..case_one_mode(
+            ..one_mode(case(
                 "console_stdout_never_read",
                 flood_session(),
                 0,
@@ -491,7 +486,7 @@ pub fn cases() -> Vec<Case> {
                     "@@FLOOD rvvmm status 0 after",
                     "stdout has taken no console output for 2 s: dropping it until it does",
                 ],
-            )
+            ))
         },
         Case {
             timeout: 300,
@@ -517,7 +512,7 @@ pub fn cases() -> Vec<Case> {
         Case {
             timeout: 300,
             check: Check::Report("@@CI --timeout 5s: status 124 after"),
-            ..case_one_mode("ci_exit_status_timeout_serial_log", ci_session(), 0, &[
+            ..one_mode(case("ci_exit_status_timeout_serial_log", ci_session(), 0, &[
                 "@@CI finisher: status 42",
                 "@@CI finisher log: finisher: exiting with code 42",
                 "@@CI finisher stdout: 0 bytes",
@@ -530,7 +525,7 @@ pub fn cases() -> Vec<Case> {
                 "@@CI linux poweroff: status 0",
                 "@@CI bad timeout: status 2",
                 "@@CI unwritable log: status 2",
-            ])
+            ]))
         },
         Case {
             timeout: 300,
@@ -559,21 +554,21 @@ pub fn cases() -> Vec<Case> {
                 &["/dev/kvm"],
             )
         },
-        case_one_mode(
+        one_mode(case(
             "hello",
             "/rvvmm --kernel /guests/hello.bin",
             0,
             &["Hello from a RISC-V guest on rvvmm!"],
-        ),
-        case_one_mode(
+        )),
+        one_mode(case(
             "boot_regs",
             "/rvvmm --kernel /guests/boot_regs.bin --memory 64M",
             0,
             &["boot_regs: a1=0x0000000083e00000", "PASS boot_regs"],
-        ),
+        )),
         Case {
             stdin: Some("ping"),
-            ..case_one_mode(
+            ..one_mode(case(
                 "dbcn",
                 "/rvvmm --kernel /guests/dbcn.bin",
                 0,
@@ -584,9 +579,9 @@ pub fn cases() -> Vec<Case> {
                     "dbcn: read 'ping'",
                     "PASS dbcn",
                 ],
-            )
+            ))
         },
-        case_one_mode(
+        one_mode(case(
             "hypercall",
             "RUST_LOG=rvvmm=debug /rvvmm --kernel /guests/hypercall.bin",
             0,
@@ -598,8 +593,8 @@ pub fn cases() -> Vec<Case> {
                 "unsupported SBI extension 0x9000000",
                 "PASS hypercall",
             ],
-        ),
-        case_one_mode(
+        )),
+        one_mode(case(
             "mmio",
             "RUST_LOG=rvvmm=debug /rvvmm --kernel /guests/mmio.bin --testdev",
             0,
@@ -609,8 +604,8 @@ pub fn cases() -> Vec<Case> {
                 "unclaimed MMIO write of 4 bytes at 0x20000000",
                 "PASS mmio",
             ],
-        ),
-        case_one_mode(
+        )),
+        one_mode(case(
             "mmio_misaligned_and_fp",
             "for g in lw sw fld; do /rvvmm --kernel /guests/mmio_odd_$g.bin --testdev 2>&1; echo \"@@ODD $g: rvvmm status $?\"; dmesg | grep -i 'kvm' | tail -n 1 | sed \"s/^/@@ODD $g: dmesg: /\"; done",
             0,
@@ -625,13 +620,13 @@ pub fn cases() -> Vec<Case> {
                 "KVM emulates only integer loads and stores to devices",
                 "@@ODD fld: rvvmm status 1",
             ],
-        ),
-        case_one_mode(
+        )),
+        one_mode(case(
             "srst_shutdown",
             "/rvvmm --kernel /guests/hello.bin; echo status=$?",
             0,
             &["status=0"],
-        ),
+        )),
         Case {
             check: Check::Report("@@STORM boot 2 -> 100"),
             ..case(
@@ -660,27 +655,27 @@ pub fn cases() -> Vec<Case> {
                 "PASS reboot",
             ],
         ),
-        case_one_mode(
+        one_mode(case(
             "srst_failure",
             "/rvvmm --kernel /guests/sysfail.bin",
             1,
             &["rvvmm: the guest reported a system failure"],
-        ),
-        case_one_mode(
+        )),
+        one_mode(case(
             "finisher_code",
             "/rvvmm --kernel /guests/finisher.bin",
             42,
             &["finisher: exiting with code 42"],
-        ),
+        )),
         Case {
             timeout: 600,
             check: Check::Report("stop_race: "),
-            ..case_one_mode(
+            ..one_mode(case(
                 "stop_race_exit_x200",
                 stop_race("stop_race"),
                 0,
                 &["stop_race: 200 of 200 runs exited 42, 0 ran on after the stop"],
-            )
+            ))
         },
         Case {
             timeout: 600,
@@ -729,7 +724,7 @@ pub fn cases() -> Vec<Case> {
                 ],
             )
         },
-        case_one_mode(
+        one_mode(case(
             "smp_hsm",
             "RUST_LOG=rvvmm=info /rvvmm --kernel /guests/smp.bin --cpus 2",
             0,
@@ -738,10 +733,10 @@ pub fn cases() -> Vec<Case> {
                 "smp: hello from hart 0x0000000000000001",
                 "PASS smp",
             ],
-        ),
+        )),
         Case {
             check: Check::RssGrowthAtMost(256),
-            ..case_one_mode(
+            ..one_mode(case(
                 "exits_200k",
                 "RUST_LOG=rvvmm=info /rvvmm --kernel /guests/exits.bin --testdev",
                 0,
@@ -750,7 +745,7 @@ pub fn cases() -> Vec<Case> {
                     "PASS exits",
                     "VmRSS at exit",
                 ],
-            )
+            ))
         },
         Case {
             reject: &["Oops", "Kernel panic"],
