@@ -225,6 +225,13 @@ impl MmioTransport {
             return;
         }
         let outcome = self.device.process_queue(index);
+        if outcome == QueueOutcome::Yielded {
+            // The rest of the queue at the next pass, after what else is ready: the queue's
+            // own eventfd, written here, brings the event loop back to it.
+            if let Some(evt) = self.queue_evts.get(index) {
+                let _ = evt.write(1);
+            }
+        }
         self.apply(outcome);
     }
 
@@ -240,7 +247,7 @@ impl MmioTransport {
     fn apply(&mut self, outcome: QueueOutcome) {
         match outcome {
             QueueOutcome::Idle => {}
-            QueueOutcome::Used => self.signal(INT_USED_RING),
+            QueueOutcome::Used | QueueOutcome::Yielded => self.signal(INT_USED_RING),
             QueueOutcome::Broken => self.needs_reset("malformed queue"),
         }
     }

@@ -41,6 +41,9 @@ pub enum QueueOutcome {
     Used,
     /// The driver broke the protocol (a malformed queue): the device needs a reset.
     Broken,
+    /// Buffers were used and more wait past this pass's budget ([`PASS_BUDGET`]): interrupt
+    /// the guest, and come back to the queue after the other devices' events.
+    Yielded,
 }
 
 impl QueueOutcome {
@@ -106,26 +109,51 @@ pub fn read_config_bytes(bytes: &[u8], offset: u64, data: &mut [u8]) {
     }
 }
 
-/// Takes every available chain of `queue` and hands it to `handle`, which returns how many
-/// bytes it wrote into the chain. Returns whether anything was used; `Broken` if the avail
-/// ring is malformed.
-pub fn drain_queue<F>(queue: &mut Queue, memory: &GuestMemoryMmap, mut handle: F) -> QueueOutcome
+/// Chains one pass of the event loop takes from a queue: a guest that keeps its queue full (or
+/// refills it from another vCPU as fast as it drains) cannot hold the device thread, and with
+/// it every other device and the console's input; the rest waits for the next pass.
+pub const PASS_BUDGET: usize = 256;
+
+/// Takes the available chains of `queue`, up to [`PASS_BUDGET`], and hands each to `handle`,
+/// which returns how many bytes it wrote into the chain. Returns whether anything was used
+/// (`Yielded` if more wait past the budget); `Broken` if the avail ring is malformed.
+pub fn drain_queue<F>(queue: &mut Queue, memory: &GuestMemoryMmap, handle: F) -> QueueOutcome
+where
+    F: FnMut(virtio_queue::DescriptorChain<&GuestMemoryMmap>) -> u32,
+{
+    drain_queue_within(queue, memory, PASS_BUDGET, handle)
+}
+
+/// [`drain_queue`] with a budget of `budget` chains.
+pub fn drain_queue_within<F>(
+    queue: &mut Queue,
+    memory: &GuestMemoryMmap,
+    budget: usize,
+    mut handle: F,
+) -> QueueOutcome
 where
     F: FnMut(virtio_queue::DescriptorChain<&GuestMemoryMmap>) -> u32,
 {
     let mut used = false;
+    let mut taken = 0usize;
     loop {
+        // Only what the budget allows is taken off the avail ring (the iterator moves
+        // next_avail as it goes); the rest stays there for the next pass.
         let chains: Vec<_> = match queue.iter(memory) {
-            Ok(iter) => iter.collect(),
+            Ok(iter) => iter.take(budget - taken).collect(),
             Err(e) => {
                 crate::guest_warn!("virtio: malformed avail ring: {e}");
                 return QueueOutcome::Broken;
             }
         };
         if chains.is_empty() {
+            if taken >= budget && queue_has_more(queue, memory) {
+                return QueueOutcome::Yielded;
+            }
             break;
         }
         for chain in chains {
+            taken += 1;
             let head = chain.head_index();
             let len = handle(chain);
             if let Err(e) = queue.add_used(memory, head, len) {
@@ -136,6 +164,13 @@ where
         }
     }
     QueueOutcome::used_if(used)
+}
+
+/// Whether the driver has made chains available that the device has not taken.
+fn queue_has_more(queue: &Queue, memory: &GuestMemoryMmap) -> bool {
+    queue
+        .avail_idx(memory, std::sync::atomic::Ordering::Acquire)
+        .is_ok_and(|idx| idx.0 != queue.next_avail())
 }
 
 #[cfg(test)]
@@ -198,4 +233,61 @@ pub(crate) mod testing {
 
     pub const F_NEXT: u16 = 1;
     pub const F_WRITE: u16 = 2;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::testing::*;
+    use super::*;
+
+    #[test]
+    fn a_pass_takes_at_most_its_budget_and_says_more_wait() {
+        let mem = memory();
+        let mut q = queue();
+        // Three one-descriptor chains available.
+        publish(
+            &mem,
+            &[
+                (DATA, 8, F_WRITE, 0),
+                (DATA, 8, F_WRITE, 0),
+                (DATA, 8, F_WRITE, 0),
+            ],
+            &[0, 1, 2],
+        );
+        let mut seen = Vec::new();
+        let first = drain_queue_within(&mut q, &mem, 2, |c| {
+            seen.push(c.head_index());
+            8
+        });
+        assert_eq!(first, QueueOutcome::Yielded);
+        assert_eq!(seen, [0, 1]);
+        assert_eq!(used(&mem).0, 2, "the two taken are returned at once");
+        let second = drain_queue_within(&mut q, &mem, 2, |c| {
+            seen.push(c.head_index());
+            8
+        });
+        assert_eq!(second, QueueOutcome::Used);
+        assert_eq!(seen, [0, 1, 2]);
+        assert_eq!(used(&mem).0, 3);
+        // Nothing left: idle, whatever the budget.
+        assert_eq!(
+            drain_queue_within(&mut q, &mem, 2, |_| 8),
+            QueueOutcome::Idle
+        );
+    }
+
+    #[test]
+    fn a_full_budget_with_nothing_more_is_not_a_yield() {
+        let mem = memory();
+        let mut q = queue();
+        publish(
+            &mem,
+            &[(DATA, 8, F_WRITE, 0), (DATA, 8, F_WRITE, 0)],
+            &[0, 1],
+        );
+        assert_eq!(
+            drain_queue_within(&mut q, &mem, 2, |_| 8),
+            QueueOutcome::Used
+        );
+    }
 }
