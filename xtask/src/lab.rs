@@ -52,6 +52,7 @@ const GUESTS: &[(&str, &str, &str)] = &[
     ("dbcn", "dbcn", ""),
     ("hypercall", "hypercall", ""),
     ("mmio", "mmio", ""),
+    ("virtio_abuse", "virtio_abuse", ""),
     ("mmio_odd_lw", "mmio_odd", "-DODD_LW"),
     ("mmio_odd_sw", "mmio_odd", "-DODD_SW"),
     ("mmio_odd_fld", "mmio_odd", ""),

@@ -605,6 +605,27 @@ pub fn cases() -> Vec<Case> {
                 "PASS mmio",
             ],
         )),
+        Case {
+            reject: &["FAILED", "panicked"],
+            check: Check::Report("abuse: devices"),
+            ..case(
+                "virtio_abuse_then_serve",
+                "cp /l2/disk.img /tmp/abuse.img; tunctl -t tap9 >/dev/null && ifconfig tap9 up\n\
+                 /rvvmm --kernel /guests/virtio_abuse.bin --rng --disk /tmp/abuse.img --net tap=tap9 --console virtio < /dev/null > /tmp/abuse.out 2>&1; echo \"@@ABUSE rvvmm status $?\"\n\
+                 grep -v '^\\[' /tmp/abuse.out\n\
+                 echo \"@@ABUSE rvvmm log lines: $(grep -c '^\\[' /tmp/abuse.out)\"; grep '^\\[' /tmp/abuse.out | cut -c 29- | sort | uniq -c | sort -rn | head -n 12",
+                0,
+                &[
+                    "abuse: id 4: still serves a good request",
+                    "abuse: id 2: still serves a good request",
+                    "abuse: id 1: still serves a good request",
+                    "abuse: id 3: still serves a good request",
+                    "abuse: console still writes",
+                    "PASS virtio_abuse",
+                    "@@ABUSE rvvmm status 0",
+                ],
+            )
+        },
         one_mode(case(
             "mmio_misaligned_and_fp",
             "for g in lw sw fld; do /rvvmm --kernel /guests/mmio_odd_$g.bin --testdev 2>&1; echo \"@@ODD $g: rvvmm status $?\"; dmesg | grep -i 'kvm' | tail -n 1 | sed \"s/^/@@ODD $g: dmesg: /\"; done",
