@@ -3,6 +3,7 @@
 //! (under the default seccomp filters, which the handlers' calls must pass).
 
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::unix::process::CommandExt;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -53,7 +54,12 @@ fn sigtstp_gives_the_terminal_back_and_sigcont_takes_it_again() {
             .unwrap_or_default()
             .lines()
             .any(|l| l.starts_with("isa"));
+    // rvvmm in a process group of its own, whose parent (this test) is in another group of
+    // the same session: a group that is not orphaned, so SIGTSTP's default action (stop) is
+    // carried out. In an orphaned group (a CI job whose launcher has exited) the kernel
+    // discards it; rvvmm then gives the terminal back and takes it again at once.
     let mut child = Command::new(env!("CARGO_BIN_EXE_rvvmm"))
+        .process_group(0)
         .arg("--api-socket")
         .arg(&socket)
         .args(if qemu_user {
@@ -72,9 +78,10 @@ fn sigtstp_gives_the_terminal_back_and_sigcont_takes_it_again() {
     // SAFETY: signals a child of this process.
     assert_eq!(unsafe { libc::kill(pid, libc::SIGTSTP) }, 0);
     let mut status = 0;
-    // SAFETY: waits for this process's own child to stop; `status` is valid storage.
-    let waited = unsafe { libc::waitpid(pid, &mut status, libc::WUNTRACED) };
-    assert_eq!(waited, pid);
+    wait_for("rvvmm stopped", || {
+        // SAFETY: polls this process's own child; `status` is valid storage.
+        unsafe { libc::waitpid(pid, &mut status, libc::WUNTRACED | libc::WNOHANG) == pid }
+    });
     assert!(libc::WIFSTOPPED(status), "status {status:#x}");
     assert!(canonical(&slave), "stopped rvvmm left the terminal raw");
 
