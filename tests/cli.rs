@@ -57,6 +57,7 @@ fn bad_flag_values_are_usage_errors() {
         &["--kernel", "k", "--timeout", "soon"],
         &["--kernel", "k", "--timeout", "-5s"],
         &["--kernel", "k", "--serial-log", ""],
+        &["--kernel", "k", "--seccomp", "yes"],
     ] {
         let out = rvvmm(args);
         assert_eq!(out.status.code(), Some(2), "{args:?}: {}", stderr(&out));

@@ -4,6 +4,8 @@
 //! (the lab runs them in its L1, a riscv64 Linux with kvm.ko). Elsewhere each test returns at
 //! once, and the first one says on stderr, in one line, why they were skipped.
 
+mod common;
+
 use std::io::Write;
 use std::sync::Once;
 
@@ -16,9 +18,7 @@ fn skip_reason() -> Option<String> {
             "this is a {} host, they need riscv64 with /dev/kvm",
             std::env::consts::ARCH
         ))
-    } else if !std::fs::read_to_string("/proc/cpuinfo")
-        .is_ok_and(|c| c.lines().any(|l| l.starts_with("isa")))
-    {
+    } else if common::riscv64_under_emulation() {
         // Under an emulator such as qemu-user, the kernel (and its /dev/kvm) is the host's.
         Some("the kernel is not a RISC-V one (/proc/cpuinfo has no isa line: qemu-user?)".into())
     } else if let Err(e) = std::fs::OpenOptions::new()

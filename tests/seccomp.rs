@@ -4,6 +4,8 @@
 //! thread. Each case runs in a child process (this test executable run again for that one
 //! test), since a filter cannot be taken off and a trip ends the process.
 
+mod common;
+
 use std::os::unix::process::ExitStatusExt;
 use std::process::{Command, Output};
 
@@ -26,9 +28,8 @@ fn child(test: &str) -> Option<Output> {
         .output()
         .unwrap();
     if out.status.code() == Some(NO_SECCOMP) {
-        let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
         assert!(
-            cfg!(target_arch = "riscv64") && !cpuinfo.lines().any(|l| l.starts_with("isa")),
+            common::riscv64_under_emulation(),
             "the kernel refused a seccomp filter: {}",
             String::from_utf8_lossy(&out.stderr)
         );

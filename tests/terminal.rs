@@ -2,6 +2,8 @@
 //! outside holds rvvmm stopped, raw again once it continues, and restored when SIGTERM ends it
 //! (under the default seccomp filters, which the handlers' calls must pass).
 
+mod common;
+
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::process::CommandExt;
 use std::process::{Command, Stdio};
@@ -49,11 +51,7 @@ fn sigtstp_gives_the_terminal_back_and_sigcont_takes_it_again() {
     // With only --api-socket, rvvmm enters raw mode and waits for vm.create: no KVM needed.
     // riscv64 tests under qemu-user (no isa line in /proc/cpuinfo): its linux-user refuses
     // seccomp filters, so rvvmm runs without them there.
-    let qemu_user = cfg!(target_arch = "riscv64")
-        && !std::fs::read_to_string("/proc/cpuinfo")
-            .unwrap_or_default()
-            .lines()
-            .any(|l| l.starts_with("isa"));
+    let qemu_user = common::riscv64_under_emulation();
     // rvvmm in a process group of its own, whose parent (this test) is in another group of
     // the same session: a group that is not orphaned, so SIGTSTP's default action (stop) is
     // carried out. In an orphaned group (a CI job whose launcher has exited) the kernel
