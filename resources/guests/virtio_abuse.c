@@ -128,6 +128,17 @@ static void said(u64 base, u32 id, const char *what)
     w32(base, R_INT_ACK, r32(base, R_INT_STATUS));
 }
 
+/* Fresh rings on queue 0 (FEATURES_OK set or not), one chain of one descriptor with `flags`
+ * offered, the queue notified. */
+static void post_one(u64 base, u16 flags, int features_ok)
+{
+    clear_rings();
+    bring_up(base, 0, DESC_AT, AVAIL_AT, USED_AT, features_ok);
+    descs()[0] = (struct desc){ DATA_AT, 64, flags, 0 };
+    offer(0, 1);
+    w32(base, R_QUEUE_NOTIFY, 0);
+}
+
 static void abuse(u64 base, u32 id)
 {
     /* Rings outside RAM. */
@@ -137,11 +148,7 @@ static void abuse(u64 base, u32 id)
     said(base, id, "rings outside RAM");
 
     /* A descriptor that chains to itself. */
-    clear_rings();
-    bring_up(base, 0, DESC_AT, AVAIL_AT, USED_AT, 1);
-    descs()[0] = (struct desc){ DATA_AT, 64, D_NEXT | D_WRITE, 0 };
-    offer(0, 1);
-    w32(base, R_QUEUE_NOTIFY, 0);
+    post_one(base, D_NEXT | D_WRITE, 1);
     wait_used(1);
     said(base, id, "descriptor loop");
 
@@ -165,19 +172,11 @@ static void abuse(u64 base, u32 id)
     said(base, id, "20000 notifications, nothing available");
 
     /* DRIVER_OK without FEATURES_OK. */
-    clear_rings();
-    bring_up(base, 0, DESC_AT, AVAIL_AT, USED_AT, 0);
-    descs()[0] = (struct desc){ DATA_AT, 64, D_WRITE, 0 };
-    offer(0, 1);
-    w32(base, R_QUEUE_NOTIFY, 0);
+    post_one(base, D_WRITE, 0);
     said(base, id, "DRIVER_OK before FEATURES_OK");
 
     /* A reset while a request is in flight. */
-    clear_rings();
-    bring_up(base, 0, DESC_AT, AVAIL_AT, USED_AT, 1);
-    descs()[0] = (struct desc){ DATA_AT, 64, D_WRITE, 0 };
-    offer(0, 1);
-    w32(base, R_QUEUE_NOTIFY, 0);
+    post_one(base, D_WRITE, 1);
     w32(base, R_STATUS, 0);
     said(base, id, "reset mid-request");
 }
