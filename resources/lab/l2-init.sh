@@ -42,7 +42,26 @@ if [ -n "$want" ]; then
     fi
 fi
 
+# What a newcomer wants to see of a guest (cargo xtask demo): the kernel, the harts and what
+# they offer, the memory.
+about() {
+    echo "rvvmm guest: $(uname -a)"
+    grep -E '^(processor|hart|isa|mmu)' /proc/cpuinfo | sed 's/^/rvvmm guest: /'
+    free -m | sed 's/^/rvvmm guest: /'
+}
+
 case "$(arg rvvmm.test)" in
+"")
+    # No test asked: the README's first command, as the demo runs it.
+    about
+    ;;
+interactive)
+    # cargo xtask demo --shell: a login-style shell on the console with job control (Ctrl-C
+    # reaches the foreground command); leaving it powers the guest off.
+    about
+    echo "rvvmm guest: a shell on the guest's console; 'exit' or Ctrl-D powers the guest off"
+    setsid cttyhack sh -l
+    ;;
 disk-write)
     mkdir -p /mnt
     if mount -t ext4 /dev/vda /mnt; then

@@ -301,12 +301,25 @@ impl Vmm {
                             ExitRequest::NoThread(e) => return Err(SpawnError(e).into()),
                             ExitRequest::Reboot => {
                                 boots += 1;
-                                log::info!(
-                                    "guest rebooted; boot {boots} ({} open fds, {} threads, VmRSS {} KiB)",
-                                    open_fds(),
-                                    crate::memory::status_kib("Threads:"),
-                                    crate::memory::vm_rss_kib()
-                                );
+                                if log::log_enabled!(log::Level::Info) {
+                                    // Guest RAM lives across reboots, and what of it is
+                                    // resident changes with the guest and with the host
+                                    // (khugepaged may make a touched 2 MiB range one huge
+                                    // page): rvvmm's own memory is the rest.
+                                    let rss = crate::memory::vm_rss_kib();
+                                    let guest = self.vm.as_ref().map_or(0, |vm| {
+                                        crate::memory::guest_resident_kib(
+                                            vm.memory(),
+                                            vm.ram_size(),
+                                        )
+                                    });
+                                    log::info!(
+                                        "guest rebooted; boot {boots} ({} open fds, {} threads, VmRSS {rss} KiB, own {} KiB, guest RAM resident {guest} KiB)",
+                                        open_fds(),
+                                        crate::memory::status_kib("Threads:"),
+                                        rss.saturating_sub(guest)
+                                    );
+                                }
                                 machine = Some(self.boot(&mut make_vm, &control, boots)?);
                             }
                         }

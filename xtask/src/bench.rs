@@ -16,6 +16,7 @@ use std::fmt::Write as _;
 use std::fs;
 use std::path::PathBuf;
 
+use crate::chart;
 use crate::lab;
 use crate::mode::Mode;
 use crate::paths;
@@ -587,6 +588,7 @@ pub fn run(opts: &Options) -> Result<bool, String> {
         EXITS_PER_RUN
     );
     let mut complete = true;
+    let mut panels = Vec::new();
     for (mi, &mode) in opts.modes.iter().enumerate() {
         let log = lab::boot_l1(&prepared, mode, &cases)?;
         let kernel = log
@@ -825,6 +827,14 @@ pub fn run(opts: &Options) -> Result<bool, String> {
                 }
             }
         }
+        panels.push(chart::Panel {
+            title: format!(
+                "{} mode (L1 -M {}), kernel {kernel}",
+                mode.name(),
+                mode.machine()
+            ),
+            rows: chart_rows(&samples, opts.quick),
+        });
         let all: Vec<String> = samples
             .iter()
             .map(|s| {
@@ -872,7 +882,96 @@ pub fn run(opts: &Options) -> Result<bool, String> {
         "bench: every sample, median and ratio in {}",
         path.display()
     );
+    let svg_path = dir.join("bench.svg");
+    let subtitle = format!(
+        "commit {commit}, {} repetitions (medians), nested: QEMU TCG on this host, {}; shorter is better",
+        opts.reps,
+        prepared.qemu_version()
+    );
+    fs::write(
+        &svg_path,
+        chart::svg("rvvmm: each VMM / the reference", &subtitle, &panels),
+    )
+    .map_err(|e| e.to_string())?;
+    println!("bench: the chart in {}", svg_path.display());
     Ok(complete)
+}
+
+/// The chart's rows for one mode: what each VMM measured, over the row's reference.
+fn chart_rows(samples: &[Sample], quick: bool) -> Vec<chart::Row> {
+    use chart::{Row, Vmm};
+    let m = |vmm: &str, what: &str| med(samples, vmm, what);
+    let mut rows: Vec<Option<Row>> = KINDS
+        .iter()
+        .map(|kind| {
+            Row::new(
+                format!("exit: {kind}"),
+                "ns",
+                Vmm::Floor,
+                &[
+                    (Vmm::Floor, m("bare", kind)),
+                    (Vmm::Rvvmm, m("rvvmm", kind)),
+                ],
+            )
+        })
+        .collect();
+    for (label, what) in [
+        ("startup: exec to first instruction", "first_output_ms"),
+        ("startup: exec to exit", "exec_to_exit_ms"),
+    ] {
+        rows.push(Row::new(
+            label,
+            "ms",
+            Vmm::Kvmtool,
+            &[
+                (Vmm::Floor, m("bare", what)),
+                (Vmm::Rvvmm, m("rvvmm", what)),
+                (Vmm::Kvmtool, m("lkvm", what)),
+            ],
+        ));
+    }
+    rows.push(Row::new(
+        "Linux boot to init + power-off",
+        "s",
+        Vmm::Kvmtool,
+        &[
+            (Vmm::Rvvmm, m("rvvmm", "boot_s")),
+            (Vmm::Kvmtool, m("lkvm", "boot_s")),
+        ],
+    ));
+    rows.push(Row::new(
+        "Linux boot, 2 MiB huge pages",
+        "s",
+        Vmm::Kvmtool,
+        &[
+            (Vmm::Rvvmm, m("rvvmm_huge", "boot_s")),
+            (Vmm::Kvmtool, m("lkvm_huge", "boot_s")),
+        ],
+    ));
+    // Throughput as time, so that shorter is better here too.
+    let read_s = |v: Option<f64>| v.filter(|v| *v > 0.0).map(|v| BLK_MIB as f64 / v);
+    rows.push(Row::new(
+        format!("virtio-blk read of {BLK_MIB} MiB (warm)"),
+        "s",
+        Vmm::Floor,
+        &[
+            (Vmm::Floor, read_s(m("direct", "blk_read_mib_s"))),
+            (Vmm::Rvvmm, read_s(m("rvvmm_warm", "blk_read_mib_s"))),
+        ],
+    ));
+    for (guest, cpus, _) in idle_guests(quick) {
+        let what = format!("idle_{guest}_{cpus}");
+        rows.push(Row::new(
+            format!("idle {guest}, {cpus} vCPU(s): CPU per {IDLE_S} s"),
+            "s",
+            Vmm::Kvmtool,
+            &[
+                (Vmm::Rvvmm, m("rvvmm", &what)),
+                (Vmm::Kvmtool, m("lkvm", &what)),
+            ],
+        ));
+    }
+    rows.into_iter().flatten().collect()
 }
 
 #[cfg(test)]

@@ -1,7 +1,11 @@
 //! Running host commands, and installing what the lab needs on a fresh Debian machine.
 
+use std::io::Read;
 use std::path::Path;
 use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use crate::progress::Step;
 
 /// Debian packages the lab needs, with a command each provides on PATH, or an absolute path of a
 /// file it installs (to see whether it is there).
@@ -114,19 +118,23 @@ pub fn ensure_tools() -> Result<(), String> {
         .map(|(pkg, _)| *pkg)
         .collect();
     if !missing.is_empty() {
-        eprintln!("lab: installing {}", missing.join(" "));
+        let mut step = Step::start(format!("lab: installing {}", missing.join(" ")));
+        step.at("apt-get update");
         run_quiet(Command::new("apt-get").args(["update", "-q"]))?;
+        step.at("apt-get install");
         run_quiet(
             Command::new("apt-get")
                 .args(["install", "-y", "-q", "--no-install-recommends"])
                 .args(&missing)
                 .env("DEBIAN_FRONTEND", "noninteractive"),
         )?;
+        step.done("");
     }
     let installed = run_quiet(Command::new("rustup").args(["target", "list", "--installed"]))?;
     if !installed.lines().any(|l| l.trim() == RISCV_TARGET) {
-        eprintln!("lab: adding the Rust target {RISCV_TARGET}");
+        let step = Step::start(format!("lab: adding the Rust target {RISCV_TARGET}"));
         run_quiet(Command::new("rustup").args(["target", "add", RISCV_TARGET]))?;
+        step.done("");
     }
     Ok(())
 }
@@ -193,16 +201,45 @@ fn mirror_in(text: &str) -> Option<String> {
         .map(String::from)
 }
 
-/// Downloads `url` to `dest` (through a temporary file, so a broken download leaves nothing).
+/// Downloads `url` to `dest` (through a temporary file, so a broken download leaves nothing),
+/// showing the bytes as they come.
 pub fn download(url: &str, dest: &Path) -> Result<(), String> {
     let part = dest.with_extension("part");
-    run_quiet(
-        Command::new("curl")
-            .args(["-fsSL", "--retry", "3", "-o"])
-            .arg(&part)
-            .arg(url),
-    )?;
-    std::fs::rename(&part, dest).map_err(|e| format!("cannot move {}: {e}", part.display()))
+    let name = dest.file_name().unwrap_or_default().to_string_lossy();
+    let step = Step::bytes(format!("lab: fetching {name}"));
+    let mut cmd = Command::new("curl");
+    cmd.args(["-fsSL", "--retry", "3", "-o"])
+        .arg(&part)
+        .arg(url);
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("cannot run {}: {e}", describe(&cmd)))?;
+    let size = || std::fs::metadata(&part).map_or(0, |m| m.len());
+    let status = loop {
+        if let Some(status) = child.try_wait().map_err(|e| e.to_string())? {
+            break status;
+        }
+        step.moved(size());
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    if !status.success() {
+        let mut err = String::new();
+        if let Some(mut e) = child.stderr.take() {
+            let _ = e.read_to_string(&mut err);
+        }
+        let _ = std::fs::remove_file(&part);
+        return Err(format!(
+            "{} failed ({status}): {}",
+            describe(&cmd),
+            err.trim()
+        ));
+    }
+    let got = size();
+    std::fs::rename(&part, dest).map_err(|e| format!("cannot move {}: {e}", part.display()))?;
+    step.done(&format!("{:.1} MiB", got as f64 / (1 << 20) as f64));
+    Ok(())
 }
 
 /// Decodes a base64 dtb and decompiles it with dtc; returns the source.

@@ -13,6 +13,7 @@ use crate::host::{self, RISCV_TARGET};
 use crate::mode::Mode;
 use crate::paths;
 use crate::plan::{self, Case};
+use crate::progress::Step;
 
 /// A Debian pool file pinned by sha256.
 struct Pinned {
@@ -184,25 +185,69 @@ pub fn run(modes: &[Mode], only: &[String]) -> Result<bool, String> {
     Ok(failed == 0)
 }
 
-/// Boots L1 in AIA mode and runs the hello guest, showing its output.
-pub fn demo() -> Result<bool, String> {
-    let prepared = prepare()?;
-    let hello = plan::cases()
-        .into_iter()
-        .filter(|c| c.name == "hello")
-        .collect::<Vec<_>>();
-    println!("demo: booting Debian's riscv64 6.12 kernel under QEMU (TCG) with kvm.ko, then rvvmm on /dev/kvm:");
-    println!("demo: $ rvvmm --kernel hello.bin");
-    let log = boot_l1(&prepared, Mode::Aia, &hello)?;
-    let ran = plan::parse_log(&log);
-    match ran.first() {
-        Some((_, r)) => {
-            print!("{}", r.output);
-            println!("demo: rvvmm exited with status {}", r.rc);
-            Ok(r.rc == 0)
-        }
-        None => Err("L1 did not run the demo; see target/lab/console-aia.log".into()),
+/// What `cargo xtask demo` shows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Demo {
+    /// The README's first command: Linux from QEMU's dtb to init, which says what it runs on.
+    Linux,
+    /// The same guest's shell on the user's terminal, for as long as they like.
+    Shell,
+    /// The quick check: the bare-metal hello guest.
+    Hello,
+}
+
+/// Boots L1 in AIA mode and runs the demo there, showing what it ran and the guest's output.
+pub fn demo(what: Demo) -> Result<bool, String> {
+    use std::io::IsTerminal;
+    if what == Demo::Shell && !(std::io::stdin().is_terminal() && std::io::stdout().is_terminal()) {
+        return Err("demo --shell hands the guest's shell to a terminal: run it on one".into());
     }
+    let prepared = prepare()?;
+    println!(
+        "demo: L1 is Debian's riscv64 {KERNEL_RELEASE} kernel with kvm.ko, under QEMU (TCG, -M {}); rvvmm runs in it on /dev/kvm",
+        Mode::Aia.machine()
+    );
+    if what == Demo::Shell {
+        let command = format!(
+            "{} rvvmm.test=interactive\"",
+            plan::README_COMMAND.trim_end_matches('"')
+        );
+        println!("demo: in L1's /l2: $ {command}");
+        println!("demo: the guest's shell comes up on this terminal; 'exit' powers the guest off, Ctrl-A x quits rvvmm");
+        let body = format!(
+            "cd /l2 && PATH=/:$PATH setsid cttyhack {command}\necho \"demo: rvvmm exited with status $?\"\n"
+        );
+        return boot_l1_interactive(&prepared, Mode::Aia, &body);
+    }
+    let name = if what == Demo::Linux {
+        plan::README_CASE
+    } else {
+        "hello"
+    };
+    let case = plan::cases()
+        .into_iter()
+        .find(|c| c.name == name)
+        .ok_or(format!("the plan has no case {name}"))?;
+    match what {
+        Demo::Linux => println!("demo: in L1's /l2: $ {}", plan::README_COMMAND),
+        _ => println!("demo: in L1: $ {}", case.cmd.trim_start_matches('/')),
+    }
+    let log = boot_l1(&prepared, Mode::Aia, std::slice::from_ref(&case))?;
+    let ran = plan::parse_log(&log);
+    let Some((_, r)) = ran.iter().find(|(n, _)| n == name) else {
+        return Err("L1 did not run the demo; see target/lab/console-aia.log".into());
+    };
+    // The guest's console as the user would see it; the lab's own @@ markers left out.
+    for line in r.output.lines().filter(|l| !l.starts_with("@@")) {
+        println!("{}", line.trim_end_matches('\r'));
+    }
+    let verdict = plan::judge(&case, Mode::Aia, Some(r));
+    if verdict.pass {
+        println!("demo: rvvmm exited with status {}, as expected", r.rc);
+    } else {
+        println!("demo: not as expected: {}", verdict.detail);
+    }
+    Ok(verdict.pass)
 }
 
 pub(crate) fn prepare() -> Result<Prepared, String> {
@@ -235,20 +280,27 @@ pub(crate) fn prepare() -> Result<Prepared, String> {
     let busybox = read(&busybox_dir.join("usr/bin/busybox"))?;
     let chroot = ensure_qemu_chroot(&mirror, &cache)?;
 
-    eprintln!("lab: cross-building rvvmm for {RISCV_TARGET}");
+    let mut step = Step::start(format!("lab: cross-building for {RISCV_TARGET}"));
+    step.at("rvvmm");
     let rvvmm = cross_build(&["--package", "rvvmm", "--bin", "rvvmm"], "rvvmm")?;
     // The measuring build: cargo keeps both feature sets' artifacts, so a warm rebuild of
     // either is free; the uplifted binary is whichever was built last, hence read at once.
+    step.at("rvvmm --features exit-timing");
     let rvvmm_timing = cross_build(RVVMM_TIMING, "rvvmm")?;
+    step.at("bare-kvm, exec-timer");
     let bare_kvm = cross_build(
         &["--package", "bare-kvm", "--package", "exec-timer"],
         "bare-kvm",
     )?;
     let exec_timer =
         read(&paths::root().join(format!("target/{RISCV_TARGET}/release/exec-timer")))?;
+    step.at("xtask");
     let xtask = cross_build(&["--package", "xtask", "--bin", "xtask"], "xtask")?;
+    step.at("rvvmm's test executables");
     let test_executables = riscv64_test_executables(&work.join("tests"))?;
+    step.at("the test guests");
     let guests = build_guests(&work.join("guests"))?;
+    step.done("rvvmm, bare-kvm, exec-timer, xtask, tests, guests");
     let l2_initrd = l2_initramfs(&busybox, &l2_modules(&kernel_dir, &work)?);
     let disk_image = ext4_image(&work)?;
     let boot_disk = boot_disk(&work, &read(&image)?, &l2_initrd)?;
@@ -304,10 +356,11 @@ pub(crate) fn prepare_native(cases: Vec<String>) -> Result<crate::native::Option
         &fetch_pinned(&mirror, &UBOOT_DEB, &cache)?,
         &cache.join("u-boot"),
     )?;
-    eprintln!("lab: building rvvmm for this host");
+    let step = Step::start("lab: building rvvmm and the test guests for this host");
     cross_build(&["--package", "rvvmm", "--bin", "rvvmm"], "rvvmm")?;
     let rvvmm = paths::root().join(format!("target/{RISCV_TARGET}/release/rvvmm"));
     build_guests(&work.join("guests"))?;
+    step.done("");
     let image = read(&kernel_dir.join(format!("boot/vmlinux-{KERNEL_RELEASE}")))?;
     let initrd = l2_initramfs(
         &read(&busybox_dir.join("usr/bin/busybox"))?,
@@ -358,7 +411,6 @@ const RVVMM_TIMING: &[&str] = &[
 /// rvvmm's test executables (`cargo test --no-run`) for riscv64, stripped into `out`: the
 /// library's unit tests as `lib`, each tests/NAME.rs as `NAME`. Returns (name, bytes).
 fn riscv64_test_executables(out: &Path) -> Result<Vec<(String, Vec<u8>)>, String> {
-    eprintln!("lab: building rvvmm's test executables for {RISCV_TARGET}");
     let json = host::run_quiet(host::cargo().current_dir(paths::root()).args([
         "test",
         "--quiet",
@@ -431,18 +483,22 @@ pub(crate) fn build_baseline(rev: &str) -> Result<Vec<u8>, String> {
     let src = root.join("target/baseline/src");
     let _ = fs::remove_dir_all(&src);
     fs::create_dir_all(&src).map_err(|e| e.to_string())?;
-    eprintln!("lab: cross-building rvvmm at {rev} (the baseline) for {RISCV_TARGET}");
+    let step = Step::start(format!(
+        "lab: cross-building rvvmm at {rev} (the baseline) for {RISCV_TARGET}"
+    ));
     host::run_quiet(Command::new("sh").arg("-c").arg(format!(
         "git -C '{}' archive --format=tar '{rev}' | tar -x -C '{}'",
         root.display(),
         src.display()
     )))?;
-    cross_build_in(
+    let built = cross_build_in(
         &src,
         &root.join("target/baseline/target"),
         RVVMM_TIMING,
         "rvvmm",
-    )
+    )?;
+    step.done("");
+    Ok(built)
 }
 
 fn read(path: &Path) -> Result<Vec<u8>, String> {
@@ -469,7 +525,6 @@ fn fetch_pinned(mirror: &str, pin: &Pinned, cache: &Path) -> Result<PathBuf, Str
         eprintln!("lab: {name} in the cache has a wrong sha256; fetching it again");
         let _ = fs::remove_file(&dest);
     }
-    eprintln!("lab: fetching {name}");
     host::download(&format!("{mirror}/{}", pin.pool_path), &dest)?;
     let got = sha256_hex(&dest)?;
     if got != pin.sha256 {
@@ -515,14 +570,18 @@ fn ensure_qemu_chroot(mirror: &str, cache: &Path) -> Result<PathBuf, String> {
     if marker.exists() {
         return Ok(root);
     }
-    eprintln!("lab: making a Debian {QEMU_SUITE} chroot with QEMU (once; about a minute)");
+    let mut step = Step::start(format!(
+        "lab: making a Debian {QEMU_SUITE} chroot with QEMU (once; a few minutes)"
+    ));
     let _ = fs::remove_dir_all(&root);
+    step.at("debootstrap");
     host::run_quiet(
         Command::new("debootstrap")
             .args(["--variant=minbase", QEMU_SUITE])
             .arg(&root)
             .arg(mirror),
     )?;
+    step.at("apt-get install qemu-system-riscv");
     host::run_quiet(
         Command::new("chroot")
             .arg(&root)
@@ -541,6 +600,7 @@ fn ensure_qemu_chroot(mirror: &str, cache: &Path) -> Result<PathBuf, String> {
             .arg(&root)
             .args(["qemu-system-riscv64", "--version"]),
     )?;
+    step.done(version.lines().next().unwrap_or_default());
     fs::write(&marker, version).map_err(|e| e.to_string())?;
     Ok(root)
 }
@@ -713,8 +773,8 @@ fn qemu(chroot: &Path, machine: &str) -> Command {
     cmd
 }
 
-/// L1's /init: set up, load kvm.ko, run the plan, power off.
-fn init_script(cases: &[Case]) -> String {
+/// L1's /init: set up, load kvm.ko, run `body` (the plan's runner), power off.
+fn init_script(body: &str) -> String {
     format!(
         "#!/bin/busybox sh\n\
          /bin/busybox --install -s /bin\n\
@@ -724,15 +784,14 @@ fn init_script(cases: &[Case]) -> String {
          insmod /tun.ko || echo '@@LAB insmod tun.ko failed'\n\
          echo 160 > /proc/sys/vm/nr_hugepages; mkdir -p /dev/hugepages; mount -t hugetlbfs none /dev/hugepages\n\
          echo \"@@LAB kernel $(uname -r), $(grep -c ^processor /proc/cpuinfo) harts, $(grep -m1 ^isa /proc/cpuinfo)\"\n\
-         {}\
+         {body}\
          echo '@@LAB done'\n\
-         poweroff -f\n",
-        plan::runner(cases, "/tmp/case.out")
+         poweroff -f\n"
     )
 }
 
-fn initramfs(p: &Prepared, cases: &[Case]) -> Result<Vec<u8>, String> {
-    let init = init_script(cases);
+fn initramfs(p: &Prepared, cases: &[Case], body: &str) -> Result<Vec<u8>, String> {
+    let init = init_script(body);
     let image = read(&p.image)?;
     let scripts: Vec<(String, String)> = cases
         .iter()
@@ -814,12 +873,7 @@ fn initramfs(p: &Prepared, cases: &[Case]) -> Result<Vec<u8>, String> {
 /// Boots L1 once with `cases`; returns the console log. Fails if QEMU cannot start, or L1
 /// neither finishes nor powers off within [`L1_TIMEOUT`].
 pub(crate) fn boot_l1(p: &Prepared, mode: Mode, cases: &[Case]) -> Result<String, String> {
-    let lab_dir = p.chroot.join("lab");
-    fs::create_dir_all(&lab_dir).map_err(|e| e.to_string())?;
-    fs::copy(&p.image, lab_dir.join("Image"))
-        .map_err(|e| format!("cannot copy the kernel: {e}"))?;
-    let initrd_name = format!("initrd-{}.cpio", mode.name());
-    fs::write(lab_dir.join(&initrd_name), initramfs(p, cases)?).map_err(|e| e.to_string())?;
+    let mut qemu = l1_qemu(p, mode, cases, &plan::runner(cases, "/tmp/case.out"))?;
     let log_path = paths::work_dir().join(format!("console-{}.log", mode.name()));
     let log_file = fs::File::create(&log_path)
         .map_err(|e| format!("cannot create {}: {e}", log_path.display()))?;
@@ -829,23 +883,10 @@ pub(crate) fn boot_l1(p: &Prepared, mode: Mode, cases: &[Case]) -> Result<String
         mode.machine(),
         log_path.display()
     );
-    let mut child = qemu(&p.chroot, mode.machine())
-        .args([
-            "-display",
-            "none",
-            "-monitor",
-            "none",
-            "-serial",
-            "stdio",
-            "-no-reboot",
-        ])
-        .args([
-            "-kernel",
-            "/lab/Image",
-            "-initrd",
-            &format!("/lab/{initrd_name}"),
-        ])
-        .args(["-append", "console=ttyS0 quiet loglevel=1 panic=-1"])
+    let mut step = Step::start(format!("lab[{}]: L1, {} case(s)", mode.name(), cases.len()));
+    let mut watch = CaseWatch::new(&log_path, cases.len());
+    let mut child = qemu
+        .args(["-serial", "stdio"])
         .stdin(Stdio::null())
         .stdout(log_file)
         .stderr(Stdio::piped())
@@ -861,8 +902,10 @@ pub(crate) fn boot_l1(p: &Prepared, mode: Mode, cases: &[Case]) -> Result<String
             let _ = child.wait();
             break None;
         }
+        step.at(&watch.poll());
         std::thread::sleep(Duration::from_millis(200));
     };
+    step.done(&format!("{} case(s) ran", watch.started));
     let log = String::from_utf8_lossy(&read(&log_path)?).into_owned();
     let mut stderr = String::new();
     if let Some(mut e) = child.stderr.take() {
@@ -898,4 +941,126 @@ pub(crate) fn boot_l1(p: &Prepared, mode: Mode, cases: &[Case]) -> Result<String
         }
     }
     Ok(log)
+}
+
+/// QEMU booting L1 in `mode` with an initramfs whose init runs `body` (with `cases`' files);
+/// the caller adds the serial port.
+fn l1_qemu(p: &Prepared, mode: Mode, cases: &[Case], body: &str) -> Result<Command, String> {
+    let lab_dir = p.chroot.join("lab");
+    fs::create_dir_all(&lab_dir).map_err(|e| e.to_string())?;
+    fs::copy(&p.image, lab_dir.join("Image"))
+        .map_err(|e| format!("cannot copy the kernel: {e}"))?;
+    let initrd_name = format!("initrd-{}.cpio", mode.name());
+    fs::write(lab_dir.join(&initrd_name), initramfs(p, cases, body)?).map_err(|e| e.to_string())?;
+    let mut cmd = qemu(&p.chroot, mode.machine());
+    cmd.args(["-display", "none", "-monitor", "none", "-no-reboot"])
+        .args(["-kernel", "/lab/Image", "-initrd"])
+        .arg(format!("/lab/{initrd_name}"))
+        .args(["-append", "console=ttyS0 quiet loglevel=1 panic=-1"]);
+    Ok(cmd)
+}
+
+/// Boots L1 with its console on this terminal (Ctrl-C and Ctrl-A reach L1 and what runs
+/// there: QEMU's own signal and escape keys are off) and its init running `body`; returns when
+/// L1 powers off.
+fn boot_l1_interactive(p: &Prepared, mode: Mode, body: &str) -> Result<bool, String> {
+    let status = l1_qemu(p, mode, &[], body)?
+        .args([
+            "-chardev",
+            "stdio,id=console,signal=off",
+            "-serial",
+            "chardev:console",
+        ])
+        .status()
+        .map_err(|e| format!("cannot start QEMU: {e}"))?;
+    Ok(status.success())
+}
+
+/// Follows an L1 console log as it grows, for the progress line: which case runs now.
+struct CaseWatch {
+    file: Option<fs::File>,
+    /// The last partial line read.
+    pending: Vec<u8>,
+    total: usize,
+    /// Cases started so far, the one running and since when.
+    started: usize,
+    current: Option<(String, Instant)>,
+}
+
+impl CaseWatch {
+    fn new(log: &Path, total: usize) -> CaseWatch {
+        CaseWatch {
+            file: fs::File::open(log).ok(),
+            pending: Vec::new(),
+            total,
+            started: 0,
+            current: None,
+        }
+    }
+
+    /// Reads what the log gained; says what L1 is doing.
+    fn poll(&mut self) -> String {
+        use std::io::Read;
+        let mut chunk = Vec::new();
+        if let Some(f) = &mut self.file {
+            let _ = f.read_to_end(&mut chunk);
+        }
+        self.feed(&chunk);
+        match &self.current {
+            Some((name, since)) => format!(
+                "case {}/{} {name} ({} s)",
+                self.started,
+                self.total,
+                since.elapsed().as_secs()
+            ),
+            None if self.started == 0 => "booting L1".into(),
+            None => format!("{}/{} cases ran; powering off", self.started, self.total),
+        }
+    }
+
+    fn feed(&mut self, chunk: &[u8]) {
+        self.pending.extend_from_slice(chunk);
+        while let Some(end) = self.pending.iter().position(|&b| b == b'\n') {
+            let line: Vec<u8> = self.pending.drain(..=end).collect();
+            let line = String::from_utf8_lossy(&line);
+            if let Some(name) = line.trim_end().strip_prefix("@@CASE ") {
+                self.started += 1;
+                self.current = Some((name.to_string(), Instant::now()));
+            } else if line.contains("@@END ") || line.contains("@@LAB done") {
+                self.current = None;
+            }
+        }
+        // A guest may print without newlines for long: keep the tail only.
+        if self.pending.len() > 4096 {
+            let cut = self.pending.len() - 4096;
+            self.pending.drain(..cut);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_case_watch_follows_markers_across_partial_reads() {
+        let mut w = CaseWatch {
+            file: None,
+            pending: Vec::new(),
+            total: 3,
+            started: 0,
+            current: None,
+        };
+        assert_eq!(w.poll(), "booting L1");
+        w.feed(b"@@LAB kernel x\n@@CA");
+        assert_eq!(w.started, 0);
+        w.feed(b"SE hello\nguest says hi\n");
+        assert!(w.poll().starts_with("case 1/3 hello ("));
+        w.feed(b"no newline from the guest@@END hello rc=0 s=1\n@@CASE smp\n");
+        assert!(w.poll().starts_with("case 2/3 smp ("));
+        w.feed(&[b'x'; 10_000]);
+        assert!(w.pending.len() <= 4096);
+        w.feed(b"\n@@END smp rc=0 s=2\n");
+        assert_eq!(w.poll(), "2/3 cases ran; powering off");
+    }
 }

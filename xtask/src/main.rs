@@ -8,7 +8,10 @@
 //!                             the plan on this riscv64 host's KVM (prebuilt artifacts: no
 //!                             cargo needed)
 //! cargo xtask image           the riscv64 container image (Dockerfile), built and checked
-//! cargo xtask demo            boot L1 once and run the hello guest on real KVM
+//! cargo xtask demo [--shell | --hello]
+//!                             boot L1 once and run the README's first command there: Linux
+//!                             from QEMU's dtb (--shell: its shell on this terminal; --hello:
+//!                             the bare-metal hello guest, the quick check)
 //! cargo xtask bench [--mode M] [--reps N] [--lkvm PATH] [--only PARTS] [--baseline REV]
 //!                             rvvmm's overhead against a bare KVM loop and kvmtool
 //! cargo xtask fuzz [--time SECONDS] [TARGET]...
@@ -20,6 +23,7 @@
 //! Everything it needs is installed or fetched here and cached (see [`paths::cache_dir`]).
 
 mod bench;
+mod chart;
 mod cpio;
 mod fuzz;
 mod host;
@@ -29,13 +33,14 @@ mod mode;
 mod native;
 mod paths;
 mod plan;
+mod progress;
 
 use std::process::ExitCode;
 
 use mode::Mode;
 
 const USAGE: &str = "usage: cargo xtask <test | lab [--mode plic|aia|both] [--case NAME]... \
-     | lab --native [--rvvmm PATH --guests DIR [--l2 DIR]] [--case NAME]... | demo | image \
+     | lab --native [--rvvmm PATH --guests DIR [--l2 DIR]] [--case NAME]... | demo [--shell | --hello] | image \
      | bench [--mode plic|aia|both] [--reps N] [--lkvm PATH] [--only exits,boot,blk,startup,idle] \
      [--baseline REV] | fuzz [--time SECONDS] [TARGET]...>";
 
@@ -48,7 +53,15 @@ fn main() -> ExitCode {
             Lab::Native(opts) => native::run(&opts),
             Lab::NativeBuilt(cases) => lab::prepare_native(cases).and_then(|o| native::run(&o)),
         }),
-        Some("demo") => lab::demo(),
+        Some("demo") => match args.get(1..).unwrap_or_default() {
+            [] => lab::demo(lab::Demo::Linux),
+            [flag] if flag == "--shell" => lab::demo(lab::Demo::Shell),
+            [flag] if flag == "--hello" => lab::demo(lab::Demo::Hello),
+            _ => {
+                eprintln!("{USAGE}");
+                return ExitCode::from(2);
+            }
+        },
         Some("image") => image::run(),
         Some("bench") => parse_bench_args(&args[1..]).and_then(|o| bench::run(&o)),
         Some("fuzz") => fuzz::parse_args(&args[1..]).and_then(|(s, t)| fuzz::run(s, &t)),
