@@ -62,6 +62,12 @@ interactive)
     echo "rvvmm guest: a shell on the guest's console; 'exit' or Ctrl-D powers the guest off"
     setsid cttyhack sh -l
     ;;
+console-flood)
+    # 1 MiB to the console, whoever reads it (the flood cases leave rvvmm's stdout unread),
+    # then power off: the writes must end.
+    head -c 1048576 /dev/zero | tr '\0' 'x'
+    echo
+    ;;
 disk-write)
     mkdir -p /mnt
     if mount -t ext4 /dev/vda /mnt; then

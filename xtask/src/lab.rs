@@ -81,6 +81,8 @@ const GUESTS: &[(&str, &str, &str)] = &[
 
 /// Everything a boot of L1 needs, ready on disk.
 pub(crate) struct Prepared {
+    /// This tree's target/lab, held for the whole run (see [`lock_work_dir`]).
+    _lock: fs::File,
     image: PathBuf,
     /// The L2 guest's initramfs (busybox + resources/lab/l2-init.sh).
     l2_initrd: Vec<u8>,
@@ -257,6 +259,7 @@ pub(crate) fn prepare() -> Result<Prepared, String> {
     for dir in [&cache, &work] {
         fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
     }
+    let lock = lock_work_dir(&work)?;
     let mirror = host::debian_mirror()?;
     let kernel_deb = fetch_pinned(&mirror, &KERNEL_DEB, &cache)?;
     let busybox_deb = fetch_pinned(&mirror, &BUSYBOX_DEB, &cache)?;
@@ -320,6 +323,7 @@ pub(crate) fn prepare() -> Result<Prepared, String> {
         lkvm: None,
         baseline_timing: None,
         image,
+        _lock: lock,
         l2_initrd,
         qemu_dtb,
         busybox,
@@ -329,6 +333,23 @@ pub(crate) fn prepare() -> Result<Prepared, String> {
         guests,
         chroot,
     })
+}
+
+/// Takes target/lab for this run: two lab, bench or demo runs in one tree would write the
+/// same initramfs and console logs (a demo started during a bench once emptied the bench's
+/// console log under it).
+fn lock_work_dir(work: &Path) -> Result<fs::File, String> {
+    let path = work.join(".lock");
+    let file =
+        fs::File::create(&path).map_err(|e| format!("cannot create {}: {e}", path.display()))?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(fs::TryLockError::WouldBlock) => Err(format!(
+            "another cargo xtask lab, bench or demo is running in this tree (it holds {}); wait for it, or run from another clone",
+            path.display()
+        )),
+        Err(fs::TryLockError::Error(e)) => Err(format!("cannot lock {}: {e}", path.display())),
+    }
 }
 
 /// What the native runner needs on a riscv64 host with cargo: rvvmm and the guests built
@@ -1041,6 +1062,21 @@ impl CaseWatch {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_second_run_in_the_same_tree_is_refused() {
+        let dir = std::env::temp_dir().join(format!("rvvmm-xtask-lock-{}", std::process::id()));
+        fs::create_dir_all(&dir).unwrap();
+        let first = lock_work_dir(&dir).unwrap();
+        let second = lock_work_dir(&dir).unwrap_err();
+        assert!(
+            second.contains("another cargo xtask lab, bench or demo"),
+            "{second}"
+        );
+        drop(first);
+        lock_work_dir(&dir).unwrap();
+        let _ = fs::remove_dir_all(&dir);
+    }
 
     #[test]
     fn the_case_watch_follows_markers_across_partial_reads() {

@@ -69,7 +69,7 @@ impl Step {
             None if self.last_line.elapsed() >= PLAIN_EVERY => {
                 self.last_line = Instant::now();
                 eprintln!(
-                    "{}: {detail} ({} s)",
+                    "{}: {detail}; {} s so far",
                     self.what,
                     self.started.elapsed().as_secs()
                 );

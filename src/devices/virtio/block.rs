@@ -15,9 +15,12 @@ use std::path::{Path, PathBuf};
 use virtio_queue::{DescriptorChain, Queue};
 use vm_memory::{GuestAddress, GuestMemoryBackend, GuestMemoryMmap};
 
-use super::{device_id, drain_queue, read_config_bytes, QueueOutcome, VirtioDevice};
+use super::{
+    device_id, drain_queue_costed, read_config_bytes, QueueOutcome, VirtioDevice, PASS_BUDGET,
+};
 
 const SECTOR: u64 = 512;
+const VIRTIO_BLK_F_SIZE_MAX: u64 = 1 << 1;
 const VIRTIO_BLK_F_SEG_MAX: u64 = 1 << 2;
 const VIRTIO_BLK_F_RO: u64 = 1 << 5;
 const VIRTIO_BLK_F_FLUSH: u64 = 1 << 9;
@@ -41,11 +44,27 @@ const S_UNSUPP: u8 = 2;
 const CHUNK: usize = 128 * 1024;
 /// Segments per request the driver may use (config `seg_max`).
 const SEG_MAX: u32 = 126;
+/// Largest data segment the driver may use (config `size_max`): with [`SEG_MAX`] it bounds
+/// what Linux puts in one request (126 MiB, when its max_sectors_kb is raised that far).
+const SIZE_MAX: u32 = 1 << 20;
+/// Most data one read or write may carry; a larger one gets an I/O error, so one request
+/// holds the device thread for a bounded time. Above what SEG_MAX x SIZE_MAX lets Linux send,
+/// and above one ext4 extent (128 MiB), which a bootloader may read as one request without
+/// having negotiated SIZE_MAX (U-Boot does).
+const MAX_REQUEST_BYTES: usize = 256 << 20;
+/// Bytes one pass of the device thread moves for this disk (at least one request's) before
+/// the other devices and the console's input get their turn.
+const PASS_BYTES: u64 = 64 << 20;
 /// Length of the GET_ID string.
 const ID_LEN: usize = 20;
-/// Most sectors one discard or write-zeroes segment may cover, and most segments a request.
+/// Most sectors one discard segment may cover, and most segments a request (a discard only
+/// deallocates: 32 GiB of it is a metadata operation).
 const MAX_RANGE_SECTORS: u32 = 1 << 22;
 const MAX_RANGE_SEGS: u32 = 16;
+/// The same for write-zeroes, which may have to write the zeros where the file system cannot
+/// zero a range in place: one segment of at most [`MAX_REQUEST_BYTES`].
+const MAX_ZEROES_SECTORS: u32 = (MAX_REQUEST_BYTES as u64 / SECTOR) as u32;
+const MAX_ZEROES_SEGS: u32 = 1;
 /// Discard granularity in sectors (the host's page).
 const DISCARD_ALIGNMENT: u32 = 8;
 
@@ -143,14 +162,15 @@ impl Block {
         id[..n].copy_from_slice(&text.as_bytes()[..n]);
         let mut config = vec![0u8; 64];
         config[0..8].copy_from_slice(&sectors.to_le_bytes()); // capacity
+        config[8..12].copy_from_slice(&SIZE_MAX.to_le_bytes()); // size_max
         config[12..16].copy_from_slice(&SEG_MAX.to_le_bytes()); // seg_max
                                                                 // discard: max_discard_sectors (36), max_discard_seg (40), discard_sector_alignment (44)
         config[36..40].copy_from_slice(&MAX_RANGE_SECTORS.to_le_bytes());
         config[40..44].copy_from_slice(&MAX_RANGE_SEGS.to_le_bytes());
         config[44..48].copy_from_slice(&DISCARD_ALIGNMENT.to_le_bytes());
         // write-zeroes: max_write_zeroes_sectors (48), max_write_zeroes_seg (52), may_unmap (56)
-        config[48..52].copy_from_slice(&MAX_RANGE_SECTORS.to_le_bytes());
-        config[52..56].copy_from_slice(&MAX_RANGE_SEGS.to_le_bytes());
+        config[48..52].copy_from_slice(&MAX_ZEROES_SECTORS.to_le_bytes());
+        config[52..56].copy_from_slice(&MAX_ZEROES_SEGS.to_le_bytes());
         config[56] = 1;
         Ok(Block {
             file,
@@ -164,29 +184,31 @@ impl Block {
         })
     }
 
-    /// Handles one request; returns the bytes written into the chain (data + status).
+    /// Handles one request; returns the bytes written into the chain (data + status) and the
+    /// bytes of disk it covered (its cost in the pass's budget).
     fn request(
         &mut self,
         memory: &GuestMemoryMmap,
         chain: DescriptorChain<&GuestMemoryMmap>,
-    ) -> u32 {
+    ) -> (u32, u64) {
         let mut reader = match chain.clone().reader(memory) {
             Ok(r) => r,
-            Err(_) => return 0,
+            Err(_) => return (0, 0),
         };
         let mut writer = match chain.clone().writer(memory) {
             Ok(w) => w,
-            Err(_) => return 0,
+            Err(_) => return (0, 0),
         };
         // The last writable byte is the status.
         let avail = writer.available_bytes();
         if avail == 0 {
-            return 0;
+            return (0, 0);
         }
         let mut status_writer = match writer.split_at(avail - 1) {
             Ok(s) => s,
-            Err(_) => return 0,
+            Err(_) => return (0, 0),
         };
+        let mut cost = 0u64;
         let mut header = [0u8; 16];
         // Bytes a read put straight into guest memory (not through `writer`).
         let mut direct_read = 0;
@@ -201,6 +223,7 @@ impl Block {
                 T_IN | T_OUT => {
                     let (status, read) = self.transfer(memory, &chain, kind, sector);
                     direct_read = read;
+                    cost = read as u64 + if kind == T_OUT { data_out } else { 0 };
                     if status == S_OK && kind == T_IN {
                         self.stats.read_ops += 1;
                         self.stats.read_bytes += read as u64;
@@ -210,22 +233,23 @@ impl Block {
                     }
                     status
                 }
-                _ => self.execute(kind, &mut reader, &mut writer),
+                _ => self.execute(kind, &mut reader, &mut writer, &mut cost),
             }
         };
         let data = (writer.bytes_written() + direct_read) as u32;
         if status_writer.write_all(&[status]).is_err() {
-            return data;
+            return (data, cost);
         }
-        data + 1
+        (data + 1, cost)
     }
 
-    /// Every request but reads and writes.
+    /// Every request but reads and writes; adds the bytes it wrote to the disk to `cost`.
     fn execute(
         &mut self,
         kind: u32,
         reader: &mut virtio_queue::Reader<'_>,
         writer: &mut virtio_queue::Writer<'_>,
+        cost: &mut u64,
     ) -> u8 {
         match kind {
             T_FLUSH => match self.file.sync_data() {
@@ -243,25 +267,36 @@ impl Block {
                 Ok(()) => S_OK,
                 Err(_) => S_IOERR,
             },
-            T_WRITE_ZEROES => self.ranges(reader, |file, offset, len, flags| {
-                if flags & !WRITE_ZEROES_UNMAP != 0 {
-                    return Ok(S_UNSUPP);
-                }
-                if flags & WRITE_ZEROES_UNMAP != 0 && punch_hole(file, offset, len).is_ok() {
-                    return Ok(S_OK);
-                }
-                write_zeros(file, offset, len).map(|_| S_OK)
-            }),
-            T_DISCARD => self.ranges(reader, |file, offset, len, flags| {
-                if flags != 0 {
-                    return Ok(S_UNSUPP);
-                }
-                // A hint: where the file system cannot punch holes, the data simply stays.
-                if let Err(e) = punch_hole(file, offset, len) {
-                    log::debug!("virtio-blk: discard not done: {e}");
-                }
-                Ok(S_OK)
-            }),
+            T_WRITE_ZEROES => {
+                let limits = (MAX_ZEROES_SECTORS, MAX_ZEROES_SEGS);
+                self.ranges(reader, limits, |file, offset, len, flags| {
+                    if flags & !WRITE_ZEROES_UNMAP != 0 {
+                        return Ok(S_UNSUPP);
+                    }
+                    if flags & WRITE_ZEROES_UNMAP != 0 && punch_hole(file, offset, len).is_ok() {
+                        return Ok(S_OK);
+                    }
+                    if zero_range(file, offset, len).is_ok() {
+                        return Ok(S_OK);
+                    }
+                    *cost += len;
+                    write_zeros(file, offset, len).map(|_| S_OK)
+                })
+            }
+            T_DISCARD => self.ranges(
+                reader,
+                (MAX_RANGE_SECTORS, MAX_RANGE_SEGS),
+                |file, offset, len, flags| {
+                    if flags != 0 {
+                        return Ok(S_UNSUPP);
+                    }
+                    // A hint: where the file system cannot punch holes, the data simply stays.
+                    if let Err(e) = punch_hole(file, offset, len) {
+                        log::debug!("virtio-blk: discard not done: {e}");
+                    }
+                    Ok(S_OK)
+                },
+            ),
             _ => S_UNSUPP,
         }
     }
@@ -277,8 +312,18 @@ impl Block {
         sector: u64,
     ) -> (u8, usize) {
         let read = kind == T_IN;
-        let Some((mut iovecs, len)) = data_iovecs(memory, chain, read) else {
-            return (S_IOERR, 0);
+        let (mut iovecs, len) = match data_iovecs(memory, chain, read) {
+            Ok(data) => data,
+            Err(DataError::OutsideRam) => return (S_IOERR, 0),
+            Err(DataError::TooLarge) => {
+                crate::guest_warn!(
+                    "virtio-blk: the guest sent a {} of more than {} MiB in one request (size_max is {} KiB, seg_max {SEG_MAX}); it sees an I/O error",
+                    if read { "read" } else { "write" },
+                    MAX_REQUEST_BYTES >> 20,
+                    SIZE_MAX >> 10
+                );
+                return (S_IOERR, 0);
+            }
         };
         let len = len as u64;
         if !len.is_multiple_of(SECTOR)
@@ -304,13 +349,19 @@ impl Block {
 
     /// Runs `op(file, offset, len, flags)` on each segment of a discard or write-zeroes
     /// request: (sector u64, num_sectors u32, flags u32), checked against the disk and the
-    /// limits in the config space. The first status other than OK ends the request.
-    fn ranges<F>(&mut self, reader: &mut virtio_queue::Reader<'_>, mut op: F) -> u8
+    /// `(sectors a segment, segments)` limits in the config space. The first status other
+    /// than OK ends the request.
+    fn ranges<F>(
+        &mut self,
+        reader: &mut virtio_queue::Reader<'_>,
+        (max_sectors, max_segs): (u32, u32),
+        mut op: F,
+    ) -> u8
     where
         F: FnMut(&File, u64, u64, u32) -> std::io::Result<u8>,
     {
         let count = reader.available_bytes() / 16;
-        if count == 0 || count > MAX_RANGE_SEGS as usize {
+        if count == 0 || count > max_segs as usize {
             return S_IOERR;
         }
         for _ in 0..count {
@@ -321,7 +372,7 @@ impl Block {
             let sector = u64::from_le_bytes(seg[0..8].try_into().unwrap());
             let sectors = u32::from_le_bytes(seg[8..12].try_into().unwrap());
             let flags = u32::from_le_bytes(seg[12..16].try_into().unwrap());
-            if sectors > MAX_RANGE_SECTORS
+            if sectors > max_sectors
                 || sector
                     .checked_add(u64::from(sectors))
                     .is_none_or(|end| end > self.sectors)
@@ -350,45 +401,62 @@ impl Block {
     }
 }
 
+/// Why a request's data cannot be used.
+#[derive(Debug, PartialEq, Eq)]
+enum DataError {
+    /// Some of it lies outside guest RAM.
+    OutsideRam,
+    /// More than [`MAX_REQUEST_BYTES`].
+    TooLarge,
+}
+
 /// The guest memory holding a request's data, as iovecs, and its length: for a read
 /// (`writable`), every device-writable byte but the last (the status); for a write, every
-/// device-readable byte after the 16-byte header. None if any of it is outside guest RAM.
+/// device-readable byte after the 16-byte header.
 fn data_iovecs(
     memory: &GuestMemoryMmap,
     chain: &DescriptorChain<&GuestMemoryMmap>,
     writable: bool,
-) -> Option<(Vec<libc::iovec>, usize)> {
+) -> Result<(Vec<libc::iovec>, usize), DataError> {
+    // The data's (address, length) pieces. The chain iterator stops after the queue size's
+    // worth of descriptors, so this ends.
+    let pieces = || {
+        let mut skip = if writable { 0 } else { 16 };
+        chain
+            .clone()
+            .filter(move |desc| desc.is_write_only() == writable)
+            .filter_map(move |desc| {
+                let (addr, len) = (desc.addr().0, desc.len() as usize);
+                let s = skip.min(len);
+                skip -= s;
+                (len > s).then(|| (addr + s as u64, len - s))
+            })
+    };
+    // The size first, before any of it is looked up (the status byte may be in it: + 1).
+    let mut total = pieces().fold(0usize, |t, (_, len)| t.saturating_add(len));
+    if total > MAX_REQUEST_BYTES + usize::from(writable) {
+        return Err(DataError::TooLarge);
+    }
     let mut iovecs = Vec::with_capacity(SEG_MAX as usize + 2);
-    let mut skip = if writable { 0 } else { 16 };
-    let mut total = 0usize;
-    // The chain iterator stops after the queue size's worth of descriptors, so a loop ends.
-    for desc in chain.clone() {
-        if desc.is_write_only() != writable {
-            continue;
-        }
-        let (mut addr, mut len) = (desc.addr().0, desc.len() as usize);
-        let s = skip.min(len);
-        (addr, len, skip) = (addr + s as u64, len - s, skip - s);
-        if len == 0 {
-            continue;
-        }
-        let slice = memory.get_slice(GuestAddress(addr), len).ok()?;
+    for (addr, len) in pieces() {
+        let slice = memory
+            .get_slice(GuestAddress(addr), len)
+            .map_err(|_| DataError::OutsideRam)?;
         iovecs.push(libc::iovec {
             iov_base: slice.ptr_guard_mut().as_ptr().cast(),
             iov_len: len,
         });
-        total = total.checked_add(len)?;
     }
     if writable {
         // The status byte is the chain's last writable byte.
-        total = total.checked_sub(1)?;
-        let last = iovecs.last_mut()?;
+        total = total.checked_sub(1).ok_or(DataError::OutsideRam)?;
+        let last = iovecs.last_mut().ok_or(DataError::OutsideRam)?;
         last.iov_len -= 1;
         if last.iov_len == 0 {
             iovecs.pop();
         }
     }
-    Some((iovecs, total))
+    Ok((iovecs, total))
 }
 
 /// preadv/pwritev of all of `iovecs` at `offset`, going on after short transfers.
@@ -449,12 +517,23 @@ fn rw_all(
 
 /// Deallocates `len` bytes at `offset` (reads give zeros after), keeping the file's size.
 fn punch_hole(file: &File, offset: u64, len: u64) -> std::io::Result<()> {
+    fallocate(file, libc::FALLOC_FL_PUNCH_HOLE, offset, len)
+}
+
+/// Zeroes `len` bytes at `offset` in place, keeping them allocated (a metadata operation where
+/// the file system can: ext4, XFS).
+fn zero_range(file: &File, offset: u64, len: u64) -> std::io::Result<()> {
+    fallocate(file, libc::FALLOC_FL_ZERO_RANGE, offset, len)
+}
+
+/// fallocate(`mode` | KEEP_SIZE) of `len` bytes at `offset`.
+fn fallocate(file: &File, mode: libc::c_int, offset: u64, len: u64) -> std::io::Result<()> {
     use std::os::fd::AsRawFd;
     // SAFETY: fallocate on our own fd with plain integer arguments.
     let rc = unsafe {
         libc::fallocate(
             file.as_raw_fd(),
-            libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE,
+            mode | libc::FALLOC_FL_KEEP_SIZE,
             offset as libc::off_t,
             len as libc::off_t,
         )
@@ -487,7 +566,7 @@ impl VirtioDevice for Block {
     }
 
     fn features(&self) -> u64 {
-        let mut f = VIRTIO_BLK_F_FLUSH | VIRTIO_BLK_F_SEG_MAX;
+        let mut f = VIRTIO_BLK_F_FLUSH | VIRTIO_BLK_F_SEG_MAX | VIRTIO_BLK_F_SIZE_MAX;
         if self.readonly {
             f |= VIRTIO_BLK_F_RO;
         } else {
@@ -518,7 +597,9 @@ impl VirtioDevice for Block {
         let (Some(mut queue), Some(memory)) = (self.queue.take(), self.memory.clone()) else {
             return QueueOutcome::Idle;
         };
-        let outcome = drain_queue(&mut queue, &memory, |chain| self.request(&memory, chain));
+        let outcome = drain_queue_costed(&mut queue, &memory, PASS_BUDGET, PASS_BYTES, |chain| {
+            self.request(&memory, chain)
+        });
         self.queue = Some(queue);
         outcome
     }
@@ -717,6 +798,98 @@ mod tests {
                 "kind {kind} sector {sector} flags {flags}"
             );
             assert_eq!(&std::fs::read(&path).unwrap()[512..517], b"hello");
+        }
+    }
+
+    /// One request's data is bounded: the driver is told (size_max, seg_max), and a chain
+    /// carrying more than MAX_REQUEST_BYTES is refused before any of it is looked up or read.
+    #[test]
+    fn requests_are_bounded_and_the_driver_is_told() {
+        let (blk, mem, _) = active("bounds", false);
+        assert_ne!(blk.features() & VIRTIO_BLK_F_SIZE_MAX, 0);
+        let mut config = [0u8; 8];
+        blk.read_config(8, &mut config);
+        assert_eq!(
+            u32::from_le_bytes(config[..4].try_into().unwrap()),
+            SIZE_MAX
+        );
+        assert_eq!(u32::from_le_bytes(config[4..].try_into().unwrap()), SEG_MAX);
+        blk.read_config(48, &mut config);
+        assert_eq!(
+            u64::from(u32::from_le_bytes(config[..4].try_into().unwrap())) * SECTOR,
+            MAX_REQUEST_BYTES as u64
+        );
+        assert_eq!(u32::from_le_bytes(config[4..].try_into().unwrap()), 1);
+
+        fn chain<'a>(
+            mem: &'a GuestMemoryMmap,
+            descs: &[(u64, u32, u16, u16)],
+        ) -> DescriptorChain<&'a GuestMemoryMmap> {
+            use virtio_queue::QueueOwnedT;
+            publish(mem, descs, &[0]);
+            let mut q = queue();
+            let c = q.iter(mem).unwrap().next().unwrap();
+            c
+        }
+        let big = MAX_REQUEST_BYTES as u32 / 2;
+        // Two halves and one byte more (the status is the last writable byte): too large,
+        // though none of it is in RAM.
+        let c = chain(
+            &mem,
+            &[
+                (HDR, 16, F_NEXT, 1),
+                (0x1_0000_0000, big, F_WRITE | F_NEXT, 2),
+                (0x2_0000_0000, big + 512, F_WRITE | F_NEXT, 3),
+                (STATUS, 1, F_WRITE, 0),
+            ],
+        );
+        assert_eq!(data_iovecs(&mem, &c, true).err(), Some(DataError::TooLarge));
+        // Exactly the limit: only its place outside RAM is wrong.
+        let c = chain(
+            &mem,
+            &[
+                (HDR, 16, F_NEXT, 1),
+                (0x1_0000_0000, big, F_WRITE | F_NEXT, 2),
+                (0x2_0000_0000, big, F_WRITE | F_NEXT, 3),
+                (STATUS, 1, F_WRITE, 0),
+            ],
+        );
+        assert_eq!(
+            data_iovecs(&mem, &c, true).err(),
+            Some(DataError::OutsideRam)
+        );
+        // A write the same: the header is not data.
+        let c = chain(
+            &mem,
+            &[
+                (HDR, 16, F_NEXT, 1),
+                (0x1_0000_0000, big, F_NEXT, 2),
+                (0x2_0000_0000, big + 1, F_NEXT, 3),
+                (STATUS, 1, F_WRITE, 0),
+            ],
+        );
+        assert_eq!(
+            data_iovecs(&mem, &c, false).err(),
+            Some(DataError::TooLarge)
+        );
+
+        // Write-zeroes: one segment, of at most MAX_ZEROES_SECTORS.
+        for (segs, sectors) in [(1, MAX_ZEROES_SECTORS + 1), (2, 1)] {
+            let (mut blk, mem, _) = active("zeroes-bounds", false);
+            let mut segs_bytes = Vec::new();
+            for _ in 0..segs {
+                let mut seg = [0u8; 16];
+                seg[8..12].copy_from_slice(&sectors.to_le_bytes());
+                segs_bytes.extend_from_slice(&seg);
+            }
+            mem.write_slice(&segs_bytes, GuestAddress(BUF)).unwrap();
+            request(&mem, T_WRITE_ZEROES, 0, segs_bytes.len() as u32, 0);
+            blk.process_queue(0);
+            assert_eq!(
+                status(&mem),
+                S_IOERR,
+                "{segs} segment(s) of {sectors} sectors"
+            );
         }
     }
 

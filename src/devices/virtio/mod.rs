@@ -134,34 +134,50 @@ pub fn drain_queue_within<F>(
 where
     F: FnMut(virtio_queue::DescriptorChain<&GuestMemoryMmap>) -> u32,
 {
+    drain_queue_costed(queue, memory, budget, u64::MAX, |chain| (handle(chain), 0))
+}
+
+/// [`drain_queue_within`] for a device whose chains differ in cost (a disk's bytes): `handle`
+/// returns the bytes written into the chain and the chain's cost, and the pass ends once the
+/// costs reach `cost_budget` (at least one chain is always served).
+pub fn drain_queue_costed<F>(
+    queue: &mut Queue,
+    memory: &GuestMemoryMmap,
+    budget: usize,
+    cost_budget: u64,
+    mut handle: F,
+) -> QueueOutcome
+where
+    F: FnMut(virtio_queue::DescriptorChain<&GuestMemoryMmap>) -> (u32, u64),
+{
     let mut used = false;
-    let mut taken = 0usize;
+    let (mut taken, mut cost) = (0usize, 0u64);
     loop {
-        // Only what the budget allows is taken off the avail ring (the iterator moves
-        // next_avail as it goes); the rest stays there for the next pass.
-        let chains: Vec<_> = match queue.iter(memory) {
-            Ok(iter) => iter.take(budget - taken).collect(),
+        if taken >= budget || cost >= cost_budget {
+            if queue_has_more(queue, memory) {
+                return QueueOutcome::Yielded;
+            }
+            break;
+        }
+        // One chain at a time off the avail ring (the iterator moves next_avail as it
+        // goes): what the budget does not reach stays there for the next pass.
+        let chain = match queue.iter(memory) {
+            Ok(mut iter) => iter.next(),
             Err(e) => {
                 crate::guest_warn!("virtio: malformed avail ring: {e}");
                 return QueueOutcome::Broken;
             }
         };
-        if chains.is_empty() {
-            if taken >= budget && queue_has_more(queue, memory) {
-                return QueueOutcome::Yielded;
-            }
-            break;
+        let Some(chain) = chain else { break };
+        taken += 1;
+        let head = chain.head_index();
+        let (len, chain_cost) = handle(chain);
+        cost = cost.saturating_add(chain_cost);
+        if let Err(e) = queue.add_used(memory, head, len) {
+            crate::guest_warn!("virtio: cannot return descriptor {head}: {e}");
+            return QueueOutcome::Broken;
         }
-        for chain in chains {
-            taken += 1;
-            let head = chain.head_index();
-            let len = handle(chain);
-            if let Err(e) = queue.add_used(memory, head, len) {
-                crate::guest_warn!("virtio: cannot return descriptor {head}: {e}");
-                return QueueOutcome::Broken;
-            }
-            used = true;
-        }
+        used = true;
     }
     QueueOutcome::used_if(used)
 }
@@ -274,6 +290,36 @@ mod tests {
             drain_queue_within(&mut q, &mem, 2, |_| 8),
             QueueOutcome::Idle
         );
+    }
+
+    /// A costed pass ends once its chains' costs reach the budget (the chain that crosses it
+    /// is served whole); the rest waits on the ring.
+    #[test]
+    fn a_costed_pass_stops_at_its_cost_budget() {
+        let mem = memory();
+        let mut q = queue();
+        publish(
+            &mem,
+            &[
+                (DATA, 8, F_WRITE, 0),
+                (DATA, 8, F_WRITE, 0),
+                (DATA, 8, F_WRITE, 0),
+            ],
+            &[0, 1, 2],
+        );
+        let mut seen = Vec::new();
+        let pass = |q: &mut Queue, seen: &mut Vec<u16>| {
+            drain_queue_costed(q, &mem, 256, 64, |c| {
+                seen.push(c.head_index());
+                (8, 40)
+            })
+        };
+        assert_eq!(pass(&mut q, &mut seen), QueueOutcome::Yielded);
+        assert_eq!(seen, [0, 1]);
+        assert_eq!(used(&mem).0, 2);
+        assert_eq!(pass(&mut q, &mut seen), QueueOutcome::Used);
+        assert_eq!(seen, [0, 1, 2]);
+        assert_eq!(pass(&mut q, &mut seen), QueueOutcome::Idle);
     }
 
     #[test]
