@@ -361,21 +361,28 @@ fn startup_samples(output: &str) -> Vec<Sample> {
 const BLK_MIB: u64 = 256;
 
 /// virtio-blk sequential read of a file in L1's RAM: the guest's `dd` of the whole disk
-/// through rvvmm, against `dd` of the same file directly in L1 (four times over, so that the
-/// 10 ms clock of /proc/uptime resolves it).
-fn blk_case(reps: usize) -> Case {
+/// through rvvmm (and, with `lkvm`, through kvmtool: the same guest, RAM, vCPU and file, its
+/// disk on virtio-mmio as rvvmm's), against `dd` of the same file directly in L1 (four times
+/// over, so that the 10 ms clock of /proc/uptime resolves it).
+fn blk_case(reps: usize, lkvm: bool) -> Case {
+    let guest = "console=ttyS0 quiet rvvmm.test=blk-read";
     let body = format!(
-        "if [ $v = direct ]; then\n\
-         t0=$(cut -d' ' -f1 /proc/uptime); for i in 1 2 3 4; do dd if=/tmp/blk.img of=/dev/null bs=1M 2>/dev/null; done; t1=$(cut -d' ' -f1 /proc/uptime)\n\
-         echo \"@@BLK direct $r $(awk \"BEGIN {{ print ($t1 - $t0) / 4 }}\")\"\n\
-         else\n\
-         /rvvmm --kernel /l2/Image --initrd /l2/initrd.cpio --memory 256M --disk /tmp/blk.img,readonly --cmdline 'console=ttyS0 quiet rvvmm.test=blk-read' 2>&1 | sed -n \"s/.*@@L2 blk \\([a-z]*\\) read {} bytes in \\([0-9.]*\\) s.*/@@BLK rvvmm_\\1 $r \\2/p\"\n\
-         fi",
+        "case $v in\n\
+         direct) t0=$(cut -d' ' -f1 /proc/uptime); for i in 1 2 3 4; do dd if=/tmp/blk.img of=/dev/null bs=1M 2>/dev/null; done; t1=$(cut -d' ' -f1 /proc/uptime)\n\
+         echo \"@@BLK direct $r $(awk \"BEGIN {{ print ($t1 - $t0) / 4 }}\")\";;\n\
+         rvvmm) /rvvmm --kernel /l2/Image --initrd /l2/initrd.cpio --memory 256M --disk /tmp/blk.img,readonly --cmdline '{guest}' > /tmp/blk.out 2>&1;;\n\
+         lkvm) /lkvm run {LKVM_FLAGS} --virtio-transport mmio -k /l2/Image -i /l2/initrd.cpio -m 256 -c 1 -d /tmp/blk.img,ro -p '{guest}' > /tmp/blk.out 2>&1;;\n\
+         esac\n\
+         [ $v = direct ] || sed -n \"s/.*@@L2 blk \\([a-z]*\\) read {} bytes in \\([0-9.]*\\) s.*/@@BLK ${{v}}_\\1 $r \\2/p\" /tmp/blk.out",
         BLK_MIB << 20
     );
+    let mut vmms = vec!["direct", "rvvmm"];
+    if lkvm {
+        vmms.push("lkvm");
+    }
     let script = format!(
         "dd if=/dev/urandom of=/tmp/blk.img bs=1M count={BLK_MIB} 2>/dev/null\n{}\nrm -f /tmp/blk.img",
-        interleaved(reps, &["direct", "rvvmm"], &body)
+        interleaved(reps, &vmms, &body)
     );
     bench_case("bench_blk", script)
 }
@@ -560,7 +567,7 @@ pub fn run(opts: &Options) -> Result<bool, String> {
     let cases: Vec<Case> = [
         ("exits", exits_case(opts.reps, opts.baseline.is_some())),
         ("boot", boot_case(opts.reps, opts.lkvm.is_some())),
-        ("blk", blk_case(opts.reps)),
+        ("blk", blk_case(opts.reps, opts.lkvm.is_some())),
         ("startup", startup_case(opts.reps, opts.lkvm.is_some())),
         (
             "idle",
@@ -724,6 +731,25 @@ pub fn run(opts: &Options) -> Result<bool, String> {
                     complete = false;
                 }
             }
+            let (lkvm_warm, lkvm_cold) = (
+                med(&samples, "lkvm_warm", "blk_read_mib_s"),
+                med(&samples, "lkvm_cold", "blk_read_mib_s"),
+            );
+            if let (Some(w), Some(c), Some(lw), Some(lc)) = (blk.1, blk.2, lkvm_warm, lkvm_cold) {
+                println!(
+                    "bench[{}] virtio-blk sequential read, against kvmtool (same guest, file, RAM and vCPU; virtio-mmio): \
+                     warm rvvmm {w:.1} MiB/s, kvmtool {lw:.1} MiB/s, ratio {:.3}; cold rvvmm {c:.1} MiB/s, kvmtool {lc:.1} MiB/s, ratio {:.3}",
+                    mode.name(),
+                    w / lw,
+                    c / lc
+                );
+            } else if opts.lkvm.is_some() {
+                println!(
+                    "bench[{}] virtio-blk read under kvmtool: missing samples",
+                    mode.name()
+                );
+                complete = false;
+            }
             if let (Some(f), Some(w)) = (blk_guest_floor, blk.1) {
                 println!(
                     "bench[{}] virtio-blk against the guest's own floor (L2 dd of a file already in its RAM: \
@@ -850,7 +876,7 @@ pub fn run(opts: &Options) -> Result<bool, String> {
         };
         let _ = writeln!(
             json,
-            "    {{\"mode\": \"{}\", \"l1_kernel\": \"{kernel}\", \"exits\": [{}], \"boot_s\": {{\"rvvmm\": {}, \"rvvmm_hugepages\": {}, \"kvmtool\": {}, \"kvmtool_hugetlbfs\": {}}}, \"blk_read_mib_s\": {{\"rvvmm_warm\": {}, \"rvvmm_cold\": {}, \"direct\": {}, \"guest_in_cache\": {}}}, \"first_output_ms\": {{\"bare\": {}, \"rvvmm\": {}, \"kvmtool\": {}}}, \"exec_to_exit_ms\": {{\"bare\": {}, \"rvvmm\": {}, \"kvmtool\": {}}}, \"own_memory_kib\": {}, \"startup_us\": {}, \"samples\": [{}]}}{}",
+            "    {{\"mode\": \"{}\", \"l1_kernel\": \"{kernel}\", \"exits\": [{}], \"boot_s\": {{\"rvvmm\": {}, \"rvvmm_hugepages\": {}, \"kvmtool\": {}, \"kvmtool_hugetlbfs\": {}}}, \"blk_read_mib_s\": {{\"rvvmm_warm\": {}, \"rvvmm_cold\": {}, \"kvmtool_warm\": {}, \"kvmtool_cold\": {}, \"direct\": {}, \"guest_in_cache\": {}}}, \"first_output_ms\": {{\"bare\": {}, \"rvvmm\": {}, \"kvmtool\": {}}}, \"exec_to_exit_ms\": {{\"bare\": {}, \"rvvmm\": {}, \"kvmtool\": {}}}, \"own_memory_kib\": {}, \"startup_us\": {}, \"samples\": [{}]}}{}",
             mode.name(),
             rows.join(", "),
             opt(boot),
@@ -859,6 +885,8 @@ pub fn run(opts: &Options) -> Result<bool, String> {
             opt(lkvm_huge_boot),
             opt(blk.1),
             opt(blk.2),
+            opt(med(&samples, "lkvm_warm", "blk_read_mib_s")),
+            opt(med(&samples, "lkvm_cold", "blk_read_mib_s")),
             opt(blk.0),
             opt(blk_guest_floor),
             opt(startup_floor.0),
@@ -930,33 +958,36 @@ fn chart_rows(samples: &[Sample], quick: bool) -> Vec<chart::Row> {
             ],
         ));
     }
-    rows.push(Row::new(
-        "Linux boot to init + power-off",
-        "s",
-        Vmm::Kvmtool,
-        &[
-            (Vmm::Rvvmm, m("rvvmm", "boot_s")),
-            (Vmm::Kvmtool, m("lkvm", "boot_s")),
-        ],
-    ));
-    rows.push(Row::new(
-        "Linux boot, 2 MiB huge pages",
-        "s",
-        Vmm::Kvmtool,
-        &[
-            (Vmm::Rvvmm, m("rvvmm_huge", "boot_s")),
-            (Vmm::Kvmtool, m("lkvm_huge", "boot_s")),
-        ],
-    ));
+    for (label, rvvmm, lkvm) in [
+        ("Linux boot to init + power-off", "rvvmm", "lkvm"),
+        ("Linux boot, 2 MiB huge pages", "rvvmm_huge", "lkvm_huge"),
+    ] {
+        rows.push(Row::new(
+            label,
+            "s",
+            Vmm::Kvmtool,
+            &[
+                (Vmm::Rvvmm, m(rvvmm, "boot_s")),
+                (Vmm::Kvmtool, m(lkvm, "boot_s")),
+            ],
+        ));
+    }
     // Throughput as time, so that shorter is better here too.
     let read_s = |v: Option<f64>| v.filter(|v| *v > 0.0).map(|v| BLK_MIB as f64 / v);
+    // Against kvmtool where it ran, else against L1's own read.
+    let lkvm_read = read_s(m("lkvm_warm", "blk_read_mib_s"));
     rows.push(Row::new(
         format!("virtio-blk read of {BLK_MIB} MiB (warm)"),
         "s",
-        Vmm::Floor,
+        if lkvm_read.is_some() {
+            Vmm::Kvmtool
+        } else {
+            Vmm::Floor
+        },
         &[
             (Vmm::Floor, read_s(m("direct", "blk_read_mib_s"))),
             (Vmm::Rvvmm, read_s(m("rvvmm_warm", "blk_read_mib_s"))),
+            (Vmm::Kvmtool, lkvm_read),
         ],
     ));
     for (guest, cpus, _) in idle_guests(quick) {
@@ -1021,10 +1052,13 @@ mod tests {
         );
         assert_eq!(med(&b, "rvvmm", "linux_first_exit_us"), Some(2100.0));
         assert_eq!(med(&b, "rvvmm", "own_memory_kib"), Some(3000.0));
-        let blk = blk_samples("@@BLK direct 1 0.5\n@@BLK rvvmm_warm 1 2\n@@BLK rvvmm_cold 2 \n");
+        let blk = blk_samples(
+            "@@BLK direct 1 0.5\n@@BLK rvvmm_warm 1 2\n@@BLK rvvmm_cold 2 \n@@BLK lkvm_warm 1 4\n",
+        );
+        assert_eq!(med(&blk, "lkvm_warm", "blk_read_mib_s"), Some(64.0));
         assert_eq!(med(&blk, "direct", "blk_read_mib_s"), Some(512.0));
         assert_eq!(med(&blk, "rvvmm_warm", "blk_read_mib_s"), Some(128.0));
-        assert_eq!(blk.len(), 2, "a run without a time is no sample");
+        assert_eq!(blk.len(), 3, "a run without a time is no sample");
         let s = startup_samples(
             "@@EXEC rvvmm 1 first_output_us=8000 exit_us=15000 rc=0\n\
              @@EXEC lkvm 1 first_output_us=-1 exit_us=9000 rc=0\n\

@@ -256,11 +256,9 @@ mod tests {
     use super::testing::*;
     use super::*;
 
-    #[test]
-    fn a_pass_takes_at_most_its_budget_and_says_more_wait() {
+    /// A queue with three one-descriptor chains available.
+    fn three_chains() -> (GuestMemoryMmap, Queue) {
         let mem = memory();
-        let mut q = queue();
-        // Three one-descriptor chains available.
         publish(
             &mem,
             &[
@@ -270,6 +268,12 @@ mod tests {
             ],
             &[0, 1, 2],
         );
+        (mem, queue())
+    }
+
+    #[test]
+    fn a_pass_takes_at_most_its_budget_and_says_more_wait() {
+        let (mem, mut q) = three_chains();
         let mut seen = Vec::new();
         let first = drain_queue_within(&mut q, &mem, 2, |c| {
             seen.push(c.head_index());
@@ -296,17 +300,7 @@ mod tests {
     /// is served whole); the rest waits on the ring.
     #[test]
     fn a_costed_pass_stops_at_its_cost_budget() {
-        let mem = memory();
-        let mut q = queue();
-        publish(
-            &mem,
-            &[
-                (DATA, 8, F_WRITE, 0),
-                (DATA, 8, F_WRITE, 0),
-                (DATA, 8, F_WRITE, 0),
-            ],
-            &[0, 1, 2],
-        );
+        let (mem, mut q) = three_chains();
         let mut seen = Vec::new();
         let pass = |q: &mut Queue, seen: &mut Vec<u16>| {
             drain_queue_costed(q, &mem, 256, 64, |c| {
