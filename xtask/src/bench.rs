@@ -76,13 +76,16 @@ fn bench_case(name: &'static str, script: String) -> Case {
     }
 }
 
+/// Per exit kind, the bench guest under `bare-kvm`, rvvmm, rvvmm with `--seccomp false`
+/// (`nosec`: the filters run in the kernel on every KVM_RUN, which the user-space timing
+/// cannot see) and the measuring builds, interleaved.
 fn exits_case(reps: usize, baseline: bool) -> Case {
     let mut script = String::from("for r in $(seq 1 ");
     let _ = write!(script, "{reps}); do\nfor k in {}; do\n", KINDS.join(" "));
     let base = if baseline { " base_t" } else { "" };
     let _ = writeln!(
         script,
-        "if [ $((r % 2)) -eq 1 ]; then order='bare rvvmm bare_t rvvmm_t{base}'; else order='{} rvvmm_t bare_t rvvmm bare'; fi",
+        "if [ $((r % 2)) -eq 1 ]; then order='bare rvvmm nosec bare_t rvvmm_t{base}'; else order='{} rvvmm_t bare_t nosec rvvmm bare'; fi",
         base.trim()
     );
     script.push_str(
@@ -92,6 +95,7 @@ fn exits_case(reps: usize, baseline: bool) -> Case {
          bare) out=$(/bare-kvm /guests/bench_$k.bin 2>&1 | grep BENCH);;\n\
          bare_t) out=$(/bare-kvm --timing /guests/bench_$k.bin 2>&1 | grep -E 'BENCH|EXIT-TIMING' | tr '\\n' ' ');;\n\
          rvvmm) out=$(RUST_LOG=rvvmm=info /rvvmm $rv 2>&1 | grep -E 'BENCH|first guest exit' | tr '\\n' ' ');;\n\
+         nosec) out=$(/rvvmm $rv --seccomp false 2>&1 | grep BENCH);;\n\
          base_t) out=$(RUST_LOG=rvvmm=info /rvvmm-base-timing $rv 2>&1 | grep -E 'BENCH|EXIT-TIMING' | tr '\\n' ' ');;\n\
          *) out=$(RUST_LOG=rvvmm=info /rvvmm-timing $rv 2>&1 | grep -E 'BENCH|EXIT-TIMING' | tr '\\n' ' ');;\n\
          esac\n\
@@ -651,11 +655,13 @@ pub fn run(opts: &Options) -> Result<bool, String> {
                 None => String::new(),
             };
             println!(
-                "bench[{}] {:<18} {:>12} {:>12} {:>8} {:>14} {:>14}{base_header}",
+                "bench[{}] {:<18} {:>12} {:>12} {:>8} {:>14} {:>8} {:>14} {:>14}{base_header}",
                 mode.name(),
                 "exit kind",
                 "bare ns",
                 "rvvmm ns",
+                "ratio",
+                "no-seccomp ns",
                 "ratio",
                 "bare user ns",
                 "rvvmm user ns"
@@ -673,19 +679,22 @@ pub fn run(opts: &Options) -> Result<bool, String> {
                 } else {
                     String::new()
                 };
+                let nosec = med(&samples, "nosec", kind);
                 match (bare, rv) {
                     (Some(b), Some(r)) => {
                         println!(
-                            "bench[{}] {:<18} {:>12.0} {:>12.0} {:>8.3} {:>14} {:>14}{base_cell}",
+                            "bench[{}] {:<18} {:>12.0} {:>12.0} {:>8.3} {:>14} {:>8} {:>14} {:>14}{base_cell}",
                             mode.name(),
                             kind,
                             b,
                             r,
                             r / b,
+                            show(nosec),
+                            nosec.map_or_else(|| "-".into(), |n| format!("{:.3}", n / b)),
                             show(bare_user),
                             show(rv_user)
                         );
-                        rows.push(format!("{{\"kind\": \"{kind}\", \"bare_ns\": {b:.1}, \"rvvmm_ns\": {r:.1}, \"ratio\": {:.4}, \"bare_user_ns\": {}, \"rvvmm_user_ns\": {}, \"baseline_user_ns\": {}}}", r / b, json(bare_user), json(rv_user), json(base_user)));
+                        rows.push(format!("{{\"kind\": \"{kind}\", \"bare_ns\": {b:.1}, \"rvvmm_ns\": {r:.1}, \"ratio\": {:.4}, \"rvvmm_no_seccomp_ns\": {}, \"bare_user_ns\": {}, \"rvvmm_user_ns\": {}, \"baseline_user_ns\": {}}}", r / b, json(nosec), json(bare_user), json(rv_user), json(base_user)));
                     }
                     _ => {
                         println!("bench[{}] {:<18} missing samples", mode.name(), kind);
