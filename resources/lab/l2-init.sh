@@ -9,7 +9,7 @@ mount -t devtmpfs dev /dev 2>/dev/null
 arg() { tr ' ' '\n' < /proc/cmdline | sed -n "s/^$1=//p"; }
 
 # virtio and ext4 drivers are modules in Debian's kernel: load what the lab packed, in order.
-for m in virtio_mmio virtio_blk virtio-rng failover net_failover virtio_net crc16 crc32c_generic mbcache jbd2 ext4; do
+for m in virtio_mmio virtio_blk virtio-rng failover net_failover virtio_net crc16 crc32c_generic crc32c-cryptoapi mbcache jbd2 ext4; do
     [ -e /lib/modules/$m.ko ] && insmod /lib/modules/$m.ko 2>/dev/null
 done
 

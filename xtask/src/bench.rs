@@ -41,6 +41,8 @@ const BOOT_ARGS_MEM_MIB: u32 = 256;
 pub struct Options {
     /// Modes to boot L1 in.
     pub modes: Vec<Mode>,
+    /// Kernels to boot L1 (and L2) with: each in each mode.
+    pub kernels: Vec<crate::kernel::Kernel>,
     /// Repetitions of every measurement.
     pub reps: usize,
     /// A riscv64 kvmtool binary.
@@ -558,7 +560,7 @@ fn med(samples: &[Sample], vmm: &str, what: &str) -> Option<f64> {
 
 /// Runs the benchmark; prints the table; writes target/bench/bench.json.
 pub fn run(opts: &Options) -> Result<bool, String> {
-    let mut prepared = lab::prepare()?;
+    let mut prepared = lab::prepare(&opts.kernels)?;
     if let Some(rev) = &opts.baseline {
         prepared.baseline_timing = Some(lab::build_baseline(rev)?);
     }
@@ -600,8 +602,14 @@ pub fn run(opts: &Options) -> Result<bool, String> {
     );
     let mut complete = true;
     let mut panels = Vec::new();
-    for (mi, &mode) in opts.modes.iter().enumerate() {
-        let log = lab::boot_l1(&prepared, mode, &cases)?;
+    let runs: Vec<(&lab::KernelFiles, Mode)> = prepared
+        .kernels
+        .iter()
+        .flat_map(|k| opts.modes.iter().map(move |&m| (k, m)))
+        .collect();
+    for (ri, &(k, mode)) in runs.iter().enumerate() {
+        let label = k.label(mode);
+        let log = lab::boot_l1(&prepared, k, mode, &cases)?;
         let kernel = log
             .lines()
             .find_map(|l| l.strip_prefix("@@LAB kernel "))
@@ -624,7 +632,7 @@ pub fn run(opts: &Options) -> Result<bool, String> {
 
         println!(
             "bench[{}] L1 kernel {kernel}, {}, {} repetitions, interleaved",
-            mode.name(),
+            label,
             prepared.qemu_version(),
             opts.reps
         );
@@ -656,7 +664,7 @@ pub fn run(opts: &Options) -> Result<bool, String> {
             };
             println!(
                 "bench[{}] {:<18} {:>12} {:>12} {:>8} {:>14} {:>8} {:>14} {:>14}{base_header}",
-                mode.name(),
+                label,
                 "exit kind",
                 "bare ns",
                 "rvvmm ns",
@@ -684,7 +692,7 @@ pub fn run(opts: &Options) -> Result<bool, String> {
                     (Some(b), Some(r)) => {
                         println!(
                             "bench[{}] {:<18} {:>12.0} {:>12.0} {:>8.3} {:>14} {:>8} {:>14} {:>14}{base_cell}",
-                            mode.name(),
+                            label,
                             kind,
                             b,
                             r,
@@ -697,7 +705,7 @@ pub fn run(opts: &Options) -> Result<bool, String> {
                         rows.push(format!("{{\"kind\": \"{kind}\", \"bare_ns\": {b:.1}, \"rvvmm_ns\": {r:.1}, \"ratio\": {:.4}, \"rvvmm_no_seccomp_ns\": {}, \"bare_user_ns\": {}, \"rvvmm_user_ns\": {}, \"baseline_user_ns\": {}}}", r / b, json(nosec), json(bare_user), json(rv_user), json(base_user)));
                     }
                     _ => {
-                        println!("bench[{}] {:<18} missing samples", mode.name(), kind);
+                        println!("bench[{}] {:<18} missing samples", label, kind);
                         complete = false;
                     }
                 }
@@ -705,23 +713,23 @@ pub fn run(opts: &Options) -> Result<bool, String> {
         }
         if want("boot") {
             match (boot, lkvm_boot) {
-                (Some(b), Some(l)) => println!("bench[{}] linux boot to init + power-off: rvvmm {b:.2} s, kvmtool {l:.2} s, ratio {:.3}", mode.name(), b / l),
-                (Some(b), None) => println!("bench[{}] linux boot to init + power-off: rvvmm {b:.2} s (no --lkvm given: no kvmtool ratio)", mode.name()),
+                (Some(b), Some(l)) => println!("bench[{}] linux boot to init + power-off: rvvmm {b:.2} s, kvmtool {l:.2} s, ratio {:.3}", label, b / l),
+                (Some(b), None) => println!("bench[{}] linux boot to init + power-off: rvvmm {b:.2} s (no --lkvm given: no kvmtool ratio)", label),
                 _ => {
-                    println!("bench[{}] linux boot: missing samples", mode.name());
+                    println!("bench[{}] linux boot: missing samples", label);
                     complete = false;
                 }
             }
             match (huge_boot, boot, lkvm_huge_boot) {
                 (Some(h), Some(b), l) => println!(
                     "bench[{}] linux boot in 2 MiB huge pages: rvvmm --hugepages {h:.2} s (ratio to rvvmm without {:.3}){}",
-                    mode.name(),
+                    label,
                     h / b,
                     l.map(|l| format!(", kvmtool --hugetlbfs {l:.2} s, ratio {:.3}", h / l))
                         .unwrap_or_default()
                 ),
                 _ => {
-                    println!("bench[{}] linux boot with --hugepages: missing samples", mode.name());
+                    println!("bench[{}] linux boot with --hugepages: missing samples", label);
                     complete = false;
                 }
             }
@@ -731,12 +739,12 @@ pub fn run(opts: &Options) -> Result<bool, String> {
                 (Some(d), Some(w), Some(c)) => println!(
                     "bench[{}] virtio-blk sequential read of {BLK_MIB} MiB: direct (L1 dd of the file) {d:.1} MiB/s; \
                      rvvmm (L2 dd of /dev/vda) warm {w:.1} MiB/s, ratio {:.3}; cold (first touch of guest RAM) {c:.1} MiB/s, ratio {:.3}",
-                    mode.name(),
+                    label,
                     w / d,
                     c / d
                 ),
                 _ => {
-                    println!("bench[{}] virtio-blk read: missing samples", mode.name());
+                    println!("bench[{}] virtio-blk read: missing samples", label);
                     complete = false;
                 }
             }
@@ -748,14 +756,14 @@ pub fn run(opts: &Options) -> Result<bool, String> {
                 println!(
                     "bench[{}] virtio-blk sequential read, against kvmtool (same guest, file, RAM and vCPU; virtio-mmio): \
                      warm rvvmm {w:.1} MiB/s, kvmtool {lw:.1} MiB/s, ratio {:.3}; cold rvvmm {c:.1} MiB/s, kvmtool {lc:.1} MiB/s, ratio {:.3}",
-                    mode.name(),
+                    label,
                     w / lw,
                     c / lc
                 );
             } else if opts.lkvm.is_some() {
                 println!(
                     "bench[{}] virtio-blk read under kvmtool: missing samples",
-                    mode.name()
+                    label
                 );
                 complete = false;
             }
@@ -763,7 +771,7 @@ pub fn run(opts: &Options) -> Result<bool, String> {
                 println!(
                     "bench[{}] virtio-blk against the guest's own floor (L2 dd of a file already in its RAM: \
                      the copy every warm pass also makes) {f:.1} MiB/s: warm / floor {:.3}",
-                    mode.name(),
+                    label,
                     w / f
                 );
             }
@@ -774,7 +782,7 @@ pub fn run(opts: &Options) -> Result<bool, String> {
             match med(&samples, "rvvmm", "own_memory_kib") {
                 Some(mem) => println!(
                     "bench[{}] rvvmm's own memory (peak RSS - resident guest RAM, Linux boot): {mem:.0} KiB",
-                    mode.name()
+                    label
                 ),
                 None => complete = false,
             }
@@ -783,7 +791,7 @@ pub fn run(opts: &Options) -> Result<bool, String> {
             match med(&samples, "rvvmm", "startup_us") {
                 Some(start) => println!(
                     "bench[{}] rvvmm start to first guest exit (bench guest, first instruction exits): {start:.0} us",
-                    mode.name()
+                    label
                 ),
                 None => complete = false,
             }
@@ -794,7 +802,7 @@ pub fn run(opts: &Options) -> Result<bool, String> {
             {
                 println!(
                     "bench[{}] startup floor (bare KVM loop, same guest flat at RAM base): first instruction {bf:.2} ms (rvvmm / floor {:.3}), exit {be:.2} ms (rvvmm / floor {:.3})",
-                    mode.name(),
+                    label,
                     rf / bf,
                     re / be
                 );
@@ -802,16 +810,16 @@ pub fn run(opts: &Options) -> Result<bool, String> {
             match startup {
                 (Some(rf), Some(lf), Some(re), Some(le)) => println!(
                     "bench[{}] startup, exec to the guest's first instruction (its first byte out): rvvmm {rf:.2} ms, kvmtool {lf:.2} ms, ratio {:.3}; exec to exit: rvvmm {re:.2} ms, kvmtool {le:.2} ms, ratio {:.3}",
-                    mode.name(),
+                    label,
                     rf / lf,
                     re / le
                 ),
                 (Some(rf), None, Some(re), None) => println!(
                     "bench[{}] startup, exec to the guest's first instruction (its first byte out): rvvmm {rf:.2} ms; exec to exit: rvvmm {re:.2} ms (no --lkvm given: no kvmtool ratio)",
-                    mode.name()
+                    label
                 ),
                 _ => {
-                    println!("bench[{}] startup: missing samples (a run failed?)", mode.name());
+                    println!("bench[{}] startup: missing samples (a run failed?)", label);
                     complete = false;
                 }
             }
@@ -819,7 +827,7 @@ pub fn run(opts: &Options) -> Result<bool, String> {
         if want("idle") {
             println!(
                 "bench[{}] idle guest, VMM CPU seconds per {IDLE_S} s (utime + stime, all threads):",
-                mode.name()
+                label
             );
             for (guest, cpus, _) in idle_guests(opts.quick) {
                 let what = format!("idle_{guest}_{cpus}");
@@ -827,12 +835,12 @@ pub fn run(opts: &Options) -> Result<bool, String> {
                 match rv {
                     Some(r) => println!(
                         "bench[{}]   {guest:<15} {cpus} vCPU(s): rvvmm {r:.2} s{}",
-                        mode.name(),
+                        label,
                         lk.map(|l| format!(", kvmtool {l:.2} s"))
                             .unwrap_or_default()
                     ),
                     None => {
-                        println!("bench[{}]   {guest} {cpus}: missing samples", mode.name());
+                        println!("bench[{}]   {guest} {cpus}: missing samples", label);
                         complete = false;
                     }
                 }
@@ -852,12 +860,12 @@ pub fn run(opts: &Options) -> Result<bool, String> {
                 (Some(c), Some(r), Some(w), Some(rl)) => println!(
                     "bench[{}] snapshot of a 256 MiB Linux guest at its shell ({} MiB of data): written in {w:.0} ms; \
                      restore to running {rl:.0} ms; exec to a shell answer: restored {r:.0} ms, cold boot {c:.0} ms, ratio {:.3}",
-                    mode.name(),
+                    label,
                     data.map_or_else(|| "?".into(), |d| format!("{d:.0}")),
                     r / c
                 ),
                 _ => {
-                    println!("bench[{}] snapshot: missing samples", mode.name());
+                    println!("bench[{}] snapshot: missing samples", label);
                     complete = false;
                 }
             }
@@ -885,8 +893,9 @@ pub fn run(opts: &Options) -> Result<bool, String> {
         };
         let _ = writeln!(
             json,
-            "    {{\"mode\": \"{}\", \"l1_kernel\": \"{kernel}\", \"exits\": [{}], \"boot_s\": {{\"rvvmm\": {}, \"rvvmm_hugepages\": {}, \"kvmtool\": {}, \"kvmtool_hugetlbfs\": {}}}, \"blk_read_mib_s\": {{\"rvvmm_warm\": {}, \"rvvmm_cold\": {}, \"kvmtool_warm\": {}, \"kvmtool_cold\": {}, \"direct\": {}, \"guest_in_cache\": {}}}, \"first_output_ms\": {{\"bare\": {}, \"rvvmm\": {}, \"kvmtool\": {}}}, \"exec_to_exit_ms\": {{\"bare\": {}, \"rvvmm\": {}, \"kvmtool\": {}}}, \"own_memory_kib\": {}, \"startup_us\": {}, \"samples\": [{}]}}{}",
+            "    {{\"mode\": \"{}\", \"kernel\": \"{}\", \"l1_kernel\": \"{kernel}\", \"exits\": [{}], \"boot_s\": {{\"rvvmm\": {}, \"rvvmm_hugepages\": {}, \"kvmtool\": {}, \"kvmtool_hugetlbfs\": {}}}, \"blk_read_mib_s\": {{\"rvvmm_warm\": {}, \"rvvmm_cold\": {}, \"kvmtool_warm\": {}, \"kvmtool_cold\": {}, \"direct\": {}, \"guest_in_cache\": {}}}, \"first_output_ms\": {{\"bare\": {}, \"rvvmm\": {}, \"kvmtool\": {}}}, \"exec_to_exit_ms\": {{\"bare\": {}, \"rvvmm\": {}, \"kvmtool\": {}}}, \"own_memory_kib\": {}, \"startup_us\": {}, \"samples\": [{}]}}{}",
             mode.name(),
+            k.name(),
             rows.join(", "),
             opt(boot),
             opt(huge_boot),
@@ -907,7 +916,7 @@ pub fn run(opts: &Options) -> Result<bool, String> {
             opt(med(&samples, "rvvmm", "own_memory_kib")),
             opt(med(&samples, "rvvmm", "startup_us")),
             all.join(", "),
-            if mi + 1 < opts.modes.len() { "," } else { "" }
+            if ri + 1 < runs.len() { "," } else { "" }
         );
     }
     json.push_str("  ]\n}\n");

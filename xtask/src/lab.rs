@@ -10,21 +10,18 @@ use sha2::{Digest, Sha256};
 
 use crate::cpio::{self, Entry};
 use crate::host::{self, RISCV_TARGET};
+use crate::kernel::{self, Kernel, Unpacked};
 use crate::mode::Mode;
 use crate::paths;
 use crate::plan::{self, Case};
 use crate::progress::Step;
 
 /// A Debian pool file pinned by sha256.
-struct Pinned {
-    pool_path: &'static str,
-    sha256: &'static str,
+pub(crate) struct Pinned {
+    pub(crate) pool_path: &'static str,
+    pub(crate) sha256: &'static str,
 }
 
-const KERNEL_DEB: Pinned = Pinned {
-    pool_path: "pool/main/l/linux/linux-image-6.12.107+deb13-riscv64_6.12.107-1_riscv64.deb",
-    sha256: "abe9f65d74b434692149482b031db7a2aaf832921e09f69f775293c0e0c5799c",
-};
 const BUSYBOX_DEB: Pinned = Pinned {
     pool_path: "pool/main/b/busybox/busybox-static_1.37.0-6+b9_riscv64.deb",
     sha256: "4add476d2b185c5b487c285b38d790f0881a7e4a8e2ddde835f917e770eb8633",
@@ -35,7 +32,6 @@ const UBOOT_DEB: Pinned = Pinned {
     pool_path: "pool/main/u/u-boot/u-boot-qemu_2025.01-3+deb13u1_all.deb",
     sha256: "a3751b5d36a411457b2e7a2834cdce0e5d40493e6588a65d51c5603740a0c71c",
 };
-const KERNEL_RELEASE: &str = "6.12.107+deb13-riscv64";
 
 /// The suite whose QEMU (10.x) boots L1 with AIA; bookworm's 7.2 hangs in AIA mode.
 const QEMU_SUITE: &str = "trixie";
@@ -83,15 +79,11 @@ const GUESTS: &[(&str, &str, &str)] = &[
 pub(crate) struct Prepared {
     /// This tree's target/lab, held for the whole run (see [`lock_work_dir`]).
     _lock: fs::File,
-    image: PathBuf,
-    /// The L2 guest's initramfs (busybox + resources/lab/l2-init.sh).
-    l2_initrd: Vec<u8>,
+    /// The kernels to run, each as L1 and as the L2 Linux guest.
+    pub(crate) kernels: Vec<KernelFiles>,
     /// A dtb dumped from the lab's QEMU (`-M virt -smp 2`), as a user would bring.
     qemu_dtb: Vec<u8>,
     busybox: Vec<u8>,
-    kvm_ko: Vec<u8>,
-    /// L1's tun.ko (taps for the virtio-net cases).
-    tun_ko: Vec<u8>,
     rvvmm: Vec<u8>,
     guests: Vec<(String, Vec<u8>)>,
     chroot: PathBuf,
@@ -112,14 +104,35 @@ pub(crate) struct Prepared {
     /// U-Boot (qemu-riscv64_smode): the flat `u-boot.bin` and the `uboot.elf`.
     uboot_bin: Vec<u8>,
     uboot_elf: Vec<u8>,
-    /// A distro-style disk: an MBR, one ext4 partition with extlinux/extlinux.conf, the
-    /// kernel and the L2 initramfs.
-    boot_disk: Vec<u8>,
     /// rvvmm's test executables built for riscv64 (stripped), by name: they run in L1, where
     /// their KVM tests boot guests on real KVM.
     test_executables: Vec<(String, Vec<u8>)>,
     /// xtask itself built for riscv64, to run the plan natively inside L1.
     xtask: Vec<u8>,
+}
+
+/// What one kernel brings to an L1 boot: itself, its modules and the L2 files made with it.
+pub(crate) struct KernelFiles {
+    pub(crate) unpacked: Unpacked,
+    kvm_ko: Vec<u8>,
+    /// L1's tun.ko (taps for the virtio-net cases).
+    tun_ko: Vec<u8>,
+    /// The L2 guest's initramfs (busybox + resources/lab/l2-init.sh + this kernel's modules).
+    l2_initrd: Vec<u8>,
+    /// A distro-style disk: an MBR, one ext4 partition with extlinux/extlinux.conf, the
+    /// kernel and the L2 initramfs.
+    boot_disk: Vec<u8>,
+}
+
+impl KernelFiles {
+    pub(crate) fn name(&self) -> &'static str {
+        self.unpacked.kernel.name()
+    }
+
+    /// `lab[stable/plic]`'s inside: which kernel, which mode.
+    pub(crate) fn label(&self, mode: Mode) -> String {
+        format!("{}/{}", self.name(), mode.name())
+    }
 }
 
 impl Prepared {
@@ -134,8 +147,9 @@ impl Prepared {
     }
 }
 
-/// Runs `cases` (all when empty) in each mode; prints a line per case and the summary line.
-pub fn run(modes: &[Mode], only: &[String]) -> Result<bool, String> {
+/// Runs `cases` (all when empty) on each kernel in each mode; prints a line per case and the
+/// summary line.
+pub fn run(kernels: &[Kernel], modes: &[Mode], only: &[String]) -> Result<bool, String> {
     let cases: Vec<Case> = plan::cases()
         .into_iter()
         .filter(|c| only.is_empty() || only.iter().any(|o| o == c.name))
@@ -143,48 +157,48 @@ pub fn run(modes: &[Mode], only: &[String]) -> Result<bool, String> {
     if cases.is_empty() {
         return Err(format!("no lab case is named {only:?}"));
     }
-    let prepared = prepare()?;
+    let prepared = prepare(kernels)?;
     let (mut passed, mut failed) = (0, 0);
-    for (i, &mode) in modes.iter().enumerate() {
-        // A case that touches no interrupt controller runs in the first mode only.
-        let (cases, elsewhere): (Vec<Case>, Vec<Case>) =
-            cases.iter().cloned().partition(|c| i == 0 || !c.one_mode);
-        if !elsewhere.is_empty() {
+    for k in &prepared.kernels {
+        for (i, &mode) in modes.iter().enumerate() {
+            let label = k.label(mode);
+            // A case that touches no interrupt controller runs in the first mode only.
+            let (cases, elsewhere): (Vec<Case>, Vec<Case>) =
+                cases.iter().cloned().partition(|c| i == 0 || !c.one_mode);
+            if !elsewhere.is_empty() {
+                println!(
+                    "lab[{label}] {} cases that take no interrupt ran in {} mode only: {}",
+                    elsewhere.len(),
+                    modes[0].name(),
+                    names(&elsewhere)
+                );
+            }
+            if cases.is_empty() {
+                continue;
+            }
+            let started = Instant::now();
+            let log = boot_l1(&prepared, k, mode, &cases)?;
+            if let Some(header) = log.lines().find(|l| l.starts_with("@@LAB ")) {
+                println!(
+                    "lab[{label}] L1: {}",
+                    header.trim_start_matches("@@LAB ").trim_end()
+                );
+            }
+            let (p, f) = plan::report(&cases, &label, mode, &log);
+            passed += p;
+            failed += f;
             println!(
-                "lab[{}] {} cases that take no interrupt ran in {} mode only: {}",
-                mode.name(),
-                elsewhere.len(),
-                modes[0].name(),
-                elsewhere
-                    .iter()
-                    .map(|c| c.name)
-                    .collect::<Vec<_>>()
-                    .join(" ")
+                "lab[{label}] L1 boot and all cases: {:.1} s",
+                started.elapsed().as_secs_f64()
             );
         }
-        if cases.is_empty() {
-            continue;
-        }
-        let started = Instant::now();
-        let log = boot_l1(&prepared, mode, &cases)?;
-        if let Some(header) = log.lines().find(|l| l.starts_with("@@LAB ")) {
-            println!(
-                "lab[{}] L1: {}",
-                mode.name(),
-                header.trim_start_matches("@@LAB ").trim_end()
-            );
-        }
-        let (p, f) = plan::report(&cases, mode.name(), mode, &log);
-        passed += p;
-        failed += f;
-        println!(
-            "lab[{}] L1 boot and all cases: {:.1} s",
-            mode.name(),
-            started.elapsed().as_secs_f64()
-        );
     }
     println!("lab: {passed} passed, {failed} failed");
     Ok(failed == 0)
+}
+
+fn names(cases: &[Case]) -> String {
+    cases.iter().map(|c| c.name).collect::<Vec<_>>().join(" ")
 }
 
 /// What `cargo xtask demo` shows.
@@ -204,9 +218,11 @@ pub fn demo(what: Demo) -> Result<bool, String> {
     if what == Demo::Shell && !(std::io::stdin().is_terminal() && std::io::stdout().is_terminal()) {
         return Err("demo --shell hands the guest's shell to a terminal: run it on one".into());
     }
-    let prepared = prepare()?;
+    let prepared = prepare(&[Kernel::Stable])?;
+    let k = &prepared.kernels[0];
     println!(
-        "demo: L1 is Debian's riscv64 {KERNEL_RELEASE} kernel with kvm.ko, under QEMU (TCG, -M {}); rvvmm runs in it on /dev/kvm",
+        "demo: L1 is Debian's riscv64 {} kernel with kvm.ko, under QEMU (TCG, -M {}); rvvmm runs in it on /dev/kvm",
+        k.unpacked.release,
         Mode::Aia.machine()
     );
     if what == Demo::Shell {
@@ -219,7 +235,7 @@ pub fn demo(what: Demo) -> Result<bool, String> {
         let body = format!(
             "cd /l2 && PATH=/:$PATH setsid cttyhack {command}\necho \"demo: rvvmm exited with status $?\"\n"
         );
-        return boot_l1_interactive(&prepared, Mode::Aia, &body);
+        return boot_l1_interactive(&prepared, k, Mode::Aia, &body);
     }
     let name = if what == Demo::Linux {
         plan::README_CASE
@@ -234,10 +250,10 @@ pub fn demo(what: Demo) -> Result<bool, String> {
         Demo::Linux => println!("demo: in L1's /l2: $ {}", plan::README_COMMAND),
         _ => println!("demo: in L1: $ {}", case.cmd.trim_start_matches('/')),
     }
-    let log = boot_l1(&prepared, Mode::Aia, std::slice::from_ref(&case))?;
+    let log = boot_l1(&prepared, k, Mode::Aia, std::slice::from_ref(&case))?;
     let ran = plan::parse_log(&log);
     let Some((_, r)) = ran.iter().find(|(n, _)| n == name) else {
-        return Err("L1 did not run the demo; see target/lab/console-aia.log".into());
+        return Err("L1 did not run the demo; see target/lab/console-stable-aia.log".into());
     };
     // The guest's console as the user would see it; the lab's own @@ markers left out.
     for line in r.output.lines().filter(|l| !l.starts_with("@@")) {
@@ -252,7 +268,7 @@ pub fn demo(what: Demo) -> Result<bool, String> {
     Ok(verdict.pass)
 }
 
-pub(crate) fn prepare() -> Result<Prepared, String> {
+pub(crate) fn prepare(kernels: &[Kernel]) -> Result<Prepared, String> {
     host::ensure_tools()?;
     let cache = paths::cache_dir();
     let work = paths::work_dir();
@@ -261,26 +277,17 @@ pub(crate) fn prepare() -> Result<Prepared, String> {
     }
     let lock = lock_work_dir(&work)?;
     let mirror = host::debian_mirror()?;
-    let kernel_deb = fetch_pinned(&mirror, &KERNEL_DEB, &cache)?;
     let busybox_deb = fetch_pinned(&mirror, &BUSYBOX_DEB, &cache)?;
     let uboot_deb = fetch_pinned(&mirror, &UBOOT_DEB, &cache)?;
     let uboot_dir = unpack_deb(&uboot_deb, &cache.join("u-boot"))?;
     let uboot_bin = read(&uboot_dir.join("usr/lib/u-boot/qemu-riscv64_smode/u-boot.bin"))?;
     let uboot_elf = read(&uboot_dir.join("usr/lib/u-boot/qemu-riscv64_smode/uboot.elf"))?;
-    let kernel_dir = unpack_deb(&kernel_deb, &cache.join("kernel"))?;
     let busybox_dir = unpack_deb(&busybox_deb, &cache.join("busybox"))?;
-    let image = kernel_dir.join(format!("boot/vmlinux-{KERNEL_RELEASE}"));
-    let kvm_xz = kernel_dir.join(format!(
-        "usr/lib/modules/{KERNEL_RELEASE}/kernel/arch/riscv/kvm/kvm.ko.xz"
-    ));
-    let kvm_ko = decompress_xz(&kvm_xz, &work.join("kvm.ko"))?;
-    let tun_ko = decompress_xz(
-        &kernel_dir.join(format!(
-            "usr/lib/modules/{KERNEL_RELEASE}/kernel/drivers/net/tun.ko.xz"
-        )),
-        &work.join("tun.ko"),
-    )?;
     let busybox = read(&busybox_dir.join("usr/bin/busybox"))?;
+    let unpacked = kernels
+        .iter()
+        .map(|&k| kernel::unpack(k, &mirror, &cache))
+        .collect::<Result<Vec<_>, _>>()?;
     let chroot = ensure_qemu_chroot(&mirror, &cache)?;
 
     let mut step = Step::start(format!("lab: cross-building for {RISCV_TARGET}"));
@@ -304,9 +311,11 @@ pub(crate) fn prepare() -> Result<Prepared, String> {
     step.at("the test guests");
     let guests = build_guests(&work.join("guests"))?;
     step.done("rvvmm, bare-kvm, exec-timer, xtask, tests, guests");
-    let l2_initrd = l2_initramfs(&busybox, &l2_modules(&kernel_dir, &work)?);
+    let kernels = unpacked
+        .into_iter()
+        .map(|k| kernel_files(k, &busybox, &work))
+        .collect::<Result<Vec<_>, _>>()?;
     let disk_image = ext4_image(&work)?;
-    let boot_disk = boot_disk(&work, &read(&image)?, &l2_initrd)?;
     let qemu_dtb = dump_qemu_dtb(&chroot, Mode::Plic)?;
     let qemu_aia_dtb = dump_qemu_dtb(&chroot, Mode::Aia)?;
     Ok(Prepared {
@@ -314,7 +323,6 @@ pub(crate) fn prepare() -> Result<Prepared, String> {
         disk_image,
         uboot_bin,
         uboot_elf,
-        boot_disk,
         test_executables,
         xtask,
         bare_kvm,
@@ -322,16 +330,30 @@ pub(crate) fn prepare() -> Result<Prepared, String> {
         exec_timer,
         lkvm: None,
         baseline_timing: None,
-        image,
+        kernels,
         _lock: lock,
-        l2_initrd,
         qemu_dtb,
         busybox,
-        kvm_ko,
-        tun_ko,
         rvvmm,
         guests,
         chroot,
+    })
+}
+
+/// One kernel's L1 modules and L2 files, made in target/lab/kernel-NAME.
+fn kernel_files(unpacked: Unpacked, busybox: &[u8], work: &Path) -> Result<KernelFiles, String> {
+    let dir = work.join(format!("kernel-{}", unpacked.kernel.name()));
+    fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+    let (_, kvm_ko) = unpacked.module("arch/riscv/kvm/kvm", &dir)?;
+    let (_, tun_ko) = unpacked.module("drivers/net/tun", &dir)?;
+    let l2_initrd = l2_initramfs(busybox, &unpacked.l2_modules(&dir.join("l2-modules"))?);
+    let boot_disk = boot_disk(&dir, &read(&unpacked.image)?, &l2_initrd)?;
+    Ok(KernelFiles {
+        unpacked,
+        kvm_ko,
+        tun_ko,
+        l2_initrd,
+        boot_disk,
     })
 }
 
@@ -365,10 +387,7 @@ pub(crate) fn prepare_native(cases: Vec<String>) -> Result<crate::native::Option
         fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
     }
     let mirror = host::debian_mirror()?;
-    let kernel_dir = unpack_deb(
-        &fetch_pinned(&mirror, &KERNEL_DEB, &cache)?,
-        &cache.join("kernel"),
-    )?;
+    let kernel = kernel::unpack(Kernel::Stable, &mirror, &cache)?;
     let busybox_dir = unpack_deb(
         &fetch_pinned(&mirror, &BUSYBOX_DEB, &cache)?,
         &cache.join("busybox"),
@@ -382,10 +401,10 @@ pub(crate) fn prepare_native(cases: Vec<String>) -> Result<crate::native::Option
     let rvvmm = paths::root().join(format!("target/{RISCV_TARGET}/release/rvvmm"));
     build_guests(&work.join("guests"))?;
     step.done("");
-    let image = read(&kernel_dir.join(format!("boot/vmlinux-{KERNEL_RELEASE}")))?;
+    let image = read(&kernel.image)?;
     let initrd = l2_initramfs(
         &read(&busybox_dir.join("usr/bin/busybox"))?,
-        &l2_modules(&kernel_dir, &work)?,
+        &kernel.l2_modules(&work.join("l2-modules"))?,
     );
     let uboot = uboot_dir.join("usr/lib/u-boot/qemu-riscv64_smode");
     let files: [(&str, Vec<u8>); 6] = [
@@ -535,28 +554,38 @@ fn sha256_hex(path: &Path) -> Result<String, String> {
 }
 
 /// Returns the cached file, downloading it when missing or when its sha256 is wrong.
-fn fetch_pinned(mirror: &str, pin: &Pinned, cache: &Path) -> Result<PathBuf, String> {
-    let name = pin.pool_path.rsplit('/').next().unwrap_or(pin.pool_path);
-    let dest = cache.join("debs").join(name);
-    fs::create_dir_all(dest.parent().unwrap()).map_err(|e| e.to_string())?;
-    if dest.exists() && sha256_hex(&dest)? == pin.sha256 {
+pub(crate) fn fetch_pinned(mirror: &str, pin: &Pinned, cache: &Path) -> Result<PathBuf, String> {
+    fetch_pool(mirror, pin.pool_path, pin.sha256, &cache.join("debs"))
+}
+
+/// The archive's `pool_path`, kept in `dir` and checked against `sha256`.
+pub(crate) fn fetch_pool(
+    mirror: &str,
+    pool_path: &str,
+    sha256: &str,
+    dir: &Path,
+) -> Result<PathBuf, String> {
+    let name = pool_path.rsplit('/').next().unwrap_or(pool_path);
+    let dest = dir.join(name);
+    fs::create_dir_all(dir).map_err(|e| e.to_string())?;
+    if dest.exists() && sha256_hex(&dest)? == sha256 {
         return Ok(dest);
     }
     if dest.exists() {
         eprintln!("lab: {name} in the cache has a wrong sha256; fetching it again");
         let _ = fs::remove_file(&dest);
     }
-    host::download(&format!("{mirror}/{}", pin.pool_path), &dest)?;
+    host::download(&format!("{mirror}/{pool_path}"), &dest)?;
     let got = sha256_hex(&dest)?;
-    if got != pin.sha256 {
+    if got != sha256 {
         let _ = fs::remove_file(&dest);
-        return Err(format!("{name}: sha256 {got}, expected {}", pin.sha256));
+        return Err(format!("{name}: sha256 {got}, expected {sha256}"));
     }
     Ok(dest)
 }
 
 /// Unpacks a .deb once (a marker records which one).
-fn unpack_deb(deb: &Path, dir: &Path) -> Result<PathBuf, String> {
+pub(crate) fn unpack_deb(deb: &Path, dir: &Path) -> Result<PathBuf, String> {
     let marker = dir.join(".rvvmm-unpacked");
     let want = deb.file_name().unwrap().to_string_lossy().into_owned();
     if fs::read_to_string(&marker).ok().as_deref() == Some(want.as_str()) {
@@ -569,7 +598,7 @@ fn unpack_deb(deb: &Path, dir: &Path) -> Result<PathBuf, String> {
     Ok(dir.to_path_buf())
 }
 
-fn decompress_xz(src: &Path, dest: &Path) -> Result<Vec<u8>, String> {
+pub(crate) fn decompress_xz(src: &Path, dest: &Path) -> Result<Vec<u8>, String> {
     let out =
         fs::File::create(dest).map_err(|e| format!("cannot create {}: {e}", dest.display()))?;
     let status = Command::new("xz")
@@ -651,36 +680,6 @@ fn build_guests(out: &Path) -> Result<Vec<(String, Vec<u8>)>, String> {
         }
     }
     Ok(built)
-}
-
-/// Kernel modules the L2 guest loads (virtio and ext4 are modules in Debian's kernel).
-const L2_MODULES: &[&str] = &[
-    "drivers/virtio/virtio_mmio",
-    "drivers/block/virtio_blk",
-    "drivers/char/hw_random/virtio-rng",
-    "net/core/failover",
-    "drivers/net/net_failover",
-    "drivers/net/virtio_net",
-    "lib/crc16",
-    "crypto/crc32c_generic",
-    "fs/mbcache",
-    "fs/jbd2/jbd2",
-    "fs/ext4/ext4",
-];
-
-/// Decompresses L2's modules: (file name, bytes).
-fn l2_modules(kernel_dir: &Path, work: &Path) -> Result<Vec<(String, Vec<u8>)>, String> {
-    let dir = kernel_dir.join(format!("usr/lib/modules/{KERNEL_RELEASE}/kernel"));
-    let out = work.join("l2-modules");
-    fs::create_dir_all(&out).map_err(|e| e.to_string())?;
-    L2_MODULES
-        .iter()
-        .map(|m| {
-            let name = format!("{}.ko", m.rsplit('/').next().unwrap_or(m));
-            let bytes = decompress_xz(&dir.join(format!("{m}.ko.xz")), &out.join(&name))?;
-            Ok((name, bytes))
-        })
-        .collect()
 }
 
 /// A small ext4 image made from a directory with `mkfs.ext4 -d`, for the virtio-blk cases.
@@ -811,9 +810,9 @@ fn init_script(body: &str) -> String {
     )
 }
 
-fn initramfs(p: &Prepared, cases: &[Case], body: &str) -> Result<Vec<u8>, String> {
+fn initramfs(p: &Prepared, k: &KernelFiles, cases: &[Case], body: &str) -> Result<Vec<u8>, String> {
     let init = init_script(body);
-    let image = read(&p.image)?;
+    let image = read(&k.unpacked.image)?;
     let scripts: Vec<(String, String)> = cases
         .iter()
         .map(|c| (format!("cases/{}.sh", c.name), plan::case_script(c)))
@@ -843,12 +842,12 @@ fn initramfs(p: &Prepared, cases: &[Case], body: &str) -> Result<Vec<u8>, String
         Entry::File("bin/busybox", 0o755, &p.busybox),
         Entry::Symlink("bin/sh", "busybox"),
         Entry::File("init", 0o755, init.as_bytes()),
-        Entry::File("kvm.ko", 0o644, &p.kvm_ko),
-        Entry::File("tun.ko", 0o644, &p.tun_ko),
+        Entry::File("kvm.ko", 0o644, &k.kvm_ko),
+        Entry::File("tun.ko", 0o644, &k.tun_ko),
         Entry::File("rvvmm", 0o755, &p.rvvmm),
         Entry::Dir("l2"),
         Entry::File("l2/Image", 0o644, &image),
-        Entry::File("l2/initrd.cpio", 0o644, &p.l2_initrd),
+        Entry::File("l2/initrd.cpio", 0o644, &k.l2_initrd),
         Entry::File("l2/virt.dtb", 0o644, &p.qemu_dtb),
         Entry::File("bare-kvm", 0o755, &p.bare_kvm),
         Entry::File("rvvmm-timing", 0o755, &p.rvvmm_timing),
@@ -856,7 +855,7 @@ fn initramfs(p: &Prepared, cases: &[Case], body: &str) -> Result<Vec<u8>, String
         Entry::File("l2/disk.img", 0o644, &p.disk_image),
         Entry::File("l2/u-boot.bin", 0o644, &p.uboot_bin),
         Entry::File("l2/uboot.elf", 0o644, &p.uboot_elf),
-        Entry::File("l2/boot-disk.img", 0o644, &p.boot_disk),
+        Entry::File("l2/boot-disk.img", 0o644, &k.boot_disk),
         Entry::File("l2/virt-aia.dtb", 0o644, &p.qemu_aia_dtb),
         Entry::File("xtask", 0o755, &p.xtask),
         Entry::Dir("tests"),
@@ -893,18 +892,24 @@ fn initramfs(p: &Prepared, cases: &[Case], body: &str) -> Result<Vec<u8>, String
 
 /// Boots L1 once with `cases`; returns the console log. Fails if QEMU cannot start, or L1
 /// neither finishes nor powers off within [`L1_TIMEOUT`].
-pub(crate) fn boot_l1(p: &Prepared, mode: Mode, cases: &[Case]) -> Result<String, String> {
-    let mut qemu = l1_qemu(p, mode, cases, &plan::runner(cases, "/tmp/case.out"))?;
-    let log_path = paths::work_dir().join(format!("console-{}.log", mode.name()));
+pub(crate) fn boot_l1(
+    p: &Prepared,
+    k: &KernelFiles,
+    mode: Mode,
+    cases: &[Case],
+) -> Result<String, String> {
+    let label = k.label(mode);
+    let mut qemu = l1_qemu(p, k, mode, cases, &plan::runner(cases, "/tmp/case.out"))?;
+    let log_path = paths::work_dir().join(format!("console-{}-{}.log", k.name(), mode.name()));
     let log_file = fs::File::create(&log_path)
         .map_err(|e| format!("cannot create {}: {e}", log_path.display()))?;
     eprintln!(
-        "lab[{}]: booting L1 (QEMU -M {}), console in {}",
-        mode.name(),
+        "lab[{label}]: booting L1 ({} kernel, QEMU -M {}), console in {}",
+        k.unpacked.release,
         mode.machine(),
         log_path.display()
     );
-    let mut step = Step::start(format!("lab[{}]: L1, {} case(s)", mode.name(), cases.len()));
+    let mut step = Step::start(format!("lab[{label}]: L1, {} case(s)", cases.len()));
     let mut watch = CaseWatch::new(&log_path, cases.len());
     let mut child = qemu
         .args(["-serial", "stdio"])
@@ -937,8 +942,7 @@ pub(crate) fn boot_l1(p: &Prepared, mode: Mode, cases: &[Case]) -> Result<String
         None => {
             let _ = std::io::stdout().flush();
             eprintln!(
-                "lab[{}]: L1 did not finish in {} s; killed",
-                mode.name(),
+                "lab[{label}]: L1 did not finish in {} s; killed",
                 L1_TIMEOUT.as_secs()
             );
         }
@@ -946,10 +950,7 @@ pub(crate) fn boot_l1(p: &Prepared, mode: Mode, cases: &[Case]) -> Result<String
         Some(_) => {}
     }
     if !log.contains("@@LAB done") {
-        eprintln!(
-            "lab[{}]: L1 did not reach the end of its plan; last console lines:",
-            mode.name()
-        );
+        eprintln!("lab[{label}]: L1 did not reach the end of its plan; last console lines:");
         for line in log
             .lines()
             .rev()
@@ -966,16 +967,26 @@ pub(crate) fn boot_l1(p: &Prepared, mode: Mode, cases: &[Case]) -> Result<String
 
 /// QEMU booting L1 in `mode` with an initramfs whose init runs `body` (with `cases`' files);
 /// the caller adds the serial port.
-fn l1_qemu(p: &Prepared, mode: Mode, cases: &[Case], body: &str) -> Result<Command, String> {
+fn l1_qemu(
+    p: &Prepared,
+    k: &KernelFiles,
+    mode: Mode,
+    cases: &[Case],
+    body: &str,
+) -> Result<Command, String> {
     let lab_dir = p.chroot.join("lab");
     fs::create_dir_all(&lab_dir).map_err(|e| e.to_string())?;
-    fs::copy(&p.image, lab_dir.join("Image"))
+    let image_name = format!("Image-{}", k.name());
+    fs::copy(&k.unpacked.image, lab_dir.join(&image_name))
         .map_err(|e| format!("cannot copy the kernel: {e}"))?;
-    let initrd_name = format!("initrd-{}.cpio", mode.name());
-    fs::write(lab_dir.join(&initrd_name), initramfs(p, cases, body)?).map_err(|e| e.to_string())?;
+    let initrd_name = format!("initrd-{}-{}.cpio", k.name(), mode.name());
+    fs::write(lab_dir.join(&initrd_name), initramfs(p, k, cases, body)?)
+        .map_err(|e| e.to_string())?;
     let mut cmd = qemu(&p.chroot, mode.machine());
     cmd.args(["-display", "none", "-monitor", "none", "-no-reboot"])
-        .args(["-kernel", "/lab/Image", "-initrd"])
+        .arg("-kernel")
+        .arg(format!("/lab/{image_name}"))
+        .arg("-initrd")
         .arg(format!("/lab/{initrd_name}"))
         .args(["-append", "console=ttyS0 quiet loglevel=1 panic=-1"]);
     Ok(cmd)
@@ -984,8 +995,13 @@ fn l1_qemu(p: &Prepared, mode: Mode, cases: &[Case], body: &str) -> Result<Comma
 /// Boots L1 with its console on this terminal (Ctrl-C and Ctrl-A reach L1 and what runs
 /// there: QEMU's own signal and escape keys are off) and its init running `body`; returns when
 /// L1 powers off.
-fn boot_l1_interactive(p: &Prepared, mode: Mode, body: &str) -> Result<bool, String> {
-    let status = l1_qemu(p, mode, &[], body)?
+fn boot_l1_interactive(
+    p: &Prepared,
+    k: &KernelFiles,
+    mode: Mode,
+    body: &str,
+) -> Result<bool, String> {
+    let status = l1_qemu(p, k, mode, &[], body)?
         .args([
             "-chardev",
             "stdio,id=console,signal=off",

@@ -3,7 +3,7 @@
 //! ```text
 //! cargo xtask test            unit tests, then the lab: natively on a riscv64 host whose
 //!                             /dev/kvm works, else nested (QEMU) in both irqchip modes
-//! cargo xtask lab [--mode plic|aia|both] [--case NAME]...
+//! cargo xtask lab [--kernel stable|newest|both] [--mode plic|aia|both] [--case NAME]...
 //! cargo xtask lab --native [--rvvmm PATH --guests DIR [--l2 DIR]] [--case NAME]...
 //!                             the plan on this riscv64 host's KVM (prebuilt artifacts: no
 //!                             cargo needed)
@@ -12,14 +12,16 @@
 //!                             boot L1 once and run the README's first command there: Linux
 //!                             from QEMU's dtb (--shell: its shell on this terminal; --hello:
 //!                             the bare-metal hello guest, the quick check)
-//! cargo xtask bench [--mode M] [--reps N] [--lkvm PATH] [--only PARTS] [--baseline REV]
+//! cargo xtask bench [--kernel K] [--mode M] [--reps N] [--lkvm PATH] [--only PARTS]
+//!                   [--baseline REV]
 //!                             rvvmm's overhead against a bare KVM loop and kvmtool
 //! cargo xtask fuzz [--time SECONDS] [TARGET]...
 //!                             the fuzz targets (fuzz/), coverage-guided, each for SECONDS
 //! ```
 //!
 //! The lab: x86_64 host → QEMU 10 (TCG, `-cpu rv64` has H) in a Debian trixie chroot →
-//! Debian's riscv64 6.12 kernel in a busybox initramfs with kvm.ko → rvvmm → test guests.
+//! Debian's riscv64 kernel (stable's 6.12, pinned, or unstable's newest: [`kernel`]) in a busybox
+//! initramfs with kvm.ko → rvvmm → test guests.
 //! Everything it needs is installed or fetched here and cached (see [`paths::cache_dir`]).
 
 mod bench;
@@ -28,6 +30,7 @@ mod cpio;
 mod fuzz;
 mod host;
 mod image;
+mod kernel;
 mod lab;
 mod mode;
 mod native;
@@ -37,11 +40,12 @@ mod progress;
 
 use std::process::ExitCode;
 
+use kernel::Kernel;
 use mode::Mode;
 
-const USAGE: &str = "usage: cargo xtask <test | lab [--mode plic|aia|both] [--case NAME]... \
+const USAGE: &str = "usage: cargo xtask <test | lab [--kernel stable|newest|both] [--mode plic|aia|both] [--case NAME]... \
      | lab --native [--rvvmm PATH --guests DIR [--l2 DIR]] [--case NAME]... | demo [--shell | --hello] | image \
-     | bench [--mode plic|aia|both] [--reps N] [--lkvm PATH] [--only exits,boot,blk,startup,idle] \
+     | bench [--kernel stable|newest|both] [--mode plic|aia|both] [--reps N] [--lkvm PATH] [--only exits,boot,blk,startup,idle] \
      [--baseline REV] | fuzz [--time SECONDS] [TARGET]...>";
 
 fn main() -> ExitCode {
@@ -49,7 +53,7 @@ fn main() -> ExitCode {
     let result = match args.first().map(String::as_str) {
         Some("test") => test(),
         Some("lab") => parse_lab_args(&args[1..]).and_then(|lab| match lab {
-            Lab::Nested(modes, cases) => lab::run(&modes, &cases),
+            Lab::Nested(kernels, modes, cases) => lab::run(&kernels, &modes, &cases),
             Lab::Native(opts) => native::run(&opts),
             Lab::NativeBuilt(cases) => lab::prepare_native(cases).and_then(|o| native::run(&o)),
         }),
@@ -134,19 +138,25 @@ fn test() -> Result<bool, String> {
     }
     let bench_ok = bench::run(&bench::Options {
         modes: vec![Mode::Aia],
+        kernels: vec![Kernel::Stable],
         reps: 1,
         lkvm: None,
         only: Vec::new(),
         baseline: None,
         quick: true,
     })?;
-    let lab_ok = lab::run(&[Mode::Plic, Mode::Aia], &[])?;
+    let lab_ok = lab::run(
+        &[Kernel::Stable, Kernel::Newest],
+        &[Mode::Plic, Mode::Aia],
+        &[],
+    )?;
     Ok(bench_ok && lab_ok)
 }
 
 fn parse_bench_args(args: &[String]) -> Result<bench::Options, String> {
     let mut opts = bench::Options {
         modes: vec![Mode::Plic, Mode::Aia],
+        kernels: vec![Kernel::Stable],
         reps: 5,
         lkvm: None,
         only: Vec::new(),
@@ -157,6 +167,7 @@ fn parse_bench_args(args: &[String]) -> Result<bench::Options, String> {
     while let Some(arg) = it.next() {
         match arg.as_str() {
             "--mode" => opts.modes = parse_mode(it.next())?,
+            "--kernel" => opts.kernels = Kernel::parse(it.next())?,
             "--reps" => {
                 opts.reps = it
                     .next()
@@ -197,8 +208,8 @@ fn parse_mode(arg: Option<&String>) -> Result<Vec<Mode>, String> {
 
 /// What `cargo xtask lab` was asked to do.
 enum Lab {
-    /// The nested lab in these modes, these cases (all when empty).
-    Nested(Vec<Mode>, Vec<String>),
+    /// The nested lab on these kernels, in these modes, these cases (all when empty).
+    Nested(Vec<Kernel>, Vec<Mode>, Vec<String>),
     /// The plan natively, with prebuilt artifacts.
     Native(native::Options),
     /// The plan natively, with artifacts built here first.
@@ -207,6 +218,7 @@ enum Lab {
 
 fn parse_lab_args(args: &[String]) -> Result<Lab, String> {
     let mut modes = vec![Mode::Plic, Mode::Aia];
+    let mut kernels = vec![Kernel::Stable];
     let mut cases = Vec::new();
     let (mut native, mut rvvmm, mut guests, mut l2) = (false, None, None, None);
     let mut it = args.iter();
@@ -216,6 +228,7 @@ fn parse_lab_args(args: &[String]) -> Result<Lab, String> {
         };
         match arg.as_str() {
             "--mode" => modes = parse_mode(it.next())?,
+            "--kernel" => kernels = Kernel::parse(it.next())?,
             "--case" => cases.push(it.next().ok_or("--case takes a case name")?.clone()),
             "--native" => native = true,
             "--rvvmm" => rvvmm = Some(path("a path")?),
@@ -225,7 +238,7 @@ fn parse_lab_args(args: &[String]) -> Result<Lab, String> {
         }
     }
     match (native, rvvmm, guests) {
-        (false, None, None) if l2.is_none() => Ok(Lab::Nested(modes, cases)),
+        (false, None, None) if l2.is_none() => Ok(Lab::Nested(kernels, modes, cases)),
         (true, None, None) if l2.is_none() => Ok(Lab::NativeBuilt(cases)),
         (true, Some(rvvmm), Some(guests)) => Ok(Lab::Native(native::Options {
             rvvmm,
