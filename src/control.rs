@@ -99,6 +99,49 @@ struct State {
     /// Save requests to parked vCPUs: the generation, and the states saved for it so far.
     save: u64,
     saves: Vec<Result<VcpuState, String>>,
+    /// The guest has suspended the system (SBI SUSP): a vCPU waits in [`VmControl::suspended`].
+    suspended: bool,
+    /// Wake-ups of a suspended system so far (console input, the API).
+    wakes: u64,
+    /// How long a system suspend lasts at most (`--suspend-seconds`), and what else wakes it.
+    suspend: SuspendPolicy,
+}
+
+/// What ends a system suspend besides a stop.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SuspendPolicy {
+    /// The longest suspend (`--suspend-seconds`); `None`: until a wake-up event.
+    pub limit: Option<Duration>,
+    /// Whether the API can wake it (vm.resume).
+    pub api: bool,
+}
+
+impl SuspendPolicy {
+    /// What wakes the guest, for its log line.
+    pub fn describe(&self) -> String {
+        let mut wakers = vec!["console input".to_string()];
+        if self.api {
+            wakers.push("the API's vm.resume".into());
+        }
+        if let Some(limit) = self.limit {
+            wakers.push(format!(
+                "the timer ({} s, --suspend-seconds)",
+                limit.as_secs_f64()
+            ));
+        }
+        wakers.join(", ")
+    }
+}
+
+/// How a system suspend ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Wake {
+    /// A wake-up event (console input, the API's vm.resume).
+    Event,
+    /// The `--suspend-seconds` limit passed.
+    Timer,
+    /// The VM is to stop.
+    Stop,
 }
 
 /// The control state shared by the control loop, vCPU threads, devices and the console.
@@ -230,10 +273,85 @@ impl VmControl {
         Ok(saves)
     }
 
-    /// Asks every vCPU to park at its next checkpoint (the caller kicks them there).
+    /// Asks every vCPU to park at its next checkpoint (the caller kicks them there; a vCPU
+    /// waiting in a system suspend is woken here).
     pub fn pause(&self) {
         self.lock().pause = true;
         self.attention.store(true, Ordering::Release);
+        self.changed.notify_all();
+    }
+
+    /// Where the vCPU that suspended the system (SBI SUSP; every other hart is stopped) waits,
+    /// burning no CPU, until a wake-up ([`Self::wake`]), `limit`, or a stop. Pause, counter and
+    /// save requests made meanwhile are obeyed through `checkpoint` (the vCPU's own, which
+    /// returns whether to stop), so the API works on a suspended VM as on a running one.
+    pub fn suspended(
+        &self,
+        seen_sync: &mut u64,
+        checkpoint: &mut dyn FnMut(&mut u64) -> bool,
+    ) -> Wake {
+        let mut state = self.lock();
+        let deadline = state.suspend.limit.map(|l| std::time::Instant::now() + l);
+        state.suspended = true;
+        let wakes = state.wakes;
+        let wake = loop {
+            if state.request.is_some() {
+                break Wake::Stop;
+            }
+            if state.wakes != wakes {
+                break Wake::Event;
+            }
+            if state.pause || (state.sync_pending && *seen_sync != state.sync) {
+                drop(state);
+                let stop = checkpoint(seen_sync);
+                state = self.lock();
+                if stop {
+                    break Wake::Stop;
+                }
+                continue;
+            }
+            state = match deadline {
+                Some(deadline) => {
+                    let left = deadline.saturating_duration_since(std::time::Instant::now());
+                    if left.is_zero() {
+                        break Wake::Timer;
+                    }
+                    match self.changed.wait_timeout(state, left) {
+                        Ok((s, _)) => s,
+                        Err(e) => e.into_inner().0,
+                    }
+                }
+                None => self.changed.wait(state).unwrap_or_else(|e| e.into_inner()),
+            };
+        };
+        state.suspended = false;
+        wake
+    }
+
+    /// Wakes a suspended system; returns whether it was suspended.
+    pub fn wake(&self) -> bool {
+        let mut state = self.lock();
+        if !state.suspended {
+            return false;
+        }
+        state.wakes += 1;
+        self.changed.notify_all();
+        true
+    }
+
+    /// Whether the guest has suspended the system and sleeps now.
+    pub fn is_suspended(&self) -> bool {
+        self.lock().suspended
+    }
+
+    /// Sets what ends a system suspend (kept across reboots).
+    pub fn set_suspend_policy(&self, policy: SuspendPolicy) {
+        self.lock().suspend = policy;
+    }
+
+    /// What ends a system suspend.
+    pub fn suspend_policy(&self) -> SuspendPolicy {
+        self.lock().suspend.clone()
     }
 
     /// Lets parked vCPUs run again.
@@ -257,6 +375,7 @@ impl VmControl {
         state.synced = 0;
         state.sync_pending = true;
         self.attention.store(true, Ordering::Release);
+        self.changed.notify_all();
     }
 
     /// Waits up to `timeout` until `count` vCPUs have published their counters since
@@ -303,8 +422,10 @@ impl VmControl {
     pub fn reset(&self) {
         let mut state = self.lock();
         let sync = state.sync;
+        let suspend = std::mem::take(&mut state.suspend);
         *state = State {
             sync,
+            suspend,
             ..State::default()
         };
         self.attention.store(false, Ordering::Release);
@@ -352,6 +473,49 @@ mod tests {
         assert!(control.wait_parked(1, Duration::from_secs(10)));
         control.request(ExitRequest::Shutdown);
         assert!(vcpu.join().unwrap(), "a stop ends the pause");
+    }
+
+    #[test]
+    fn a_suspended_system_wakes_on_an_event_the_timer_or_a_stop() {
+        let control = Arc::new(VmControl::new().unwrap());
+        let sleeper = |limit: Option<Duration>| {
+            control.set_suspend_policy(SuspendPolicy { limit, api: false });
+            let control = control.clone();
+            std::thread::spawn(move || {
+                let mut checkpoint = |seen: &mut u64| control.checkpoint(seen);
+                control.suspended(&mut 0, &mut checkpoint)
+            })
+        };
+        let wait_asleep = || {
+            while !control.is_suspended() {
+                std::thread::sleep(Duration::from_millis(1));
+            }
+        };
+        assert!(!control.wake(), "nothing sleeps yet");
+        let vcpu = sleeper(None);
+        wait_asleep();
+        assert!(control.wake());
+        assert_eq!(vcpu.join().unwrap(), Wake::Event);
+        assert!(!control.is_suspended());
+
+        let start = std::time::Instant::now();
+        let vcpu = sleeper(Some(Duration::from_millis(50)));
+        assert_eq!(vcpu.join().unwrap(), Wake::Timer);
+        assert!(start.elapsed() >= Duration::from_millis(50));
+
+        // A pause while asleep parks the sleeper (the pause completes), and it sleeps on after
+        // the resume; counters are published meanwhile.
+        let vcpu = sleeper(None);
+        wait_asleep();
+        control.pause();
+        assert!(control.wait_parked(1, Duration::from_secs(10)));
+        control.resume();
+        control.request_sync();
+        assert!(control.wait_synced(1, Duration::from_secs(10)));
+        control.end_sync();
+        assert!(!vcpu.is_finished());
+        control.request(ExitRequest::Shutdown);
+        assert_eq!(vcpu.join().unwrap(), Wake::Stop);
     }
 
     #[test]

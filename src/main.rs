@@ -100,6 +100,9 @@ fn run(args: Args) -> Result<i32, Box<dyn Error>> {
     if let Some(timeout) = args.timeout {
         vmm = vmm.with_timeout(timeout);
     }
+    if let Some(limit) = args.suspend_seconds {
+        vmm = vmm.with_suspend_limit(limit);
+    }
     // Restored when this returns, on every path (and by signal and panic hooks).
     let _raw = RawTerminal::enter();
     if interactive {

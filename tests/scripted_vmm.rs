@@ -531,3 +531,59 @@ fn an_embedders_hypercall_can_stop_the_vm_at_once() {
     assert_eq!(output, "");
     assert_eq!(runs, [2], "one KVM_RUN per hypercall, none after the stop");
 }
+
+#[test]
+fn a_system_suspend_sleeps_until_the_timer_then_runs_on() {
+    let console = Arc::new(BufferConsole::default());
+    let limit = std::time::Duration::from_millis(300);
+    let mut vmm = Vmm::new(config("susp", 1), console.clone())
+        .unwrap()
+        .with_suspend_limit(limit);
+    let text = GuestAddress(0x8010_0000);
+    vmm.vm()
+        .unwrap()
+        .memory()
+        .write_slice(b"resumed\n", text)
+        .unwrap();
+    let start = std::time::Instant::now();
+    let status = vmm
+        .run(|| {
+            Ok(ScriptedVm::new().script(
+                0,
+                MpState::Runnable,
+                vec![
+                    // SUSP system_suspend(SUSPEND_TO_RAM, resume address, opaque).
+                    sbi(0x5355_5350, 0, [0, 0x8020_0000, 7, 0, 0, 0]),
+                    sbi(0x4442_434E, 0, [8, text.0, 0, 0, 0, 0]),
+                    SHUTDOWN,
+                ],
+            ))
+        })
+        .unwrap();
+    assert_eq!(status, 0);
+    assert!(
+        start.elapsed() >= limit,
+        "the guest slept {:?}",
+        start.elapsed()
+    );
+    assert_eq!(
+        console.output_string(),
+        "resumed\n",
+        "it ran on after the wake"
+    );
+}
+
+#[test]
+fn a_suspend_limit_on_a_kvm_without_sbi_susp_is_a_one_line_error() {
+    use rvvmm::arch::riscv64::regs::{sbi_ext, SBI_EXT_SUSP};
+    let mut vmm = Vmm::new(config("nosusp", 1), Arc::new(BufferConsole::default()))
+        .unwrap()
+        .with_suspend_limit(std::time::Duration::from_secs(1));
+    // As on Linux 6.12: KVM does not know the SUSP register, so rvvmm cannot turn it on.
+    let err = vmm
+        .run(|| Ok(ScriptedVm::new().with_fixed_reg(sbi_ext(SBI_EXT_SUSP))))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("lacks SBI SUSP"), "{err}");
+    assert!(!err.contains('\n'), "{err}");
+}

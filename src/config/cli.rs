@@ -144,6 +144,12 @@ pub struct Args {
     #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
     pub timeout: Option<Duration>,
 
+    /// Wake a guest that suspended the system (SBI SUSP, e.g. Linux's `echo mem >
+    /// /sys/power/state`) after DURATION at the latest; console input and the API's vm.resume
+    /// wake it earlier. Needs KVM with SBI SUSP (Linux 6.14 or later).
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub suspend_seconds: Option<Duration>,
+
     /// Write the guest console's output to FILE as well (created or truncated), or with
     /// `,only` to FILE alone: a CI job keeps the log.
     #[arg(long, value_name = "FILE[,only]", value_parser = parse_serial_log)]

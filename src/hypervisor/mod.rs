@@ -16,6 +16,7 @@ pub mod kvm;
 /// cannot make).
 #[cfg(any(test, feature = "testing", not(target_arch = "riscv64")))]
 pub mod scripted;
+pub mod uapi;
 
 use vm_memory::GuestMemoryMmap;
 

@@ -1,13 +1,14 @@
 //! SBI calls that KVM forwards to user space, dispatched by extension ID.
 //!
 //! KVM 6.12 handles BASE, TIME, IPI, RFENCE, HSM, SRST, PMU in the kernel. It forwards DBCN
-//! (once rvvmm enables it), the experimental range (0x0800_0000..=0x08FF_FFFF) and the vendor
+//! (once rvvmm enables it), SUSP (6.14 and later, once enabled), the experimental range (0x0800_0000..=0x08FF_FFFF) and the vendor
 //! range (0x0900_0000..=0x09FF_FFFF). [`HANDLERS`] lists the extensions this module answers, one
 //! entry each; [`Sbi::dispatch`] matches the same EIDs directly (a test keeps the two equal);
 //! anything else gets `SBI_ERR_NOT_SUPPORTED`.
 
 pub mod dbcn;
 pub mod hypercall;
+pub mod susp;
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -43,6 +44,9 @@ pub enum SbiOutcome {
         /// a0..a5.
         args: [u64; 6],
     },
+    /// The guest suspends the system ([`susp`]; [`crate::vcpu::ExitReason::Halt`]): no
+    /// return values, KVM resets the vCPU to the resume address.
+    Suspend,
 }
 
 impl SbiOutcome {
@@ -74,6 +78,7 @@ type Handler = fn(&SbiContext, &SbiCall) -> SbiOutcome;
 pub const HANDLERS: &[(u64, &str, Handler)] = &[
     (dbcn::EID, "DBCN", dbcn::handle),
     (hypercall::EID, "rvvmm hypercall", hypercall::handle),
+    (susp::EID, "SUSP", susp::handle),
 ];
 
 /// How many distinct unknown EIDs are remembered for "logged once" (bounded: a guest cannot
@@ -106,6 +111,7 @@ impl Sbi {
         match call.eid {
             dbcn::EID => return dbcn::handle(&self.ctx, call),
             hypercall::EID => return hypercall::handle(&self.ctx, call),
+            susp::EID => return susp::handle(&self.ctx, call),
             _ => {}
         }
         self.unsupported(call)
@@ -148,8 +154,9 @@ pub(crate) mod tests {
     fn dispatch_answers_every_extension_of_the_table() {
         let mut sbi = Sbi::new(context(Arc::default()));
         for (eid, name, handler) in HANDLERS {
-            // FID 2: DBCN's write_byte, hypercall number 2; both succeed at the handler.
-            let c = call(*eid, 2, &[u64::from(b'x'), 0]);
+            // FID 2: DBCN's write_byte, hypercall number 2; FID 0: SUSP's system_suspend.
+            let fid = if *eid == susp::EID { 0 } else { 2 };
+            let c = call(*eid, fid, &[u64::from(b'x'), 0]);
             assert_eq!(sbi.dispatch(&c), handler(&sbi.ctx, &c), "{name}");
             assert_ne!(
                 sbi.dispatch(&c),

@@ -14,9 +14,12 @@
 //! |                    | memory slot (KVM's stage-2 fault handler forwards it)                       |
 //! | `ExternalInterrupt`| `KVM_RUN` returned `EINTR` (`KVM_EXIT_INTR`): a host signal kicked the vCPU  |
 //! | `NestedPageFault`  | `KVM_EXIT_MEMORY_FAULT` (KVM could not back a guest page)                   |
-//! | `Halt`             | `KVM_EXIT_SYSTEM_EVENT` / `SUSPEND` (SBI SUSP). WFI and HSM hart_suspend are |
-//! |                    | handled in the kernel, which sleeps the vCPU inside `KVM_RUN`; no exit      |
-//! |                    | reaches user space, so rvvmm cannot surface them                            |
+//! | `Halt`             | SBI SUSP system_suspend, forwarded as `KVM_EXIT_RISCV_SBI` (Linux 6.14+, once |
+//! |                    | rvvmm enables it; KVM has checked it and queued the vCPU's reset to the     |
+//! |                    | resume address), or `KVM_EXIT_SYSTEM_EVENT` / `SUSPEND`. The vCPU thread    |
+//! |                    | sleeps until a wake-up, then runs on. WFI and HSM hart_suspend are handled  |
+//! |                    | in the kernel, which sleeps the vCPU inside `KVM_RUN`; no exit reaches user |
+//! |                    | space, so rvvmm cannot surface them                                         |
 //! | `CpuUp`            | HSM hart_start is handled in the kernel. A stopped hart's thread waits in    |
 //! |                    | `KVM_RUN`, where KVM sleeps it (no cost); once another hart starts it, it    |
 //! |                    | runs guest code at once, and rvvmm reports `CpuUp` when that `KVM_RUN` first |

@@ -84,11 +84,12 @@ pub enum VcpuError {
         size: u64,
     },
     /// KVM could not enter or continue the guest.
-    #[error("hart {vcpu}: KVM could not run the guest (reason {reason:#x})")]
+    #[error("hart {vcpu}: KVM could not run the guest (reason {reason:#x}){}", crate::hypervisor::uapi::fail_entry_hint(*reason).map(|h| format!(": {h}")).unwrap_or_default())]
     FailEntry {
         /// vCPU index.
         vcpu: u32,
-        /// KVM's reason code.
+        /// KVM's reason code (`KVM_EXIT_FAIL_ENTRY`'s; bit 0 on Linux 6.19+: no IMSIC
+        /// guest file).
         reason: u64,
     },
     /// KVM reported an MMIO access of a width no bus supports.
@@ -143,6 +144,10 @@ pub struct Vcpu<B: VcpuBackend> {
     stashed: Option<RawExit>,
     /// `stopped` or `stashed`: the one flag `run` tests before entering the guest.
     off_path: bool,
+    /// The last exit suspended the system: the vCPU thread sleeps before it runs on.
+    suspend: bool,
+    /// The guest has SBI SUSP (KVM forwards it, and it was not switched off).
+    has_susp: bool,
     isa: VcpuIsa,
 }
 
@@ -158,6 +163,8 @@ impl<B: VcpuBackend> Vcpu<B> {
             stopped: false,
             stashed: None,
             off_path: false,
+            suspend: false,
+            has_susp: false,
             isa: VcpuIsa::default(),
         };
         vcpu.set_reg(regs::a(0), config.hart_id)?;
@@ -179,8 +186,21 @@ impl<B: VcpuBackend> Vcpu<B> {
         // KVM keeps DBCN off until the VMM turns it on: on first, so that switching it off
         // is like switching off any other.
         self.set_reg(regs::sbi_ext(regs::SBI_EXT_DBCN), 1)?;
+        // SUSP likewise, where KVM has it (6.14 and later; older kernels do not know the
+        // register, and their guests see the extension absent).
+        if self
+            .backend
+            .set_reg(regs::sbi_ext(regs::SBI_EXT_SUSP), 1)
+            .is_err()
+        {
+            log::debug!("vCPU {vcpu}: KVM has no SBI SUSP (Linux 6.14 or later has it)");
+        }
         extensions::switch_off(&mut self.backend, Kind::Sbi, &off.sbi).map_err(failed)?;
         extensions::switch_off(&mut self.backend, Kind::Isa, &off.isa).map_err(failed)?;
+        self.has_susp = self
+            .backend
+            .get_reg(regs::sbi_ext(regs::SBI_EXT_SUSP))
+            .is_ok_and(|on| on == 1);
         let mut isa = VcpuIsa {
             base: self.get_reg(regs::CONFIG_ISA)?,
             timebase_frequency: self.get_reg(regs::TIMER_FREQUENCY)?,
@@ -286,6 +306,16 @@ impl<B: VcpuBackend> Vcpu<B> {
         self.stopped
     }
 
+    /// Whether the guest has SBI SUSP (system suspend), as set up.
+    pub fn has_system_suspend(&self) -> bool {
+        self.has_susp
+    }
+
+    /// Whether the last exit suspended the system ([`ExitReason::Halt`]); clears it.
+    pub fn take_suspend(&mut self) -> bool {
+        std::mem::take(&mut self.suspend)
+    }
+
     // Always inlined into `run`, and so into the vCPU loop: out of line it is one more page on
     // every exit (LLVM outlined it once `run_off_path` called it too).
     #[inline(always)]
@@ -300,6 +330,10 @@ impl<B: VcpuBackend> Vcpu<B> {
                 SbiOutcome::Hypercall { nr, args } => {
                     self.pending = Pending::Sbi;
                     ExitReason::Hypercall { nr, args }
+                }
+                SbiOutcome::Suspend => {
+                    self.suspend = true;
+                    ExitReason::Halt
                 }
             },
             RawExit::MmioRead { addr, len } => {
@@ -319,7 +353,10 @@ impl<B: VcpuBackend> Vcpu<B> {
             RawExit::SystemEvent { kind, data } => match kind {
                 SYSTEM_EVENT_SHUTDOWN => ExitReason::SystemDown { reason: data },
                 SYSTEM_EVENT_RESET => ExitReason::SystemReset { reason: data },
-                SYSTEM_EVENT_SUSPEND => ExitReason::Halt,
+                SYSTEM_EVENT_SUSPEND => {
+                    self.suspend = true;
+                    ExitReason::Halt
+                }
                 other => ExitReason::FailEntry {
                     reason: u64::from(other),
                 },

@@ -370,7 +370,47 @@ fn cold_exit<B: VcpuBackend>(
     seen: &mut (u64, u64),
 ) -> bool {
     ctx.stats.publish(exits);
+    if vcpu.take_suspend() && suspend(vcpu, ctx, seen) {
+        return true;
+    }
     ctx.control.attention() && checkpoint(vcpu, ctx, seen)
+}
+
+/// The guest suspended the system (SBI SUSP, [`ExitReason::Halt`]; KVM has checked that every
+/// other hart is stopped and queued this vCPU's reset to the resume address): sleep, burning
+/// no CPU, until a wake-up, then run on, which resumes the guest. Returns whether to stop.
+#[cold]
+#[inline(never)]
+fn suspend<B: VcpuBackend>(
+    vcpu: &mut Vcpu<B>,
+    ctx: &VcpuContext,
+    (seen_sync, seen_save): &mut (u64, u64),
+) -> bool {
+    let policy = ctx.control.suspend_policy();
+    log::info!(
+        "hart {} suspended the system (SBI SUSP, suspend to RAM); it wakes on {}",
+        vcpu.id(),
+        policy.describe()
+    );
+    let slept = std::time::Instant::now();
+    let wake = ctx.control.suspended(seen_sync, &mut |sync| {
+        ctx.control.checkpoint_saving(sync, seen_save, &mut || {
+            vcpu.save_state().map_err(|e| e.to_string())
+        })
+    });
+    if wake == crate::control::Wake::Stop {
+        return true;
+    }
+    log::info!(
+        "the guest wakes from its system suspend after {:.1} s ({}); hart {} resumes",
+        slept.elapsed().as_secs_f64(),
+        match wake {
+            crate::control::Wake::Timer => "the timer",
+            _ => "a wake-up event",
+        },
+        vcpu.id()
+    );
+    false
 }
 
 /// Obeys the control's requests (counters, pause, a snapshot's save while paused); returns
@@ -494,10 +534,8 @@ fn handle_rare_exit(
             log::info!("hart {vcpu} stopped");
             return Ok(CONTINUE);
         }
-        ExitReason::Halt => {
-            log::info!("hart {vcpu} suspended the system");
-            return Ok(CONTINUE);
-        }
+        // The suspend itself happens after the exit's bookkeeping ([`suspend`]).
+        ExitReason::Halt => return Ok(CONTINUE),
         ExitReason::SystemDown { reason } if reason == SRST_REASON_SYSTEM_FAILURE => {
             GuestStop::SystemFailure
         }

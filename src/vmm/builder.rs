@@ -23,7 +23,7 @@ use crate::config::IrqChipKind;
 use crate::console::ConsoleEvent;
 use crate::control::{ExitRequest, VmControl};
 use crate::event_loop::EventLoop;
-use crate::hypervisor::{AiaConfig, VmBackend};
+use crate::hypervisor::{AiaConfig, HypervisorError, VmBackend};
 use crate::interrupts::IrqMode;
 use crate::memory::vm_rss_kib;
 use crate::sbi::{Sbi, SbiContext};
@@ -53,6 +53,12 @@ impl Vm {
         }
         startup_step("kernel and initrd loaded");
         let (mut vcpus, irq_mode) = self.create_vcpus(&*vm)?;
+        if control.suspend_policy().limit.is_some() && !vcpus[0].has_system_suspend() {
+            return Err(HypervisorError::MissingCapability(
+                "SBI SUSP, which --suspend-seconds is for (Linux 6.14 or later forwards it; or it was switched off with --disable-sbi susp)",
+            )
+            .into());
+        }
         startup_step("vCPUs created and set up");
         for vcpu in &mut vcpus {
             vcpu.set_entry(entry)?;
@@ -209,12 +215,19 @@ impl Vm {
         let listener_control = control.clone();
         self.console
             .set_listener(Some(Arc::new(move |event| match event {
-                ConsoleEvent::Input => match &console_input {
-                    Some(evt) => {
-                        let _ = evt.write(1);
+                ConsoleEvent::Input => {
+                    // A key wakes a guest that suspended the system, as on a board whose
+                    // UART is a wake-up source; the guest reads the key once it runs.
+                    if listener_control.wake() {
+                        log::info!("console input wakes the suspended guest");
                     }
-                    None => uart.pull_input(),
-                },
+                    match &console_input {
+                        Some(evt) => {
+                            let _ = evt.write(1);
+                        }
+                        None => uart.pull_input(),
+                    }
+                }
                 ConsoleEvent::Quit => listener_control.request(ExitRequest::Exit(0)),
             })));
         // Input that arrived before the listener (typed while a snapshot was being restored)

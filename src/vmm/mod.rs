@@ -30,7 +30,7 @@ use crate::arch::riscv64::fdt::FdtError;
 use crate::config::json;
 use crate::config::{ConfigError, Source, VmConfig};
 use crate::console::Console;
-use crate::control::{ExitRequest, VmControl};
+use crate::control::{ExitRequest, SuspendPolicy, VmControl};
 use crate::devices::virtio::block::DiskError;
 use crate::devices::virtio::tap::TapError;
 use crate::hypervisor::{HypervisorError, VmBackend};
@@ -142,6 +142,8 @@ pub struct Vmm {
     pending_restore: Option<(SavedMachine, PathBuf, bool)>,
     /// How long [`Self::run`] lets the guest run before it stops it (`--timeout`).
     timeout: Option<Duration>,
+    /// The longest system suspend (SBI SUSP) before the guest is woken (`--suspend-seconds`).
+    suspend_limit: Option<Duration>,
 }
 
 /// The exit status after `--timeout` stopped the guest: timeout(1)'s.
@@ -159,6 +161,7 @@ impl Vmm {
             vm: Some(vm),
             pending_restore: None,
             timeout: None,
+            suspend_limit: None,
         })
     }
 
@@ -182,6 +185,7 @@ impl Vmm {
             vm: None,
             pending_restore: None,
             timeout: None,
+            suspend_limit: None,
         }
     }
 
@@ -213,6 +217,13 @@ impl Vmm {
     /// [`TIMEOUT_STATUS`] (`--timeout`); counted from the start of `run`.
     pub fn with_timeout(mut self, timeout: Duration) -> Self {
         self.timeout = Some(timeout);
+        self
+    }
+
+    /// Wakes a guest that suspended the system (SBI SUSP) after `limit` at the latest
+    /// (`--suspend-seconds`); console input and the API's vm.resume wake it earlier.
+    pub fn with_suspend_limit(mut self, limit: Duration) -> Self {
+        self.suspend_limit = Some(limit);
         self
     }
 
@@ -255,6 +266,10 @@ impl Vmm {
         }
         let deadline = self.timeout.map(|t| (Instant::now() + t, t));
         let control = Arc::new(VmControl::new().map_err(VmmError::Control)?);
+        control.set_suspend_policy(SuspendPolicy {
+            limit: self.suspend_limit,
+            api: self.api.is_some(),
+        });
         let epoll = self.control_epoll(&control).map_err(VmmError::Control)?;
         let mut boots = 0;
         let mut machine = None;
@@ -561,6 +576,8 @@ impl Vmm {
                 m.resume();
                 done
             }
+            // A guest that suspended itself (SBI SUSP) is woken as a paused one is resumed.
+            (ApiRequest::VmResume, Some(_)) if cs.control.wake() => done,
             (ApiRequest::VmResume, _) => not("resume"),
             (ApiRequest::VmShutdown, Some(_)) => {
                 stop(cs.machine, cs.control);

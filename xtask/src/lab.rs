@@ -55,6 +55,7 @@ const GUESTS: &[(&str, &str, &str)] = &[
     ("mmio_odd_fld", "mmio_odd", ""),
     ("reboot", "reboot", ""),
     ("reboot_storm", "reboot", "-DREBOOTS=100"),
+    ("suspend", "suspend", ""),
     ("sysfail", "sysfail", ""),
     ("finisher", "finisher", ""),
     ("stop_race", "stop_race", ""),
@@ -158,8 +159,18 @@ pub fn run(kernels: &[Kernel], modes: &[Mode], only: &[String]) -> Result<bool, 
         return Err(format!("no lab case is named {only:?}"));
     }
     let prepared = prepare(kernels)?;
-    let (mut passed, mut failed) = (0, 0);
+    let (mut passed, mut failed, mut skipped) = (0, 0, 0);
     for k in &prepared.kernels {
+        // A case that needs another KVM than this kernel's is skipped, and says why.
+        let (cases, other_kvm): (Vec<Case>, Vec<Case>) = cases
+            .iter()
+            .cloned()
+            .partition(|c| c.needs.skip_on(&k.unpacked.release).is_none());
+        for c in &other_kvm {
+            let why = c.needs.skip_on(&k.unpacked.release).unwrap_or_default();
+            println!("lab[{}] {:<18} skipped ({why})", k.name(), c.name);
+        }
+        skipped += other_kvm.len();
         for (i, &mode) in modes.iter().enumerate() {
             let label = k.label(mode);
             // A case that touches no interrupt controller runs in the first mode only.
@@ -193,7 +204,7 @@ pub fn run(kernels: &[Kernel], modes: &[Mode], only: &[String]) -> Result<bool, 
             );
         }
     }
-    println!("lab: {passed} passed, {failed} failed");
+    println!("lab: {passed} passed, {failed} failed, {skipped} skipped");
     Ok(failed == 0)
 }
 
@@ -899,7 +910,13 @@ pub(crate) fn boot_l1(
     cases: &[Case],
 ) -> Result<String, String> {
     let label = k.label(mode);
-    let mut qemu = l1_qemu(p, k, mode, cases, &plan::runner(cases, "/tmp/case.out"))?;
+    let mut qemu = l1_qemu(
+        p,
+        k,
+        mode,
+        cases,
+        &plan::runner_then(cases, "/tmp/case.out", plan::L1_AFTER_CASE),
+    )?;
     let log_path = paths::work_dir().join(format!("console-{}-{}.log", k.name(), mode.name()));
     let log_file = fs::File::create(&log_path)
         .map_err(|e| format!("cannot create {}: {e}", log_path.display()))?;

@@ -178,8 +178,17 @@ pub fn run(opts: &Options) -> Result<bool, String> {
     let root_text = root.display().to_string();
     let mut cases = Vec::new();
     let mut skipped = 0;
+    // This host's kernel, whose KVM the cases meet.
+    let release = fs::read_to_string("/proc/sys/kernel/osrelease")
+        .map(|r| r.trim().to_string())
+        .unwrap_or_default();
     for c in plan::cases() {
         if !opts.cases.is_empty() && !opts.cases.iter().any(|o| o == c.name) {
+            continue;
+        }
+        if let Some(why) = c.needs.skip_on(&release) {
+            println!("lab[{label}] {:<18} skipped ({why})", c.name);
+            skipped += 1;
             continue;
         }
         let missing: Vec<String> = named_files(c.cmd)

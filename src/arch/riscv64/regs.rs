@@ -68,6 +68,8 @@ pub const SBI_EXTS: &[(u64, &str)] = &[
     (SBI_EXT_DBCN, "dbcn"),
     (10, "sta"),
     (SBI_EXT_SUSP, "susp"),
+    (crate::hypervisor::uapi::KVM_RISCV_SBI_EXT_FWFT, "fwft"),
+    (crate::hypervisor::uapi::KVM_RISCV_SBI_EXT_MPXY, "mpxy"),
 ];
 
 /// The single-letter extensions by `KVM_RISCV_ISA_EXT_*` ID (their ISA_EXT registers switch
