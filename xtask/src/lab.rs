@@ -160,7 +160,21 @@ pub fn run(kernels: &[Kernel], modes: &[Mode], only: &[String]) -> Result<bool, 
     }
     let prepared = prepare(kernels)?;
     let (mut passed, mut failed, mut skipped) = (0, 0, 0);
-    for k in &prepared.kernels {
+    for (ki, k) in prepared.kernels.iter().enumerate() {
+        // A case of rvvmm's own logic runs on the first kernel only.
+        let (cases, elsewhere): (Vec<Case>, Vec<Case>) = cases
+            .iter()
+            .cloned()
+            .partition(|c| ki == 0 || !c.one_kernel);
+        if !elsewhere.is_empty() {
+            println!(
+                "lab[{}] {} cases of rvvmm's own logic, which no KVM version changes, ran on the {} kernel only: {}",
+                k.name(),
+                elsewhere.len(),
+                prepared.kernels[0].name(),
+                names(&elsewhere)
+            );
+        }
         // A case that needs another KVM than this kernel's is skipped, and says why.
         let (cases, other_kvm): (Vec<Case>, Vec<Case>) = cases
             .iter()

@@ -58,6 +58,9 @@ pub struct Case {
     pub one_mode: bool,
     /// The L1 kernels (KVM versions) the case runs on.
     pub needs: Needs,
+    /// The case exercises rvvmm's own logic (its threads, host files, API, console), which
+    /// no KVM version changes: it runs on the first kernel of a lab run only ([`ONE_KERNEL`]).
+    pub one_kernel: bool,
 }
 
 /// Which L1 kernels a case runs on: a case that depends on a KVM feature says which, and
@@ -111,6 +114,7 @@ pub const fn case(
         timeout: 120,
         one_mode: false,
         needs: Needs::Any,
+        one_kernel: false,
     }
 }
 
@@ -366,7 +370,41 @@ pub const README_CASE: &str = "readme_first_command";
 /// SBI SUSP forwarded to user space (Linux 6.14).
 const SUSP: Needs = Needs::Since(6, 14, "SBI SUSP");
 
+/// The cases that run on the first kernel only: what they prove is rvvmm's, not KVM's (a stop
+/// racing the vCPUs, a file or tap failing under a device, the API's and the console's threads,
+/// the config and the native runner), and each repeats a second L1's worth of Linux boots for
+/// nothing (about 230 s of the PLIC pass). Every case that meets a KVM interface rvvmm uses
+/// (SBI, HSM, MMIO, interrupts, snapshots of vCPU and AIA state, huge pages, seccomp) runs on
+/// both kernels.
+pub const ONE_KERNEL: &[&str] = &[
+    "api_pause_resume_shutdown",
+    "native_runner_in_l1",
+    "console_stdout_never_read",
+    "virtio_console_stdout_never_read",
+    "ci_exit_status_timeout_serial_log",
+    "sigterm_stops_cleanly",
+    "virtio_abuse_then_serve",
+    "reboot_storm_x100",
+    "stop_race_exit_x200",
+    "stop_race_reboot_x200",
+    "exits_200k",
+    "linux_boot_time_x3",
+    "virtio_blk_host_disk_full",
+    "virtio_blk_flush_survives_sigkill",
+    "virtio_net_tap_deleted",
+    "linux_from_config_file",
+    "linux_api_create_boot",
+];
+
 pub fn cases() -> Vec<Case> {
+    let mut cases = all_cases();
+    for c in &mut cases {
+        c.one_kernel = ONE_KERNEL.contains(&c.name);
+    }
+    cases
+}
+
+fn all_cases() -> Vec<Case> {
     vec![
         Case {
             timeout: 300,
@@ -1728,6 +1766,12 @@ mod tests {
         let names: Vec<&str> = cases().iter().map(|c| c.name).collect();
         let unique: std::collections::HashSet<&&str> = names.iter().collect();
         assert_eq!(unique.len(), names.len(), "case names are unique");
+        for name in ONE_KERNEL {
+            assert!(
+                names.contains(name),
+                "ONE_KERNEL names {name}, which the plan lacks"
+            );
+        }
     }
 
     /// The demo runs the README's first command as the README writes it (its shell line
