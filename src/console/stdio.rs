@@ -448,7 +448,16 @@ mod tests {
         let (console, mut writer, _el, events) = piped(false);
         writer.write_all(b"hello").unwrap();
         assert_eq!(read_all(&console, 5), b"hello");
-        assert!(events.lock().unwrap().contains(&ConsoleEvent::Input));
+        // The loop queues the bytes, then tells the listener: a reader can see them first
+        // (seen once in the lab's L1), so the event is waited for, not expected at once.
+        let started = std::time::Instant::now();
+        while !events.lock().unwrap().contains(&ConsoleEvent::Input) {
+            assert!(
+                started.elapsed() < PATIENCE,
+                "the listener never heard of the input"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(2));
+        }
         // More than the queue holds, from a writer that blocks on the full pipe: the loop
         // stops reading at the limit and goes on when the guest drains; nothing is lost.
         let total = 3 * INPUT_LIMIT;
