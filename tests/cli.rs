@@ -56,6 +56,8 @@ fn bad_flag_values_are_usage_errors() {
         &["--kernel", "k", "--timeout", "0"],
         &["--kernel", "k", "--timeout", "soon"],
         &["--kernel", "k", "--timeout", "-5s"],
+        &["--kernel", "k", "--suspend-seconds", "0"],
+        &["--kernel", "k", "--suspend-seconds", "later"],
         &["--kernel", "k", "--serial-log", ""],
         &["--kernel", "k", "--seccomp", "yes"],
     ] {

@@ -33,6 +33,21 @@ use crate::vcpu::extensions::Toggles;
 use crate::vcpu::runner::VcpuThreads;
 use crate::vcpu::{Vcpu, VcpuConfig};
 
+/// `--suspend-seconds` is for SBI SUSP: a host whose KVM lacks it (or a VM with it switched
+/// off) is told so before the guest runs, on a boot and on a restore alike.
+fn check_suspend_limit<B: crate::hypervisor::VcpuBackend>(
+    control: &VmControl,
+    vcpus: &[Vcpu<B>],
+) -> Result<()> {
+    if control.suspend_policy().limit.is_some() && !vcpus[0].has_system_suspend() {
+        return Err(HypervisorError::MissingCapability(
+            "SBI SUSP, which --suspend-seconds is for (Linux 6.14 or later forwards it; or it was switched off with --disable-sbi susp)",
+        )
+        .into());
+    }
+    Ok(())
+}
+
 impl Vm {
     /// Boot number `boot_count` on `vm`: everything built and every vCPU thread started.
     pub(super) fn build<V>(
@@ -53,12 +68,7 @@ impl Vm {
         }
         startup_step("kernel and initrd loaded");
         let (mut vcpus, irq_mode) = self.create_vcpus(&*vm)?;
-        if control.suspend_policy().limit.is_some() && !vcpus[0].has_system_suspend() {
-            return Err(HypervisorError::MissingCapability(
-                "SBI SUSP, which --suspend-seconds is for (Linux 6.14 or later forwards it; or it was switched off with --disable-sbi susp)",
-            )
-            .into());
-        }
+        check_suspend_limit(control, &vcpus)?;
         startup_step("vCPUs created and set up");
         for vcpu in &mut vcpus {
             vcpu.set_entry(entry)?;
@@ -101,6 +111,7 @@ impl Vm {
             self.ram_size >> 20
         );
         let (mut vcpus, irq_mode) = self.create_vcpus(&*vm)?;
+        check_suspend_limit(control, &vcpus)?;
         let saved_aia = matches!(saved.irqchip, IrqchipState::Aia(_));
         if saved_aia != matches!(irq_mode, IrqMode::Aia { .. }) {
             return Err(restore_err(format!(

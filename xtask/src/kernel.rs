@@ -197,7 +197,7 @@ fn newest_in(index: &str) -> Result<Found, String> {
 }
 
 /// 7.2.13+deb14-riscv64 -> [7, 2, 13, 14]: the numbers, in order.
-fn version_key(release: &str) -> Vec<u64> {
+pub(crate) fn version_key(release: &str) -> Vec<u64> {
     release
         .split(|c: char| !c.is_ascii_digit())
         .filter_map(|n| n.parse().ok())

@@ -78,10 +78,9 @@ pub enum Needs {
 impl Needs {
     /// `None` when the case runs on an L1 kernel of `release` (`uname -r`); else why not.
     pub fn skip_on(self, release: &str) -> Option<String> {
-        let mut numbers = release
-            .split(|c: char| !c.is_ascii_digit())
-            .filter_map(|n| n.parse::<u64>().ok());
-        let have = (numbers.next().unwrap_or(0), numbers.next().unwrap_or(0));
+        let key = crate::kernel::version_key(release);
+        let part = |i: usize| key.get(i).copied().unwrap_or(0);
+        let have = (part(0), part(1));
         match self {
             Needs::Any => None,
             Needs::Since(major, minor, what) if have < (major, minor) => Some(format!(
