@@ -179,8 +179,9 @@ const KVM_SET_MP_STATE: u64 = ioc(WRITE, KVMIO, 0x99, 4);
 const KVM_GET_ONE_REG: u64 = ioc(WRITE, KVMIO, 0xab, 16); // struct kvm_one_reg
 const KVM_SET_ONE_REG: u64 = ioc(WRITE, KVMIO, 0xac, 16);
 const KVM_GET_REG_LIST: u64 = ioc(READ | WRITE, KVMIO, 0xb0, 8); // struct kvm_reg_list
-                                                                 // include/uapi/asm-generic/ioctls.h: the terminal's, for the SIGSYS and SIGTSTP handlers'
-                                                                 // restore of the terminal (tcsetattr), which may run on any thread.
+
+// include/uapi/asm-generic/ioctls.h: the terminal's, for the SIGSYS and SIGTSTP handlers'
+// restore of the terminal (tcsetattr), which may run on any thread.
 const TCGETS: u64 = 0x5401;
 const TCSETS: u64 = 0x5402;
 const FIONBIO: u64 = 0x5421;

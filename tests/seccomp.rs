@@ -151,3 +151,50 @@ fn the_main_threads_list_starts_filtered_threads() {
     );
     assert!(text.contains("main thread done"), "{text}");
 }
+
+/// ioctl(-1, cmd): EBADF if the filters let it through (a trapped one ends the process).
+fn ioctl_errno(cmd: u64) -> i32 {
+    // SAFETY: fd -1 is never open, so the kernel fails the call before reading any argument.
+    let rc = unsafe { libc::syscall(libc::SYS_ioctl, -1, cmd, 0) };
+    assert_eq!(rc, -1);
+    std::io::Error::last_os_error().raw_os_error().unwrap()
+}
+
+#[test]
+fn a_vcpu_thread_runs_its_ioctls_and_no_other_kvm_ioctl() {
+    let Some(out) = child("a_vcpu_thread_runs_its_ioctls_and_no_other_kvm_ioctl") else {
+        if std::env::var(CHILD).is_ok() {
+            // As in rvvmm: the main thread's filter, then the vCPU thread's own on top.
+            filtered(SeccompMode::Enforce, ThreadKind::Main);
+            std::thread::spawn(|| {
+                seccomp::apply(ThreadKind::Vcpu).unwrap();
+                // KVM_RUN, KVM_IRQ_LINE, KVM_INTERRUPT (the fast path), KVM_SET_ONE_REG (the
+                // full list).
+                for cmd in [0xae80, 0x4008_ae61, 0x4004_ae86, 0x4010_aeac] {
+                    eprintln!("ioctl {cmd:#x}: errno {}", ioctl_errno(cmd));
+                }
+                // KVM_CREATE_VM: a KVM ioctl the main thread may issue, a vCPU thread not.
+                ioctl_errno(0xae01);
+                eprintln!("still running after KVM_CREATE_VM");
+            })
+            .join()
+            .unwrap();
+            std::process::exit(0);
+        }
+        return;
+    };
+    let text = text(&out);
+    assert_eq!(out.status.signal(), Some(libc::SIGSYS), "{text}");
+    for cmd in ["0xae80", "0x4008ae61", "0x4004ae86", "0x4010aeac"] {
+        assert!(
+            text.contains(&format!("ioctl {cmd}: errno {}", libc::EBADF)),
+            "{text}"
+        );
+    }
+    let line = format!(
+        "the vcpu thread made system call {}, which its filter does not allow",
+        libc::SYS_ioctl
+    );
+    assert!(text.contains(&line), "{text}");
+    assert!(!text.contains("still running"), "{text}");
+}

@@ -80,14 +80,15 @@ fn bench_case(name: &'static str, script: String) -> Case {
 
 /// Per exit kind, the bench guest under `bare-kvm`, rvvmm, rvvmm with `--seccomp false`
 /// (`nosec`: the filters run in the kernel on every KVM_RUN, which the user-space timing
-/// cannot see) and the measuring builds, interleaved.
+/// cannot see), `bare-kvm --seccomp-floor` (`baresec`: under two filters that allow
+/// everything, what seccomp itself costs an exit) and the measuring builds, interleaved.
 fn exits_case(reps: usize, baseline: bool) -> Case {
     let mut script = String::from("for r in $(seq 1 ");
     let _ = write!(script, "{reps}); do\nfor k in {}; do\n", KINDS.join(" "));
     let base = if baseline { " base_t" } else { "" };
     let _ = writeln!(
         script,
-        "if [ $((r % 2)) -eq 1 ]; then order='bare rvvmm nosec bare_t rvvmm_t{base}'; else order='{} rvvmm_t bare_t nosec rvvmm bare'; fi",
+        "if [ $((r % 2)) -eq 1 ]; then order='bare rvvmm nosec baresec bare_t rvvmm_t{base}'; else order='{} rvvmm_t bare_t baresec nosec rvvmm bare'; fi",
         base.trim()
     );
     script.push_str(
@@ -95,6 +96,7 @@ fn exits_case(reps: usize, baseline: bool) -> Case {
          rv=\"--irqchip plic --memory 64M --kernel /guests/bench_$k.bin\"\n\
          case $v in\n\
          bare) out=$(/bare-kvm /guests/bench_$k.bin 2>&1 | grep BENCH);;\n\
+         baresec) out=$(/bare-kvm --seccomp-floor /guests/bench_$k.bin 2>&1 | grep BENCH);;\n\
          bare_t) out=$(/bare-kvm --timing /guests/bench_$k.bin 2>&1 | grep -E 'BENCH|EXIT-TIMING' | tr '\\n' ' ');;\n\
          rvvmm) out=$(RUST_LOG=rvvmm=info /rvvmm $rv 2>&1 | grep -E 'BENCH|first guest exit' | tr '\\n' ' ');;\n\
          nosec) out=$(/rvvmm $rv --seccomp false 2>&1 | grep BENCH);;\n\
@@ -663,7 +665,7 @@ pub fn run(opts: &Options) -> Result<bool, String> {
                 None => String::new(),
             };
             println!(
-                "bench[{}] {:<18} {:>12} {:>12} {:>8} {:>14} {:>8} {:>14} {:>14}{base_header}",
+                "bench[{}] {:<18} {:>12} {:>12} {:>8} {:>14} {:>8} {:>15} {:>8} {:>14} {:>14}{base_header}",
                 label,
                 "exit kind",
                 "bare ns",
@@ -671,6 +673,8 @@ pub fn run(opts: &Options) -> Result<bool, String> {
                 "ratio",
                 "no-seccomp ns",
                 "ratio",
+                "bare+seccomp ns",
+                "rvvmm/it",
                 "bare user ns",
                 "rvvmm user ns"
             );
@@ -688,10 +692,11 @@ pub fn run(opts: &Options) -> Result<bool, String> {
                     String::new()
                 };
                 let nosec = med(&samples, "nosec", kind);
+                let baresec = med(&samples, "baresec", kind);
                 match (bare, rv) {
                     (Some(b), Some(r)) => {
                         println!(
-                            "bench[{}] {:<18} {:>12.0} {:>12.0} {:>8.3} {:>14} {:>8} {:>14} {:>14}{base_cell}",
+                            "bench[{}] {:<18} {:>12.0} {:>12.0} {:>8.3} {:>14} {:>8} {:>15} {:>8} {:>14} {:>14}{base_cell}",
                             label,
                             kind,
                             b,
@@ -699,10 +704,12 @@ pub fn run(opts: &Options) -> Result<bool, String> {
                             r / b,
                             show(nosec),
                             nosec.map_or_else(|| "-".into(), |n| format!("{:.3}", n / b)),
+                            show(baresec),
+                            baresec.map_or_else(|| "-".into(), |f| format!("{:.3}", r / f)),
                             show(bare_user),
                             show(rv_user)
                         );
-                        rows.push(format!("{{\"kind\": \"{kind}\", \"bare_ns\": {b:.1}, \"rvvmm_ns\": {r:.1}, \"ratio\": {:.4}, \"rvvmm_no_seccomp_ns\": {}, \"bare_user_ns\": {}, \"rvvmm_user_ns\": {}, \"baseline_user_ns\": {}}}", r / b, json(nosec), json(bare_user), json(rv_user), json(base_user)));
+                        rows.push(format!("{{\"kind\": \"{kind}\", \"bare_ns\": {b:.1}, \"rvvmm_ns\": {r:.1}, \"ratio\": {:.4}, \"rvvmm_no_seccomp_ns\": {}, \"bare_seccomp_floor_ns\": {}, \"bare_user_ns\": {}, \"rvvmm_user_ns\": {}, \"baseline_user_ns\": {}}}", r / b, json(nosec), json(baresec), json(bare_user), json(rv_user), json(base_user)));
                     }
                     _ => {
                         println!("bench[{}] {:<18} missing samples", label, kind);

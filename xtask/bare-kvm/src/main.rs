@@ -1,7 +1,10 @@
 //! The benchmark floor (`cargo xtask bench`): the least a VMM can do per exit. It maps 64 MiB of
 //! RAM at 0x8000_0000, loads a flat guest at RAM + 2 MiB (where rvvmm puts one), enables SBI DBCN and answers every exit with
 //! the same result rvvmm gives (hypercall 0 -> (0, 1), DBCN -> stdout, MMIO read -> 0, MMIO
-//! write ignored), with no devices, bus, threads or logging. `bare-kvm [--timing] GUEST.bin`
+//! write ignored), with no devices, bus, threads or logging. `bare-kvm [--timing] [--seccomp-floor] GUEST.bin`
+//!
+//! `--seccomp-floor` runs it under two seccomp filters that allow everything (see
+//! `seccomp_allow_all`): the floor of a VMM whose vCPU threads are sandboxed.
 //!
 //! `--timing` also counts the time-CSR ticks spent in user space between KVM_RUN's return and
 //! the next KVM_RUN, and prints `EXIT-TIMING exits=N user_ticks=T` at the end, as rvvmm's
@@ -35,6 +38,49 @@ mod floor {
     const REG_CORE: u64 = 0x8030_0000_0200_0000;
     const REG_DBCN: u64 = 0x8030_0000_0800_0009;
 
+    /// Installs a seccomp filter that allows every call after loading an argument: the
+    /// kernel caches the verdict of a filter that ignores the arguments (and then runs none),
+    /// but must run one that reads them on every call, as it must rvvmm's, whose ioctl rules
+    /// read the command. The floor of a sandboxed VMM's exit: what seccomp costs whatever a
+    /// filter says.
+    fn seccomp_allow_all() -> Result<(), String> {
+        let ret_allow = libc::sock_filter {
+            code: (libc::BPF_RET | libc::BPF_K) as u16,
+            jt: 0,
+            jf: 0,
+            k: libc::SECCOMP_RET_ALLOW,
+        };
+        let load_arg1 = libc::sock_filter {
+            code: (libc::BPF_LD | libc::BPF_W | libc::BPF_ABS) as u16,
+            jt: 0,
+            jf: 0,
+            k: 24,
+        };
+        let mut program = [load_arg1, ret_allow];
+        let fprog = libc::sock_fprog {
+            len: program.len() as u16,
+            filter: program.as_mut_ptr(),
+        };
+        // SAFETY: prctl with constant arguments; seccomp reads `fprog`, which points at
+        // `program`, alive for the call.
+        let rc = unsafe {
+            if libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0 {
+                -1
+            } else {
+                libc::syscall(
+                    libc::SYS_seccomp,
+                    libc::SECCOMP_SET_MODE_FILTER,
+                    0,
+                    &fprog as *const libc::sock_fprog,
+                ) as i32
+            }
+        };
+        if rc != 0 {
+            return Err(format!("seccomp: {}", std::io::Error::last_os_error()));
+        }
+        Ok(())
+    }
+
     fn rdtime() -> u64 {
         let t: u64;
         // SAFETY: rdtime reads the time CSR into a register and touches no memory.
@@ -48,10 +94,16 @@ mod floor {
         if timing {
             args.remove(0);
         }
+        // `--seccomp-floor`: run under what a rvvmm vCPU thread runs, two stacked seccomp
+        // filters the kernel must run on each ioctl, here each allowing everything.
+        let seccomp_floor = args.first().is_some_and(|a| a == "--seccomp-floor");
+        if seccomp_floor {
+            args.remove(0);
+        }
         let path = args
             .pop()
             .filter(|_| args.is_empty())
-            .ok_or("usage: bare-kvm [--timing] GUEST.bin")?;
+            .ok_or("usage: bare-kvm [--timing] [--seccomp-floor] GUEST.bin")?;
         let guest = std::fs::read(&path).map_err(|e| format!("{path}: {e}"))?;
         if guest.len() > RAM_SIZE - LOAD_OFFSET {
             return Err("guest larger than RAM".into());
@@ -95,6 +147,10 @@ mod floor {
         ] {
             vcpu.set_one_reg(id, &value.to_le_bytes())
                 .map_err(|e| format!("ONE_REG {id:#x}: {e}"))?;
+        }
+        if seccomp_floor {
+            seccomp_allow_all()?;
+            seccomp_allow_all()?;
         }
         let mut out = std::io::stdout().lock();
         let (mut returned, mut user_ticks, mut exits) = (0u64, 0u64, 0u64);
