@@ -22,8 +22,10 @@ pub enum IrqMode {
     Plic,
     /// KVM's in-kernel AIA: APLIC + one IMSIC file per hart, each with `num_ids` identities.
     Aia {
-        /// Interrupt identities per IMSIC file.
+        /// Interrupt identities per IMSIC file (as KVM reports them).
         num_ids: u32,
+        /// Wired sources of the APLIC (as KVM reports them).
+        num_sources: u32,
     },
 }
 

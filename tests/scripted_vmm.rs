@@ -4,6 +4,7 @@ use std::ops::ControlFlow;
 use std::sync::{Arc, Mutex};
 
 use rvvmm::arch::riscv64::layout::{FINISHER_BASE, TESTDEV_BASE};
+use rvvmm::arch::riscv64::regs;
 use rvvmm::console::BufferConsole;
 use rvvmm::control::GuestStop;
 use rvvmm::hypervisor::scripted::{Event, ScriptedVm, Step};
@@ -186,6 +187,61 @@ fn reboot_boots_again_and_keeps_ram() {
 }
 
 #[test]
+fn a_reboot_resets_the_vcpus_in_place_where_the_hypervisor_can() {
+    let console = Arc::new(BufferConsole::default());
+    let mut vmm = Vmm::new(
+        VmConfig {
+            rng: true,
+            ..config("reboot-in-place", 2)
+        },
+        console,
+    )
+    .unwrap();
+    let (vms, records, ioevents) = (
+        Arc::new(Mutex::new(0)),
+        Arc::new(Mutex::new(Vec::new())),
+        Arc::default(),
+    );
+    let (keep_vms, keep, keep_ioevents) = (vms.clone(), records.clone(), Arc::clone(&ioevents));
+    let status = vmm
+        .run(move || {
+            *keep_vms.lock().unwrap() += 1;
+            let reboot = Step::Exit(RawExit::SystemEvent { kind: 2, data: 0 });
+            let mut vm = ScriptedVm::new()
+                .with_vcpu_reset()
+                // Boot 1 reboots; boot 2 (on the same vCPU, its script going on) powers off.
+                .script(0, MpState::Runnable, vec![reboot, SHUTDOWN])
+                .script(1, MpState::Stopped, vec![]);
+            vm.ioevents = Arc::clone(&keep_ioevents);
+            for i in 0..2 {
+                keep.lock().unwrap().push(vm.record_handle(i));
+            }
+            Ok(vm)
+        })
+        .unwrap();
+    assert_eq!(status, 0);
+    assert_eq!(*vms.lock().unwrap(), 1, "one VM for both boots");
+    let records = records.lock().unwrap();
+    for (hart, record) in records.iter().enumerate() {
+        let events = record.lock().unwrap().events.clone();
+        let reset = events.iter().position(|e| *e == Event::Reset);
+        let reset = reset.unwrap_or_else(|| panic!("hart {hart} not reset: {events:?}"));
+        // After the reset, as after creation: a0 = hart ID, then the entry point.
+        let after = &events[reset..];
+        assert!(
+            after.contains(&Event::SetReg(regs::a(0), hart as u64)),
+            "{after:?}"
+        );
+        assert!(
+            after.contains(&Event::SetReg(regs::PC, 0x8020_0000)),
+            "{after:?}"
+        );
+    }
+    // The virtio-rng's notification registered once per boot, taken back in between.
+    assert_eq!(ioevents.lock().unwrap().len(), 1);
+}
+
+#[test]
 fn system_failure_and_vcpu_errors_stop_the_vm_with_a_message() {
     let console = Arc::new(BufferConsole::default());
     let mut vmm = Vmm::new(config("fail", 1), console.clone()).unwrap();
@@ -357,6 +413,21 @@ fn virtio_interrupts_on_the_in_kernel_aia_go_through_irqfds() {
     // interrupt line driven from user space while nothing was acknowledged.
     assert_eq!(*irqfds.lock().unwrap(), vec![1, 2]);
     assert!(lines.lock().unwrap().iter().all(|&(irq, _)| irq > 8));
+}
+
+#[test]
+fn devices_beyond_the_sources_kvms_aplic_reports_are_refused() {
+    let console = Arc::new(BufferConsole::default());
+    let mut vmm = Vmm::new(config("aplic-sources", 1), console).unwrap();
+    let mut vm = ScriptedVm::new().with_aia();
+    vm.aia_sources = Some(5);
+    let mut vm = Some(vm.script(0, MpState::Runnable, vec![SHUTDOWN]));
+    let err = vmm.run(|| Ok(vm.take().expect("one boot"))).unwrap_err();
+    // The UART is source 10, as on QEMU's virt machine.
+    assert_eq!(
+        err.to_string(),
+        "the in-kernel APLIC has 5 interrupt sources, and a device needs source 10 (use fewer devices, or --irqchip plic)"
+    );
 }
 
 #[test]

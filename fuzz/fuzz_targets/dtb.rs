@@ -17,7 +17,10 @@ fuzz_target!(|data: &[u8]| {
         irqchip: if knobs & 1 == 0 {
             IrqMode::Plic
         } else {
-            IrqMode::Aia { num_ids: 255 }
+            IrqMode::Aia {
+                num_ids: 255,
+                num_sources: 95,
+            }
         },
         num_cpus: 1 + u32::from(knobs >> 4),
         isa: VcpuIsa {

@@ -177,7 +177,7 @@ impl VmBackend for KvmVm {
         }
     }
 
-    fn create_aia(&self, config: &super::AiaConfig) -> Result<u32> {
+    fn create_aia(&self, config: &super::AiaConfig) -> Result<super::AiaGeometry> {
         use kvm_bindings::*;
         let dev = aia_device(&self.vm, 0).map_err(ioctl_err("KVM_CREATE_DEVICE (AIA)"))?;
         let config_attr = |attr: u32| u64::from(attr);
@@ -223,8 +223,14 @@ impl VmBackend for KvmVm {
             u64::from(KVM_DEV_RISCV_AIA_CTRL_INIT),
             &0u64,
         )?;
+        // What the guest is told is what KVM holds now, not what was asked.
+        let sources: u32 = get_attr(
+            &dev,
+            KVM_DEV_RISCV_AIA_GRP_CONFIG,
+            config_attr(KVM_DEV_RISCV_AIA_CONFIG_SRCS),
+        )?;
         *self.aia.lock().unwrap_or_else(|e| e.into_inner()) = Some(dev);
-        Ok(ids)
+        Ok(super::AiaGeometry { ids, sources })
     }
 
     fn set_irq_line(&self, irq: u32, level: bool) -> Result<()> {
@@ -248,6 +254,35 @@ impl VmBackend for KvmVm {
         self.vm
             .register_ioevent(evt, &kvm_ioctls::IoEventAddress::Mmio(addr), data)
             .map_err(ioctl_err("KVM_IOEVENTFD"))
+    }
+
+    fn unregister_ioevent(
+        &self,
+        evt: &vmm_sys_util::eventfd::EventFd,
+        addr: u64,
+        data: u32,
+    ) -> Result<()> {
+        self.vm
+            .unregister_ioevent(evt, &kvm_ioctls::IoEventAddress::Mmio(addr), data)
+            .map_err(ioctl_err("KVM_IOEVENTFD (deassign)"))
+    }
+
+    fn enable_vcpu_reset(&self) -> bool {
+        use super::uapi::KVM_CAP_RISCV_MP_STATE_RESET as CAP;
+        // Not asked with KVM_CHECK_EXTENSION: RISC-V KVM answers 0 for this capability even
+        // where it has it (seen on 7.2; arch/riscv/kvm/vm.c lists it only in enable_cap). An
+        // older KVM refuses the enable with EINVAL.
+        let cap = kvm_bindings::kvm_enable_cap {
+            cap: CAP,
+            ..Default::default()
+        };
+        match self.vm.enable_cap(&cap) {
+            Ok(()) => true,
+            Err(e) => {
+                log::debug!("KVM_ENABLE_CAP(MP_STATE_RESET): {e}; reboots make a new VM");
+                false
+            }
+        }
     }
 
     fn aia_attr(&self, group: u32, attr: u64) -> Result<u64> {
@@ -552,6 +587,14 @@ impl VcpuBackend for KvmVcpu {
         self.fd
             .set_mp_state(kvm_bindings::kvm_mp_state { mp_state })
             .map_err(ioctl_err("KVM_SET_MP_STATE"))
+    }
+
+    fn reset(&mut self) -> Result<()> {
+        self.fd
+            .set_mp_state(kvm_bindings::kvm_mp_state {
+                mp_state: kvm_bindings::KVM_MP_STATE_INIT_RECEIVED,
+            })
+            .map_err(ioctl_err("KVM_SET_MP_STATE (reset)"))
     }
 
     // By hand: kvm-bindings' RegList holds at most 200 IDs, fewer than a RISC-V vCPU with V

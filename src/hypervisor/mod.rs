@@ -128,6 +128,15 @@ pub struct AiaConfig {
     pub imsic_addrs: Vec<u64>,
 }
 
+/// What an in-kernel AIA has, read back from the hypervisor: what the guest is told.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AiaGeometry {
+    /// Interrupt identities per IMSIC file.
+    pub ids: u32,
+    /// Wired sources of the APLIC.
+    pub sources: u32,
+}
+
 /// A VM: the memory map and the factory of vCPUs.
 pub trait VmBackend: Send + Sync {
     /// The vCPU type this VM creates.
@@ -143,9 +152,9 @@ pub trait VmBackend: Send + Sync {
     /// Whether the hypervisor can emulate an AIA (APLIC + IMSICs) in the kernel.
     fn has_in_kernel_aia(&self) -> bool;
 
-    /// Creates the in-kernel AIA; call once every vCPU exists. Returns how many interrupt
-    /// identities each IMSIC has.
-    fn create_aia(&self, config: &AiaConfig) -> Result<u32>;
+    /// Creates the in-kernel AIA; call once every vCPU exists. Returns what it has, as the
+    /// hypervisor reports it once initialised.
+    fn create_aia(&self, config: &AiaConfig) -> Result<AiaGeometry>;
 
     /// Sets wired interrupt `irq` of the in-kernel irqchip to `level` (KVM_IRQ_LINE).
     fn set_irq_line(&self, irq: u32, level: bool) -> Result<()>;
@@ -161,6 +170,20 @@ pub trait VmBackend: Send + Sync {
         addr: u64,
         data: u32,
     ) -> Result<()>;
+    /// Undoes [`VmBackend::register_ioevent`] (the same `evt`, `addr` and `data`): a reboot
+    /// that keeps the VM builds new devices, whose notify addresses are the old ones.
+    fn unregister_ioevent(
+        &self,
+        evt: &vmm_sys_util::eventfd::EventFd,
+        addr: u64,
+        data: u32,
+    ) -> Result<()>;
+    /// Lets [`VcpuBackend::reset`] reset this VM's vCPUs in place, where the hypervisor can
+    /// (KVM: `KVM_CAP_RISCV_MP_STATE_RESET`, Linux 6.16). Returns whether it can; call before
+    /// any vCPU runs.
+    fn enable_vcpu_reset(&self) -> bool {
+        false
+    }
     /// Reads a register of the in-kernel AIA through its device attributes: group
     /// `KVM_DEV_RISCV_AIA_GRP_APLIC` (3) takes an APLIC register offset and holds a u32, group
     /// `KVM_DEV_RISCV_AIA_GRP_IMSIC` (4) takes `vcpu << 12 | iselect` and holds a u64.
@@ -177,7 +200,7 @@ pub trait InterruptLine: Send + Sync {
 }
 
 /// A vCPU as the hypervisor sees it: registers by ONE_REG ID, runs, and completes exits.
-pub trait VcpuBackend: Send {
+pub trait VcpuBackend: Send + 'static {
     /// The vCPU's external interrupt line, for a user-space interrupt controller.
     fn interrupt_line(&self) -> Result<std::sync::Arc<dyn InterruptLine>>;
     /// Reads a 64-bit register by its ONE_REG ID ([`crate::arch::riscv64::regs`]).
@@ -205,6 +228,15 @@ pub trait VcpuBackend: Send {
     fn set_mp_state(&mut self, _state: MpState) -> Result<()> {
         Err(HypervisorError::MissingCapability(
             "snapshots in this backend",
+        ))
+    }
+    /// Resets the vCPU to its state at creation (registers, CSRs, timer, FP/vector state, its
+    /// IMSIC file), keeping its mp_state and the ISA and SBI extensions it was set up with:
+    /// `KVM_SET_MP_STATE` with `KVM_MP_STATE_INIT_RECEIVED`, on a VM where
+    /// [`VmBackend::enable_vcpu_reset`] said yes.
+    fn reset(&mut self) -> Result<()> {
+        Err(HypervisorError::MissingCapability(
+            "KVM_CAP_RISCV_MP_STATE_RESET (Linux 6.16)",
         ))
     }
     /// Every register ID the vCPU has (`KVM_GET_REG_LIST`): what a snapshot saves.

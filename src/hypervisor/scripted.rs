@@ -37,6 +37,8 @@ pub enum Event {
     MmioData(Vec<u8>),
     /// `run()` was called.
     Run,
+    /// `reset()` was called.
+    Reset,
 }
 
 /// The shared record of one scripted vCPU.
@@ -60,10 +62,14 @@ pub struct ScriptedVm {
     fixed: Vec<u64>,
     /// Guest memory ranges mapped with `map_memory`: (start, len).
     pub mapped: Mutex<Vec<(u64, u64)>>,
-    /// ioeventfds registered: (address, data).
-    pub ioevents: Mutex<Vec<(u64, u32)>>,
+    /// ioeventfds registered: (address, data); shared like `irq_lines`.
+    pub ioevents: Arc<Mutex<Vec<(u64, u32)>>>,
     /// Whether this VM offers an in-kernel AIA.
     pub aia: bool,
+    /// The APLIC sources its AIA reports (default: as many as asked).
+    pub aia_sources: Option<u32>,
+    /// Whether its vCPUs can be reset in place (KVM's MP_STATE_RESET).
+    pub vcpu_reset: bool,
     /// The AIA created, if any.
     pub aia_config: Mutex<Option<super::AiaConfig>>,
     /// KVM_IRQ_LINE calls: (irq, level); shared, so a test keeps a handle after the VM goes.
@@ -84,6 +90,12 @@ impl ScriptedVm {
     /// Offers an in-kernel AIA.
     pub fn with_aia(mut self) -> Self {
         self.aia = true;
+        self
+    }
+
+    /// Lets its vCPUs be reset in place, as KVM 6.16 and later can.
+    pub fn with_vcpu_reset(mut self) -> Self {
+        self.vcpu_reset = true;
         self
     }
 
@@ -127,12 +139,15 @@ impl VmBackend for ScriptedVm {
         self.aia
     }
 
-    fn create_aia(&self, config: &super::AiaConfig) -> Result<u32> {
+    fn create_aia(&self, config: &super::AiaConfig) -> Result<super::AiaGeometry> {
         if !self.aia {
             return Err(HypervisorError::MissingCapability("an in-kernel AIA"));
         }
         *self.aia_config.lock().unwrap() = Some(config.clone());
-        Ok(255)
+        Ok(super::AiaGeometry {
+            ids: 255,
+            sources: self.aia_sources.unwrap_or(config.num_sources),
+        })
     }
 
     fn set_irq_line(&self, irq: u32, level: bool) -> Result<()> {
@@ -151,8 +166,39 @@ impl VmBackend for ScriptedVm {
         addr: u64,
         data: u32,
     ) -> Result<()> {
-        self.ioevents.lock().unwrap().push((addr, data));
+        let mut ioevents = self.ioevents.lock().unwrap();
+        if ioevents.contains(&(addr, data)) {
+            // As KVM: one registration per address and datamatch.
+            return Err(HypervisorError::Ioctl {
+                op: "KVM_IOEVENTFD",
+                source: std::io::Error::from_raw_os_error(libc::EEXIST),
+            });
+        }
+        ioevents.push((addr, data));
         Ok(())
+    }
+
+    fn unregister_ioevent(
+        &self,
+        _evt: &vmm_sys_util::eventfd::EventFd,
+        addr: u64,
+        data: u32,
+    ) -> Result<()> {
+        let mut ioevents = self.ioevents.lock().unwrap();
+        match ioevents.iter().position(|&e| e == (addr, data)) {
+            Some(i) => {
+                ioevents.remove(i);
+                Ok(())
+            }
+            None => Err(HypervisorError::Ioctl {
+                op: "KVM_IOEVENTFD (deassign)",
+                source: std::io::Error::from_raw_os_error(libc::ENOENT),
+            }),
+        }
+    }
+
+    fn enable_vcpu_reset(&self) -> bool {
+        self.vcpu_reset
     }
 
     fn aia_attr(&self, group: u32, attr: u64) -> Result<u64> {
@@ -193,6 +239,7 @@ impl VmBackend for ScriptedVm {
             mp_state,
             steps: steps.into(),
             record,
+            resettable: self.vcpu_reset,
             line: self.line_handle(index),
         })
     }
@@ -205,6 +252,8 @@ pub struct ScriptedVcpu {
     mp_state: MpState,
     steps: VecDeque<Step>,
     record: Arc<Mutex<Record>>,
+    /// Its VM lets vCPUs be reset in place.
+    resettable: bool,
     /// The vCPU's interrupt line.
     pub line: Arc<RecordedLine>,
 }
@@ -342,6 +391,16 @@ impl VcpuBackend for ScriptedVcpu {
     }
 
     fn complete_pending(&mut self) -> Result<()> {
+        Ok(())
+    }
+
+    fn reset(&mut self) -> Result<()> {
+        if !self.resettable {
+            return Err(HypervisorError::MissingCapability(
+                "KVM_CAP_RISCV_MP_STATE_RESET (Linux 6.16)",
+            ));
+        }
+        self.log(Event::Reset);
         Ok(())
     }
 

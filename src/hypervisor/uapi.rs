@@ -4,7 +4,8 @@
 //! kernel may or may not have, so code that uses one must cope with a kernel that lacks it.
 
 /// `KVM_CAP_RISCV_MP_STATE_RESET` (include/uapi/linux/kvm.h, Linux 6.16): `KVM_SET_MP_STATE`
-/// with `KVM_MP_STATE_INIT_RECEIVED` resets a vCPU, as a VMM's reboot wants.
+/// with `KVM_MP_STATE_INIT_RECEIVED` resets a vCPU, as a VMM's reboot wants. Enabled with
+/// `KVM_ENABLE_CAP` on the VM; `KVM_CHECK_EXTENSION` does not report it.
 pub const KVM_CAP_RISCV_MP_STATE_RESET: u32 = 242;
 
 /// `KVM_RISCV_SBI_EXT_FWFT` (arch/riscv/include/uapi/asm/kvm.h, Linux 6.18): the SBI

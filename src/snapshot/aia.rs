@@ -16,7 +16,9 @@ const ISEL_BITS: u32 = 12;
 const DOMAINCFG: u64 = 0x0000;
 const SOURCECFG_BASE: u64 = 0x0004;
 const SETIP_BASE: u64 = 0x1c00;
+const CLRIP_BASE: u64 = 0x1d00;
 const SETIE_BASE: u64 = 0x1e00;
+const CLRIE_BASE: u64 = 0x1f00;
 const TARGET_BASE: u64 = 0x3004;
 
 const EIDELIVERY: u64 = 0x70;
@@ -96,9 +98,70 @@ pub fn restore<V: VmBackend>(vm: &V, state: &AiaState) -> Result<(), HypervisorE
     Ok(())
 }
 
+/// Puts `vm`'s AIA back as it was created, for a reboot that keeps the VM: the APLIC
+/// disabled, every source inactive with no target, enable and pending bits cleared (through
+/// the clear registers: a write of 0 to a set register changes nothing), and each of `harts`
+/// IMSIC files (`ids` identities) empty, as a reset vCPU's file should already be.
+pub fn reset<V: VmBackend>(
+    vm: &V,
+    sources: u32,
+    harts: u32,
+    ids: u32,
+) -> Result<(), HypervisorError> {
+    let words = u64::from(sources + 1).div_ceil(32);
+    let per_source = |base: u64| (0..u64::from(sources)).map(move |i| (base + 4 * i, 0));
+    let writes = [(DOMAINCFG, 0)]
+        .into_iter()
+        .chain(per_source(SOURCECFG_BASE))
+        .chain(per_source(TARGET_BASE))
+        .chain((0..words).map(|w| (CLRIE_BASE + 4 * w, u64::from(u32::MAX))))
+        .chain((0..words).map(|w| (CLRIP_BASE + 4 * w, u64::from(u32::MAX))));
+    for (offset, value) in writes {
+        vm.set_aia_attr(GRP_APLIC, offset, value)?;
+    }
+    for hart in 0..harts {
+        for isel in imsic_isels(ids) {
+            vm.set_aia_attr(GRP_IMSIC, imsic_attr(hart, isel), 0)?;
+        }
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_reset_clears_through_the_clear_registers_and_empties_each_imsic() {
+        use crate::hypervisor::scripted::ScriptedVm;
+        let vm = ScriptedVm::new().with_aia();
+        let config = crate::hypervisor::AiaConfig {
+            num_sources: 95,
+            aplic_addr: 0xc00_0000,
+            imsic_addrs: vec![0x2800_0000, 0x2800_1000],
+        };
+        vm.create_aia(&config).unwrap();
+        // What a boot left: enabled, a source active and pending, an IMSIC identity pending.
+        vm.set_aia_attr(GRP_APLIC, DOMAINCFG, 0x100).unwrap();
+        vm.set_aia_attr(GRP_APLIC, SOURCECFG_BASE, 6).unwrap();
+        vm.set_aia_attr(GRP_IMSIC, imsic_attr(1, EIP0), 0x2)
+            .unwrap();
+        reset(&vm, 95, 2, 255).unwrap();
+        let attrs = vm.aia_attrs.lock().unwrap();
+        assert_eq!(attrs[&(GRP_APLIC, DOMAINCFG)], 0);
+        assert_eq!(attrs[&(GRP_APLIC, SOURCECFG_BASE)], 0);
+        assert_eq!(attrs[&(GRP_APLIC, TARGET_BASE + 4 * 94)], 0);
+        for w in 0..3 {
+            assert_eq!(attrs[&(GRP_APLIC, CLRIE_BASE + 4 * w)], 0xffff_ffff);
+            assert_eq!(attrs[&(GRP_APLIC, CLRIP_BASE + 4 * w)], 0xffff_ffff);
+        }
+        assert!(!attrs.contains_key(&(GRP_APLIC, CLRIP_BASE + 12)));
+        for hart in 0..2 {
+            for isel in imsic_isels(255) {
+                assert_eq!(attrs[&(GRP_IMSIC, imsic_attr(hart, isel))], 0);
+            }
+        }
+    }
 
     #[test]
     fn the_register_lists_follow_the_spec() {

@@ -220,10 +220,46 @@ impl<B: VcpuBackend> Vcpu<B> {
         if isa.extensions.contains(&"zicboz") {
             isa.zicboz_block_size = self.get_reg(regs::CONFIG_ZICBOZ_BLOCK_SIZE)?;
         }
+        if isa.extensions.contains(&"smstateen") {
+            // As Cloud Hypervisor does since its PR #8258, from running on real AIA hardware
+            // (openRuyi Creek): with Smstateen offered, the guest's sstateen0 starts at 0 and
+            // its IMSIC setup trapped there; all ones leaves every state enabled, as on a hart
+            // without Smstateen. QEMU's CPU in the lab has no Smstateen, so this is untested
+            // there; a KVM that refuses the write leaves the reset value (logged).
+            if let Err(e) = self.backend.set_reg(regs::CSR_SSTATEEN0, u64::MAX) {
+                log::debug!("vCPU {vcpu}: sstateen0 left as it was: {e}");
+            }
+        }
         log::debug!("vCPU {}: {}", self.id, isa.isa_string());
         self.isa = isa;
         self.stopped = self.backend.mp_state().map_err(self.err())? == MpState::Stopped;
         self.off_path = self.stopped;
+        Ok(())
+    }
+
+    /// Resets the vCPU in place for a reboot ([`VcpuBackend::reset`]: the hypervisor's reset,
+    /// which keeps the ISA and SBI extensions set up at creation), then as [`Self::new`] left
+    /// it: a0 = hart ID, a1 = dtb address, hart 0 runnable and the others stopped. The exit
+    /// the last boot ended on is completed first.
+    pub fn reset(&mut self) -> Result<()> {
+        // First let KVM finish the exit that ended the boot (a finisher store is an MMIO
+        // write): otherwise the next KVM_RUN would complete it on the reset vCPU, stepping
+        // its pc past the guest's first instruction.
+        self.backend.complete_pending().map_err(self.err())?;
+        self.backend.reset().map_err(self.err())?;
+        self.set_reg(regs::a(0), self.config.hart_id)?;
+        self.set_reg(regs::a(1), self.config.dtb_addr)?;
+        let state = if self.id == 0 {
+            MpState::Runnable
+        } else {
+            MpState::Stopped
+        };
+        self.backend.set_mp_state(state).map_err(self.err())?;
+        self.pending = Pending::None;
+        self.stopped = state == MpState::Stopped;
+        self.stashed = None;
+        self.off_path = self.stopped;
+        self.suspend = false;
         Ok(())
     }
 
@@ -514,6 +550,58 @@ mod tests {
         assert_eq!(vcpu.isa().isa_string(), "rv64imafdc_zicsr_sstc");
         assert_eq!(vcpu.isa().timebase_frequency, 10_000_000);
         assert!(!vcpu.is_stopped());
+    }
+
+    #[test]
+    fn sstateen0_is_opened_only_where_the_vcpu_has_smstateen() {
+        let (_, record) = vcpu(MpState::Runnable, vec![]);
+        assert!(!record
+            .lock()
+            .unwrap()
+            .regs
+            .contains_key(&regs::CSR_SSTATEEN0));
+        let vm = ScriptedVm::new()
+            .with_reg(regs::CONFIG_ISA, 0x112d)
+            .with_reg(regs::isa_ext(23), 1);
+        let memory = GuestMemoryMmap::from_ranges(&[(GuestAddress(0x8000_0000), 1 << 20)]).unwrap();
+        let sbi = Sbi::new(SbiContext {
+            memory,
+            console: Arc::new(BufferConsole::default()),
+        });
+        let mut vcpu = Vcpu::new(0, CONFIG, vm.create_vcpu(0).unwrap(), sbi).unwrap();
+        vcpu.setup().unwrap();
+        let record = vm.record(0).unwrap();
+        assert_eq!(record.lock().unwrap().regs[&regs::CSR_SSTATEEN0], u64::MAX);
+    }
+
+    #[test]
+    fn a_reset_vcpu_is_as_new_hart_0_runs_the_others_wait() {
+        for (hart, stopped) in [(0, false), (1, true)] {
+            let vm = ScriptedVm::new().with_vcpu_reset();
+            let memory =
+                GuestMemoryMmap::from_ranges(&[(GuestAddress(0x8000_0000), 1 << 20)]).unwrap();
+            let sbi = Sbi::new(SbiContext {
+                memory,
+                console: Arc::new(BufferConsole::default()),
+            });
+            let mut vcpu = Vcpu::new(hart, CONFIG, vm.create_vcpu(hart).unwrap(), sbi).unwrap();
+            vcpu.setup().unwrap();
+            vcpu.reset().unwrap();
+            let record = vm.record(hart).unwrap();
+            let events = record.lock().unwrap().events.clone();
+            let at = events.iter().position(|e| *e == Event::Reset).unwrap();
+            assert_eq!(
+                events[at + 1..],
+                [
+                    Event::SetReg(regs::a(0), 3),
+                    Event::SetReg(regs::a(1), 0x8fe0_0000)
+                ]
+            );
+            assert_eq!(vcpu.is_stopped(), stopped);
+        }
+        // Without the hypervisor's reset, an error (the caller then makes a new VM).
+        let (mut vcpu, _) = vcpu(MpState::Runnable, vec![]);
+        assert!(vcpu.reset().is_err());
     }
 
     #[test]

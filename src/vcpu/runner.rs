@@ -146,9 +146,10 @@ impl VcpuStats {
     }
 }
 
-/// The vCPU threads of one boot.
-pub struct VcpuThreads {
-    threads: Vec<JoinHandle<()>>,
+/// The vCPU threads of one boot. Each thread gives its vCPU back when it ends
+/// ([`Self::stop_and_take`]), for a reboot that resets the vCPUs in place.
+pub struct VcpuThreads<B: VcpuBackend> {
+    threads: Vec<JoinHandle<Vcpu<B>>>,
     stats: Vec<Arc<VcpuStats>>,
     control: Arc<VmControl>,
 }
@@ -158,9 +159,9 @@ pub struct VcpuThreads {
 #[error("cannot start a vCPU thread: {0}")]
 pub struct SpawnError(#[source] pub Arc<std::io::Error>);
 
-impl VcpuThreads {
+impl<B: VcpuBackend> VcpuThreads<B> {
     /// Starts one thread per vCPU. On failure the threads already started are stopped.
-    pub fn spawn<B: VcpuBackend + 'static>(
+    pub fn spawn(
         vcpus: Vec<Vcpu<B>>,
         bus: &Arc<Bus>,
         control: &Arc<VmControl>,
@@ -178,9 +179,11 @@ impl VcpuThreads {
             let spawned = std::thread::Builder::new()
                 .name(format!("vcpu{}", vcpu.id()))
                 .spawn(move || {
+                    let mut vcpu = vcpu;
                     crate::seccomp::apply_or_exit(crate::seccomp::ThreadKind::Vcpu);
-                    vcpu_loop(vcpu, &ctx);
+                    vcpu_loop(&mut vcpu, &ctx);
                     ctx.control.vcpu_ended();
+                    vcpu
                 });
             match spawned {
                 Ok(handle) => {
@@ -259,6 +262,11 @@ impl VcpuThreads {
     /// and joins them. A thread that stops by itself (its exit asked for the stop) ends at once;
     /// the others are kicked out of `KVM_RUN`.
     pub fn stop(&mut self) {
+        self.stop_and_take();
+    }
+
+    /// [`Self::stop`], and the vCPUs back, in vCPU order; `None` if a thread panicked.
+    pub fn stop_and_take(&mut self) -> Option<Vec<Vcpu<B>>> {
         if self.control.stop_request().is_none() {
             self.control.request(ExitRequest::Shutdown);
         }
@@ -267,15 +275,25 @@ impl VcpuThreads {
         self.kick_until(Duration::MAX, |wait| {
             control.wait_vcpus_ended(count, wait) || self.threads.iter().all(|t| t.is_finished())
         });
+        let mut vcpus = Some(Vec::with_capacity(count));
         for thread in self.threads.drain(..) {
-            if thread.join().is_err() {
-                log::error!("a vCPU thread panicked");
+            match thread.join() {
+                Ok(vcpu) => {
+                    if let Some(v) = vcpus.as_mut() {
+                        v.push(vcpu);
+                    }
+                }
+                Err(_) => {
+                    log::error!("a vCPU thread panicked");
+                    vcpus = None;
+                }
             }
         }
+        vcpus
     }
 }
 
-impl Drop for VcpuThreads {
+impl<B: VcpuBackend> Drop for VcpuThreads<B> {
     fn drop(&mut self) {
         if !self.threads.is_empty() {
             self.stop();
@@ -302,14 +320,14 @@ static FIRST_EXIT_LOGGED: AtomicBool = AtomicBool::new(false);
 /// 1424 vs 1094 an MMIO read) after code elsewhere grew and moved the inlined loop across one.
 #[inline(never)]
 #[cfg_attr(target_arch = "riscv64", link_section = ".text.rvvmm_hot")]
-pub fn vcpu_loop<B: VcpuBackend>(mut vcpu: Vcpu<B>, ctx: &VcpuContext) {
+pub fn vcpu_loop<B: VcpuBackend>(vcpu: &mut Vcpu<B>, ctx: &VcpuContext) {
     if vcpu.id() == 0 {
         startup_step("vCPU 0 thread entering the guest");
     }
     // Counted here on the stack, published at cold exits.
     let mut exits = ExitCounts::default();
     let mut seen = (0, 0);
-    if ctx.control.attention() && checkpoint(&mut vcpu, ctx, &mut seen) {
+    if ctx.control.attention() && checkpoint(vcpu, ctx, &mut seen) {
         return;
     }
     loop {
@@ -331,7 +349,7 @@ pub fn vcpu_loop<B: VcpuBackend>(mut vcpu: Vcpu<B>, ctx: &VcpuContext) {
                         first_exit(vcpu.id());
                     }
                 }
-                match handle_exit(&mut vcpu, exit, ctx, &mut exits) {
+                match handle_exit(vcpu, exit, ctx, &mut exits) {
                     Ok(flow) => (flow, hot),
                     Err(e) => return vcpu_failed(ctx, e, &exits),
                 }
@@ -341,7 +359,7 @@ pub fn vcpu_loop<B: VcpuBackend>(mut vcpu: Vcpu<B>, ctx: &VcpuContext) {
         if let Flow::Break(stop) = flow {
             return vcpu_stops(ctx, stop, &exits);
         }
-        if !hot && cold_exit(&mut vcpu, ctx, &exits, &mut seen) {
+        if !hot && cold_exit(vcpu, ctx, &exits, &mut seen) {
             return;
         }
     }

@@ -37,6 +37,23 @@ pub struct VcpuState {
     pub regs: Vec<Reg>,
 }
 
+impl VcpuState {
+    /// How many of its registers are SBI extensions' state (`KVM_REG_RISCV_SBI_STATE`): in
+    /// all, and of those FWFT's (subtype 1, Linux 6.18: a register set per feature KVM can
+    /// control on this host; STA's shared memory, subtype 0, came in 6.8).
+    pub fn sbi_state_regs(&self) -> (usize, usize) {
+        let sbi = self.regs.iter().filter(|r| reg_type(r.id) == SBI_STATE);
+        let fwft = sbi
+            .clone()
+            .filter(|r| r.id & 0x00ff_0000 == 1 << 16)
+            .count();
+        (sbi.count(), fwft)
+    }
+}
+
+/// `KVM_REG_RISCV_SBI_STATE`.
+const SBI_STATE: u64 = 10 << 24;
+
 /// The register type of an ID (`KVM_REG_RISCV_TYPE_MASK`).
 fn reg_type(id: u64) -> u64 {
     id & 0xff00_0000
@@ -171,6 +188,26 @@ mod tests {
     use crate::hypervisor::VmBackend;
     use crate::sbi::{Sbi, SbiContext};
     use crate::vcpu::VcpuConfig;
+
+    #[test]
+    fn sbi_extension_state_is_counted_by_register_type() {
+        let reg = |id: u64| Reg {
+            id,
+            value: "00".into(),
+        };
+        let state = VcpuState {
+            index: 0,
+            stopped: false,
+            // STA's shmem_lo, a FWFT feature's value (subtype 1), pc, an SBI_EXT switch.
+            regs: vec![
+                reg(0x8030_0000_0a00_0000),
+                reg(0x8030_0000_0a01_0002),
+                reg(PC),
+                reg(0x8030_0000_0800_0009),
+            ],
+        };
+        assert_eq!(state.sbi_state_regs(), (2, 1));
+    }
 
     fn vcpu(vm: &ScriptedVm) -> Vcpu<crate::hypervisor::scripted::ScriptedVcpu> {
         let memory = vm_memory::GuestMemoryMmap::<()>::from_ranges(&[(

@@ -13,7 +13,7 @@ use vm_memory::{Bytes, GuestAddress};
 use std::path::Path;
 
 use super::device_manager::{self, DeviceContext, Devices};
-use super::machine::Machine;
+use super::machine::{Kept, Machine};
 use super::vm::Vm;
 use super::{Result, VmmError};
 use crate::arch::riscv64::fdt::{create_fdt, patch, with_room, FdtConfig, FdtError};
@@ -62,14 +62,60 @@ impl Vm {
     {
         vm.map_memory(&self.memory)?;
         startup_step("guest RAM given to the VM");
+        let (vcpus, irq_mode) = self.create_vcpus(&*vm)?;
+        check_suspend_limit(control, &vcpus)?;
+        startup_step("vCPUs created and set up");
+        self.boot_on(vm, vcpus, irq_mode, control, boot_count)
+    }
+
+    /// Boot number `boot_count` on what the last boot kept (a reboot where the hypervisor
+    /// resets vCPUs in place): each vCPU reset, the AIA emptied, RAM and the memory map kept;
+    /// the kernel, initrd, dtb and devices as on a first boot.
+    pub(super) fn reboot<V>(
+        &self,
+        kept: Kept<V>,
+        control: &Arc<VmControl>,
+        boot_count: u64,
+    ) -> Result<Machine<V>>
+    where
+        V: VmBackend + 'static,
+    {
+        let Kept {
+            vm,
+            mut vcpus,
+            irq_mode,
+        } = kept;
+        for vcpu in &mut vcpus {
+            vcpu.reset()?;
+        }
+        if let IrqMode::Aia {
+            num_ids,
+            num_sources,
+        } = irq_mode
+        {
+            aia::reset(&*vm, num_sources, self.cpus, num_ids)?;
+        }
+        log::info!("vCPUs reset in place (KVM_CAP_RISCV_MP_STATE_RESET); the VM, its memory map and interrupt controller kept");
+        self.boot_on(vm, vcpus, irq_mode, control, boot_count)
+    }
+
+    /// The rest of a boot on set-up vCPUs: kernel, initrd, entry, devices, dtb, threads.
+    fn boot_on<V>(
+        &self,
+        vm: Arc<V>,
+        mut vcpus: Vec<Vcpu<V::Vcpu>>,
+        irq_mode: IrqMode,
+        control: &Arc<VmControl>,
+        boot_count: u64,
+    ) -> Result<Machine<V>>
+    where
+        V: VmBackend + 'static,
+    {
         let entry = self.kernel.load(&self.memory)?;
         if let Some((initrd, (start, _))) = &self.initrd {
             initrd.load(&self.memory, *start)?;
         }
         startup_step("kernel and initrd loaded");
-        let (mut vcpus, irq_mode) = self.create_vcpus(&*vm)?;
-        check_suspend_limit(control, &vcpus)?;
-        startup_step("vCPUs created and set up");
         for vcpu in &mut vcpus {
             vcpu.set_entry(entry)?;
         }
@@ -244,6 +290,8 @@ impl Vm {
         // Input that arrived before the listener (typed while a snapshot was being restored)
         // is delivered now rather than at the next key; an inactive UART takes none.
         devices.uart.pull_input();
+        // Before any vCPU runs, as KVM wants; asked again on a reboot that kept the VM.
+        let resettable = vm.enable_vcpu_reset();
         let threads = match VcpuThreads::spawn(vcpus, &bus, control, &self.hypercall) {
             Ok(threads) => threads,
             Err(e) => {
@@ -270,6 +318,8 @@ impl Vm {
             irq_mode,
             cpus: self.cpus,
             vm,
+            ioevents: devices.ioevents,
+            resettable,
         })
     }
 
@@ -342,8 +392,14 @@ impl Vm {
                 .map(|h| IMSIC_BASE + h * IMSIC_STRIDE)
                 .collect(),
         };
-        let num_ids = vm.create_aia(&config)?;
-        Ok((vcpus, IrqMode::Aia { num_ids }))
+        let aia = vm.create_aia(&config)?;
+        Ok((
+            vcpus,
+            IrqMode::Aia {
+                num_ids: aia.ids,
+                num_sources: aia.sources,
+            },
+        ))
     }
 
     /// The device tree for vCPUs offering `isa`: the user's, patched, or a generated one.

@@ -50,6 +50,14 @@ pub enum DeviceError {
         #[source]
         source: std::io::Error,
     },
+    /// A device's interrupt is beyond what the in-kernel APLIC has.
+    #[error("the in-kernel APLIC has {sources} interrupt sources, and a device needs source {irq} (use fewer devices, or --irqchip plic)")]
+    IrqBeyondAplic {
+        /// The sources KVM's APLIC has.
+        sources: u32,
+        /// The device's source.
+        irq: u32,
+    },
 }
 
 /// One kind of virtio device, with its index among its kind.
@@ -122,6 +130,9 @@ pub struct Devices {
     pub plic: Option<Arc<Plic>>,
     /// Each virtio transport by device ID, in slot order.
     pub transports: Vec<(String, SharedTransport)>,
+    /// The queue notifications registered with the VM as ioeventfds (eventfd, address,
+    /// queue), for a reboot that keeps the VM to take back.
+    pub ioevents: Vec<(EventFd, u64, u32)>,
 }
 
 /// What the device manager needs from the VMM.
@@ -145,6 +156,16 @@ pub fn build<V: VmBackend + 'static>(
     irq_mode: IrqMode,
     lines: Vec<Arc<dyn InterruptLine>>,
 ) -> Result<Devices, DeviceError> {
+    if let IrqMode::Aia { num_sources, .. } = irq_mode {
+        let plan = virtio_plan(ctx.config);
+        let needed = plan.iter().map(|s| s.irq).chain([UART_IRQ]).max();
+        if let Some(irq) = needed.filter(|&irq| irq > num_sources) {
+            return Err(DeviceError::IrqBeyondAplic {
+                sources: num_sources,
+                irq,
+            });
+        }
+    }
     let mut bus = Bus::new();
     let mut user_plic = None;
     let chip: Arc<dyn IrqChip> = match irq_mode {
@@ -176,6 +197,7 @@ pub fn build<V: VmBackend + 'static>(
         counted: vec![("_serial".into(), uart as Arc<dyn Counted>)],
         plic: user_plic,
         transports: Vec::new(),
+        ioevents: Vec::new(),
     };
     for slot in virtio_plan(ctx.config) {
         let device = virtio_device(ctx, slot.kind, &mut devices.console_input)?;
@@ -201,12 +223,14 @@ pub fn build<V: VmBackend + 'static>(
             slot.irq
         );
         for (queue, evt) in transport.queue_evts().iter().enumerate() {
-            if let Err(e) = ctx
-                .vm
-                .register_ioevent(evt, slot.base + QUEUE_NOTIFY, queue as u32)
-            {
+            let (addr, data) = (slot.base + QUEUE_NOTIFY, queue as u32);
+            match ctx.vm.register_ioevent(evt, addr, data) {
+                Ok(()) => match evt.try_clone() {
+                    Ok(evt) => devices.ioevents.push((evt, addr, data)),
+                    Err(e) => log::warn!("virtio-{name}: cannot keep its ioeventfd ({e}); after a reboot its notifies will exit"),
+                },
                 // Still correct without it: the notify exits and the transport signals.
-                log::warn!("virtio-{name}: no ioeventfd ({e}); notifies will exit");
+                Err(e) => log::warn!("virtio-{name}: no ioeventfd ({e}); notifies will exit"),
             }
         }
         let shared = SharedTransport(Arc::new(Mutex::new(transport)));

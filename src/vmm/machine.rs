@@ -8,7 +8,6 @@ use std::time::Instant;
 
 use vm_memory::GuestMemoryMmap;
 
-use crate::arch::riscv64::layout::PLIC_NDEV;
 use crate::config::json::VmConfigJson;
 use crate::console::Console;
 use crate::devices::plic::Plic;
@@ -26,9 +25,9 @@ use crate::vcpu::runner::VcpuThreads;
 pub type Counters = BTreeMap<String, BTreeMap<&'static str, u64>>;
 
 /// A running (or paused) machine. Dropping it stops it.
-pub struct Machine<V> {
+pub struct Machine<V: VmBackend> {
     /// Declared first: dropped (stopped and joined) before the VM and its vCPU fds go.
-    pub(super) vcpus: VcpuThreads,
+    pub(super) vcpus: VcpuThreads<V::Vcpu>,
     pub(super) event_loop: Option<EventLoop>,
     pub(super) counted: Vec<(String, Arc<dyn Counted>)>,
     pub(super) console: Arc<dyn Console>,
@@ -41,6 +40,21 @@ pub struct Machine<V> {
     pub(super) irq_mode: IrqMode,
     pub(super) cpus: u32,
     pub(super) vm: Arc<V>,
+    /// The queue notifications registered with `vm` (see [`Devices::ioevents`]).
+    ///
+    /// [`Devices::ioevents`]: super::device_manager::Devices::ioevents
+    pub(super) ioevents: Vec<(vmm_sys_util::eventfd::EventFd, u64, u32)>,
+    /// `vm` resets vCPUs in place: a reboot keeps the VM ([`Self::stop_for_reboot`]).
+    pub(super) resettable: bool,
+}
+
+/// What a reboot keeps of a machine whose hypervisor resets vCPUs in place: the VM with its
+/// memory map and interrupt controller, and the vCPUs with the ISA and SBI extensions they
+/// were set up with.
+pub struct Kept<V: VmBackend> {
+    pub(super) vm: Arc<V>,
+    pub(super) vcpus: Vec<crate::vcpu::Vcpu<V::Vcpu>>,
+    pub(super) irq_mode: IrqMode,
 }
 
 impl<V: VmBackend> Machine<V> {
@@ -62,8 +76,14 @@ impl<V: VmBackend> Machine<V> {
         let vcpus = self.vcpus.save_states()?;
         let irqchip = match (&self.plic, self.irq_mode) {
             (Some(plic), _) => IrqchipState::Plic(plic.save()),
-            (None, IrqMode::Aia { num_ids }) => IrqchipState::Aia(
-                aia::save(&*self.vm, PLIC_NDEV, self.cpus, num_ids)
+            (
+                None,
+                IrqMode::Aia {
+                    num_ids,
+                    num_sources,
+                },
+            ) => IrqchipState::Aia(
+                aia::save(&*self.vm, num_sources, self.cpus, num_ids)
                     .map_err(|e| format!("cannot read the AIA: {e}"))?,
             ),
             (None, IrqMode::Plic) => return Err("the PLIC is missing".into()),
@@ -85,8 +105,12 @@ impl<V: VmBackend> Machine<V> {
         sections.put("config", config).map_err(|e| e.to_string())?;
         saved.put(&mut sections).map_err(|e| e.to_string())?;
         sections.write(dir).map_err(|e| e.to_string())?;
+        let (regs, (sbi_state, fwft)) = saved
+            .vcpus
+            .first()
+            .map_or((0, (0, 0)), |v| (v.regs.len(), v.sbi_state_regs()));
         Ok(format!(
-            "snapshot of {} vCPU(s) and {} MiB RAM ({} MiB of data) written to {} in {} ms",
+            "snapshot of {} vCPU(s) ({regs} registers each, {sbi_state} of them SBI extension state, {fwft} of those FWFT's) and {} MiB RAM ({} MiB of data) written to {} in {} ms",
             saved.vcpus.len(),
             saved.memory.size >> 20,
             saved.memory.data_bytes >> 20,
@@ -96,7 +120,7 @@ impl<V: VmBackend> Machine<V> {
     }
 }
 
-impl<V> Machine<V> {
+impl<V: VmBackend> Machine<V> {
     /// Whether it is paused.
     pub fn is_paused(&self) -> bool {
         self.paused
@@ -146,6 +170,32 @@ impl<V> Machine<V> {
     /// boot cost.
     pub fn stop(mut self) {
         self.vcpus.stop();
+        self.stop_devices();
+    }
+
+    /// [`Self::stop`] for a reboot: where the VM resets vCPUs in place, the VM and the vCPUs
+    /// are kept (the devices' ioeventfds taken back from the VM, for the next boot's devices);
+    /// elsewhere `None`, and the next boot makes a new VM.
+    pub fn stop_for_reboot(mut self) -> Option<Kept<V>> {
+        if !self.resettable {
+            self.stop();
+            return None;
+        }
+        let vcpus = self.vcpus.stop_and_take();
+        self.stop_devices();
+        for (evt, addr, data) in &self.ioevents {
+            if let Err(e) = self.vm.unregister_ioevent(evt, *addr, *data) {
+                log::debug!("ioeventfd at {addr:#x} queue {data}: {e}");
+            }
+        }
+        Some(Kept {
+            vm: self.vm.clone(),
+            vcpus: vcpus?,
+            irq_mode: self.irq_mode,
+        })
+    }
+
+    fn stop_devices(&mut self) {
         self.console.set_listener(None);
         let exits: Vec<u64> = self.vcpus.stats().iter().map(|s| s.total()).collect();
         drop(self.event_loop.take());

@@ -307,7 +307,9 @@ impl Vmm {
                         let Some(request) = control.stop_request() else {
                             continue;
                         };
-                        stop(&mut machine, &control);
+                        if !matches!(request, ExitRequest::Reboot) {
+                            stop(&mut machine, &control);
+                        }
                         match request {
                             ExitRequest::Shutdown => return Ok(0),
                             ExitRequest::Exit(code) => return Ok(code),
@@ -316,26 +318,13 @@ impl Vmm {
                             ExitRequest::NoThread(e) => return Err(SpawnError(e).into()),
                             ExitRequest::Reboot => {
                                 boots += 1;
-                                if log::log_enabled!(log::Level::Info) {
-                                    // Guest RAM lives across reboots, and what of it is
-                                    // resident changes with the guest and with the host
-                                    // (khugepaged may make a touched 2 MiB range one huge
-                                    // page): rvvmm's own memory is the rest.
-                                    let rss = crate::memory::vm_rss_kib();
-                                    let guest = self.vm.as_ref().map_or(0, |vm| {
-                                        crate::memory::guest_resident_kib(
-                                            vm.memory(),
-                                            vm.ram_size(),
-                                        )
-                                    });
-                                    log::info!(
-                                        "guest rebooted; boot {boots} ({} open fds, {} threads, VmRSS {rss} KiB, own {} KiB, guest RAM resident {guest} KiB)",
-                                        open_fds(),
-                                        crate::memory::status_kib("Threads:"),
-                                        rss.saturating_sub(guest)
-                                    );
-                                }
-                                machine = Some(self.boot(&mut make_vm, &control, boots)?);
+                                machine = Some(self.reboot(
+                                    &mut machine,
+                                    &mut make_vm,
+                                    &control,
+                                    boots,
+                                    "guest rebooted",
+                                )?);
                             }
                         }
                     }
@@ -404,6 +393,58 @@ impl Vmm {
     {
         let (config, vm) = self.new_vm(make_vm)?;
         config.build(vm, control, boots)
+    }
+
+    /// Stops `machine` and boots again (boot number `boots`, logged with `why` and what the last
+    /// boot left open): on the same VM and vCPUs, reset in place, where the hypervisor can
+    /// ([`Machine::stop_for_reboot`]); else on a new VM from `make_vm`.
+    fn reboot<V, F>(
+        &self,
+        machine: &mut Option<Machine<V>>,
+        make_vm: &mut F,
+        control: &Arc<VmControl>,
+        boots: u64,
+        why: &str,
+    ) -> Result<Machine<V>>
+    where
+        V: VmBackend + 'static,
+        F: FnMut() -> std::result::Result<V, HypervisorError>,
+    {
+        let kept = machine.take().and_then(Machine::stop_for_reboot);
+        control.reset();
+        if log::log_enabled!(log::Level::Info) {
+            // What the last boot left, before the next one starts. Guest RAM lives across
+            // reboots, and what of it is resident changes with the guest and with the host
+            // (khugepaged may make a touched 2 MiB range one huge page): rvvmm's own memory is
+            // the rest.
+            let rss = crate::memory::vm_rss_kib();
+            let guest = self.vm.as_ref().map_or(0, |vm| {
+                crate::memory::guest_resident_kib(vm.memory(), vm.ram_size())
+            });
+            log::info!(
+                "{why}; boot {boots} ({} open fds, {} threads, VmRSS {rss} KiB, own {} KiB, guest RAM resident {guest} KiB)",
+                open_fds(),
+                crate::memory::status_kib("Threads:"),
+                rss.saturating_sub(guest)
+            );
+        }
+        let Some(kept) = kept else {
+            log::info!("a new VM for the reboot (resetting vCPUs in place needs KVM_CAP_RISCV_MP_STATE_RESET, Linux 6.16)");
+            return self.boot(make_vm, control, boots);
+        };
+        match self
+            .vm
+            .as_ref()
+            .ok_or(VmmError::NoVm)?
+            .reboot(kept, control, boots)
+        {
+            Ok(machine) => Ok(machine),
+            Err(e) => {
+                log::warn!("cannot reboot on the same VM ({e}); making a new one");
+                control.reset();
+                self.boot(make_vm, control, boots)
+            }
+        }
     }
 
     /// The VM's resources and a new hypervisor VM for them.
@@ -585,10 +626,9 @@ impl Vmm {
             }
             (ApiRequest::VmShutdown, None) => not("shut down"),
             (ApiRequest::VmReboot, Some(_)) => {
-                stop(cs.machine, cs.control);
                 *cs.boots += 1;
-                log::info!("rebooting on request; boot {}", cs.boots);
-                *cs.machine = Some(self.boot(make_vm, cs.control, *cs.boots)?);
+                let why = "rebooted on request";
+                *cs.machine = Some(self.reboot(cs.machine, make_vm, cs.control, *cs.boots, why)?);
                 done
             }
             (ApiRequest::VmReboot, None) => not("reboot"),
@@ -662,7 +702,7 @@ fn url_in(body: &[u8], field: &str) -> std::result::Result<(PathBuf, serde_json:
 }
 
 /// What the control loop holds while it answers a request.
-struct ControlState<'a, V> {
+struct ControlState<'a, V: VmBackend> {
     machine: &'a mut Option<Machine<V>>,
     control: &'a Arc<VmControl>,
     boots: &'a mut u64,
@@ -674,7 +714,7 @@ fn open_fds() -> usize {
     std::fs::read_dir("/proc/self/fd").map_or(0, |d| d.count())
 }
 
-fn stop<V>(machine: &mut Option<Machine<V>>, control: &VmControl) {
+fn stop<V: VmBackend>(machine: &mut Option<Machine<V>>, control: &VmControl) {
     if let Some(m) = machine.take() {
         m.stop();
     }

@@ -12,6 +12,8 @@ pub const KVM_REG_SIZE_U64: u64 = 0x0030_0000_0000_0000;
 pub const TYPE_CONFIG: u64 = 1 << 24;
 /// `KVM_REG_RISCV_CORE`.
 pub const TYPE_CORE: u64 = 2 << 24;
+/// `KVM_REG_RISCV_CSR`.
+pub const TYPE_CSR: u64 = 3 << 24;
 /// `KVM_REG_RISCV_TIMER`.
 pub const TYPE_TIMER: u64 = 4 << 24;
 /// `KVM_REG_RISCV_ISA_EXT`.
@@ -41,6 +43,9 @@ pub const CONFIG_MVENDORID: u64 = reg(TYPE_CONFIG, 2);
 pub const CONFIG_ZICBOZ_BLOCK_SIZE: u64 = reg(TYPE_CONFIG, 5);
 /// CONFIG `satp_mode`: the largest paging mode (8 = Sv39, 9 = Sv48, 10 = Sv57).
 pub const CONFIG_SATP_MODE: u64 = reg(TYPE_CONFIG, 6);
+/// CSR `sstateen0` (subtype `KVM_REG_RISCV_CSR_SMSTATEEN`, index 0), where the vCPU has
+/// Smstateen.
+pub const CSR_SSTATEEN0: u64 = reg(TYPE_CSR, 2 << 16);
 /// TIMER `frequency`: the timebase frequency in Hz.
 pub const TIMER_FREQUENCY: u64 = reg(TYPE_TIMER, 0);
 
@@ -231,6 +236,7 @@ mod tests {
         assert_eq!(CONFIG_ISA, 0x8030_0000_0100_0000);
         assert_eq!(CONFIG_SATP_MODE, 0x8030_0000_0100_0006);
         assert_eq!(TIMER_FREQUENCY, 0x8030_0000_0400_0000);
+        assert_eq!(CSR_SSTATEEN0, 0x8030_0000_0302_0000);
         assert_eq!(isa_ext(8), 0x8030_0000_0700_0008);
         assert_eq!(sbi_ext(SBI_EXT_DBCN), 0x8030_0000_0800_0009);
     }

@@ -183,8 +183,11 @@ fn create_soc_node(fdt: &mut FdtWriter, config: &FdtConfig) -> FdtWriterResult<(
             create_plic_node(fdt, config.num_cpus)?;
             PLIC_PHANDLE
         }
-        IrqMode::Aia { num_ids } => {
-            create_aia_nodes(fdt, config.num_cpus, num_ids)?;
+        IrqMode::Aia {
+            num_ids,
+            num_sources,
+        } => {
+            create_aia_nodes(fdt, config.num_cpus, num_ids, num_sources)?;
             APLIC_PHANDLE
         }
     };
@@ -263,7 +266,12 @@ fn create_plic_node(fdt: &mut FdtWriter, num_cpus: u32) -> FdtWriterResult<()> {
 
 /// KVM's AIA as QEMU virt's `aia=aplic-imsic` describes its supervisor level: one IMSIC file
 /// per hart, and an APLIC that turns wired interrupts into MSIs to them.
-fn create_aia_nodes(fdt: &mut FdtWriter, num_cpus: u32, num_ids: u32) -> FdtWriterResult<()> {
+fn create_aia_nodes(
+    fdt: &mut FdtWriter,
+    num_cpus: u32,
+    num_ids: u32,
+    num_sources: u32,
+) -> FdtWriterResult<()> {
     let imsic = fdt.begin_node(&format!("imsics@{IMSIC_BASE:x}"))?;
     fdt.property_string("compatible", "riscv,imsics")?;
     fdt.property_array_u64("reg", &[IMSIC_BASE, IMSIC_STRIDE * u64::from(num_cpus)])?;
@@ -286,7 +294,7 @@ fn create_aia_nodes(fdt: &mut FdtWriter, num_cpus: u32, num_ids: u32) -> FdtWrit
     fdt.property_u32("#interrupt-cells", 2)?;
     fdt.property_null("interrupt-controller")?;
     fdt.property_u32("msi-parent", IMSIC_PHANDLE)?;
-    fdt.property_u32("riscv,num-sources", PLIC_NDEV)?;
+    fdt.property_u32("riscv,num-sources", num_sources)?;
     fdt.property_phandle(APLIC_PHANDLE)?;
     fdt.end_node(aplic)
 }
@@ -399,7 +407,10 @@ mod tests {
     #[test]
     fn aia_machines_describe_aplic_and_imsics() {
         let mut cfg = config(2);
-        cfg.irqchip = IrqMode::Aia { num_ids: 255 };
+        cfg.irqchip = IrqMode::Aia {
+            num_ids: 255,
+            num_sources: 95,
+        };
         let tree = Tree::parse(&create_fdt(&cfg).unwrap()).unwrap();
         assert!(tree.node("/soc/plic@c000000").is_none());
         let imsic = tree.node("/soc/imsics@28000000").unwrap();

@@ -52,8 +52,16 @@ pub fn patch_fdt(tree: &mut Tree, config: &FdtConfig) -> Result<Vec<String>, Fdt
     patch_memory(tree, config.ram_size);
     patch_chosen(tree, config);
     patch_cpus(tree, config)?;
-    if let IrqMode::Aia { num_ids } = config.irqchip {
+    if let IrqMode::Aia {
+        num_ids,
+        num_sources,
+    } = config.irqchip
+    {
         tree.root.for_each_mut(&mut |node| {
+            if node.is_compatible("riscv,aplic") && reg_base(node) == Some(APLIC_BASE) {
+                // The sources KVM's APLIC has (QEMU's has 96, KVM's as many as rvvmm asked).
+                node.set_u32("riscv,num-sources", num_sources);
+            }
             if node.is_compatible("riscv,imsics") && reg_base(node) == Some(IMSIC_BASE) {
                 // KVM's layout, not QEMU's: one 4 KiB file a hart, no guest files between
                 // them (QEMU's `aia-guests=N` spaces them 2^guest-index-bits pages apart, and
@@ -441,7 +449,10 @@ mod tests {
         assert!(describes_aia(&tree));
         assert!(!describes_aia(&Tree::parse(QEMU_DTB).unwrap()));
         let mut cfg = config(2);
-        cfg.irqchip = IrqMode::Aia { num_ids: 127 };
+        cfg.irqchip = IrqMode::Aia {
+            num_ids: 127,
+            num_sources: 95,
+        };
         let disabled = patch_fdt(&mut tree, &cfg).unwrap();
         assert_eq!(
             tree.node("/soc/interrupt-controller@d000000")
