@@ -372,6 +372,26 @@ const RESET_IN_PLACE: Needs = Needs::Since(6, 16, "KVM_CAP_RISCV_MP_STATE_RESET"
 
 /// `linux_reboot` and `linux_reboot_in_place`: Linux reboots once, with 2 vCPUs and a
 /// virtio-rng it reads on the second boot; no ioeventfd may be refused on the second boot.
+/// `path` is the line that says how rvvmm rebooted.
+fn linux_reboot(name: &'static str, needs: Needs, path: &'static str) -> Case {
+    let expect = vec![
+        "@@L2 boot-count 1",
+        "@@L2 rebooting",
+        "guest rebooted; boot 2",
+        path,
+        "@@L2 boot-count 2",
+        "@@L2 cpus 2",
+        "@@L2 second boot: hwrng 16 bytes",
+        "@@L2 powering off",
+        "@@REBOOT rvvmm status 0, 0 ioeventfd warnings",
+    ];
+    Case {
+        timeout: 300,
+        needs,
+        ..case(name, LINUX_REBOOT, 0, Vec::leak(expect))
+    }
+}
+
 const LINUX_REBOOT: &str = "RUST_LOG=rvvmm=info /rvvmm --kernel /l2/Image --initrd /l2/initrd.cpio --memory 256M --cpus 2 --rng --cmdline 'console=ttyS0 quiet rvvmm.test=reboot' > /tmp/reboot.out 2>&1; rc=$?\n\
      cat /tmp/reboot.out\n\
      echo \"@@REBOOT rvvmm status $rc, $(grep -c 'ioeventfd' /tmp/reboot.out) ioeventfd warnings\"";
@@ -1079,46 +1099,16 @@ fn all_cases() -> Vec<Case> {
         },
         // A Linux reboot, two vCPUs and a virtio-rng read on the second boot: on a VM made
         // anew where KVM cannot reset vCPUs in place, on the same VM where it can (6.16).
-        Case {
-            timeout: 300,
-            needs: Needs::Before(6, 16, "KVM_CAP_RISCV_MP_STATE_RESET"),
-            ..case(
-                "linux_reboot",
-                LINUX_REBOOT,
-                0,
-                &[
-                    "@@L2 boot-count 1",
-                    "@@L2 rebooting",
-                    "guest rebooted; boot 2",
-                    "a new VM for the reboot",
-                    "@@L2 boot-count 2",
-                    "@@L2 cpus 2",
-                    "@@L2 second boot: hwrng 16 bytes",
-                    "@@L2 powering off",
-                    "@@REBOOT rvvmm status 0, 0 ioeventfd warnings",
-                ],
-            )
-        },
-        Case {
-            timeout: 300,
-            needs: RESET_IN_PLACE,
-            ..case(
-                "linux_reboot_in_place",
-                LINUX_REBOOT,
-                0,
-                &[
-                    "@@L2 boot-count 1",
-                    "@@L2 rebooting",
-                    "guest rebooted; boot 2",
-                    "vCPUs reset in place (KVM_CAP_RISCV_MP_STATE_RESET)",
-                    "@@L2 boot-count 2",
-                    "@@L2 cpus 2",
-                    "@@L2 second boot: hwrng 16 bytes",
-                    "@@L2 powering off",
-                    "@@REBOOT rvvmm status 0, 0 ioeventfd warnings",
-                ],
-            )
-        },
+        linux_reboot(
+            "linux_reboot",
+            Needs::Before(6, 16, "KVM_CAP_RISCV_MP_STATE_RESET"),
+            "a new VM for the reboot",
+        ),
+        linux_reboot(
+            "linux_reboot_in_place",
+            RESET_IN_PLACE,
+            "vCPUs reset in place (KVM_CAP_RISCV_MP_STATE_RESET)",
+        ),
         Case {
             check: Check::BootRuns(3),
             timeout: 600,
