@@ -33,6 +33,13 @@ const UBOOT_DEB: Pinned = Pinned {
     sha256: "a3751b5d36a411457b2e7a2834cdce0e5d40493e6588a65d51c5603740a0c71c",
 };
 
+/// Debian's GRUB for riscv64 EFI (its modules; the image is made with the chroot's
+/// grub-mkimage): what a Debian install boots from U-Boot's EFI.
+const GRUB_DEB: Pinned = Pinned {
+    pool_path: "pool/main/g/grub2/grub-efi-riscv64-bin_2.12-9+deb13u4_riscv64.deb",
+    sha256: "fb6d26ff93676e7cae7287bb3c138ab0f7f1b7998cc960e2e63379d79b0ddf83",
+};
+
 /// The suite whose QEMU (10.x) boots L1 with AIA; bookworm's 7.2 hangs in AIA mode.
 const QEMU_SUITE: &str = "trixie";
 
@@ -105,6 +112,8 @@ pub(crate) struct Prepared {
     /// U-Boot (qemu-riscv64_smode): the flat `u-boot.bin` and the `uboot.elf`.
     uboot_bin: Vec<u8>,
     uboot_elf: Vec<u8>,
+    /// GRUB for riscv64 EFI, as on each boot disk's EFI partition.
+    grub_efi: Vec<u8>,
     /// rvvmm's test executables built for riscv64 (stripped), by name: they run in L1, where
     /// their KVM tests boot guests on real KVM.
     test_executables: Vec<(String, Vec<u8>)>,
@@ -120,8 +129,9 @@ pub(crate) struct KernelFiles {
     tun_ko: Vec<u8>,
     /// The L2 guest's initramfs (busybox + resources/lab/l2-init.sh + this kernel's modules).
     l2_initrd: Vec<u8>,
-    /// A distro-style disk: an MBR, one ext4 partition with extlinux/extlinux.conf, the
-    /// kernel and the L2 initramfs.
+    /// A distro-style disk: an MBR, an ext4 partition with extlinux/extlinux.conf, the
+    /// kernel and the L2 initramfs, and a second one with GRUB as the EFI removable-media
+    /// binary ([`boot_disk`]).
     boot_disk: Vec<u8>,
 }
 
@@ -316,6 +326,11 @@ pub(crate) fn prepare(kernels: &[Kernel]) -> Result<Prepared, String> {
         .map(|&k| kernel::unpack(k, &mirror, &cache))
         .collect::<Result<Vec<_>, _>>()?;
     let chroot = ensure_qemu_chroot(&mirror, &cache)?;
+    let grub_dir = unpack_deb(
+        &fetch_pinned(&mirror, &GRUB_DEB, &cache)?,
+        &cache.join("grub"),
+    )?;
+    let grub_efi = grub_image(Some(&chroot), &grub_dir, &work)?;
 
     let mut step = Step::start(format!("lab: cross-building for {RISCV_TARGET}"));
     step.at("rvvmm");
@@ -340,7 +355,7 @@ pub(crate) fn prepare(kernels: &[Kernel]) -> Result<Prepared, String> {
     step.done("rvvmm, bare-kvm, exec-timer, xtask, tests, guests");
     let kernels = unpacked
         .into_iter()
-        .map(|k| kernel_files(k, &busybox, &work))
+        .map(|k| kernel_files(k, &busybox, &grub_efi, &work))
         .collect::<Result<Vec<_>, _>>()?;
     let disk_image = ext4_image(&work)?;
     let qemu_dtb = dump_qemu_dtb(&chroot, Mode::Plic)?;
@@ -350,6 +365,7 @@ pub(crate) fn prepare(kernels: &[Kernel]) -> Result<Prepared, String> {
         disk_image,
         uboot_bin,
         uboot_elf,
+        grub_efi,
         test_executables,
         xtask,
         bare_kvm,
@@ -368,13 +384,18 @@ pub(crate) fn prepare(kernels: &[Kernel]) -> Result<Prepared, String> {
 }
 
 /// One kernel's L1 modules and L2 files, made in target/lab/kernel-NAME.
-fn kernel_files(unpacked: Unpacked, busybox: &[u8], work: &Path) -> Result<KernelFiles, String> {
+fn kernel_files(
+    unpacked: Unpacked,
+    busybox: &[u8],
+    grub_efi: &[u8],
+    work: &Path,
+) -> Result<KernelFiles, String> {
     let dir = work.join(format!("kernel-{}", unpacked.kernel.name()));
     fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
     let (_, kvm_ko) = unpacked.module("arch/riscv/kvm/kvm", &dir)?;
     let (_, tun_ko) = unpacked.module("drivers/net/tun", &dir)?;
     let l2_initrd = l2_initramfs(busybox, &unpacked.l2_modules(&dir.join("l2-modules"))?);
-    let boot_disk = boot_disk(&dir, &read(&unpacked.image)?, &l2_initrd)?;
+    let boot_disk = boot_disk(&dir, &read(&unpacked.image)?, &l2_initrd, Some(grub_efi))?;
     Ok(KernelFiles {
         unpacked,
         kvm_ko,
@@ -434,14 +455,29 @@ pub(crate) fn prepare_native(cases: Vec<String>) -> Result<crate::native::Option
         &kernel.l2_modules(&work.join("l2-modules"))?,
     );
     let uboot = uboot_dir.join("usr/lib/u-boot/qemu-riscv64_smode");
-    let files: [(&str, Vec<u8>); 6] = [
+    // GRUB where this host has grub-mkimage (Debian: grub-common); else no EFI partition, and
+    // the case that boots it is skipped for want of l2/bootriscv64.efi.
+    let grub_efi = if host::have("grub-mkimage") {
+        let grub_dir = unpack_deb(
+            &fetch_pinned(&mirror, &GRUB_DEB, &cache)?,
+            &cache.join("grub"),
+        )?;
+        Some(grub_image(None, &grub_dir, &work)?)
+    } else {
+        None
+    };
+    let mut files: Vec<(&str, Vec<u8>)> = vec![
         ("Image", image.clone()),
         ("initrd.cpio", initrd.clone()),
         ("disk.img", ext4_image(&work)?),
-        ("boot-disk.img", boot_disk(&work, &image, &initrd)?),
+        (
+            "boot-disk.img",
+            boot_disk(&work, &image, &initrd, grub_efi.as_deref())?,
+        ),
         ("u-boot.bin", read(&uboot.join("u-boot.bin"))?),
         ("uboot.elf", read(&uboot.join("uboot.elf"))?),
     ];
+    files.extend(grub_efi.map(|g| ("bootriscv64.efi", g)));
     for (name, bytes) in files {
         fs::write(l2.join(name), bytes).map_err(|e| e.to_string())?;
     }
@@ -731,11 +767,20 @@ fn ext4_image(work: &Path) -> Result<Vec<u8>, String> {
     read(&image)
 }
 
-/// A disk as distributions make them for U-Boot's distro boot: an MBR with one bootable Linux
+/// A disk as distributions make them for U-Boot's distro boot: an MBR with a bootable Linux
 /// partition (from sector 2048), an ext4 file system with `extlinux/extlinux.conf`, the kernel
-/// and the initramfs. The MBR is written here (16 bytes of partition entry; a tool for it would
+/// and the initramfs; and, given GRUB's EFI image, a second partition holding it as the EFI
+/// removable-media binary, under both spellings U-Boot looks for (`/EFI/BOOT/BOOTRISCV64.EFI`
+/// for bootmeth efi, `efi/boot/bootriscv64.efi` for the distro scripts; ext4 is case-sensitive).
+/// It is a partition of its own so that U-Boot's first partition still boots through extlinux
+/// with no key typed. The MBR is written here (16 bytes of partition entry; a tool for it would
 /// be one more host dependency).
-fn boot_disk(work: &Path, kernel: &[u8], initrd: &[u8]) -> Result<Vec<u8>, String> {
+fn boot_disk(
+    work: &Path,
+    kernel: &[u8],
+    initrd: &[u8],
+    grub_efi: Option<&[u8]>,
+) -> Result<Vec<u8>, String> {
     let root = work.join("boot-root");
     let _ = fs::remove_dir_all(&root);
     fs::create_dir_all(root.join("extlinux")).map_err(|e| e.to_string())?;
@@ -746,31 +791,147 @@ fn boot_disk(work: &Path, kernel: &[u8], initrd: &[u8]) -> Result<Vec<u8>, Strin
         "default l2\ntimeout 0\nlabel l2\n  kernel /Image\n  initrd /initrd.cpio\n  append console=ttyS0 earlycon=sbi rvvmm.marker=extlinux\n",
     )
     .map_err(|e| e.to_string())?;
-    let part = work.join("boot-part.img");
-    let _ = fs::remove_file(&part);
     let mib = (kernel.len() + initrd.len()) / (1 << 20) + 8;
+    let mut parts = vec![(0x80, ext4_partition(work, &root, "rvvmm-boot", mib)?)];
+    if let Some(grub) = grub_efi {
+        let efi_root = work.join("efi-root");
+        let _ = fs::remove_dir_all(&efi_root);
+        for (dir, name) in [
+            ("EFI/BOOT", "BOOTRISCV64.EFI"),
+            ("efi/boot", "bootriscv64.efi"),
+        ] {
+            fs::create_dir_all(efi_root.join(dir)).map_err(|e| e.to_string())?;
+            fs::write(efi_root.join(dir).join(name), grub).map_err(|e| e.to_string())?;
+        }
+        let mib = 2 * grub.len() / (1 << 20) + 4;
+        parts.push((0, ext4_partition(work, &efi_root, "rvvmm-efi", mib)?));
+    }
+    let mut disk = vec![0u8; 1 << 20];
+    let mut start = 2048u32;
+    for (i, (flags, part)) in parts.iter().enumerate() {
+        let sectors = (part.len() / 512) as u32;
+        let entry = &mut disk[446 + 16 * i..462 + 16 * i];
+        entry[0] = *flags; // 0x80: bootable
+        entry[4] = 0x83; // Linux
+        entry[8..12].copy_from_slice(&start.to_le_bytes());
+        entry[12..16].copy_from_slice(&sectors.to_le_bytes());
+        // CHS fields say "use LBA".
+        entry[1..4].copy_from_slice(&[0xfe, 0xff, 0xff]);
+        entry[5..8].copy_from_slice(&[0xfe, 0xff, 0xff]);
+        start += sectors;
+    }
+    disk[510] = 0x55;
+    disk[511] = 0xaa;
+    for (_, part) in &parts {
+        disk.extend_from_slice(part);
+    }
+    Ok(disk)
+}
+
+/// An ext4 file system of `mib` MiB labelled `label`, holding `root`'s files.
+fn ext4_partition(work: &Path, root: &Path, label: &str, mib: usize) -> Result<Vec<u8>, String> {
+    let part = work.join(format!("{label}.img"));
+    let _ = fs::remove_file(&part);
     host::run_quiet(
         Command::new("mkfs.ext4")
-            .args(["-q", "-F", "-L", "rvvmm-boot", "-d"])
-            .arg(&root)
+            .args(["-q", "-F", "-L", label, "-d"])
+            .arg(root)
             .arg(&part)
             .arg(format!("{mib}M")),
     )?;
-    let part = read(&part)?;
-    let sectors = (part.len() / 512) as u32;
-    let mut disk = vec![0u8; 1 << 20];
-    let entry = &mut disk[446..462];
-    entry[0] = 0x80; // bootable
-    entry[4] = 0x83; // Linux
-    entry[8..12].copy_from_slice(&2048u32.to_le_bytes());
-    entry[12..16].copy_from_slice(&sectors.to_le_bytes());
-    // CHS fields say "use LBA".
-    entry[1..4].copy_from_slice(&[0xfe, 0xff, 0xff]);
-    entry[5..8].copy_from_slice(&[0xfe, 0xff, 0xff]);
-    disk[510] = 0x55;
-    disk[511] = 0xaa;
-    disk.extend_from_slice(&part);
-    Ok(disk)
+    read(&part)
+}
+
+/// GRUB's config, built into its image: find the extlinux partition (where the kernel and the
+/// initramfs are), then boot the kernel as an EFI application with GRUB's initrd (handed over
+/// through the LoadFile2 protocol, as on any distro's EFI boot).
+const GRUB_CONFIG: &str = "search --no-floppy --file --set=root /extlinux/extlinux.conf
+echo \"rvvmm lab: GRUB boots /Image from $root\"
+linux /Image console=ttyS0 earlycon=sbi rvvmm.marker=efi
+initrd /initrd.cpio
+boot
+";
+
+/// The modules GRUB's image needs for [`GRUB_CONFIG`].
+const GRUB_MODULES: &[&str] = &[
+    "boot",
+    "linux",
+    "ext2",
+    "part_msdos",
+    "search",
+    "search_fs_file",
+    "echo",
+    "normal",
+    "configfile",
+];
+
+/// GRUB for riscv64 EFI, made with grub-mkimage from Debian's modules in `grub_dir`: in the
+/// lab's trixie chroot (its grub-common, installed there once) or, with `chroot` None, with
+/// this host's grub-mkimage.
+fn grub_image(chroot: Option<&Path>, grub_dir: &Path, work: &Path) -> Result<Vec<u8>, String> {
+    // The files go where both the host and the chroot see them.
+    let (base, inside) = match chroot {
+        Some(root) => {
+            if !root.join("usr/bin/grub-mkimage").exists() {
+                let step = Step::start("lab: installing grub-common in the chroot (once)");
+                for args in [
+                    &["apt-get", "update", "-q"][..],
+                    &[
+                        "apt-get",
+                        "install",
+                        "-y",
+                        "-q",
+                        "--no-install-recommends",
+                        "grub-common",
+                    ],
+                ] {
+                    host::run_quiet(
+                        Command::new("chroot")
+                            .arg(root)
+                            .args(args)
+                            .env("DEBIAN_FRONTEND", "noninteractive"),
+                    )?;
+                }
+                step.done("");
+            }
+            (
+                root.join("tmp/rvvmm-grub"),
+                PathBuf::from("/tmp/rvvmm-grub"),
+            )
+        }
+        None => {
+            let dir = work.join("grub");
+            (dir.clone(), dir)
+        }
+    };
+    let _ = fs::remove_dir_all(&base);
+    let modules = base.join("riscv64-efi");
+    fs::create_dir_all(&modules).map_err(|e| e.to_string())?;
+    let src = grub_dir.join("usr/lib/grub/riscv64-efi");
+    for entry in fs::read_dir(&src).map_err(|e| format!("{}: {e}", src.display()))? {
+        let entry = entry.map_err(|e| e.to_string())?;
+        fs::copy(entry.path(), modules.join(entry.file_name())).map_err(|e| e.to_string())?;
+    }
+    fs::write(base.join("embedded.cfg"), GRUB_CONFIG).map_err(|e| e.to_string())?;
+    let mut mkimage = match chroot {
+        Some(root) => {
+            let mut c = Command::new("chroot");
+            c.arg(root).arg("grub-mkimage");
+            c
+        }
+        None => Command::new("grub-mkimage"),
+    };
+    mkimage
+        .args(["-O", "riscv64-efi", "-p", "/EFI/BOOT"])
+        .arg("-d")
+        .arg(inside.join("riscv64-efi"))
+        .arg("-c")
+        .arg(inside.join("embedded.cfg"))
+        .arg("-o")
+        .arg(inside.join("bootriscv64.efi"))
+        .args(GRUB_MODULES);
+    host::run_quiet(&mut mkimage)?;
+    read(&base.join("bootriscv64.efi"))
 }
 
 /// The L2 Linux guest's initramfs.
@@ -883,6 +1044,7 @@ fn initramfs(p: &Prepared, k: &KernelFiles, cases: &[Case], body: &str) -> Resul
         Entry::File("l2/u-boot.bin", 0o644, &p.uboot_bin),
         Entry::File("l2/uboot.elf", 0o644, &p.uboot_elf),
         Entry::File("l2/boot-disk.img", 0o644, &k.boot_disk),
+        Entry::File("l2/bootriscv64.efi", 0o644, &p.grub_efi),
         Entry::File("l2/virt-aia.dtb", 0o644, &p.qemu_aia_dtb),
         Entry::File("xtask", 0o755, &p.xtask),
         Entry::Dir("tests"),
