@@ -275,21 +275,18 @@ impl<B: VcpuBackend> VcpuThreads<B> {
         self.kick_until(Duration::MAX, |wait| {
             control.wait_vcpus_ended(count, wait) || self.threads.iter().all(|t| t.is_finished())
         });
-        let mut vcpus = Some(Vec::with_capacity(count));
+        let mut vcpus = Vec::with_capacity(count);
+        let mut panicked = false;
         for thread in self.threads.drain(..) {
             match thread.join() {
-                Ok(vcpu) => {
-                    if let Some(v) = vcpus.as_mut() {
-                        v.push(vcpu);
-                    }
-                }
+                Ok(vcpu) => vcpus.push(vcpu),
                 Err(_) => {
                     log::error!("a vCPU thread panicked");
-                    vcpus = None;
+                    panicked = true;
                 }
             }
         }
-        vcpus
+        (!panicked).then_some(vcpus)
     }
 }
 
