@@ -21,6 +21,7 @@ use crate::lab;
 use crate::mode::Mode;
 use crate::paths;
 use crate::plan::{self, median, Case};
+use crate::uboot_diff;
 
 /// Exit kinds, as the bench guests name them.
 const KINDS: &[&str] = &[
@@ -56,7 +57,9 @@ pub struct Options {
 }
 
 /// The benchmark's parts, for `--only`.
-pub const PARTS: &[&str] = &["exits", "boot", "blk", "startup", "idle", "snapshot"];
+pub const PARTS: &[&str] = &[
+    "exits", "boot", "blk", "startup", "idle", "snapshot", "uboot",
+];
 
 /// A shell loop running `body` for `$v` = each of `vmms` in each repetition `$r`, the order
 /// reversed every other repetition so that none always runs first.
@@ -582,9 +585,11 @@ pub fn run(opts: &Options) -> Result<bool, String> {
             idle_case(opts.reps, opts.lkvm.is_some(), opts.quick),
         ),
         ("snapshot", snapshot_case(opts.reps)),
+        ("uboot", uboot_diff::case(LKVM_FLAGS)),
     ]
     .into_iter()
-    .filter(|(part, _)| want(part))
+    // U-Boot's runs are a comparison with kvmtool: without one they measure nothing.
+    .filter(|(part, _)| want(part) && (*part != "uboot" || opts.lkvm.is_some()))
     .map(|(_, case)| case)
     .collect();
     let commit = crate::host::run_quiet(
@@ -852,6 +857,9 @@ pub fn run(opts: &Options) -> Result<bool, String> {
                     }
                 }
             }
+        }
+        if want("uboot") && opts.lkvm.is_some() {
+            complete &= uboot_diff::report(&label, &output("bench_uboot"));
         }
         if want("snapshot") {
             let (cold, restore) = (

@@ -105,6 +105,8 @@ pub(crate) struct Prepared {
     rvvmm_timing: Vec<u8>,
     /// The bench's startup clock (xtask/exec-timer), cross-built.
     exec_timer: Vec<u8>,
+    /// A pseudo-terminal for kvmtool's console input (xtask/on-pty), cross-built.
+    on_pty: Vec<u8>,
     /// An optional kvmtool binary for the benchmark (`--lkvm`).
     pub(crate) lkvm: Option<Vec<u8>>,
     /// An earlier commit's measuring build, for the benchmark (`--baseline`).
@@ -339,20 +341,28 @@ pub(crate) fn prepare(kernels: &[Kernel]) -> Result<Prepared, String> {
     // either is free; the uplifted binary is whichever was built last, hence read at once.
     step.at("rvvmm --features exit-timing");
     let rvvmm_timing = cross_build(RVVMM_TIMING, "rvvmm")?;
-    step.at("bare-kvm, exec-timer");
+    step.at("bare-kvm, exec-timer, on-pty");
     let bare_kvm = cross_build(
-        &["--package", "bare-kvm", "--package", "exec-timer"],
+        &[
+            "--package",
+            "bare-kvm",
+            "--package",
+            "exec-timer",
+            "--package",
+            "on-pty",
+        ],
         "bare-kvm",
     )?;
     let exec_timer =
         read(&paths::root().join(format!("target/{RISCV_TARGET}/release/exec-timer")))?;
+    let on_pty = read(&paths::root().join(format!("target/{RISCV_TARGET}/release/on-pty")))?;
     step.at("xtask");
     let xtask = cross_build(&["--package", "xtask", "--bin", "xtask"], "xtask")?;
     step.at("rvvmm's test executables");
     let test_executables = riscv64_test_executables(&work.join("tests"))?;
     step.at("the test guests");
     let guests = build_guests(&work.join("guests"))?;
-    step.done("rvvmm, bare-kvm, exec-timer, xtask, tests, guests");
+    step.done("rvvmm, bare-kvm, exec-timer, on-pty, xtask, tests, guests");
     let kernels = unpacked
         .into_iter()
         .map(|k| kernel_files(k, &busybox, &grub_efi, &work))
@@ -371,6 +381,7 @@ pub(crate) fn prepare(kernels: &[Kernel]) -> Result<Prepared, String> {
         bare_kvm,
         rvvmm_timing,
         exec_timer,
+        on_pty,
         lkvm: None,
         baseline_timing: None,
         kernels,
@@ -1040,6 +1051,7 @@ fn initramfs(p: &Prepared, k: &KernelFiles, cases: &[Case], body: &str) -> Resul
         Entry::File("bare-kvm", 0o755, &p.bare_kvm),
         Entry::File("rvvmm-timing", 0o755, &p.rvvmm_timing),
         Entry::File("exec-timer", 0o755, &p.exec_timer),
+        Entry::File("on-pty", 0o755, &p.on_pty),
         Entry::File("l2/disk.img", 0o644, &p.disk_image),
         Entry::File("l2/u-boot.bin", 0o644, &p.uboot_bin),
         Entry::File("l2/uboot.elf", 0o644, &p.uboot_elf),

@@ -37,6 +37,7 @@ mod native;
 mod paths;
 mod plan;
 mod progress;
+mod uboot_diff;
 
 use std::process::ExitCode;
 
@@ -45,7 +46,7 @@ use mode::Mode;
 
 const USAGE: &str = "usage: cargo xtask <test | lab [--kernel stable|newest|both] [--mode plic|aia|both] [--case NAME]... \
      | lab --native [--rvvmm PATH --guests DIR [--l2 DIR]] [--case NAME]... | demo [--shell | --hello] | image \
-     | bench [--kernel stable|newest|both] [--mode plic|aia|both] [--reps N] [--lkvm PATH] [--only exits,boot,blk,startup,idle] \
+     | bench [--kernel stable|newest|both] [--mode plic|aia|both] [--reps N] [--lkvm PATH] [--only exits,boot,blk,startup,idle,snapshot,uboot] \
      [--baseline REV] | fuzz [--time SECONDS] [TARGET]...>";
 
 fn main() -> ExitCode {

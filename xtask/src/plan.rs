@@ -280,49 +280,59 @@ echo '--- first rvvmm'; cat /tmp/snap1.out
 echo '--- restored rvvmm'; cat /tmp/snap2.out"#
 }
 
-/// U-Boot (Debian's qemu-riscv64_smode `u-boot.bin`, flat, at RAM + 2 MiB) at its prompt:
-/// stop the autoboot, scan rvvmm's virtio-mmio disk, list its partition and files, reset
-/// (SBI SRST: rvvmm reboots the guest), stop the autoboot again, power off.
-fn uboot_session() -> &'static str {
-    r#"rm -f /tmp/ub.in /tmp/ub.out; mkfifo /tmp/ub.in; : > /tmp/ub.out
-until_seen() { for i in $(seq 1 600); do [ "$(grep -c "$1" /tmp/ub.out)" -ge "$2" ] && return 0; sleep 0.1; done; echo "@@UB no '$1' x$2" >&2; }
+/// rvvmm running Debian's U-Boot (`u-boot.bin`, flat, at RAM + 2 MiB) on the lab's boot disk;
+/// the U-Boot sessions below append their own flags and redirections.
+pub const UBOOT_RVVMM: &str =
+    "/rvvmm --kernel /l2/u-boot.bin --memory 512M --disk /l2/boot-disk.img,readonly";
+
+/// U-Boot at its prompt under `vmm` (a command line, e.g. [`UBOOT_RVVMM`]), its console in
+/// `/tmp/ub-{tag}.out`: stop the autoboot, scan the virtio-mmio disk, list its partition and
+/// files, reset (SBI SRST: rvvmm reboots the guest; kvmtool ends), stop the autoboot again,
+/// power off. `@@UB {tag} status N`: the VMM's exit status.
+pub fn uboot_session(vmm: &str, tag: &str) -> String {
+    format!(
+        r#"rm -f /tmp/ub.in /tmp/ub.done; mkfifo /tmp/ub.in; : > /tmp/ub-{tag}.out
+until_seen() {{ for i in $(seq 1 600); do [ "$(grep -c "$1" /tmp/ub-{tag}.out)" -ge "$2" ] && return 0; [ -e /tmp/ub.done ] && return 1; sleep 0.1; done; echo "@@UB no '$1' x$2" >&2; }}
 (
   until_seen 'Hit any key' 1; printf 'x'; until_seen '=> ' 1
   echo 'virtio scan'; sleep 1; echo 'virtio info'; sleep 1
   echo 'part list virtio 0'; sleep 1; echo 'ls virtio 0:1 /extlinux'; sleep 1
   echo 'reset'
-  until_seen 'Hit any key' 2; printf 'x'; sleep 1
+  until_seen 'Hit any key' 2 || exit 0; printf 'x'; sleep 1
   echo 'poweroff'; sleep 5
 ) > /tmp/ub.in &
-/rvvmm --kernel /l2/u-boot.bin --memory 512M --disk /l2/boot-disk.img,readonly < /tmp/ub.in > /tmp/ub.out 2>&1
-echo "@@UB rvvmm status $?"
-wait
-cat /tmp/ub.out"#
+{vmm} < /tmp/ub.in > /tmp/ub-{tag}.out 2>&1
+echo "@@UB {tag} status $?"; touch /tmp/ub.done
+wait"#
+    )
 }
 
-/// The Debian kernel started as an EFI application, the way an installed Debian boots: U-Boot's
-/// distro EFI script (`scan_dev_for_efi`, what its autoboot runs on a disk without extlinux)
-/// runs its EFI boot manager, which with no Boot#### variable boots the removable-media binary
-/// `\EFI\BOOT\BOOTRISCV64.EFI`: GRUB, on the boot disk's second partition (`lab::boot_disk`).
-/// GRUB boots the kernel (a PE image: the Linux EFI stub) with the initramfs, which it hands over
-/// through the LoadFile2 protocol (the kernel's `efi: ... INITRD=` line). Typed at U-Boot's
-/// prompt: only which partition to scan (Debian's build has no `bootmeth` command to put EFI
-/// before extlinux). `/l2/bootriscv64.efi` is the same GRUB, named so that a host without
-/// grub-mkimage skips the case.
-fn uboot_efi_session() -> &'static str {
-    r#"test -e /l2/bootriscv64.efi || exit 1
-rm -f /tmp/ue.in /tmp/ue.out; mkfifo /tmp/ue.in; : > /tmp/ue.out
-until_seen() { for i in $(seq 1 1500); do [ "$(grep -c "$1" /tmp/ue.out)" -ge "$2" ] && return 0; sleep 0.1; done; echo "@@UE no '$1' x$2" >&2; }
+/// The Debian kernel started as an EFI application under `vmm`, the way an installed Debian
+/// boots, its console in `/tmp/ue-{tag}.out`: U-Boot's distro EFI script (`scan_dev_for_efi`,
+/// what its autoboot runs on a disk without extlinux) runs its EFI boot manager, which with no
+/// Boot#### variable boots the removable-media binary `\EFI\BOOT\BOOTRISCV64.EFI`: GRUB, on
+/// the boot disk's second partition (`lab::boot_disk`). GRUB boots the kernel (a PE image: the
+/// Linux EFI stub) with the initramfs, which it hands over through the LoadFile2 protocol (the
+/// kernel's `efi: ... INITRD=` line). Typed at U-Boot's prompt: only which partition to scan
+/// (Debian's build has no `bootmeth` command to put EFI before extlinux). `/l2/bootriscv64.efi`
+/// is the same GRUB, named so that a host without grub-mkimage skips the case.
+pub fn uboot_efi_session(vmm: &str, tag: &str) -> String {
+    format!(
+        r#"test -e /l2/bootriscv64.efi || exit 1
+rm -f /tmp/ue.in /tmp/ue.done; mkfifo /tmp/ue.in; : > /tmp/ue-{tag}.out
+until_seen() {{ for i in $(seq 1 1500); do [ "$(grep -c "$1" /tmp/ue-{tag}.out)" -ge "$2" ] && return 0; [ -e /tmp/ue.done ] && return 1; sleep 0.1; done; echo "@@UE no '$1' x$2" >&2; }}
 (
   until_seen 'Hit any key' 1; printf 'x'; until_seen '=> ' 1
   echo 'virtio scan'; sleep 1
-  echo 'setenv devtype virtio; setenv devnum 0; setenv distro_bootpart 2; run scan_dev_for_efi'
+  # A line at a time: kvmtool's UART drops what overflows its 64-byte FIFO.
+  echo 'setenv devtype virtio'; sleep 1; echo 'setenv devnum 0'; sleep 1; echo 'setenv distro_bootpart 2'; sleep 1
+  echo 'run scan_dev_for_efi'
   until_seen '@@L2 powering off' 1; sleep 5
 ) > /tmp/ue.in &
-/rvvmm --kernel /l2/u-boot.bin --memory 512M --disk /l2/boot-disk.img,readonly --timeout 250s < /tmp/ue.in > /tmp/ue.out 2>&1
-echo "@@UE rvvmm status $?"
-wait
-cat /tmp/ue.out"#
+timeout 260 {vmm} < /tmp/ue.in > /tmp/ue-{tag}.out 2>&1
+echo "@@UE {tag} status $?"; touch /tmp/ue.done
+wait"#
+    )
 }
 
 /// A guest floods the console (256 KiB through SBI DBCN) while nobody reads rvvmm's stdout (a
@@ -487,7 +497,10 @@ fn all_cases() -> Vec<Case> {
             reject: &["Kernel panic", "Unknown command", "@@UE no "],
             ..case(
                 "uboot_efi_boots_linux",
-                uboot_efi_session(),
+                leak(format!(
+                    "{}\ncat /tmp/ue-rvvmm.out",
+                    uboot_efi_session(&format!("{UBOOT_RVVMM} --timeout 250s"), "rvvmm")
+                )),
                 0,
                 &[
                     "Booting: virtio 0",
@@ -572,7 +585,10 @@ fn all_cases() -> Vec<Case> {
             reject: &["Unknown command", "FAIL", "rror"],
             ..case(
                 "uboot_prompt_virtio_reset_poweroff",
-                uboot_session(),
+                leak(format!(
+                    "{}\ncat /tmp/ub-rvvmm.out",
+                    uboot_session(UBOOT_RVVMM, "rvvmm")
+                )),
                 0,
                 &[
                     "U-Boot 2025.01",
