@@ -229,11 +229,19 @@ const COMMON: &[libc::c_long] = &[
     libc::SYS_rseq, // glibc registers each new thread's rseq area
 ];
 
-/// The main thread's: making VMs (/dev/kvm, guest RAM, taps, disks, files to load: at boot,
-/// reboot, restore and `vm.create`), the threads, snapshots (a directory of files written and
-/// renamed). The API socket is made before the filter (its thread has its own), so no socket
-/// call is here.
+/// The main thread's: making VMs (/dev/kvm, guest RAM, taps, disks, files to load, the vsock
+/// socket: at boot, reboot, restore and `vm.create`), the threads, snapshots (a directory of
+/// files written and renamed). The API socket is made before the filter (its thread has its
+/// own). The device thread starts under this filter, so vsock's socket calls are here too
+/// (`socket` held to AF_UNIX in [`rules`]).
 const MAIN: &[libc::c_long] = &[
+    libc::SYS_bind,
+    libc::SYS_listen,
+    libc::SYS_accept4,
+    libc::SYS_connect,
+    libc::SYS_recvfrom,
+    libc::SYS_sendto,
+    libc::SYS_shutdown,
     libc::SYS_openat,
     libc::SYS_faccessat,
     libc::SYS_faccessat2,
@@ -272,9 +280,16 @@ const MAIN: &[libc::c_long] = &[
 ];
 
 /// The device thread's: epoll, disk I/O, tap reads and writes (read/write/readv/writev are
-/// common), write-zeroes and discard (fallocate), flushes.
+/// common), write-zeroes and discard (fallocate), flushes, vsock's Unix sockets (accepted,
+/// read and written, shut down; `socket` and `connect` for guest-initiated connections, the
+/// socket's family held to AF_UNIX in [`rules`]).
 const EVENT_LOOP: &[libc::c_long] = &[
     libc::SYS_epoll_ctl,
+    libc::SYS_accept4,
+    libc::SYS_connect,
+    libc::SYS_recvfrom,
+    libc::SYS_sendto,
+    libc::SYS_shutdown,
     libc::SYS_pread64,
     libc::SYS_pwrite64,
     libc::SYS_preadv,
@@ -346,9 +361,9 @@ fn ioctl_rules(kind: ThreadKind) -> Vec<SeccompRule> {
             TCSETS,
         ]),
         // Input wakes the UART, which raises its interrupt from the thread that read it.
-        ThreadKind::EventLoop | ThreadKind::Stdin => {
-            exact(&[KVM_INTERRUPT, KVM_IRQ_LINE, TCGETS, TCSETS])
-        }
+        ThreadKind::Stdin => exact(&[KVM_INTERRUPT, KVM_IRQ_LINE, TCGETS, TCSETS]),
+        // FIONBIO: vsock makes the host connections it accepts non-blocking.
+        ThreadKind::EventLoop => exact(&[KVM_INTERRUPT, KVM_IRQ_LINE, TCGETS, TCSETS, FIONBIO]),
         ThreadKind::Api => exact(&[FIONBIO, FIOCLEX, TCGETS, TCSETS]),
     }
 }
@@ -376,6 +391,13 @@ fn rules(kind: ThreadKind) -> BTreeMap<i64, Vec<SeccompRule>> {
         .map(|&nr| (nr, Vec::new()))
         .collect();
     rules.insert(libc::SYS_ioctl, ioctl_rules(kind));
+    if matches!(kind, ThreadKind::Main | ThreadKind::EventLoop) {
+        // vsock's socket, and its guest-initiated connections: Unix sockets only.
+        rules.insert(
+            libc::SYS_socket,
+            vec![rule(0, SeccompCmpOp::Eq, libc::AF_UNIX as u64)],
+        );
+    }
     rules
 }
 

@@ -60,6 +60,28 @@ fn bad_flag_values_are_usage_errors() {
         &["--kernel", "k", "--suspend-seconds", "later"],
         &["--kernel", "k", "--serial-log", ""],
         &["--kernel", "k", "--seccomp", "yes"],
+        &["--kernel", "k", "--vsock", "cid=2,socket=/tmp/v.sock"],
+        &[
+            "--kernel",
+            "k",
+            "--vsock",
+            "cid=4294967295,socket=/tmp/v.sock",
+        ],
+        &["--kernel", "k", "--vsock", "cid=3"],
+        &["--kernel", "k", "--vsock", "socket=/tmp/v.sock"],
+        &["--kernel", "k", "--vsock", "cid=three,socket=/tmp/v.sock"],
+        &[
+            "--kernel",
+            "k",
+            "--vsock",
+            "cid=3,socket=/tmp/v.sock,color=red",
+        ],
+        &[
+            "--kernel",
+            "k",
+            "--vsock",
+            &format!("cid=3,socket=/tmp/{}", "v".repeat(100)),
+        ],
     ] {
         let out = rvvmm(args);
         assert_eq!(out.status.code(), Some(2), "{args:?}: {}", stderr(&out));
@@ -86,6 +108,29 @@ fn an_unwritable_serial_log_is_a_usage_error_before_anything_starts() {
         stderr(&out).contains("a timeout of zero"),
         "{}",
         stderr(&out)
+    );
+}
+
+#[test]
+fn a_vsock_socket_path_in_use_is_one_line_before_anything_starts() {
+    let kernel = temp_file("rvvmm-cli-vsock", "guest.bin", [0x73, 0, 0x50, 0x10]);
+    let taken = kernel.with_file_name("taken.sock");
+    std::fs::write(&taken, b"not a socket").unwrap();
+    let out = rvvmm(&[
+        "--kernel",
+        kernel.to_str().unwrap(),
+        "--vsock",
+        &format!("cid=3,socket={}", taken.display()),
+    ]);
+    assert_one_line_error(
+        &out,
+        1,
+        "(something is there: remove a stale socket, or give another path)",
+    );
+    assert_eq!(
+        std::fs::read(&taken).unwrap(),
+        b"not a socket",
+        "left alone"
     );
 }
 

@@ -198,3 +198,49 @@ fn a_vcpu_thread_runs_its_ioctls_and_no_other_kvm_ioctl() {
     assert!(text.contains(&line), "{text}");
     assert!(!text.contains("still running"), "{text}");
 }
+
+/// The device thread's vsock work, under the main thread's filter and its own (filters
+/// stack): accept host connections, connect to a host listener (a Unix socket; any other
+/// family is refused), read, write, shut down; the main thread binds the socket (`vm.create`
+/// does it under the filter).
+#[test]
+fn the_device_thread_serves_unix_sockets_and_no_other_family() {
+    use std::io::{Read, Write};
+    use std::os::unix::net::{UnixListener, UnixStream};
+    let Some(out) = child("the_device_thread_serves_unix_sockets_and_no_other_family") else {
+        if std::env::var(CHILD).is_ok() {
+            let path = std::env::temp_dir().join(format!("rvvmm-seccomp-{}", std::process::id()));
+            let _ = std::fs::remove_file(&path);
+            filtered(SeccompMode::Enforce, ThreadKind::Main);
+            let listener = UnixListener::bind(&path).unwrap();
+            listener.set_nonblocking(true).unwrap();
+            std::thread::spawn(move || {
+                seccomp::apply(ThreadKind::EventLoop).unwrap();
+                let mut client = UnixStream::connect(&path).unwrap();
+                let (mut served, _) = listener.accept().unwrap();
+                served.set_nonblocking(true).unwrap();
+                client.write_all(b"ping").unwrap();
+                client.shutdown(std::net::Shutdown::Write).unwrap();
+                std::thread::sleep(std::time::Duration::from_millis(50));
+                let mut buf = [0u8; 4];
+                served.read_exact(&mut buf).unwrap();
+                eprintln!("unix work done: {}", String::from_utf8_lossy(&buf));
+                let _ = std::fs::remove_file(&path);
+                // SAFETY: socket takes no pointers; AF_INET is outside the list.
+                unsafe { libc::socket(libc::AF_INET, libc::SOCK_STREAM, 0) };
+                eprintln!("still running after an AF_INET socket");
+                std::process::exit(0);
+            })
+            .join()
+            .unwrap();
+        }
+        return;
+    };
+    let text = text(&out);
+    assert!(text.contains("unix work done: ping"), "{text}");
+    assert_eq!(out.status.signal(), Some(libc::SIGSYS), "{text}");
+    assert!(
+        text.contains(&format!("system call {}", libc::SYS_socket)),
+        "{text}"
+    );
+}

@@ -2,7 +2,8 @@
 //! reads and writes in any order, guest RAM written with anything (descriptor tables, rings,
 //! headers), queue notifications, the device's own events (a tap frame arriving), and a
 //! save/restore of the transport. The first byte picks the device: virtio-rng, virtio-blk on a
-//! temporary 64 KiB file, virtio-net on a backend fed from the input, virtio-console.
+//! temporary 64 KiB file, virtio-net on a backend fed from the input, virtio-console,
+//! virtio-vsock on a temporary socket (its guest-initiated connections find no listener).
 #![no_main]
 
 use std::collections::VecDeque;
@@ -16,6 +17,7 @@ use rvvmm::devices::virtio::console::VirtioConsole;
 use rvvmm::devices::virtio::mmio::{MmioTransport, SharedTransport};
 use rvvmm::devices::virtio::net::{Net, NetBackend};
 use rvvmm::devices::virtio::rng::Rng;
+use rvvmm::devices::virtio::vsock::{Vsock, VsockListener};
 use rvvmm::devices::virtio::VirtioDevice;
 use rvvmm::devices::BusDevice;
 use rvvmm::interrupts::CountingInterrupt;
@@ -46,6 +48,15 @@ impl NetBackend for FakeTap {
     fn send(&mut self, frame: &[u8]) -> std::io::Result<usize> {
         Ok(frame.len())
     }
+}
+
+fn vsock_listener() -> &'static VsockListener {
+    static SOCKET: OnceLock<VsockListener> = OnceLock::new();
+    SOCKET.get_or_init(|| {
+        let path = std::env::temp_dir().join(format!("rvvmm-fuzz-vsock-{}", std::process::id()));
+        let _ = std::fs::remove_file(&path);
+        VsockListener::bind(&path).expect("a temporary vsock socket")
+    })
 }
 
 fn disk() -> &'static std::path::Path {
@@ -91,7 +102,7 @@ fuzz_target!(|data: &[u8]| {
     let mem = memory();
     let frames = Arc::new(Mutex::new(VecDeque::new()));
     let console = Arc::new(BufferConsole::default());
-    let device: Box<dyn VirtioDevice> = match input.u8() % 4 {
+    let device: Box<dyn VirtioDevice> = match input.u8() % 5 {
         0 => Box::new(Rng::new()),
         1 => match Block::open(disk(), false) {
             Ok(b) => Box::new(b),
@@ -103,10 +114,20 @@ fuzz_target!(|data: &[u8]| {
             }),
             [0x52, 0x54, 0, 0x12, 0x34, 0x56],
         )),
-        _ => match VirtioConsole::new(console.clone()) {
+        3 => match VirtioConsole::new(console.clone()) {
             Ok(c) => Box::new(c),
             Err(_) => return,
         },
+        _ => {
+            let listener = vsock_listener();
+            match listener
+                .try_clone()
+                .and_then(|l| Vsock::new(3, l, listener.path()))
+            {
+                Ok(v) => Box::new(v),
+                Err(_) => return,
+            }
+        }
     };
     let queues = device.queue_max_sizes().len() as u32;
     let irq = Arc::new(CountingInterrupt::default());

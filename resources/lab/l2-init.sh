@@ -27,6 +27,7 @@ for id in /sys/bus/virtio/devices/*/device; do
     0x0001) load failover net_failover virtio_net ;;
     0x0002) load virtio_blk crc16 crc32c_generic crc32c-cryptoapi mbcache jbd2 ext4 ;;
     0x0004) load virtio-rng ;;
+    0x0013) load vsock vmw_vsock_virtio_transport_common vmw_vsock_virtio_transport ;;
     esac
 done
 
@@ -78,6 +79,15 @@ interactive)
     about
     echo "rvvmm guest: a shell on the guest's console; 'exit' or Ctrl-D powers the guest off"
     setsid cttyhack sh -l
+    ;;
+vsock)
+    # virtio-vsock both ways: an echo listener on port 5000 for the host's connections
+    # (rvvmm.vsock_conns of them), and a connection to the host's port 6000.
+    /bin/vsock-tool listen 5000 "$(arg rvvmm.vsock_conns)" &
+    listener=$!
+    /bin/vsock-tool connect 2 6000 hello-from-l2
+    wait $listener
+    echo "@@L2 vsock listener status $?"
     ;;
 console-flood)
     # 1 MiB to the console, whoever reads it (the flood cases leave rvvmm's stdout unread),

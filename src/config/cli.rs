@@ -8,8 +8,8 @@ use clap::Parser;
 use super::json::read_file;
 use super::{
     check_isa_name, check_sbi_name, parse_cmdline, parse_disk, parse_duration, parse_memory,
-    parse_name, parse_net, parse_serial_log, ConfigError, ConsoleKind, DiskSpec, IrqChipKind,
-    NetSpec, SerialLog, Source, Sources, VmConfig, MAX_CPUS,
+    parse_name, parse_net, parse_serial_log, parse_vsock, ConfigError, ConsoleKind, DiskSpec,
+    IrqChipKind, NetSpec, SerialLog, Source, Sources, VmConfig, VsockSpec, MAX_CPUS,
 };
 
 /// rvvmm: a minimal KVM-backed RISC-V virtual machine monitor.
@@ -100,6 +100,13 @@ pub struct Args {
     /// A virtio-rng device fed from the host's getrandom(2).
     #[arg(long)]
     pub rng: bool,
+
+    /// A virtio-vsock device with guest CID N (3 or more): host processes connect to the Unix
+    /// socket PATH (rvvmm creates it) and write `CONNECT <port>\n` to reach the guest's
+    /// listener on that port; a guest connect to CID 2 port P reaches the host listener on
+    /// `PATH_P`.
+    #[arg(long, value_name = "cid=N,socket=PATH", value_parser = parse_vsock)]
+    pub vsock: Option<VsockSpec>,
 
     /// Where the guest's console input goes: the 16550 UART (ttyS0) or a virtio console (hvc0)
     /// [default: uart].
@@ -276,6 +283,13 @@ impl Args {
         let nets = (!self.net.is_empty()).then(|| self.net.clone());
         set(&nets, &mut config.nets, s, "net", "--net");
         on(self.rng, &mut config.rng, s, "rng", "--rng");
+        set(
+            &self.vsock.clone().map(Some),
+            &mut config.vsock,
+            s,
+            "vsock",
+            "--vsock",
+        );
         if let Some(console) = self.console {
             config.console = console;
             s.set("serial", Source::Flag("--console"));

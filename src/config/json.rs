@@ -15,7 +15,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 use super::{
-    ConfigError, ConsoleKind, DiskSpec, IrqChipKind, NetSpec, Resolved, Source, Sources, VmConfig,
+    check_vsock, ConfigError, ConsoleKind, DiskSpec, IrqChipKind, NetSpec, Resolved, Source,
+    Sources, VmConfig, VsockSpec,
 };
 use crate::devices::virtio::net::parse_mac;
 
@@ -96,6 +97,16 @@ pub struct RngConfig {
     pub src: String,
 }
 
+/// `vsock`: Cloud Hypervisor's `VsockConfig` (its hybrid vsock, as rvvmm's).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VsockConfig {
+    /// The guest's context ID.
+    pub cid: u64,
+    /// The host's Unix socket.
+    pub socket: String,
+}
+
 /// Cloud Hypervisor's `ConsoleMode`, the modes rvvmm has.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum ConsoleMode {
@@ -159,6 +170,9 @@ pub struct VmConfigJson {
     /// virtio-rng.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rng: Option<RngConfig>,
+    /// virtio-vsock.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vsock: Option<VsockConfig>,
     /// The UART.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub serial: Option<ConsoleConfig>,
@@ -183,7 +197,7 @@ struct Section {
 const SECTIONS: &[Section] = &[
     Section {
         path: "",
-        honoured: &["cpus", "memory", "payload", "disks", "net", "rng", "serial", "console", "rvvmm"],
+        honoured: &["cpus", "memory", "payload", "disks", "net", "rng", "vsock", "serial", "console", "rvvmm"],
         known: &[
             ("rate_limit_groups", &["[]"]),
             ("balloon", &[]),
@@ -194,7 +208,6 @@ const SECTIONS: &[Section] = &[
             ("devices", &["[]"]),
             ("user_devices", &["[]"]),
             ("vdpa", &["[]"]),
-            ("vsock", &[]),
             ("numa", &["[]"]),
             ("iommu", &["false"]),
             ("watchdog", &["false"]),
@@ -297,6 +310,12 @@ const SECTIONS: &[Section] = &[
         honoured: &["src"],
         known: &[("id", &[]), ("iommu", &["false"])],
         why: "rvvmm's rng has no PCI and no ID",
+    },
+    Section {
+        path: "vsock",
+        honoured: &["cid", "socket"],
+        known: &[("id", &[]), ("iommu", &["false"]), ("pci_segment", &[])],
+        why: "rvvmm's vsock has no PCI and no ID",
     },
     Section {
         path: "serial",
@@ -480,6 +499,10 @@ impl VmConfigJson {
             rng: config.rng.then(|| RngConfig {
                 src: "/dev/urandom".into(),
             }),
+            vsock: config.vsock.as_ref().map(|v| VsockConfig {
+                cid: v.cid,
+                socket: path_text(&v.socket),
+            }),
             serial: tty(true),
             console: tty(config.console == ConsoleKind::Virtio),
             rvvmm: Some(RvvmmConfig {
@@ -580,6 +603,15 @@ impl VmConfigJson {
             config.rng = true;
             mark("rng");
         }
+        if let Some(v) = self.vsock {
+            let spec = VsockSpec {
+                cid: v.cid,
+                socket: PathBuf::from(v.socket),
+            };
+            check_vsock(&spec).map_err(|e| ConfigError::field("vsock", e))?;
+            config.vsock = Some(spec);
+            mark("vsock");
+        }
         if let Some(serial) = self.serial {
             if serial.mode != ConsoleMode::Tty {
                 return Err(ConfigError::field(
@@ -664,6 +696,10 @@ mod tests {
                 id: None,
             }],
             rng: true,
+            vsock: Some(VsockSpec {
+                cid: 3,
+                socket: "/tmp/vm.vsock".into(),
+            }),
             console: ConsoleKind::Virtio,
             irqchip: IrqChipKind::Plic,
             disable_sbi: vec!["dbcn".into()],
@@ -749,7 +785,8 @@ mod tests {
             ("{\"rng\": {\"src\": \"/dev/hwrng\"}}", "rng.src: '/dev/hwrng'"),
             ("{\"serial\": {\"mode\": \"Pty\"}}", "serial.mode: unknown variant `Pty`"),
             ("{\"serial\": {\"mode\": \"Off\"}}", "serial.mode: rvvmm's UART is always there"),
-            ("{\"vsock\": {\"cid\": 3, \"socket\": \"/tmp/v\"}}", "vsock: {\"cid\":3,\"socket\":\"/tmp/v\"} is Cloud Hypervisor's, and rvvmm cannot honour it: rvvmm has no such device"),
+            ("{\"vsock\": {\"cid\": 2, \"socket\": \"/tmp/v\"}}", "vsock: cid 2: a guest's CID is 3 to 4294967294"),
+            ("{\"vsock\": {\"cid\": 3, \"socket\": \"/tmp/v\", \"iommu\": true}}", "vsock.iommu: true is Cloud Hypervisor's, and rvvmm cannot honour it (it takes only false)"),
             ("{\"rvvmm\": {\"disable_isa\": [\"zzz\"]}}", "rvvmm.disable_isa: unknown ISA extension 'zzz'"),
             ("{\"rvvmm\": {\"disable_sbi\": [\"hsm\", \"nope\"]}}", "rvvmm.disable_sbi: unknown SBI extension 'nope' (one of: v01, time"),
             ("{\"rvvmm\": {\"kvm\": true}}", "rvvmm.kvm: unknown field (rvvmm takes here: dtb, load_addr, irqchip"),

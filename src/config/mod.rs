@@ -84,6 +84,62 @@ pub fn parse_net(s: &str) -> Result<NetSpec, String> {
     Ok(NetSpec { tap, mac, id: None })
 }
 
+/// A `--vsock` argument.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct VsockSpec {
+    /// The guest's context ID.
+    pub cid: u64,
+    /// The Unix socket rvvmm listens on for host connections (`PATH_<port>`: where guest
+    /// connections to host port `port` go).
+    pub socket: PathBuf,
+}
+
+/// Longest `--vsock` socket path: `PATH_4294967295` must fit a Unix socket address (108 bytes
+/// with the NUL).
+pub const MAX_VSOCK_PATH: usize = 107 - 11;
+
+/// Parses `cid=N,socket=PATH`.
+pub fn parse_vsock(s: &str) -> Result<VsockSpec, String> {
+    let (mut cid, mut socket) = (None, None);
+    for opt in s.split(',') {
+        match opt.split_once('=') {
+            Some(("cid", n)) => {
+                cid = Some(
+                    n.parse::<u64>()
+                        .map_err(|_| format!("cid '{n}' is not a number"))?,
+                )
+            }
+            Some(("socket", p)) => socket = Some(PathBuf::from(p)),
+            _ => return Err(format!("unknown vsock option '{opt}' (cid=N, socket=PATH)")),
+        }
+    }
+    let spec = VsockSpec {
+        cid: cid.ok_or("a vsock device needs cid=N (3 or more)")?,
+        socket: socket.ok_or("a vsock device needs socket=PATH")?,
+    };
+    check_vsock(&spec)?;
+    Ok(spec)
+}
+
+/// Checks a vsock device's values (no file is touched).
+pub fn check_vsock(spec: &VsockSpec) -> Result<(), String> {
+    use crate::devices::virtio::vsock::{MAX_GUEST_CID, MIN_GUEST_CID};
+    if !(MIN_GUEST_CID..=MAX_GUEST_CID).contains(&spec.cid) {
+        return Err(format!(
+            "cid {}: a guest's CID is {MIN_GUEST_CID} to {MAX_GUEST_CID} (0-2 are the hypervisor's, the local and the host's)",
+            spec.cid
+        ));
+    }
+    let len = spec.socket.as_os_str().len();
+    if len == 0 || len > MAX_VSOCK_PATH {
+        return Err(format!(
+            "socket path '{}': 1 to {MAX_VSOCK_PATH} bytes (PATH_<port> must fit a Unix socket address)",
+            spec.socket.display()
+        ));
+    }
+    Ok(())
+}
+
 /// The guest console rvvmm's stdin feeds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
 pub enum ConsoleKind {
@@ -148,6 +204,8 @@ pub struct VmConfig {
     pub nets: Vec<NetSpec>,
     /// Whether there is a virtio-rng.
     pub rng: bool,
+    /// The virtio-vsock device.
+    pub vsock: Option<VsockSpec>,
     /// Which console takes input.
     pub console: ConsoleKind,
     /// Which interrupt controller.
@@ -318,10 +376,14 @@ impl VmConfig {
                 ));
             }
         }
+        if let Some(vsock) = &self.vsock {
+            check_vsock(vsock).map_err(|e| ConfigError::field("vsock", e))?;
+        }
         let devices = self.disks.len()
             + self.nets.len()
             + usize::from(self.rng)
-            + usize::from(self.console == ConsoleKind::Virtio);
+            + usize::from(self.console == ConsoleKind::Virtio)
+            + usize::from(self.vsock.is_some());
         if devices > MAX_VIRTIO_DEVICES {
             return Err(ConfigError::field(
                 "disks",

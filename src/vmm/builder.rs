@@ -227,6 +227,7 @@ impl Vm {
             memory: &self.memory,
             console: &self.console,
             taps: &self.taps,
+            vsock: self.vsock.as_ref(),
         };
         Ok(device_manager::build(&ctx, irq_mode, lines)?)
     }

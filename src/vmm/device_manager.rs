@@ -2,7 +2,7 @@
 //! device) and the virtio devices in their virtio-mmio slots, on the bus, with their queue
 //! notifications (KVM ioeventfds), their interrupts, and what the event loop watches.
 //!
-//! The virtio slot order (disks, nets, rng, console) exists here only ([`virtio_plan`]): the
+//! The virtio slot order (disks, nets, rng, console, vsock) exists here only ([`virtio_plan`]): the
 //! device tree's slot list and the devices both come from it.
 
 use std::sync::{Arc, Mutex};
@@ -26,6 +26,7 @@ use crate::devices::virtio::mmio::{MmioTransport, SharedTransport, QUEUE_NOTIFY}
 use crate::devices::virtio::net::Net;
 use crate::devices::virtio::rng::Rng;
 use crate::devices::virtio::tap::Tap;
+use crate::devices::virtio::vsock::{Vsock, VsockListener};
 use crate::devices::virtio::VirtioDevice;
 use crate::devices::{Bus, BusError, Counted};
 use crate::event_loop::Subscriber;
@@ -71,6 +72,8 @@ pub enum VirtioKind {
     Rng,
     /// `--console virtio`.
     Console,
+    /// `--vsock`.
+    Vsock,
 }
 
 /// A virtio device's place: its kind, slot base and interrupt.
@@ -87,13 +90,14 @@ pub struct VirtioSlot {
     pub irq: u32,
 }
 
-/// The virtio devices `config` asks for, in slot order: disks, nets, rng, console.
+/// The virtio devices `config` asks for, in slot order: disks, nets, rng, console, vsock.
 pub fn virtio_plan(config: &VmConfig) -> Vec<VirtioSlot> {
     let kinds = (0..config.disks.len())
         .map(VirtioKind::Block)
         .chain((0..config.nets.len()).map(VirtioKind::Net))
         .chain(config.rng.then_some(VirtioKind::Rng))
-        .chain((config.console == ConsoleKind::Virtio).then_some(VirtioKind::Console));
+        .chain((config.console == ConsoleKind::Virtio).then_some(VirtioKind::Console))
+        .chain(config.vsock.is_some().then_some(VirtioKind::Vsock));
     kinds
         .enumerate()
         .map(|(slot, kind)| {
@@ -103,6 +107,7 @@ pub fn virtio_plan(config: &VmConfig) -> Vec<VirtioSlot> {
                 VirtioKind::Net(n) => config.nets[n].id.clone().unwrap_or(format!("_net{n}")),
                 VirtioKind::Rng => "_rng".into(),
                 VirtioKind::Console => "_console".into(),
+                VirtioKind::Vsock => "_vsock".into(),
             };
             VirtioSlot {
                 kind,
@@ -147,6 +152,8 @@ pub struct DeviceContext<'a, V> {
     pub console: &'a Arc<dyn Console>,
     /// The `--net` taps, opened once for every boot.
     pub taps: &'a [Tap],
+    /// The `--vsock` socket, bound once for every boot.
+    pub vsock: Option<&'a VsockListener>,
 }
 
 /// Builds every device of one boot. `lines` are the vCPUs' external interrupt lines (for the
@@ -281,6 +288,22 @@ fn virtio_device<V>(
             *console_input = Some(console.input_evt().map_err(host)?);
             Box::new(console)
         }
+        VirtioKind::Vsock => {
+            let host = |source| DeviceError::Host {
+                device: "vsock",
+                source,
+            };
+            let (Some(spec), Some(listener)) = (&config.vsock, ctx.vsock) else {
+                return Err(host(std::io::Error::other("no vsock socket was bound")));
+            };
+            let device = Vsock::new(
+                spec.cid,
+                listener.try_clone().map_err(host)?,
+                listener.path(),
+            )
+            .map_err(host)?;
+            Box::new(device)
+        }
     })
 }
 
@@ -290,7 +313,7 @@ mod tests {
     use crate::config::{DiskSpec, NetSpec};
 
     #[test]
-    fn slots_go_disks_nets_rng_console() {
+    fn slots_go_disks_nets_rng_console_vsock() {
         let config = VmConfig {
             disks: vec![
                 DiskSpec {
@@ -310,6 +333,10 @@ mod tests {
             }],
             rng: true,
             console: ConsoleKind::Virtio,
+            vsock: Some(crate::config::VsockSpec {
+                cid: 3,
+                socket: "v.sock".into(),
+            }),
             ..Default::default()
         };
         let plan = virtio_plan(&config);
@@ -321,13 +348,17 @@ mod tests {
                 VirtioKind::Block(1),
                 VirtioKind::Net(0),
                 VirtioKind::Rng,
-                VirtioKind::Console
+                VirtioKind::Console,
+                VirtioKind::Vsock
             ]
         );
         assert_eq!((plan[0].base, plan[0].irq), (0x1000_1000, 1));
         assert_eq!((plan[4].base, plan[4].irq), (0x1000_5000, 5));
         let ids: Vec<_> = plan.iter().map(|s| s.id.as_str()).collect();
-        assert_eq!(ids, ["_disk0", "root", "_net0", "_rng", "_console"]);
+        assert_eq!(
+            ids,
+            ["_disk0", "root", "_net0", "_rng", "_console", "_vsock"]
+        );
         assert!(virtio_plan(&VmConfig::default()).is_empty());
     }
 }

@@ -33,6 +33,7 @@ use crate::console::Console;
 use crate::control::{ExitRequest, SuspendPolicy, VmControl};
 use crate::devices::virtio::block::DiskError;
 use crate::devices::virtio::tap::TapError;
+use crate::devices::virtio::vsock::VsockError;
 use crate::hypervisor::{HypervisorError, VmBackend};
 use crate::loader::LoaderError;
 use crate::memory::MemoryError;
@@ -93,6 +94,9 @@ pub enum VmmError {
     /// A `--net` tap cannot be used.
     #[error(transparent)]
     Tap(#[from] TapError),
+    /// The vsock socket could not be made.
+    #[error(transparent)]
+    Vsock(#[from] VsockError),
     /// The interrupt controller cannot be what was asked.
     #[error("{0}")]
     IrqChip(String),

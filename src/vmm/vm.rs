@@ -13,6 +13,7 @@ use crate::config::{Resolved, VmConfig};
 use crate::console::Console;
 use crate::devices::virtio::block::Block;
 use crate::devices::virtio::tap::Tap;
+use crate::devices::virtio::vsock::VsockListener;
 use crate::loader::{Initrd, Kernel};
 use crate::memory::guest_memory;
 use crate::startup::startup_step;
@@ -35,6 +36,8 @@ pub struct Vm {
     /// The `--net` taps, opened once: every boot's cards use them, so a tap rvvmm created
     /// (and its host-side address) lives as long as the VM.
     pub(super) taps: Vec<Tap>,
+    /// The `--vsock` socket, bound once: host programs keep one path across guest reboots.
+    pub(super) vsock: Option<VsockListener>,
     /// Each disk image, held locked (`flock`: shared when read-only, else exclusive) for as
     /// long as the VM exists, so that no other rvvmm (or QEMU, which locks too) writes it.
     _disk_locks: Vec<std::fs::File>,
@@ -70,6 +73,11 @@ impl Vm {
             .iter()
             .map(|n| Tap::open(&n.tap))
             .collect::<std::result::Result<Vec<_>, _>>()?;
+        let vsock = config
+            .vsock
+            .as_ref()
+            .map(|v| VsockListener::bind(&v.socket))
+            .transpose()?;
         let initrd = match &config.initrd {
             Some(path) => {
                 let initrd = Initrd::read(path)?;
@@ -92,6 +100,7 @@ impl Vm {
             hypercall,
             warned_dtb: AtomicBool::new(false),
             taps,
+            vsock,
             _disk_locks: disk_locks,
         })
     }

@@ -235,6 +235,9 @@ const L2_MODULES: &[&[&str]] = &[
     &["fs/mbcache"],
     &["fs/jbd2/jbd2"],
     &["fs/ext4/ext4"],
+    &["net/vmw_vsock/vsock"],
+    &["net/vmw_vsock/vmw_vsock_virtio_transport_common"],
+    &["net/vmw_vsock/vmw_vsock_virtio_transport"],
 ];
 
 impl Unpacked {

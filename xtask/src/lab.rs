@@ -107,6 +107,8 @@ pub(crate) struct Prepared {
     exec_timer: Vec<u8>,
     /// A pseudo-terminal for kvmtool's console input (xtask/on-pty), cross-built.
     on_pty: Vec<u8>,
+    /// The host end of the vsock cases (xtask/vsock-tool; the L2 initramfs has it too).
+    vsock_tool: Vec<u8>,
     /// An optional kvmtool binary for the benchmark (`--lkvm`).
     pub(crate) lkvm: Option<Vec<u8>>,
     /// An earlier commit's measuring build, for the benchmark (`--baseline`).
@@ -341,7 +343,7 @@ pub(crate) fn prepare(kernels: &[Kernel]) -> Result<Prepared, String> {
     // either is free; the uplifted binary is whichever was built last, hence read at once.
     step.at("rvvmm --features exit-timing");
     let rvvmm_timing = cross_build(RVVMM_TIMING, "rvvmm")?;
-    step.at("bare-kvm, exec-timer, on-pty");
+    step.at("bare-kvm, exec-timer, on-pty, vsock-tool");
     let bare_kvm = cross_build(
         &[
             "--package",
@@ -350,22 +352,26 @@ pub(crate) fn prepare(kernels: &[Kernel]) -> Result<Prepared, String> {
             "exec-timer",
             "--package",
             "on-pty",
+            "--package",
+            "vsock-tool",
         ],
         "bare-kvm",
     )?;
     let exec_timer =
         read(&paths::root().join(format!("target/{RISCV_TARGET}/release/exec-timer")))?;
     let on_pty = read(&paths::root().join(format!("target/{RISCV_TARGET}/release/on-pty")))?;
+    let vsock_tool =
+        read(&paths::root().join(format!("target/{RISCV_TARGET}/release/vsock-tool")))?;
     step.at("xtask");
     let xtask = cross_build(&["--package", "xtask", "--bin", "xtask"], "xtask")?;
     step.at("rvvmm's test executables");
     let test_executables = riscv64_test_executables(&work.join("tests"))?;
     step.at("the test guests");
     let guests = build_guests(&work.join("guests"))?;
-    step.done("rvvmm, bare-kvm, exec-timer, on-pty, xtask, tests, guests");
+    step.done("rvvmm, bare-kvm, exec-timer, on-pty, vsock-tool, xtask, tests, guests");
     let kernels = unpacked
         .into_iter()
-        .map(|k| kernel_files(k, &busybox, &grub_efi, &work))
+        .map(|k| kernel_files(k, &busybox, &vsock_tool, &grub_efi, &work))
         .collect::<Result<Vec<_>, _>>()?;
     let disk_image = ext4_image(&work)?;
     let qemu_dtb = dump_qemu_dtb(&chroot, Mode::Plic)?;
@@ -382,6 +388,7 @@ pub(crate) fn prepare(kernels: &[Kernel]) -> Result<Prepared, String> {
         rvvmm_timing,
         exec_timer,
         on_pty,
+        vsock_tool,
         lkvm: None,
         baseline_timing: None,
         kernels,
@@ -398,6 +405,7 @@ pub(crate) fn prepare(kernels: &[Kernel]) -> Result<Prepared, String> {
 fn kernel_files(
     unpacked: Unpacked,
     busybox: &[u8],
+    vsock_tool: &[u8],
     grub_efi: &[u8],
     work: &Path,
 ) -> Result<KernelFiles, String> {
@@ -405,7 +413,11 @@ fn kernel_files(
     fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
     let (_, kvm_ko) = unpacked.module("arch/riscv/kvm/kvm", &dir)?;
     let (_, tun_ko) = unpacked.module("drivers/net/tun", &dir)?;
-    let l2_initrd = l2_initramfs(busybox, &unpacked.l2_modules(&dir.join("l2-modules"))?);
+    let l2_initrd = l2_initramfs(
+        busybox,
+        vsock_tool,
+        &unpacked.l2_modules(&dir.join("l2-modules"))?,
+    );
     let boot_disk = boot_disk(&dir, &read(&unpacked.image)?, &l2_initrd, Some(grub_efi))?;
     Ok(KernelFiles {
         unpacked,
@@ -458,11 +470,13 @@ pub(crate) fn prepare_native(cases: Vec<String>) -> Result<crate::native::Option
     let step = Step::start("lab: building rvvmm and the test guests for this host");
     cross_build(&["--package", "rvvmm", "--bin", "rvvmm"], "rvvmm")?;
     let rvvmm = paths::root().join(format!("target/{RISCV_TARGET}/release/rvvmm"));
+    let vsock_tool = cross_build(&["--package", "vsock-tool"], "vsock-tool")?;
     build_guests(&work.join("guests"))?;
     step.done("");
     let image = read(&kernel.image)?;
     let initrd = l2_initramfs(
         &read(&busybox_dir.join("usr/bin/busybox"))?,
+        &vsock_tool,
         &kernel.l2_modules(&work.join("l2-modules"))?,
     );
     let uboot = uboot_dir.join("usr/lib/u-boot/qemu-riscv64_smode");
@@ -946,7 +960,7 @@ fn grub_image(chroot: Option<&Path>, grub_dir: &Path, work: &Path) -> Result<Vec
 }
 
 /// The L2 Linux guest's initramfs.
-fn l2_initramfs(busybox: &[u8], modules: &[(String, Vec<u8>)]) -> Vec<u8> {
+fn l2_initramfs(busybox: &[u8], vsock_tool: &[u8], modules: &[(String, Vec<u8>)]) -> Vec<u8> {
     let init = include_str!("../../resources/lab/l2-init.sh");
     let paths: Vec<String> = modules
         .iter()
@@ -961,6 +975,7 @@ fn l2_initramfs(busybox: &[u8], modules: &[(String, Vec<u8>)]) -> Vec<u8> {
         Entry::Dir("tmp"),
         Entry::File("bin/busybox", 0o755, busybox),
         Entry::Symlink("bin/sh", "busybox"),
+        Entry::File("bin/vsock-tool", 0o755, vsock_tool),
         Entry::File("init", 0o755, init.as_bytes()),
         Entry::Dir("lib"),
         Entry::Dir("lib/modules"),
@@ -1052,6 +1067,7 @@ fn initramfs(p: &Prepared, k: &KernelFiles, cases: &[Case], body: &str) -> Resul
         Entry::File("rvvmm-timing", 0o755, &p.rvvmm_timing),
         Entry::File("exec-timer", 0o755, &p.exec_timer),
         Entry::File("on-pty", 0o755, &p.on_pty),
+        Entry::File("vsock-tool", 0o755, &p.vsock_tool),
         Entry::File("l2/disk.img", 0o644, &p.disk_image),
         Entry::File("l2/u-boot.bin", 0o644, &p.uboot_bin),
         Entry::File("l2/uboot.elf", 0o644, &p.uboot_elf),

@@ -13,6 +13,7 @@ pub mod mmio;
 pub mod net;
 pub mod rng;
 pub mod tap;
+pub mod vsock;
 
 use virtio_queue::{Queue, QueueOwnedT, QueueT};
 use vm_memory::GuestMemoryMmap;
@@ -30,6 +31,8 @@ pub mod device_id {
     pub const CONSOLE: u32 = 3;
     /// Entropy source.
     pub const RNG: u32 = 4;
+    /// Socket device.
+    pub const VSOCK: u32 = 19;
 }
 
 /// What a device did with a notification.

@@ -1,0 +1,263 @@
+//! The lab's two ends of rvvmm's virtio-vsock (busybox's `nc` speaks no vsock, and the L1
+//! busybox no Unix sockets):
+//!
+//! ```text
+//! vsock-tool listen PORT [COUNT]        guest: echo COUNT connections on vsock PORT, each to EOF
+//! vsock-tool connect CID PORT MESSAGE   guest: send MESSAGE and a newline, print the answer
+//! vsock-tool unix-serve PATH            host: answer one connection on Unix socket PATH
+//! vsock-tool hybrid PATH PORT BYTES     host: CONNECT through rvvmm's socket, send BYTES,
+//!                                       read the echo, print both sha256 and the time
+//! vsock-tool hybrid-rtt PATH PORT N     host: N one-byte round trips, print the median
+//! vsock-tool hybrid-stall PATH PORT     host: send without ever reading, until killed
+//! ```
+
+use std::io::{self, BufRead, BufReader, Read, Write};
+use std::net::Shutdown;
+use std::os::fd::{FromRawFd, OwnedFd};
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::process::ExitCode;
+use std::time::Instant;
+
+use sha2::{Digest, Sha256};
+
+fn vsock_addr(cid: u32, port: u32) -> libc::sockaddr_vm {
+    // SAFETY: a zeroed sockaddr_vm is valid; the fields that matter are set below.
+    let mut addr: libc::sockaddr_vm = unsafe { std::mem::zeroed() };
+    addr.svm_family = libc::AF_VSOCK as libc::sa_family_t;
+    addr.svm_cid = cid;
+    addr.svm_port = port;
+    addr
+}
+
+fn vsock_socket() -> io::Result<OwnedFd> {
+    // SAFETY: plain socket creation; the fd is owned below.
+    let fd = unsafe { libc::socket(libc::AF_VSOCK, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: fd was just created and nothing else owns it.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+fn check(rc: libc::c_int) -> io::Result<()> {
+    if rc < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(())
+    }
+}
+
+/// A vsock stream, used through UnixStream's std I/O (both are plain stream sockets to
+/// read(2), write(2) and shutdown(2)).
+fn as_stream(fd: OwnedFd) -> UnixStream {
+    UnixStream::from(fd)
+}
+
+fn listen(port: u32, count: usize) -> io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let sock = vsock_socket()?;
+    let addr = vsock_addr(libc::VMADDR_CID_ANY, port);
+    let len = std::mem::size_of::<libc::sockaddr_vm>() as libc::socklen_t;
+    // SAFETY: addr is a valid sockaddr_vm of `len` bytes.
+    check(unsafe {
+        libc::bind(
+            sock.as_raw_fd(),
+            (&addr as *const libc::sockaddr_vm).cast(),
+            len,
+        )
+    })?;
+    // SAFETY: listen on an fd this function owns.
+    check(unsafe { libc::listen(sock.as_raw_fd(), 8) })?;
+    println!("@@VSOCK listening on port {port}");
+    for _ in 0..count {
+        // SAFETY: accept on the listening fd; no address is asked for.
+        let fd = unsafe {
+            libc::accept4(
+                sock.as_raw_fd(),
+                std::ptr::null_mut(),
+                std::ptr::null_mut(),
+                libc::SOCK_CLOEXEC,
+            )
+        };
+        check(fd)?;
+        // SAFETY: accept4 returned a new fd nothing else owns.
+        let mut stream = as_stream(unsafe { OwnedFd::from_raw_fd(fd) });
+        let mut buf = vec![0u8; 64 * 1024];
+        let mut total = 0u64;
+        loop {
+            let n = stream.read(&mut buf)?;
+            if n == 0 {
+                break;
+            }
+            stream.write_all(&buf[..n])?;
+            total += n as u64;
+        }
+        let _ = stream.shutdown(Shutdown::Write);
+        println!("@@VSOCK echoed {total} bytes");
+    }
+    Ok(())
+}
+
+fn connect(cid: u32, port: u32, message: &str) -> io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let sock = vsock_socket()?;
+    let addr = vsock_addr(cid, port);
+    let len = std::mem::size_of::<libc::sockaddr_vm>() as libc::socklen_t;
+    // SAFETY: addr is a valid sockaddr_vm of `len` bytes.
+    check(unsafe {
+        libc::connect(
+            sock.as_raw_fd(),
+            (&addr as *const libc::sockaddr_vm).cast(),
+            len,
+        )
+    })?;
+    let mut stream = as_stream(sock);
+    stream.write_all(format!("{message}\n").as_bytes())?;
+    stream.shutdown(Shutdown::Write)?;
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer)?;
+    println!("@@VSOCK answer: {}", answer.trim_end());
+    Ok(())
+}
+
+fn unix_serve(path: &str) -> io::Result<()> {
+    let _ = std::fs::remove_file(path);
+    let listener = UnixListener::bind(path)?;
+    println!("@@VSOCK host listening on {path}");
+    let (stream, _) = listener.accept()?;
+    let mut line = String::new();
+    BufReader::new(&stream).read_line(&mut line)?;
+    let mut stream = stream;
+    stream.write_all(format!("host heard: {}\n", line.trim_end()).as_bytes())?;
+    println!("@@VSOCK host heard: {}", line.trim_end());
+    Ok(())
+}
+
+/// Connects through rvvmm's hybrid socket to guest port `port`.
+fn hybrid_connect(path: &str, port: u32) -> io::Result<(UnixStream, BufReader<UnixStream>)> {
+    let mut stream = UnixStream::connect(path)?;
+    stream.write_all(format!("CONNECT {port}\n").as_bytes())?;
+    let mut reader = BufReader::new(stream.try_clone()?);
+    let mut ok = String::new();
+    reader.read_line(&mut ok)?;
+    if !ok.starts_with("OK ") {
+        return Err(io::Error::other(format!(
+            "rvvmm answered {ok:?}, not OK <port>"
+        )));
+    }
+    Ok((stream, reader))
+}
+
+/// xorshift64: data that does not compress and is the same every run.
+fn fill(buf: &mut [u8], state: &mut u64) {
+    for chunk in buf.chunks_mut(8) {
+        *state ^= *state << 13;
+        *state ^= *state >> 7;
+        *state ^= *state << 17;
+        let bytes = state.to_le_bytes();
+        chunk.copy_from_slice(&bytes[..chunk.len()]);
+    }
+}
+
+fn hybrid(path: &str, port: u32, bytes: u64) -> io::Result<()> {
+    let (mut stream, mut reader) = hybrid_connect(path, port)?;
+    let start = Instant::now();
+    let writer = std::thread::spawn(move || -> io::Result<String> {
+        let mut hash = Sha256::new();
+        let mut buf = vec![0u8; 64 * 1024];
+        let mut state = 0x9e37_79b9_7f4a_7c15u64;
+        let mut left = bytes;
+        while left > 0 {
+            let n = left.min(buf.len() as u64) as usize;
+            fill(&mut buf[..n], &mut state);
+            stream.write_all(&buf[..n])?;
+            hash.update(&buf[..n]);
+            left -= n as u64;
+        }
+        stream.shutdown(Shutdown::Write)?;
+        Ok(format!("{:x}", hash.finalize()))
+    });
+    let mut hash = Sha256::new();
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut got = 0u64;
+    loop {
+        let n = reader.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        hash.update(&buf[..n]);
+        got += n as u64;
+    }
+    let secs = start.elapsed().as_secs_f64();
+    let sent = writer
+        .join()
+        .map_err(|_| io::Error::other("writer panicked"))??;
+    let received = format!("{:x}", hash.finalize());
+    println!(
+        "@@VSOCK sent {bytes} bytes sha256 {sent}, received {got} bytes sha256 {received} in {secs:.3} s ({:.1} MiB/s each way){}",
+        bytes as f64 / secs / 1048576.0,
+        if sent == received && got == bytes { ", intact" } else { ", DIFFERENT" }
+    );
+    Ok(())
+}
+
+fn hybrid_rtt(path: &str, port: u32, n: usize) -> io::Result<()> {
+    let (mut stream, mut reader) = hybrid_connect(path, port)?;
+    let mut times = Vec::with_capacity(n);
+    let mut b = [0u8; 1];
+    for i in 0..n {
+        let t = Instant::now();
+        stream.write_all(&[i as u8])?;
+        reader.read_exact(&mut b)?;
+        times.push(t.elapsed().as_secs_f64() * 1e6);
+    }
+    stream.shutdown(Shutdown::Write)?;
+    times.sort_by(f64::total_cmp);
+    println!("@@VSOCK round trip median {:.0} us over {n}", times[n / 2]);
+    Ok(())
+}
+
+/// A peer that sends and never reads: the echo piles up in its socket until it is killed.
+fn hybrid_stall(path: &str, port: u32) -> io::Result<()> {
+    let (mut stream, _reader) = hybrid_connect(path, port)?;
+    let buf = vec![0x5au8; 64 * 1024];
+    loop {
+        stream.write_all(&buf)?;
+    }
+}
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let a: Vec<&str> = args.iter().map(String::as_str).collect();
+    let num = |s: &str| {
+        s.parse::<u64>()
+            .map_err(|_| io::Error::other(format!("'{s}' is not a number")))
+    };
+    let result = match a.as_slice() {
+        ["listen", port] => num(port).and_then(|p| listen(p as u32, 1)),
+        ["listen", port, count] => {
+            num(port).and_then(|p| num(count).and_then(|c| listen(p as u32, c as usize)))
+        }
+        ["connect", cid, port, msg] => {
+            num(cid).and_then(|c| num(port).and_then(|p| connect(c as u32, p as u32, msg)))
+        }
+        ["unix-serve", path] => unix_serve(path),
+        ["hybrid", path, port, bytes] => {
+            num(port).and_then(|p| num(bytes).and_then(|b| hybrid(path, p as u32, b)))
+        }
+        ["hybrid-stall", path, port] => num(port).and_then(|p| hybrid_stall(path, p as u32)),
+        ["hybrid-rtt", path, port, n] => num(port)
+            .and_then(|p| num(n).and_then(|n| hybrid_rtt(path, p as u32, n.max(1) as usize))),
+        _ => {
+            eprintln!("usage: vsock-tool listen PORT [COUNT] | connect CID PORT MESSAGE | unix-serve PATH | hybrid PATH PORT BYTES | hybrid-rtt PATH PORT N | hybrid-stall PATH PORT");
+            return ExitCode::from(2);
+        }
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            println!("@@VSOCK error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
