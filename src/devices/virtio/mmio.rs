@@ -561,6 +561,11 @@ impl MmioTransport {
         if saved.interrupt_status != 0 {
             self.interrupt.trigger();
         }
+        if self.activated {
+            // After the saved interrupt state, which would otherwise overwrite this one's.
+            let outcome = self.device.restored();
+            self.apply(outcome);
+        }
         Ok(())
     }
 }

@@ -92,6 +92,11 @@ pub trait VirtioDevice: Send {
     fn event_armed(&self) -> bool {
         true
     }
+    /// The device was activated again from a snapshot (after [`VirtioDevice::activate`]): what
+    /// it must tell the driver about state that did not survive (vsock's connections).
+    fn restored(&mut self) -> QueueOutcome {
+        QueueOutcome::Idle
+    }
     /// The driver reset the device: drop the queues.
     fn reset(&mut self);
     /// The queues the device runs, by index, as it has advanced them (for a snapshot).

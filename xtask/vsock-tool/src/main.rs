@@ -29,6 +29,27 @@ fn vsock_addr(cid: u32, port: u32) -> libc::sockaddr_vm {
     addr
 }
 
+/// A new vsock stream socket given to `call` (bind or connect) with address (cid, port).
+fn vsock_socket_at(
+    cid: u32,
+    port: u32,
+    call: unsafe extern "C" fn(libc::c_int, *const libc::sockaddr, libc::socklen_t) -> libc::c_int,
+) -> io::Result<OwnedFd> {
+    use std::os::fd::AsRawFd;
+    let sock = vsock_socket()?;
+    let addr = vsock_addr(cid, port);
+    let len = std::mem::size_of::<libc::sockaddr_vm>() as libc::socklen_t;
+    // SAFETY: addr is a valid sockaddr_vm of `len` bytes; `call` is bind(2) or connect(2).
+    check(unsafe {
+        call(
+            sock.as_raw_fd(),
+            (&addr as *const libc::sockaddr_vm).cast(),
+            len,
+        )
+    })?;
+    Ok(sock)
+}
+
 fn vsock_socket() -> io::Result<OwnedFd> {
     // SAFETY: plain socket creation; the fd is owned below.
     let fd = unsafe { libc::socket(libc::AF_VSOCK, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0) };
@@ -55,17 +76,7 @@ fn as_stream(fd: OwnedFd) -> UnixStream {
 
 fn listen(port: u32, count: usize) -> io::Result<()> {
     use std::os::fd::AsRawFd;
-    let sock = vsock_socket()?;
-    let addr = vsock_addr(libc::VMADDR_CID_ANY, port);
-    let len = std::mem::size_of::<libc::sockaddr_vm>() as libc::socklen_t;
-    // SAFETY: addr is a valid sockaddr_vm of `len` bytes.
-    check(unsafe {
-        libc::bind(
-            sock.as_raw_fd(),
-            (&addr as *const libc::sockaddr_vm).cast(),
-            len,
-        )
-    })?;
+    let sock = vsock_socket_at(libc::VMADDR_CID_ANY, port, libc::bind)?;
     // SAFETY: listen on an fd this function owns.
     check(unsafe { libc::listen(sock.as_raw_fd(), 8) })?;
     println!("@@VSOCK listening on port {port}");
@@ -99,18 +110,7 @@ fn listen(port: u32, count: usize) -> io::Result<()> {
 }
 
 fn connect(cid: u32, port: u32, message: &str) -> io::Result<()> {
-    use std::os::fd::AsRawFd;
-    let sock = vsock_socket()?;
-    let addr = vsock_addr(cid, port);
-    let len = std::mem::size_of::<libc::sockaddr_vm>() as libc::socklen_t;
-    // SAFETY: addr is a valid sockaddr_vm of `len` bytes.
-    check(unsafe {
-        libc::connect(
-            sock.as_raw_fd(),
-            (&addr as *const libc::sockaddr_vm).cast(),
-            len,
-        )
-    })?;
+    let sock = vsock_socket_at(cid, port, libc::connect)?;
     let mut stream = as_stream(sock);
     stream.write_all(format!("{message}\n").as_bytes())?;
     stream.shutdown(Shutdown::Write)?;

@@ -2,8 +2,9 @@
 //! processes, ending on the host in Unix sockets ([`muxer`]).
 //!
 //! Queue 0 (rx) takes packets to the guest, queue 1 (tx) brings the guest's, queue 2 (event)
-//! holds the driver's event buffers (rvvmm sends none: a transport reset would only follow a
-//! snapshot restore, which closes every host socket anyway). Receive buffers are filled through
+//! holds the driver's event buffers: after a snapshot is restored (its host sockets are gone)
+//! rvvmm puts `VIRTIO_VSOCK_EVENT_TRANSPORT_RESET` there, as Firecracker does, and the guest
+//! drops its connections at once instead of at their next packet. Receive buffers are filled through
 //! rust-vmm's virtio-vsock crate; transmitted packets are read with virtio-queue's chain reader
 //! (see [`Vsock::transmit`]). A malformed packet (a chain too short for its header, a header
 //! that claims more data than its chain holds or than [`MAX_PKT_DATA`], another CID, another
@@ -310,6 +311,28 @@ impl VirtioDevice for Vsock {
         self.receive()
     }
 
+    fn restored(&mut self) -> QueueOutcome {
+        let (Some(memory), Some(queue)) = (self.memory.as_ref(), self.queues.get_mut(EVENT)) else {
+            return QueueOutcome::Idle;
+        };
+        // struct virtio_vsock_event { le32 id; }: VIRTIO_VSOCK_EVENT_TRANSPORT_RESET is 0.
+        let Some(chain) = queue.pop_descriptor_chain(memory) else {
+            log::warn!("virtio-vsock: no event buffer to tell the guest its connections are gone");
+            return QueueOutcome::Idle;
+        };
+        let head = chain.head_index();
+        let written = match chain.writer(memory) {
+            Ok(mut w) if w.available_bytes() >= 4 => {
+                std::io::Write::write_all(&mut w, &0u32.to_le_bytes()).map_or(0, |_| 4)
+            }
+            _ => 0,
+        };
+        if queue.add_used(memory, head, written).is_err() {
+            return QueueOutcome::Broken;
+        }
+        QueueOutcome::Used
+    }
+
     fn reset(&mut self) {
         self.memory = None;
         self.queues.clear();
@@ -329,6 +352,31 @@ impl VirtioDevice for Vsock {
             ("resets", s.resets),
             ("malformed_packets", self.malformed),
         ]
+    }
+}
+
+/// A fresh directory for a test's sockets, removed when dropped.
+#[cfg(test)]
+pub(crate) struct TestDir(pub PathBuf);
+
+#[cfg(test)]
+impl TestDir {
+    pub(crate) fn new() -> Self {
+        static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let p = std::env::temp_dir().join(format!(
+            "rvvmm-vsock-{}-{}",
+            std::process::id(),
+            NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+        ));
+        std::fs::create_dir_all(&p).expect("a test directory");
+        TestDir(p)
+    }
+}
+
+#[cfg(test)]
+impl Drop for TestDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
     }
 }
 
@@ -362,21 +410,10 @@ mod tests {
         (dev, path)
     }
 
-    fn tempdir() -> PathBuf {
-        static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-        let p = std::env::temp_dir().join(format!(
-            "rvvmm-vsockdev-{}-{}",
-            std::process::id(),
-            NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
-        ));
-        std::fs::create_dir_all(&p).unwrap();
-        p
-    }
-
     #[test]
     fn hostile_headers_are_dropped_and_counted() {
-        let dir = tempdir();
-        let (mut dev, _) = device(&dir);
+        let dir = TestDir::new();
+        let (mut dev, _) = device(&dir.0);
         let mem = memory();
         dev.activate(mem.clone(), vec![queue(), queue(), queue()], 0);
         // A header that claims 1 GiB of data, one from another CID, one to a CID that is not
@@ -404,14 +441,13 @@ mod tests {
         assert_eq!(used(&mem).0, 4, "every chain is returned");
         assert_eq!(dev.malformed, 4);
         assert_eq!(dev.muxer.connection_count(), 0);
-        let _ = std::fs::remove_dir_all(dir);
     }
 
     /// Linux sends a packet's data in more than one descriptor: it arrives whole.
     #[test]
     fn data_split_over_descriptors_reaches_the_host_in_order() {
-        let dir = tempdir();
-        let (mut dev, path) = device(&dir);
+        let dir = TestDir::new();
+        let (mut dev, path) = device(&dir.0);
         let mut target = path.into_os_string();
         target.push("_6000");
         let host = std::os::unix::net::UnixListener::bind(&target).unwrap();
@@ -441,13 +477,33 @@ mod tests {
         let mut got = [0u8; 5];
         std::io::Read::read_exact(&mut accepted, &mut got).unwrap();
         assert_eq!(&got, b"hello");
-        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    /// After a restore the guest hears of the transport reset on its event queue.
+    #[test]
+    fn a_restore_tells_the_guest_its_connections_are_gone() {
+        let dir = TestDir::new();
+        let (mut dev, _) = device(&dir.0);
+        let mem = memory();
+        let idle = || Queue::new(SIZE).unwrap();
+        mem.write_slice(&[0xff; 4], GuestAddress(DATA)).unwrap();
+        publish(&mem, &[(DATA, 4, F_WRITE, 0)], &[0]);
+        dev.activate(mem.clone(), vec![idle(), idle(), queue()], 0);
+        assert_eq!(dev.restored(), QueueOutcome::Used);
+        assert_eq!(used(&mem).1, vec![(0, 4)]);
+        let mut id = [0xffu8; 4];
+        mem.read_slice(&mut id, GuestAddress(DATA)).unwrap();
+        assert_eq!(
+            u32::from_le_bytes(id),
+            0,
+            "VIRTIO_VSOCK_EVENT_TRANSPORT_RESET"
+        );
     }
 
     #[test]
     fn a_host_connect_becomes_a_request_in_the_guests_buffer() {
-        let dir = tempdir();
-        let (mut dev, path) = device(&dir);
+        let dir = TestDir::new();
+        let (mut dev, path) = device(&dir.0);
         let mem = memory();
         dev.activate(mem.clone(), vec![queue(), queue(), queue()], 0);
         publish(&mem, &[(DATA, 44 + 4096, F_WRITE, 0)], &[0]);
@@ -472,6 +528,5 @@ mod tests {
             u16::from_le_bytes(h[30..32].try_into().unwrap()),
             op::REQUEST
         );
-        let _ = std::fs::remove_dir_all(dir);
     }
 }

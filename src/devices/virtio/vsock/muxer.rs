@@ -722,35 +722,13 @@ mod tests {
     use std::time::Duration;
 
     struct Fixture {
-        _dir: tempdir::Dir,
+        _dir: super::super::TestDir,
         path: PathBuf,
         muxer: Muxer,
     }
 
-    mod tempdir {
-        /// A directory removed on drop.
-        pub struct Dir(pub std::path::PathBuf);
-        impl Dir {
-            pub fn new() -> Self {
-                static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-                let p = std::env::temp_dir().join(format!(
-                    "rvvmm-vsock-{}-{}",
-                    std::process::id(),
-                    NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
-                ));
-                std::fs::create_dir_all(&p).unwrap();
-                Dir(p)
-            }
-        }
-        impl Drop for Dir {
-            fn drop(&mut self) {
-                let _ = std::fs::remove_dir_all(&self.0);
-            }
-        }
-    }
-
     fn fixture() -> Fixture {
-        let dir = tempdir::Dir::new();
+        let dir = super::super::TestDir::new();
         let path = dir.0.join("v.sock");
         let listener = UnixListener::bind(&path).unwrap();
         let muxer = Muxer::new(listener, &path).unwrap();
