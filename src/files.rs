@@ -162,3 +162,35 @@ mod tests {
         assert!(e.to_string().contains("larger than the 9 bytes"), "{e}");
     }
 }
+
+/// What stands in the way of binding a Unix socket at a path.
+#[derive(Debug)]
+pub enum SocketPathTaken {
+    /// Something that is not a socket is there.
+    NotASocket,
+    /// A process listens on the socket there.
+    InUse,
+    /// The path could not be examined or the stale socket removed.
+    Io(io::Error),
+}
+
+/// Makes `path` free for a new Unix socket: nothing there is fine, and a socket file nobody
+/// listens on (left by a process that died: nothing removed it) is removed; anything else is
+/// left alone and said.
+pub fn take_over_stale_socket(path: &Path, what: &str) -> Result<(), SocketPathTaken> {
+    use std::os::unix::fs::FileTypeExt;
+    let Ok(meta) = std::fs::symlink_metadata(path) else {
+        return Ok(());
+    };
+    if !meta.file_type().is_socket() {
+        return Err(SocketPathTaken::NotASocket);
+    }
+    match std::os::unix::net::UnixStream::connect(path) {
+        Ok(_) => Err(SocketPathTaken::InUse),
+        Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => {
+            log::info!("{what} {}: removing a stale socket", path.display());
+            std::fs::remove_file(path).map_err(SocketPathTaken::Io)
+        }
+        Err(e) => Err(SocketPathTaken::Io(e)),
+    }
+}

@@ -125,7 +125,7 @@ fn a_vsock_socket_path_in_use_is_one_line_before_anything_starts() {
     assert_one_line_error(
         &out,
         1,
-        "(something is there: remove a stale socket, or give another path)",
+        "the path exists and is not a socket; remove it or choose another",
     );
     assert_eq!(
         std::fs::read(&taken).unwrap(),

@@ -12,7 +12,7 @@
 //! control loop as messages, and vCPUs never see them.
 
 use std::io::{ErrorKind, Read, Write};
-use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::sync::mpsc::{self, Sender};
@@ -22,6 +22,7 @@ use std::time::{Duration, Instant};
 use vmm_sys_util::eventfd::EventFd;
 
 use super::{route, ApiMessage, ApiRequest, ApiResponse};
+use crate::files::SocketPathTaken;
 
 /// Largest request line + headers.
 pub const MAX_HEADER: usize = 8 << 10;
@@ -97,18 +98,11 @@ impl ApiServer {
             path: path.to_owned(),
             source,
         };
-        if let Ok(meta) = std::fs::symlink_metadata(path) {
-            if !meta.file_type().is_socket() {
-                return Err(ApiError::NotASocket(path.to_owned()));
-            }
-            match UnixStream::connect(path) {
-                Ok(_) => return Err(ApiError::InUse(path.to_owned())),
-                Err(e) if e.kind() == ErrorKind::ConnectionRefused => {
-                    log::info!("--api-socket {}: removing a stale socket", path.display());
-                    std::fs::remove_file(path).map_err(io)?;
-                }
-                Err(e) => return Err(io(e)),
-            }
+        match crate::files::take_over_stale_socket(path, "--api-socket") {
+            Ok(()) => {}
+            Err(SocketPathTaken::NotASocket) => return Err(ApiError::NotASocket(path.to_owned())),
+            Err(SocketPathTaken::InUse) => return Err(ApiError::InUse(path.to_owned())),
+            Err(SocketPathTaken::Io(e)) => return Err(io(e)),
         }
         // The socket is born 0600: umask is process-wide, so binds are serialised here (an
         // embedder may bind several), and the mode is set again after, for certain.

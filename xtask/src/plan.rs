@@ -357,6 +357,36 @@ echo "@@VS socket left behind: $(ls /tmp/v.sock 2>/dev/null)"
 cat /tmp/vhost.out /tmp/vs.out /tmp/vs.err"#
 }
 
+/// vsock across a snapshot: a host connection is open to the guest's echo listener when the
+/// VM is snapshotted and the first rvvmm killed; after the restore the guest hears the
+/// transport reset (its side of that connection fails at once, instead of waiting forever for
+/// a host that is gone), and a new host connection through the restored rvvmm's socket is
+/// served.
+fn vsock_snapshot_session() -> &'static str {
+    r#"rm -rf /tmp/vsnap /tmp/vs1.sock /tmp/vs2.sock /tmp/vv.sock /tmp/vv.sock_6000
+timeout 300 /vsock-tool unix-serve /tmp/vv.sock_6000 > /dev/null 2>&1 &
+RUST_LOG=rvvmm=info /rvvmm --kernel /l2/Image --initrd /l2/initrd.cpio --memory 256M --vsock cid=3,socket=/tmp/vv.sock --api-socket /tmp/vs1.sock --cmdline 'console=ttyS0 quiet rvvmm.test=vsock rvvmm.vsock_conns=3' < /dev/null > /tmp/vsn1.out 2> /tmp/vsn1.err &
+pid=$!
+for i in $(seq 1 900); do grep -q '@@VSOCK listening on port 5000' /tmp/vsn1.out && break; sleep 0.2; done
+timeout 60 /vsock-tool hybrid-rtt /tmp/vv.sock 5000 10; echo "@@VSNAP before: rtt status $?"
+/vsock-tool hybrid-rtt /tmp/vv.sock 5000 1000000 > /tmp/held.out 2>&1 & held=$!
+sleep 2
+R="/rvvmm remote --api-socket /tmp/vs1.sock"
+$R pause && $R snapshot file:///tmp/vsnap && echo "@@VSNAP snapshot taken"
+kill -9 $pid $held; wait $pid 2>/dev/null
+# The killed rvvmm could not remove its socket: the restored one takes it over.
+echo "@@VSNAP left by the killed rvvmm: $(ls /tmp/vv.sock)"
+RUST_LOG=rvvmm=info /rvvmm --restore source_url=file:///tmp/vsnap --api-socket /tmp/vs2.sock < /dev/null > /tmp/vsn2.out 2> /tmp/vsn2.err &
+pid=$!
+for i in $(seq 1 100); do [ -S /tmp/vs2.sock ] && break; sleep 0.1; done
+/rvvmm remote --api-socket /tmp/vs2.sock resume && echo "@@VSNAP resumed"
+timeout 60 /vsock-tool hybrid-rtt /tmp/vv.sock 5000 10; echo "@@VSNAP after: rtt status $?"
+for i in $(seq 1 600); do kill -0 $pid 2>/dev/null || break; sleep 0.2; done
+kill $pid 2>/dev/null; wait $pid; echo "@@VSNAP restored rvvmm status $?"
+echo '--- first rvvmm'; cat /tmp/vsn1.out /tmp/vsn1.err
+echo '--- restored rvvmm'; cat /tmp/vsn2.out /tmp/vsn2.err"#
+}
+
 /// A guest floods the console (256 KiB through SBI DBCN) while nobody reads rvvmm's stdout (a
 /// pipe into `sleep`): rvvmm waits 2 s, then drops the output, and the guest's power-off goes
 /// through; rvvmm says so on stderr. Before, the first full pipe held the vCPU forever, and the
@@ -1343,6 +1373,27 @@ fn all_cases() -> Vec<Case> {
                     "@@L2 powering off",
                     "@@GONE rvvmm status 0",
                     "virtio-net: cannot read from the tap (File descriptor in bad state (os error 77)); receive stops",
+                ],
+            )
+        },
+        Case {
+            timeout: 600,
+            reject: &["Kernel panic", "panicked"],
+            ..case(
+                "virtio_vsock_snapshot_restore",
+                vsock_snapshot_session(),
+                0,
+                &[
+                    "@@VSNAP before: rtt status 0",
+                    "@@VSNAP snapshot taken",
+                    "@@VSNAP left by the killed rvvmm: /tmp/vv.sock",
+                    "vsock socket /tmp/vv.sock: removing a stale socket",
+                    "@@VSNAP resumed",
+                    "@@VSOCK error: Connection reset by peer",
+                    "@@VSNAP after: rtt status 0",
+                    "@@VSOCK echoed 10 bytes",
+                    "@@L2 powering off",
+                    "@@VSNAP restored rvvmm status 0",
                 ],
             )
         },

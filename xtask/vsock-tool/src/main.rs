@@ -80,6 +80,7 @@ fn listen(port: u32, count: usize) -> io::Result<()> {
     // SAFETY: listen on an fd this function owns.
     check(unsafe { libc::listen(sock.as_raw_fd(), 8) })?;
     println!("@@VSOCK listening on port {port}");
+    let mut failed = false;
     for _ in 0..count {
         // SAFETY: accept on the listening fd; no address is asked for.
         let fd = unsafe {
@@ -92,21 +93,36 @@ fn listen(port: u32, count: usize) -> io::Result<()> {
         };
         check(fd)?;
         // SAFETY: accept4 returned a new fd nothing else owns.
-        let mut stream = as_stream(unsafe { OwnedFd::from_raw_fd(fd) });
-        let mut buf = vec![0u8; 64 * 1024];
-        let mut total = 0u64;
-        loop {
-            let n = stream.read(&mut buf)?;
-            if n == 0 {
-                break;
+        let stream = as_stream(unsafe { OwnedFd::from_raw_fd(fd) });
+        // A connection that fails (reset under it) is reported and the next one served.
+        match echo(stream) {
+            Ok(total) => println!("@@VSOCK echoed {total} bytes"),
+            Err(e) => {
+                println!("@@VSOCK error: {e}");
+                failed = true;
             }
-            stream.write_all(&buf[..n])?;
-            total += n as u64;
         }
-        let _ = stream.shutdown(Shutdown::Write);
-        println!("@@VSOCK echoed {total} bytes");
+    }
+    if failed {
+        return Err(io::Error::other("a connection failed"));
     }
     Ok(())
+}
+
+/// Echoes what `stream` brings until its EOF; the bytes echoed.
+fn echo(mut stream: UnixStream) -> io::Result<u64> {
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut total = 0u64;
+    loop {
+        let n = stream.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        stream.write_all(&buf[..n])?;
+        total += n as u64;
+    }
+    let _ = stream.shutdown(Shutdown::Write);
+    Ok(total)
 }
 
 fn connect(cid: u32, port: u32, message: &str) -> io::Result<()> {

@@ -22,6 +22,7 @@ use virtio_vsock::packet::{VsockPacket, PKT_HEADER_SIZE};
 use vm_memory::{Bytes, GuestMemoryMmap};
 
 use super::{device_id, drain_queue, read_config_bytes, QueueOutcome, VirtioDevice};
+use crate::files::SocketPathTaken;
 use muxer::{Header, Muxer, HOST_CID, TYPE_STREAM};
 
 const RX: usize = 0;
@@ -38,21 +39,22 @@ pub const MAX_GUEST_CID: u64 = u32::MAX as u64 - 1;
 
 /// The `--vsock` socket could not be made.
 #[derive(Debug, thiserror::Error)]
-#[error("vsock socket {}: {source}{}", path.display(), hint(source))]
-pub struct VsockError {
-    /// The socket's path.
-    pub path: PathBuf,
-    /// The OS error.
-    #[source]
-    pub source: std::io::Error,
-}
-
-fn hint(e: &std::io::Error) -> &'static str {
-    if e.kind() == std::io::ErrorKind::AddrInUse {
-        " (something is there: remove a stale socket, or give another path)"
-    } else {
-        ""
-    }
+pub enum VsockError {
+    /// The path holds something that is not a socket.
+    #[error("vsock socket {0}: the path exists and is not a socket; remove it or choose another")]
+    NotASocket(PathBuf),
+    /// Another process listens there (another VM's socket?).
+    #[error("vsock socket {0}: another process listens on it")]
+    InUse(PathBuf),
+    /// The socket could not be made.
+    #[error("vsock socket {path}: {source}")]
+    Io {
+        /// The socket's path.
+        path: PathBuf,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 /// The listening socket of `--vsock`: bound once for the VM's life (every boot's device
@@ -64,12 +66,21 @@ pub struct VsockListener {
 }
 
 impl VsockListener {
-    /// Creates the socket at `path` (which must not exist).
+    /// Creates the socket at `path`: where a socket file nobody listens on is left (by an
+    /// rvvmm that was killed), it is taken over, as the API socket's is.
     pub fn bind(path: &Path) -> Result<Self, VsockError> {
-        let err = |source| VsockError {
+        let err = |source| VsockError::Io {
             path: path.to_path_buf(),
             source,
         };
+        match crate::files::take_over_stale_socket(path, "vsock socket") {
+            Ok(()) => {}
+            Err(SocketPathTaken::NotASocket) => {
+                return Err(VsockError::NotASocket(path.to_path_buf()))
+            }
+            Err(SocketPathTaken::InUse) => return Err(VsockError::InUse(path.to_path_buf())),
+            Err(SocketPathTaken::Io(e)) => return Err(err(e)),
+        }
         let listener = UnixListener::bind(path).map_err(err)?;
         listener.set_nonblocking(true).map_err(err)?;
         Ok(VsockListener {
@@ -477,6 +488,22 @@ mod tests {
         let mut got = [0u8; 5];
         std::io::Read::read_exact(&mut accepted, &mut got).unwrap();
         assert_eq!(&got, b"hello");
+    }
+
+    /// A socket file left by a killed rvvmm is taken over; a live one is not.
+    #[test]
+    fn a_stale_socket_is_taken_over_and_a_live_one_is_not() {
+        let dir = TestDir::new();
+        let path = dir.0.join("v.sock");
+        drop(std::os::unix::net::UnixListener::bind(&path).unwrap());
+        assert!(path.exists(), "std leaves the file behind");
+        let listener = VsockListener::bind(&path).unwrap();
+        assert!(matches!(
+            VsockListener::bind(&path),
+            Err(VsockError::InUse(_))
+        ));
+        drop(listener);
+        assert!(!path.exists(), "removed with the VM");
     }
 
     /// After a restore the guest hears of the transport reset on its event queue.
