@@ -380,11 +380,15 @@ RUST_LOG=rvvmm=info /rvvmm --restore source_url=file:///tmp/vsnap --api-socket /
 pid=$!
 for i in $(seq 1 100); do [ -S /tmp/vs2.sock ] && break; sleep 0.1; done
 /rvvmm remote --api-socket /tmp/vs2.sock resume && echo "@@VSNAP resumed"
+# The guest handles the transport reset in a work item after the resume, resetting every
+# connected socket: a connection made before it has run would be reset too. Its sign is the
+# held connection's error.
+for i in $(seq 1 150); do grep -q '@@VSOCK error' /tmp/vsn2.out && break; sleep 0.2; done
 timeout 60 /vsock-tool hybrid-rtt /tmp/vv.sock 5000 10; echo "@@VSNAP after: rtt status $?"
 for i in $(seq 1 600); do kill -0 $pid 2>/dev/null || break; sleep 0.2; done
 kill $pid 2>/dev/null; wait $pid; echo "@@VSNAP restored rvvmm status $?"
 echo '--- first rvvmm'; cat /tmp/vsn1.out /tmp/vsn1.err
-echo '--- restored rvvmm'; cat /tmp/vsn2.out /tmp/vsn2.err"#
+echo '--- restored rvvmm'; sed 's/^/R: /' /tmp/vsn2.out; cat /tmp/vsn2.err"#
 }
 
 /// A guest floods the console (256 KiB through SBI DBCN) while nobody reads rvvmm's stdout (a
@@ -1389,10 +1393,10 @@ fn all_cases() -> Vec<Case> {
                     "@@VSNAP left by the killed rvvmm: /tmp/vv.sock",
                     "vsock socket /tmp/vv.sock: removing a stale socket",
                     "@@VSNAP resumed",
-                    "@@VSOCK error: Connection reset by peer",
+                    "R: @@VSOCK error: ",
                     "@@VSNAP after: rtt status 0",
-                    "@@VSOCK echoed 10 bytes",
-                    "@@L2 powering off",
+                    "R: @@VSOCK echoed 10 bytes",
+                    "R: @@L2 powering off",
                     "@@VSNAP restored rvvmm status 0",
                 ],
             )
