@@ -118,16 +118,10 @@ fuzz_target!(|data: &[u8]| {
             Ok(c) => Box::new(c),
             Err(_) => return,
         },
-        _ => {
-            let listener = vsock_listener();
-            match listener
-                .try_clone()
-                .and_then(|l| Vsock::new(3, l, listener.path()))
-            {
-                Ok(v) => Box::new(v),
-                Err(_) => return,
-            }
-        }
+        _ => match Vsock::new(3, vsock_listener()) {
+            Ok(v) => Box::new(v),
+            Err(_) => return,
+        },
     };
     let queues = device.queue_max_sizes().len() as u32;
     let irq = Arc::new(CountingInterrupt::default());

@@ -296,12 +296,7 @@ fn virtio_device<V>(
             let (Some(spec), Some(listener)) = (&config.vsock, ctx.vsock) else {
                 return Err(host(std::io::Error::other("no vsock socket was bound")));
             };
-            let device = Vsock::new(
-                spec.cid,
-                listener.try_clone().map_err(host)?,
-                listener.path(),
-            )
-            .map_err(host)?;
+            let device = Vsock::new(spec.cid, listener).map_err(host)?;
             Box::new(device)
         }
     })

@@ -81,8 +81,8 @@ impl VsockListener {
             Err(SocketPathTaken::InUse) => return Err(VsockError::InUse(path.to_path_buf())),
             Err(SocketPathTaken::Io(e)) => return Err(err(e)),
         }
+        // Non-blocking is set by each boot's device (`Muxer::new`), on the one open socket.
         let listener = UnixListener::bind(path).map_err(err)?;
-        listener.set_nonblocking(true).map_err(err)?;
         Ok(VsockListener {
             listener,
             path: path.to_path_buf(),
@@ -92,11 +92,6 @@ impl VsockListener {
     /// The socket's path.
     pub fn path(&self) -> &Path {
         &self.path
-    }
-
-    /// The listener, for one boot's device.
-    pub fn try_clone(&self) -> std::io::Result<UnixListener> {
-        self.listener.try_clone()
     }
 }
 
@@ -118,12 +113,12 @@ pub struct Vsock {
 }
 
 impl Vsock {
-    /// A device with guest CID `cid` whose host connections come in on `listener` (bound at
-    /// `path`).
-    pub fn new(cid: u64, listener: UnixListener, path: &Path) -> std::io::Result<Self> {
+    /// A device with guest CID `cid` whose host connections come in on `socket` (the VM's;
+    /// the device listens on its own handle of it).
+    pub fn new(cid: u64, socket: &VsockListener) -> std::io::Result<Self> {
         Ok(Vsock {
             cid,
-            muxer: Muxer::new(listener, path)?,
+            muxer: Muxer::new(socket.listener.try_clone()?, &socket.path)?,
             memory: None,
             queues: Vec::new(),
             malformed: 0,
@@ -412,19 +407,16 @@ mod tests {
         h
     }
 
-    fn device(dir: &Path) -> (Vsock, PathBuf) {
-        let path = dir.join("v.sock");
-        let listener = VsockListener::bind(&path).unwrap();
-        let dev = Vsock::new(3, listener.try_clone().unwrap(), &path).unwrap();
-        // The device holds its own listener; the file stays until `listener` drops.
-        std::mem::forget(listener);
-        (dev, path)
+    /// A device on a new socket in `dir`, and the socket (its file goes when it drops).
+    fn device(dir: &Path) -> (Vsock, VsockListener) {
+        let socket = VsockListener::bind(&dir.join("v.sock")).unwrap();
+        (Vsock::new(3, &socket).unwrap(), socket)
     }
 
     #[test]
     fn hostile_headers_are_dropped_and_counted() {
         let dir = TestDir::new();
-        let (mut dev, _) = device(&dir.0);
+        let (mut dev, _socket) = device(&dir.0);
         let mem = memory();
         dev.activate(mem.clone(), vec![queue(), queue(), queue()], 0);
         // A header that claims 1 GiB of data, one from another CID, one to a CID that is not
@@ -458,8 +450,8 @@ mod tests {
     #[test]
     fn data_split_over_descriptors_reaches_the_host_in_order() {
         let dir = TestDir::new();
-        let (mut dev, path) = device(&dir.0);
-        let mut target = path.into_os_string();
+        let (mut dev, socket) = device(&dir.0);
+        let mut target = socket.path().as_os_str().to_owned();
         target.push("_6000");
         let host = std::os::unix::net::UnixListener::bind(&target).unwrap();
         let mem = memory();
@@ -510,7 +502,7 @@ mod tests {
     #[test]
     fn a_restore_tells_the_guest_its_connections_are_gone() {
         let dir = TestDir::new();
-        let (mut dev, _) = device(&dir.0);
+        let (mut dev, _socket) = device(&dir.0);
         let mem = memory();
         let idle = || Queue::new(SIZE).unwrap();
         mem.write_slice(&[0xff; 4], GuestAddress(DATA)).unwrap();
@@ -530,11 +522,11 @@ mod tests {
     #[test]
     fn a_host_connect_becomes_a_request_in_the_guests_buffer() {
         let dir = TestDir::new();
-        let (mut dev, path) = device(&dir.0);
+        let (mut dev, socket) = device(&dir.0);
         let mem = memory();
         dev.activate(mem.clone(), vec![queue(), queue(), queue()], 0);
         publish(&mem, &[(DATA, 44 + 4096, F_WRITE, 0)], &[0]);
-        let mut host = std::os::unix::net::UnixStream::connect(&path).unwrap();
+        let mut host = std::os::unix::net::UnixStream::connect(socket.path()).unwrap();
         host.write_all(b"CONNECT 52\n").unwrap();
         let mut outcome = QueueOutcome::Idle;
         for _ in 0..100 {
