@@ -177,6 +177,19 @@ impl Vm {
             vcpu.restore_state(state)?;
         }
         let devices = self.devices(&vm, irq_mode, &vcpus)?;
+        // The interrupt controller first: a device's restore raises its line again (a pending
+        // interrupt, virtio-vsock's transport-reset event), which the controller's saved
+        // pending bits would otherwise overwrite, leaving the guest deaf to it until the
+        // device's next interrupt.
+        match (&saved.irqchip, &devices.plic) {
+            (IrqchipState::Plic(state), Some(plic)) => plic.restore(state).map_err(restore_err)?,
+            (IrqchipState::Aia(state), _) => aia::restore(&*vm, state)?,
+            (IrqchipState::Plic(_), None) => {
+                return Err(restore_err(
+                    "the snapshot's PLIC has no PLIC to go to".into(),
+                ))
+            }
+        }
         devices.uart.restore(&saved.uart).map_err(restore_err)?;
         if devices.transports.len() != saved.virtio.len() {
             return Err(restore_err(format!(
@@ -192,15 +205,6 @@ impl Vm {
                 )));
             }
             transport.lock().restore(state).map_err(restore_err)?;
-        }
-        match (&saved.irqchip, &devices.plic) {
-            (IrqchipState::Plic(state), Some(plic)) => plic.restore(state).map_err(restore_err)?,
-            (IrqchipState::Aia(state), _) => aia::restore(&*vm, state)?,
-            (IrqchipState::Plic(_), None) => {
-                return Err(restore_err(
-                    "the snapshot's PLIC has no PLIC to go to".into(),
-                ))
-            }
         }
         log::info!(
             "restored {} vCPU(s), {} MiB RAM, {} virtio device(s) from {}",

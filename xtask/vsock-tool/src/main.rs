@@ -9,6 +9,7 @@
 //!                                       read the echo, print both sha256 and the time
 //! vsock-tool hybrid-rtt PATH PORT N     host: N one-byte round trips, print the median
 //! vsock-tool hybrid-stall PATH PORT     host: send without ever reading, until killed
+//! vsock-tool hybrid-hold PATH PORT      host: one round trip, then idle until killed
 //! ```
 
 use std::io::{self, BufRead, BufReader, Read, Write};
@@ -242,6 +243,19 @@ fn hybrid_stall(path: &str, port: u32) -> io::Result<()> {
     }
 }
 
+/// A peer that makes one round trip, says so, and then holds the connection open and idle
+/// until it is killed: nothing but the VMM's own events can end it in the guest.
+fn hybrid_hold(path: &str, port: u32) -> io::Result<()> {
+    let (mut stream, mut reader) = hybrid_connect(path, port)?;
+    let mut b = [0u8; 1];
+    stream.write_all(b"h")?;
+    reader.read_exact(&mut b)?;
+    println!("@@VSOCK holding an idle connection");
+    loop {
+        std::thread::sleep(std::time::Duration::from_secs(3600));
+    }
+}
+
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let a: Vec<&str> = args.iter().map(String::as_str).collect();
@@ -262,10 +276,11 @@ fn main() -> ExitCode {
             num(port).and_then(|p| num(bytes).and_then(|b| hybrid(path, p as u32, b)))
         }
         ["hybrid-stall", path, port] => num(port).and_then(|p| hybrid_stall(path, p as u32)),
+        ["hybrid-hold", path, port] => num(port).and_then(|p| hybrid_hold(path, p as u32)),
         ["hybrid-rtt", path, port, n] => num(port)
             .and_then(|p| num(n).and_then(|n| hybrid_rtt(path, p as u32, n.max(1) as usize))),
         _ => {
-            eprintln!("usage: vsock-tool listen PORT [COUNT] | connect CID PORT MESSAGE | unix-serve PATH | hybrid PATH PORT BYTES | hybrid-rtt PATH PORT N | hybrid-stall PATH PORT");
+            eprintln!("usage: vsock-tool listen PORT [COUNT] | connect CID PORT MESSAGE | unix-serve PATH | hybrid PATH PORT BYTES | hybrid-rtt PATH PORT N | hybrid-stall PATH PORT | hybrid-hold PATH PORT");
             return ExitCode::from(2);
         }
     };
