@@ -41,7 +41,10 @@ fn main() -> ExitCode {
             eprintln!("rvvmm: {}", error_chain(e.as_ref()));
             // A configuration error is a usage error, as clap's are.
             let usage = e.downcast_ref::<ConfigError>().is_some()
-                || matches!(e.downcast_ref::<VmmError>(), Some(VmmError::Config(_)));
+                || matches!(
+                    e.downcast_ref::<VmmError>(),
+                    Some(VmmError::Config(_) | VmmError::Fs(_))
+                );
             ExitCode::from(if usage { 2 } else { 1 })
         }
     }

@@ -1,5 +1,6 @@
 //! Guest RAM as the host gives it: the mapping (anonymous memory with transparent huge pages
-//! advised, or hugetlb pages), and the /proc figures of what is resident.
+//! advised, or hugetlb pages; a memfd mapped shared when another process must map it too, as
+//! a vhost-user backend does), and the /proc figures of what is resident.
 
 use vm_memory::{GuestAddress, GuestMemoryMmap};
 
@@ -17,6 +18,14 @@ pub enum MemoryError {
         #[source]
         source: vm_memory::mmap::FromRangesError,
     },
+    /// Shared guest RAM (for a vhost-user backend) cannot be made.
+    #[error("cannot map {mib} MiB of shared guest RAM (a memfd, for vhost-user backends): {why}")]
+    Shared {
+        /// RAM size in MiB.
+        mib: u64,
+        /// Why not.
+        why: String,
+    },
     /// `--hugepages` cannot be honoured.
     #[error("cannot map {mib} MiB of guest RAM in 2 MiB huge pages: {why}")]
     HugePages {
@@ -32,8 +41,16 @@ const HUGE_PAGE: u64 = 2 << 20;
 
 /// Maps guest RAM: anonymous memory with transparent huge pages advised, or (`hugepages`)
 /// hugetlb 2 MiB pages, reserved at once so that a shortage is an error now, not a SIGBUS in
-/// the middle of a guest's run.
-pub fn guest_memory(ram_size: u64, hugepages: bool) -> Result<GuestMemoryMmap, MemoryError> {
+/// the middle of a guest's run. `shared`: the same, but in a memfd mapped shared, whose fd a
+/// vhost-user backend is given to map guest RAM itself.
+pub fn guest_memory(
+    ram_size: u64,
+    hugepages: bool,
+    shared: bool,
+) -> Result<GuestMemoryMmap, MemoryError> {
+    if shared {
+        return shared_memory(ram_size, hugepages);
+    }
     if !hugepages {
         let memory = GuestMemoryMmap::from_ranges(&[(GuestAddress(RAM_BASE), ram_size as usize)])
             .map_err(|source| MemoryError::Map {
@@ -66,6 +83,59 @@ pub fn guest_memory(ram_size: u64, hugepages: bool) -> Result<GuestMemoryMmap, M
     let region = vm_memory::GuestRegionMmap::new(region, GuestAddress(RAM_BASE))
         .ok_or_else(|| huge_err("the RAM range overflows".into()))?;
     GuestMemoryMmap::from_regions(vec![region]).map_err(|e| huge_err(e.to_string()))
+}
+
+/// Guest RAM in a memfd (`MFD_HUGETLB` with `hugepages`), mapped shared. vm-memory maps a
+/// file it is given but makes no memfd, hence the memfd_create here.
+fn shared_memory(ram_size: u64, hugepages: bool) -> Result<GuestMemoryMmap, MemoryError> {
+    let err = |why: String| MemoryError::Shared {
+        mib: ram_size >> 20,
+        why,
+    };
+    if hugepages && !ram_size.is_multiple_of(HUGE_PAGE) {
+        return Err(MemoryError::HugePages {
+            mib: ram_size >> 20,
+            why: "--memory is not a multiple of 2 MiB".into(),
+        });
+    }
+    let flags = libc::MFD_CLOEXEC | if hugepages { libc::MFD_HUGETLB } else { 0 };
+    // SAFETY: memfd_create with a NUL-terminated name; the fd it returns is owned below.
+    let fd = unsafe { libc::memfd_create(c"rvvmm-guest-ram".as_ptr(), flags) };
+    if fd < 0 {
+        return Err(err(format!(
+            "memfd_create: {}",
+            std::io::Error::last_os_error()
+        )));
+    }
+    // SAFETY: fd was just returned by memfd_create and nothing else owns it.
+    let file = unsafe { <std::fs::File as std::os::fd::FromRawFd>::from_raw_fd(fd) };
+    file.set_len(ram_size)
+        .map_err(|e| err(format!("cannot size the memfd: {e}")))?;
+    // Without MAP_NORESERVE: hugetlb pages are reserved at mmap, so a shortage fails here.
+    let region = vm_memory::MmapRegion::<()>::build(
+        Some(vm_memory::FileOffset::new(file, 0)),
+        ram_size as usize,
+        libc::PROT_READ | libc::PROT_WRITE,
+        libc::MAP_SHARED,
+    )
+    .map_err(|e| {
+        if hugepages {
+            err(format!(
+                "{e}; reserve {} huge pages with `echo {} > /proc/sys/vm/nr_hugepages` (as root)",
+                ram_size / HUGE_PAGE,
+                ram_size / HUGE_PAGE
+            ))
+        } else {
+            err(e.to_string())
+        }
+    })?;
+    let region = vm_memory::GuestRegionMmap::new(region, GuestAddress(RAM_BASE))
+        .ok_or_else(|| err("the RAM range overflows".into()))?;
+    let memory = GuestMemoryMmap::from_regions(vec![region]).map_err(|e| err(e.to_string()))?;
+    if !hugepages {
+        advise_huge_pages(&memory, ram_size);
+    }
+    Ok(memory)
 }
 
 /// Asks for transparent huge pages on guest RAM (as Cloud Hypervisor's `thp=on`): a guest
@@ -159,7 +229,7 @@ mod tests {
     #[test]
     fn resident_guest_ram_is_counted_across_split_mappings() {
         let size = 16u64 << 20;
-        let memory = guest_memory(size, false).unwrap();
+        let memory = guest_memory(size, false, false).unwrap();
         // advise_huge_pages split the mapping (the dtb block has its own advice).
         memory
             .write_slice(&vec![1u8; 1 << 20], GuestAddress(RAM_BASE))
@@ -173,7 +243,7 @@ mod tests {
 
     #[test]
     fn hugepages_need_a_multiple_of_2_mib() {
-        let err = guest_memory((2 << 20) + 4096, true).unwrap_err();
+        let err = guest_memory((2 << 20) + 4096, true, false).unwrap_err();
         assert!(err.to_string().contains("not a multiple of 2 MiB"), "{err}");
     }
 }

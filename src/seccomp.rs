@@ -233,8 +233,14 @@ const COMMON: &[libc::c_long] = &[
 /// socket: at boot, reboot, restore and `vm.create`), the threads, snapshots (a directory of
 /// files written and renamed). The API socket is made before the filter (its thread has its
 /// own). The device thread starts under this filter, so vsock's socket calls are here too
-/// (`socket` held to AF_UNIX in [`rules`]).
+/// (`socket` held to AF_UNIX in [`rules`]). virtio-fs: guest RAM in a memfd, the vhost-user
+/// handshake (messages with fds: sendmsg and recvmsg; reply time-outs: setsockopt), which the
+/// vCPU and device threads, under this filter too, continue.
 const MAIN: &[libc::c_long] = &[
+    libc::SYS_memfd_create,
+    libc::SYS_sendmsg,
+    libc::SYS_recvmsg,
+    libc::SYS_setsockopt,
     libc::SYS_bind,
     libc::SYS_listen,
     libc::SYS_accept4,
@@ -279,11 +285,17 @@ const MAIN: &[libc::c_long] = &[
     libc::SYS_getegid,
 ];
 
+/// A vCPU thread's own: virtio-fs's vhost-user messages, as the driver's DRIVER_OK or reset
+/// (an MMIO write the vCPU thread handles) hands the queues to the backend or stops them.
+const VCPU: &[libc::c_long] = &[libc::SYS_sendmsg, libc::SYS_recvmsg];
+
 /// The device thread's: epoll, disk I/O, tap reads and writes (read/write/readv/writev are
 /// common), write-zeroes and discard (fallocate), flushes, vsock's Unix sockets (accepted,
 /// read and written, shut down; `socket` and `connect` for guest-initiated connections, the
 /// socket's family held to AF_UNIX in [`rules`]).
 const EVENT_LOOP: &[libc::c_long] = &[
+    libc::SYS_sendmsg, // virtio-fs: a device dropped here stops its backend's queues
+    libc::SYS_recvmsg,
     libc::SYS_epoll_ctl,
     libc::SYS_accept4,
     libc::SYS_connect,
@@ -380,7 +392,8 @@ fn rule(arg: u8, op: SeccompCmpOp, value: u64) -> SeccompRule {
 fn rules(kind: ThreadKind) -> BTreeMap<i64, Vec<SeccompRule>> {
     let own: &[libc::c_long] = match kind {
         ThreadKind::Main => MAIN,
-        ThreadKind::Vcpu | ThreadKind::Stdin => &[],
+        ThreadKind::Vcpu => VCPU,
+        ThreadKind::Stdin => &[],
         ThreadKind::EventLoop => EVENT_LOOP,
         ThreadKind::Api => API,
     };

@@ -7,9 +7,10 @@ use clap::Parser;
 
 use super::json::read_file;
 use super::{
-    check_isa_name, check_sbi_name, parse_cmdline, parse_disk, parse_duration, parse_memory,
-    parse_name, parse_net, parse_serial_log, parse_vsock, ConfigError, ConsoleKind, DiskSpec,
-    IrqChipKind, NetSpec, SerialLog, Source, Sources, VmConfig, VsockSpec, MAX_CPUS,
+    check_isa_name, check_sbi_name, parse_cmdline, parse_disk, parse_duration, parse_fs,
+    parse_memory, parse_name, parse_net, parse_serial_log, parse_vsock, ConfigError, ConsoleKind,
+    DiskSpec, FsSpec, IrqChipKind, NetSpec, SerialLog, Source, Sources, VmConfig, VsockSpec,
+    MAX_CPUS,
 };
 
 /// rvvmm: a minimal KVM-backed RISC-V virtual machine monitor.
@@ -107,6 +108,12 @@ pub struct Args {
     /// `PATH_P`.
     #[arg(long, value_name = "cid=N,socket=PATH", value_parser = parse_vsock)]
     pub vsock: Option<VsockSpec>,
+
+    /// A virtio-fs device (repeatable) whose files a running vhost-user-fs backend serves
+    /// (`virtiofsd --socket-path=PATH --shared-dir=DIR`); the guest mounts it with `mount -t
+    /// virtiofs TAG /mnt`. Guest RAM is then a shared memfd the backend maps.
+    #[arg(long, value_name = "tag=T,socket=PATH[,queue_size=N]", value_parser = parse_fs)]
+    pub fs: Vec<FsSpec>,
 
     /// Where the guest's console input goes: the 16550 UART (ttyS0) or a virtio console (hvc0)
     /// [default: uart].
@@ -290,6 +297,8 @@ impl Args {
             "vsock",
             "--vsock",
         );
+        let fs = (!self.fs.is_empty()).then(|| self.fs.clone());
+        set(&fs, &mut config.fs, s, "fs", "--fs");
         if let Some(console) = self.console {
             config.console = console;
             s.set("serial", Source::Flag("--console"));

@@ -15,8 +15,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 use super::{
-    check_vsock, ConfigError, ConsoleKind, DiskSpec, IrqChipKind, NetSpec, Resolved, Source,
-    Sources, VmConfig, VsockSpec,
+    check_fs, check_vsock, ConfigError, ConsoleKind, DiskSpec, FsSpec, IrqChipKind, NetSpec,
+    Resolved, Source, Sources, VmConfig, VsockSpec,
 };
 use crate::devices::virtio::net::parse_mac;
 
@@ -43,6 +43,9 @@ pub struct MemoryConfig {
     /// Backed by hugetlb pages.
     #[serde(default)]
     pub hugepages: bool,
+    /// A shared memfd (what a vhost-user backend maps; implied by an `fs` device).
+    #[serde(default)]
+    pub shared: bool,
 }
 
 /// `payload`.
@@ -105,6 +108,23 @@ pub struct VsockConfig {
     pub cid: u64,
     /// The host's Unix socket.
     pub socket: String,
+}
+
+/// `fs`: Cloud Hypervisor's `FsConfig` (a vhost-user-fs backend's socket and the tag).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FsConfig {
+    /// The tag the guest mounts.
+    pub tag: String,
+    /// The backend's vhost-user socket.
+    pub socket: String,
+    /// Entries of each queue.
+    #[serde(default = "default_fs_queue_size")]
+    pub queue_size: u16,
+}
+
+fn default_fs_queue_size() -> u16 {
+    crate::devices::virtio::fs::DEFAULT_QUEUE_SIZE
 }
 
 /// Cloud Hypervisor's `ConsoleMode`, the modes rvvmm has.
@@ -173,6 +193,9 @@ pub struct VmConfigJson {
     /// virtio-vsock.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub vsock: Option<VsockConfig>,
+    /// virtio-fs devices.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub fs: Vec<FsConfig>,
     /// The UART.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub serial: Option<ConsoleConfig>,
@@ -197,11 +220,10 @@ struct Section {
 const SECTIONS: &[Section] = &[
     Section {
         path: "",
-        honoured: &["cpus", "memory", "payload", "disks", "net", "rng", "vsock", "serial", "console", "rvvmm"],
+        honoured: &["cpus", "memory", "payload", "disks", "net", "rng", "vsock", "fs", "serial", "console", "rvvmm"],
         known: &[
             ("rate_limit_groups", &["[]"]),
             ("balloon", &[]),
-            ("fs", &["[]"]),
             ("generic_vhost_user", &["[]"]),
             ("pmem", &["[]"]),
             ("debug_console", &["{\"mode\":\"Off\"}"]),
@@ -238,20 +260,19 @@ const SECTIONS: &[Section] = &[
     },
     Section {
         path: "memory",
-        honoured: &["size", "hugepages"],
+        honoured: &["size", "hugepages", "shared"],
         known: &[
             ("hotplug_size", &["0"]),
             ("hotplugged_size", &["0"]),
             ("mergeable", &["false"]),
             ("hotplug_method", &["\"Acpi\""]),
-            ("shared", &["false"]),
             ("hugepage_size", &["2097152"]),
             ("prefault", &["false"]),
             ("reserve", &["false"]),
             ("thp", &["true"]),
             ("zones", &["[]"]),
         ],
-        why: "rvvmm maps one private RAM region, in 4 KiB or 2 MiB pages, with no hotplug",
+        why: "rvvmm maps one RAM region (private, or a shared memfd), in 4 KiB or 2 MiB pages, with no hotplug",
     },
     Section {
         path: "payload",
@@ -316,6 +337,12 @@ const SECTIONS: &[Section] = &[
         honoured: &["cid", "socket"],
         known: &[("id", &[]), ("iommu", &["false"]), ("pci_segment", &[])],
         why: "rvvmm's vsock has no PCI and no ID",
+    },
+    Section {
+        path: "fs[]",
+        honoured: &["tag", "socket", "queue_size"],
+        known: &[("num_queues", &["1"]), ("id", &[]), ("pci_segment", &[])],
+        why: "rvvmm's virtio-fs has one request queue, no PCI and no ID",
     },
     Section {
         path: "serial",
@@ -470,6 +497,7 @@ impl VmConfigJson {
             memory: Some(MemoryConfig {
                 size: resolved.memory,
                 hugepages: config.hugepages,
+                shared: config.ram_shared(),
             }),
             payload: PayloadConfig {
                 kernel: Some(path_text(&config.kernel)),
@@ -503,6 +531,15 @@ impl VmConfigJson {
                 cid: v.cid,
                 socket: path_text(&v.socket),
             }),
+            fs: config
+                .fs
+                .iter()
+                .map(|f| FsConfig {
+                    tag: f.tag.clone(),
+                    socket: path_text(&f.socket),
+                    queue_size: f.queue_size,
+                })
+                .collect(),
             serial: tty(true),
             console: tty(config.console == ConsoleKind::Virtio),
             rvvmm: Some(RvvmmConfig {
@@ -538,6 +575,7 @@ impl VmConfigJson {
         if let Some(memory) = self.memory {
             config.memory = Some(memory.size);
             config.hugepages = memory.hugepages;
+            config.shared_memory = memory.shared;
             mark("memory");
         }
         if let Some(kernel) = self.payload.kernel {
@@ -611,6 +649,18 @@ impl VmConfigJson {
             check_vsock(&spec).map_err(|e| ConfigError::field("vsock", e))?;
             config.vsock = Some(spec);
             mark("vsock");
+        }
+        if !self.fs.is_empty() {
+            mark("fs");
+        }
+        for (i, f) in self.fs.into_iter().enumerate() {
+            let spec = FsSpec {
+                tag: f.tag,
+                socket: PathBuf::from(f.socket),
+                queue_size: f.queue_size,
+            };
+            check_fs(&spec).map_err(|e| ConfigError::field(format!("fs[{i}]"), e))?;
+            config.fs.push(spec);
         }
         if let Some(serial) = self.serial {
             if serial.mode != ConsoleMode::Tty {
@@ -700,6 +750,13 @@ mod tests {
                 cid: 3,
                 socket: "/tmp/vm.vsock".into(),
             }),
+            fs: vec![FsSpec {
+                tag: "share".into(),
+                socket: "/tmp/vfs.sock".into(),
+                queue_size: 512,
+            }],
+            // Written out as memory.shared, which an fs device implies.
+            shared_memory: true,
             console: ConsoleKind::Virtio,
             irqchip: IrqChipKind::Plic,
             disable_sbi: vec!["dbcn".into()],
@@ -774,7 +831,7 @@ mod tests {
             ("{\"cpus\": {\"boot_vcpus\": 2, \"max_vcpus\": 4}}", "cpus.max_vcpus: 4 is not boot_vcpus (2): rvvmm has no CPU hotplug"),
             ("{\"memory\": {\"size\": 1099511627776}}", "memory.size: 1099511627776 bytes is more than"),
             ("{\"memory\": {\"size\": 268435457}}", "memory.size: 268435457 bytes is not a multiple of 4 KiB"),
-            ("{\"memory\": {\"size\": 268435456, \"shared\": true}}", "memory.shared: true is Cloud Hypervisor's, and rvvmm cannot honour it (it takes only false)"),
+            ("{\"memory\": {\"size\": 268435456, \"mergeable\": true}}", "memory.mergeable: true is Cloud Hypervisor's, and rvvmm cannot honour it (it takes only false)"),
             ("{\"memory\": {\"hugepages\": true}}", "memory: missing field `size`"),
             ("{\"payload\": {\"firmware\": \"fw.bin\"}}", "payload.firmware: \"fw.bin\" is Cloud Hypervisor's"),
             ("{\"payload\": {\"cmdline\": \"a\\u0001b\"}}", "payload.cmdline: the command line has a character that is not printable ASCII"),
@@ -786,6 +843,9 @@ mod tests {
             ("{\"serial\": {\"mode\": \"Pty\"}}", "serial.mode: unknown variant `Pty`"),
             ("{\"serial\": {\"mode\": \"Off\"}}", "serial.mode: rvvmm's UART is always there"),
             ("{\"vsock\": {\"cid\": 2, \"socket\": \"/tmp/v\"}}", "vsock: cid 2: a guest's CID is 3 to 4294967294"),
+            ("{\"fs\": [{\"tag\": \"0123456789012345678901234567890123456\", \"socket\": \"/tmp/v\"}]}", "fs[0]: tag '0123456789012345678901234567890123456': 1 to 36 bytes"),
+            ("{\"fs\": [{\"tag\": \"t\", \"socket\": \"/tmp/v\", \"num_queues\": 2}]}", "fs[0].num_queues: 2 is Cloud Hypervisor's, and rvvmm cannot honour it (it takes only 1)"),
+            ("{\"fs\": [{\"tag\": \"t\", \"socket\": \"/tmp/v\", \"queue_size\": 100}]}", "fs[0]: queue_size 100: a power of two up to 32768"),
             ("{\"vsock\": {\"cid\": 3, \"socket\": \"/tmp/v\", \"iommu\": true}}", "vsock.iommu: true is Cloud Hypervisor's, and rvvmm cannot honour it (it takes only false)"),
             ("{\"rvvmm\": {\"disable_isa\": [\"zzz\"]}}", "rvvmm.disable_isa: unknown ISA extension 'zzz'"),
             ("{\"rvvmm\": {\"disable_sbi\": [\"hsm\", \"nope\"]}}", "rvvmm.disable_sbi: unknown SBI extension 'nope' (one of: v01, time"),

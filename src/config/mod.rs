@@ -121,6 +121,71 @@ pub fn parse_vsock(s: &str) -> Result<VsockSpec, String> {
     Ok(spec)
 }
 
+/// A `--fs` argument: a virtio-fs device served by a vhost-user backend (virtiofsd).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct FsSpec {
+    /// The tag the guest mounts (`mount -t virtiofs TAG /mnt`).
+    pub tag: String,
+    /// The backend's vhost-user socket (virtiofsd's `--socket-path`).
+    pub socket: PathBuf,
+    /// Entries of each queue.
+    pub queue_size: u16,
+}
+
+/// Parses `tag=T,socket=PATH[,queue_size=N]`.
+pub fn parse_fs(s: &str) -> Result<FsSpec, String> {
+    let mut spec = FsSpec {
+        queue_size: crate::devices::virtio::fs::DEFAULT_QUEUE_SIZE,
+        ..Default::default()
+    };
+    let (mut tag, mut socket) = (None, None);
+    for opt in s.split(',') {
+        match opt.split_once('=') {
+            Some(("tag", t)) => tag = Some(t.to_string()),
+            Some(("socket", p)) => socket = Some(PathBuf::from(p)),
+            Some(("queue_size", n)) => {
+                spec.queue_size = n
+                    .parse()
+                    .map_err(|_| format!("queue_size '{n}' is not a number up to 32768"))?
+            }
+            _ => {
+                return Err(format!(
+                    "unknown fs option '{opt}' (tag=T, socket=PATH, queue_size=N)"
+                ))
+            }
+        }
+    }
+    spec.tag = tag.ok_or("a virtio-fs device needs tag=T (what the guest mounts)")?;
+    spec.socket =
+        socket.ok_or("a virtio-fs device needs socket=PATH (virtiofsd's --socket-path)")?;
+    check_fs(&spec)?;
+    Ok(spec)
+}
+
+/// Checks a virtio-fs device's values (no file is touched).
+pub fn check_fs(spec: &FsSpec) -> Result<(), String> {
+    use crate::devices::virtio::fs::MAX_TAG_LEN;
+    if spec.tag.is_empty() || spec.tag.len() > MAX_TAG_LEN {
+        return Err(format!(
+            "tag '{}': 1 to {MAX_TAG_LEN} bytes (the size of virtio-fs's config space field)",
+            spec.tag
+        ));
+    }
+    if spec.socket.as_os_str().is_empty() || spec.socket.as_os_str().len() > 107 {
+        return Err(format!(
+            "socket path '{}': 1 to 107 bytes (a Unix socket address)",
+            spec.socket.display()
+        ));
+    }
+    if !spec.queue_size.is_power_of_two() || spec.queue_size > 32768 {
+        return Err(format!(
+            "queue_size {}: a power of two up to 32768",
+            spec.queue_size
+        ));
+    }
+    Ok(())
+}
+
 /// Checks a vsock device's values (no file is touched).
 pub fn check_vsock(spec: &VsockSpec) -> Result<(), String> {
     use crate::devices::virtio::vsock::{MAX_GUEST_CID, MIN_GUEST_CID};
@@ -206,6 +271,10 @@ pub struct VmConfig {
     pub rng: bool,
     /// The virtio-vsock device.
     pub vsock: Option<VsockSpec>,
+    /// virtio-fs devices (vhost-user).
+    pub fs: Vec<FsSpec>,
+    /// Whether guest RAM is shared (a memfd): always when there is a vhost-user device.
+    pub shared_memory: bool,
     /// Which console takes input.
     pub console: ConsoleKind,
     /// Which interrupt controller.
@@ -299,6 +368,11 @@ pub struct Resolved {
 }
 
 impl VmConfig {
+    /// Whether guest RAM must be a shared memfd: asked for, or a vhost-user backend maps it.
+    pub fn ram_shared(&self) -> bool {
+        self.shared_memory || !self.fs.is_empty()
+    }
+
     /// Checks every value against the bounds rvvmm has (the same for flags, files and the
     /// API), that every named file exists, reads the dtb, and fills in the defaults.
     pub fn resolve(&self) -> Result<Resolved, ConfigError> {
@@ -379,11 +453,15 @@ impl VmConfig {
         if let Some(vsock) = &self.vsock {
             check_vsock(vsock).map_err(|e| ConfigError::field("vsock", e))?;
         }
+        for (i, fs) in self.fs.iter().enumerate() {
+            check_fs(fs).map_err(|e| ConfigError::field(format!("fs[{i}]"), e))?;
+        }
         let devices = self.disks.len()
             + self.nets.len()
             + usize::from(self.rng)
             + usize::from(self.console == ConsoleKind::Virtio)
-            + usize::from(self.vsock.is_some());
+            + usize::from(self.vsock.is_some())
+            + self.fs.len();
         if devices > MAX_VIRTIO_DEVICES {
             return Err(ConfigError::field(
                 "disks",

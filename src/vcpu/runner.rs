@@ -688,7 +688,7 @@ mod tests {
         use crate::hypervisor::SbiCall;
         use crate::sbi::{dbcn, hypercall};
 
-        let memory = crate::memory::guest_memory(16 << 20, false).unwrap();
+        let memory = crate::memory::guest_memory(16 << 20, false, false).unwrap();
         let sbi_call = |eid, fid, a0, a1| {
             RawExit::Sbi(SbiCall {
                 eid,

@@ -232,6 +232,7 @@ impl Vm {
             console: &self.console,
             taps: &self.taps,
             vsock: self.vsock.as_ref(),
+            fs: &self.fs,
         };
         Ok(device_manager::build(&ctx, irq_mode, lines)?)
     }

@@ -2,7 +2,7 @@
 //! device) and the virtio devices in their virtio-mmio slots, on the bus, with their queue
 //! notifications (KVM ioeventfds), their interrupts, and what the event loop watches.
 //!
-//! The virtio slot order (disks, nets, rng, console, vsock) exists here only ([`virtio_plan`]): the
+//! The virtio slot order (disks, nets, rng, console, vsock, fs) exists here only ([`virtio_plan`]): the
 //! device tree's slot list and the devices both come from it.
 
 use std::sync::{Arc, Mutex};
@@ -22,6 +22,7 @@ use crate::devices::testdev::TestDev;
 use crate::devices::uart::Uart;
 use crate::devices::virtio::block::{Block, DiskError};
 use crate::devices::virtio::console::VirtioConsole;
+use crate::devices::virtio::fs::{FsBackend, VirtioFs};
 use crate::devices::virtio::mmio::{MmioTransport, SharedTransport, QUEUE_NOTIFY};
 use crate::devices::virtio::net::Net;
 use crate::devices::virtio::rng::Rng;
@@ -74,6 +75,8 @@ pub enum VirtioKind {
     Console,
     /// `--vsock`.
     Vsock,
+    /// `--fs` number `n`.
+    Fs(usize),
 }
 
 /// A virtio device's place: its kind, slot base and interrupt.
@@ -90,14 +93,15 @@ pub struct VirtioSlot {
     pub irq: u32,
 }
 
-/// The virtio devices `config` asks for, in slot order: disks, nets, rng, console, vsock.
+/// The virtio devices `config` asks for, in slot order: disks, nets, rng, console, vsock, fs.
 pub fn virtio_plan(config: &VmConfig) -> Vec<VirtioSlot> {
     let kinds = (0..config.disks.len())
         .map(VirtioKind::Block)
         .chain((0..config.nets.len()).map(VirtioKind::Net))
         .chain(config.rng.then_some(VirtioKind::Rng))
         .chain((config.console == ConsoleKind::Virtio).then_some(VirtioKind::Console))
-        .chain(config.vsock.is_some().then_some(VirtioKind::Vsock));
+        .chain(config.vsock.is_some().then_some(VirtioKind::Vsock))
+        .chain((0..config.fs.len()).map(VirtioKind::Fs));
     kinds
         .enumerate()
         .map(|(slot, kind)| {
@@ -108,6 +112,7 @@ pub fn virtio_plan(config: &VmConfig) -> Vec<VirtioSlot> {
                 VirtioKind::Rng => "_rng".into(),
                 VirtioKind::Console => "_console".into(),
                 VirtioKind::Vsock => "_vsock".into(),
+                VirtioKind::Fs(n) => format!("_fs{n}"),
             };
             VirtioSlot {
                 kind,
@@ -154,6 +159,8 @@ pub struct DeviceContext<'a, V> {
     pub taps: &'a [Tap],
     /// The `--vsock` socket, bound once for every boot.
     pub vsock: Option<&'a VsockListener>,
+    /// The `--fs` backends, connected once for every boot.
+    pub fs: &'a [Arc<FsBackend>],
 }
 
 /// Builds every device of one boot. `lines` are the vCPUs' external interrupt lines (for the
@@ -298,6 +305,16 @@ fn virtio_device<V>(
             };
             let device = Vsock::new(spec.cid, listener).map_err(host)?;
             Box::new(device)
+        }
+        VirtioKind::Fs(n) => {
+            let backend = ctx.fs.get(n).cloned().ok_or_else(|| DeviceError::Host {
+                device: "fs",
+                source: std::io::Error::other("no backend was connected"),
+            })?;
+            Box::new(VirtioFs::new(backend).map_err(|source| DeviceError::Host {
+                device: "fs",
+                source,
+            })?)
         }
     })
 }

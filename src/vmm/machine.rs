@@ -73,6 +73,13 @@ impl<V: VmBackend> Machine<V> {
             }
             _ => {}
         }
+        if let Some(why) = self
+            .transports
+            .iter()
+            .find_map(|(_, t)| t.lock().snapshot_refusal())
+        {
+            return Err(why);
+        }
         let vcpus = self.vcpus.save_states()?;
         let irqchip = match (&self.plic, self.irq_mode) {
             (Some(plic), _) => IrqchipState::Plic(plic.save()),

@@ -97,6 +97,9 @@ pub enum VmmError {
     /// The vsock socket could not be made.
     #[error(transparent)]
     Vsock(#[from] VsockError),
+    /// A virtio-fs backend cannot be reached.
+    #[error(transparent)]
+    Fs(#[from] crate::devices::virtio::fs::FsError),
     /// The interrupt controller cannot be what was asked.
     #[error("{0}")]
     IrqChip(String),

@@ -12,6 +12,7 @@ use crate::config::json::VmConfigJson;
 use crate::config::{Resolved, VmConfig};
 use crate::console::Console;
 use crate::devices::virtio::block::Block;
+use crate::devices::virtio::fs::FsBackend;
 use crate::devices::virtio::tap::Tap;
 use crate::devices::virtio::vsock::VsockListener;
 use crate::loader::{Initrd, Kernel};
@@ -38,6 +39,9 @@ pub struct Vm {
     pub(super) taps: Vec<Tap>,
     /// The `--vsock` socket, bound once: host programs keep one path across guest reboots.
     pub(super) vsock: Option<VsockListener>,
+    /// Each `--fs` backend's connection, made once: virtiofsd serves one and exits when it
+    /// closes, so a guest reboot goes on with it.
+    pub(super) fs: Vec<Arc<FsBackend>>,
     /// Each disk image, held locked (`flock`: shared when read-only, else exclusive) for as
     /// long as the VM exists, so that no other rvvmm (or QEMU, which locks too) writes it.
     _disk_locks: Vec<std::fs::File>,
@@ -78,6 +82,11 @@ impl Vm {
             .as_ref()
             .map(|v| VsockListener::bind(&v.socket))
             .transpose()?;
+        let fs = config
+            .fs
+            .iter()
+            .map(|f| FsBackend::connect(&f.tag, &f.socket, f.queue_size).map(Arc::new))
+            .collect::<std::result::Result<Vec<_>, _>>()?;
         let initrd = match &config.initrd {
             Some(path) => {
                 let initrd = Initrd::read(path)?;
@@ -86,7 +95,10 @@ impl Vm {
             }
             None => None,
         };
-        let memory = guest_memory(ram_size, config.hugepages)?;
+        let memory = guest_memory(ram_size, config.hugepages, config.ram_shared())?;
+        if config.ram_shared() {
+            log::info!("guest RAM is a shared memfd (vhost-user backends map it)");
+        }
         startup_step("files read, guest RAM mapped");
         Ok(Vm {
             config,
@@ -101,6 +113,7 @@ impl Vm {
             warned_dtb: AtomicBool::new(false),
             taps,
             vsock,
+            fs,
             _disk_locks: disk_locks,
         })
     }

@@ -113,6 +113,11 @@ impl MmioTransport {
         &self.queue_evts
     }
 
+    /// Why the device cannot be in a snapshot, if it cannot.
+    pub fn snapshot_refusal(&self) -> Option<String> {
+        self.device.snapshot_refusal()
+    }
+
     /// The device's name.
     pub fn name(&self) -> &'static str {
         self.device.name()

@@ -9,6 +9,7 @@
 
 pub mod block;
 pub mod console;
+pub mod fs;
 pub mod mmio;
 pub mod net;
 pub mod rng;
@@ -33,6 +34,8 @@ pub mod device_id {
     pub const RNG: u32 = 4;
     /// Socket device.
     pub const VSOCK: u32 = 19;
+    /// File system device.
+    pub const FS: u32 = 26;
 }
 
 /// What a device did with a notification.
@@ -96,6 +99,11 @@ pub trait VirtioDevice: Send {
     /// it must tell the driver about state that did not survive (vsock's connections).
     fn restored(&mut self) -> QueueOutcome {
         QueueOutcome::Idle
+    }
+    /// Why the device's state cannot go into a snapshot, if it cannot (a vhost-user
+    /// backend's is in another process).
+    fn snapshot_refusal(&self) -> Option<String> {
+        None
     }
     /// The driver reset the device: drop the queues.
     fn reset(&mut self);
