@@ -89,6 +89,39 @@ vsock)
     wait $listener
     echo "@@L2 vsock listener status $?"
     ;;
+fs)
+    # virtio-fs: the host directory L1's virtiofsd serves, mounted by its tag: a static binary
+    # run from it, a big file read back (its sha256 for L1 to compare), a file written for L1.
+    mkdir -p /mnt
+    if mount -t virtiofs "$(arg rvvmm.fs_tag)" /mnt; then
+        echo "@@L2 fs mounted: $(grep virtiofs /proc/mounts)"
+        echo "@@L2 fs exec (boot $boot): $(/mnt/busybox echo ran-from-the-share)"
+        [ -e /mnt/big ] && echo "@@L2 fs big sha256 $(sha256sum /mnt/big | cut -d' ' -f1)"
+        echo "written-by-l2-$((6 * 7))" > /mnt/from-l2 && sync && echo "@@L2 fs wrote from-l2"
+        umount /mnt && echo "@@L2 fs unmounted"
+    else
+        echo "@@L2 fs mount FAILED"
+    fi
+    # rvvmm.fs_reboot=1: the same again after a reboot (the backend's one connection goes on).
+    if [ "$(arg rvvmm.fs_reboot)" = 1 ] && [ "$boot" = 1 ]; then
+        echo "@@L2 fs rebooting"
+        reboot -f
+    fi
+    ;;
+fs-dead)
+    # virtio-fs whose backend L1 kills once this says ready: each probe looks up a new name
+    # (no cached answer), ENOENT while the backend lives, then the error rvvmm gives.
+    mkdir -p /mnt
+    mount -t virtiofs "$(arg rvvmm.fs_tag)" /mnt && echo "@@L2 fs before: $(cat /mnt/before)"
+    echo "@@L2 fs ready"
+    for i in $(seq 1 120); do
+        err=$(cat /mnt/probe-$i 2>&1)
+        case "$err" in
+        *"No such file"*) sleep 0.5 ;;
+        *) echo "@@L2 fs after the backend died: $err"; break ;;
+        esac
+    done
+    ;;
 console-flood)
     # 1 MiB to the console, whoever reads it (the flood cases leave rvvmm's stdout unread),
     # then power off: the writes must end.

@@ -40,6 +40,85 @@ const GRUB_DEB: Pinned = Pinned {
     sha256: "fb6d26ff93676e7cae7287bb3c138ab0f7f1b7998cc960e2e63379d79b0ddf83",
 };
 
+/// Debian's virtiofsd for riscv64 and the shared libraries it needs (the cross toolchain's
+/// glibc is older than the 2.39 it asks for): the vhost-user-fs backend the virtio-fs cases
+/// run in L1. L1 runs it through the dynamic loader with its libraries in /vfs/lib.
+const VIRTIOFSD_DEBS: &[(&str, Pinned)] = &[
+    (
+        "virtiofsd",
+        Pinned {
+            pool_path: "pool/main/r/rust-virtiofsd/virtiofsd_1.13.2-1+deb13u1_riscv64.deb",
+            sha256: "acae387dc93782baa58f88acbb29fe27cb2d3b092c4df560de7537c176065157",
+        },
+    ),
+    (
+        "libc6",
+        Pinned {
+            pool_path: "pool/main/g/glibc/libc6_2.41-12+deb13u5_riscv64.deb",
+            sha256: "107a6b5d327f81122549b1c5bfa9cfdea2532c4fddd9e0211a915bdfdf22d7f5",
+        },
+    ),
+    (
+        "libgcc-s1",
+        Pinned {
+            pool_path: "pool/main/g/gcc-14/libgcc-s1_14.2.0-19_riscv64.deb",
+            sha256: "16d3f9f534028615413d23f649e5d246baef48fe7db739ad564ef8b9a6e5587c",
+        },
+    ),
+    (
+        "libcap-ng0",
+        Pinned {
+            pool_path: "pool/main/libc/libcap-ng/libcap-ng0_0.8.5-4+b1_riscv64.deb",
+            sha256: "2d3a19435ca2479b992f47d7db0b8c598ce05cf88cb0103d91b3d76a1524681b",
+        },
+    ),
+    (
+        "libseccomp2",
+        Pinned {
+            pool_path: "pool/main/libs/libseccomp/libseccomp2_2.6.0-2_riscv64.deb",
+            sha256: "17f38aef157c29f0b6633c5af9dec711a93aeb0af960ffd649034ee675a14c67",
+        },
+    ),
+];
+
+/// The libraries of [`VIRTIOFSD_DEBS`] virtiofsd loads (and the loader itself).
+const VIRTIOFSD_LIBS: &[&str] = &[
+    "ld-linux-riscv64-lp64d.so.1",
+    "libc.so.6",
+    "libm.so.6",
+    "libgcc_s.so.1",
+    "libcap-ng.so.0",
+    "libseccomp.so.2",
+];
+
+/// virtiofsd and its libraries, as (path in L1, bytes): /vfs/virtiofsd, /vfs/lib/*.
+fn virtiofsd_files(mirror: &str, cache: &Path) -> Result<Vec<(String, Vec<u8>)>, String> {
+    let mut dirs = Vec::new();
+    for (name, pin) in VIRTIOFSD_DEBS {
+        let deb = fetch_pinned(mirror, pin, cache)?;
+        dirs.push(unpack_deb(&deb, &cache.join("virtiofsd").join(name))?);
+    }
+    let find = |file: &str| {
+        dirs.iter()
+            .flat_map(|d| {
+                [
+                    d.join("usr/libexec").join(file),
+                    d.join("usr/lib/riscv64-linux-gnu").join(file),
+                    d.join("lib/riscv64-linux-gnu").join(file),
+                    d.join("usr/lib").join(file),
+                    d.join("lib").join(file),
+                ]
+            })
+            .find(|p| p.exists())
+            .ok_or(format!("no {file} in the virtiofsd packages"))
+    };
+    let mut files = vec![("vfs/virtiofsd".to_string(), read(&find("virtiofsd")?)?)];
+    for lib in VIRTIOFSD_LIBS {
+        files.push((format!("vfs/lib/{lib}"), read(&find(lib)?)?));
+    }
+    Ok(files)
+}
+
 /// The suite whose QEMU (10.x) boots L1 with AIA; bookworm's 7.2 hangs in AIA mode.
 const QEMU_SUITE: &str = "trixie";
 
@@ -109,6 +188,8 @@ pub(crate) struct Prepared {
     on_pty: Vec<u8>,
     /// The host end of the vsock cases (xtask/vsock-tool; the L2 initramfs has it too).
     vsock_tool: Vec<u8>,
+    /// virtiofsd and its libraries (`vfs/...` in L1), for the virtio-fs cases.
+    virtiofsd: Vec<(String, Vec<u8>)>,
     /// An optional kvmtool binary for the benchmark (`--lkvm`).
     pub(crate) lkvm: Option<Vec<u8>>,
     /// An earlier commit's measuring build, for the benchmark (`--baseline`).
@@ -325,6 +406,7 @@ pub(crate) fn prepare(kernels: &[Kernel]) -> Result<Prepared, String> {
     let uboot_elf = read(&uboot_dir.join("usr/lib/u-boot/qemu-riscv64_smode/uboot.elf"))?;
     let busybox_dir = unpack_deb(&busybox_deb, &cache.join("busybox"))?;
     let busybox = read(&busybox_dir.join("usr/bin/busybox"))?;
+    let virtiofsd = virtiofsd_files(&mirror, &cache)?;
     let unpacked = kernels
         .iter()
         .map(|&k| kernel::unpack(k, &mirror, &cache))
@@ -389,6 +471,7 @@ pub(crate) fn prepare(kernels: &[Kernel]) -> Result<Prepared, String> {
         exec_timer,
         on_pty,
         vsock_tool,
+        virtiofsd,
         lkvm: None,
         baseline_timing: None,
         kernels,
@@ -1076,7 +1159,14 @@ fn initramfs(p: &Prepared, k: &KernelFiles, cases: &[Case], body: &str) -> Resul
         Entry::File("l2/virt-aia.dtb", 0o644, &p.qemu_aia_dtb),
         Entry::File("xtask", 0o755, &p.xtask),
         Entry::Dir("tests"),
+        Entry::Dir("vfs"),
+        Entry::Dir("vfs/lib"),
     ];
+    entries.extend(
+        p.virtiofsd
+            .iter()
+            .map(|(path, b)| Entry::File(path, 0o755, b)),
+    );
     let tests: Vec<(String, &[u8])> = p
         .test_executables
         .iter()

@@ -393,6 +393,64 @@ echo '--- first rvvmm'; cat /tmp/vsn1.out /tmp/vsn1.err
 echo '--- restored rvvmm'; sed 's/^/R: /' /tmp/vsn2.out; cat /tmp/vsn2.err"#
 }
 
+/// Starts virtiofsd in L1 on `dir` at `socket` (the shell's `$vfsd` is its pid): Debian's
+/// build through its dynamic loader with its libraries in /vfs/lib; no sandbox (L1's root
+/// is an initramfs, which a namespace sandbox cannot pivot_root away from).
+fn start_virtiofsd(dir: &str, socket: &str) -> String {
+    format!(
+        "rm -f {socket}
+         /vfs/lib/ld-linux-riscv64-lp64d.so.1 --library-path /vfs/lib /vfs/virtiofsd --socket-path={socket} --shared-dir={dir} --sandbox=none --seccomp=none > /tmp/virtiofsd.log 2>&1 &
+         vfsd=$!
+         for i in $(seq 1 100); do [ -S {socket} ] && break; sleep 0.1; done
+         [ -S {socket} ] || {{ echo '@@FS virtiofsd did not start'; cat /tmp/virtiofsd.log; }}
+"
+    )
+}
+
+/// virtio-fs with L1's virtiofsd: L2 mounts the share, runs a static binary from it, reads a
+/// 64 MiB file (its sha256 against L1's), writes a file L1 then reads; then the same with
+/// guest RAM in huge pages (a hugetlb memfd), before and after a guest reboot.
+fn fs_session() -> &'static str {
+    leak(format!(
+        r#"rm -rf /tmp/share; mkdir -p /tmp/share
+cp /bin/busybox /tmp/share/busybox
+dd if=/dev/urandom of=/tmp/share/big bs=1M count=64 2>/dev/null
+l1sum=$(sha256sum /tmp/share/big | cut -d' ' -f1)
+{start}RUST_LOG=rvvmm=info /rvvmm --kernel /l2/Image --initrd /l2/initrd.cpio --memory 256M --fs tag=share,socket=/tmp/vfs.sock --cmdline 'console=ttyS0 quiet rvvmm.test=fs rvvmm.fs_tag=share' < /dev/null > /tmp/fs.out 2> /tmp/fs.err
+echo "@@FS rvvmm status $?"
+l2sum=$(grep -o '@@L2 fs big sha256 [0-9a-f]*' /tmp/fs.out | cut -d' ' -f5)
+echo "@@FS sha256 in L1 $l1sum, in L2 $l2sum"
+[ -n "$l2sum" ] && [ "$l2sum" = "$l1sum" ] && echo "@@FS the 64 MiB file read in L2 is intact"
+echo "@@FS L1 reads what L2 wrote: $(cat /tmp/share/from-l2)"
+wait $vfsd; echo "@@FS virtiofsd ended with rvvmm's connection: status $?"
+rm -f /tmp/share/big /tmp/share/from-l2
+echo $(( $(cat /proc/sys/vm/nr_hugepages) + 128 )) > /proc/sys/vm/nr_hugepages
+{start}RUST_LOG=rvvmm=info /rvvmm --kernel /l2/Image --initrd /l2/initrd.cpio --memory 256M --hugepages --fs tag=share,socket=/tmp/vfs.sock --cmdline 'console=ttyS0 quiet rvvmm.test=fs rvvmm.fs_tag=share rvvmm.fs_reboot=1' < /dev/null > /tmp/fsh.out 2> /tmp/fsh.err
+echo "@@FS hugepages: rvvmm status $?"
+echo "@@FS hugepages: L1 reads what L2 wrote: $(cat /tmp/share/from-l2)"
+kill $vfsd 2>/dev/null; wait $vfsd
+cat /tmp/fs.out /tmp/fs.err; sed 's/^/H: /' /tmp/fsh.out /tmp/fsh.err"#,
+        start = start_virtiofsd("/tmp/share", "/tmp/vfs.sock")
+    ))
+}
+
+/// virtiofsd killed under a mounted share: the guest's next request fails (EIO, not a hang),
+/// rvvmm says so once and runs on, and the guest powers off as usual.
+fn fs_dead_session() -> &'static str {
+    leak(format!(
+        r#"rm -rf /tmp/share2; mkdir -p /tmp/share2; echo made-in-L1 > /tmp/share2/before
+{start}RUST_LOG=rvvmm=info /rvvmm --kernel /l2/Image --initrd /l2/initrd.cpio --memory 256M --fs tag=dying,socket=/tmp/vfs2.sock --cmdline 'console=ttyS0 quiet rvvmm.test=fs-dead rvvmm.fs_tag=dying' < /dev/null > /tmp/fsd.out 2> /tmp/fsd.err &
+pid=$!
+for i in $(seq 1 900); do grep -q '@@L2 fs ready' /tmp/fsd.out && break; sleep 0.2; done
+kill -9 $vfsd; wait $vfsd 2>/dev/null; echo "@@FSD virtiofsd killed"
+for i in $(seq 1 600); do kill -0 $pid 2>/dev/null || break; sleep 0.2; done
+kill $pid 2>/dev/null; wait $pid; echo "@@FSD rvvmm status $?"
+echo "@@FSD lines saying so: $(grep -c 'hung up; the guest' /tmp/fsd.err)"
+cat /tmp/fsd.out /tmp/fsd.err"#,
+        start = start_virtiofsd("/tmp/share2", "/tmp/vfs2.sock")
+    ))
+}
+
 /// A guest floods the console (256 KiB through SBI DBCN) while nobody reads rvvmm's stdout (a
 /// pipe into `sleep`): rvvmm waits 2 s, then drops the output, and the guest's power-off goes
 /// through; rvvmm says so on stderr. Before, the first full pipe held the vCPU forever, and the
@@ -1379,6 +1437,50 @@ fn all_cases() -> Vec<Case> {
                     "@@L2 powering off",
                     "@@GONE rvvmm status 0",
                     "virtio-net: cannot read from the tap (File descriptor in bad state (os error 77)); receive stops",
+                ],
+            )
+        },
+        Case {
+            timeout: 600,
+            reject: &["Kernel panic", "panicked", "FAILED"],
+            ..case(
+                "virtio_fs_share",
+                fs_session(),
+                0,
+                &[
+                    "guest RAM is a shared memfd",
+                    "virtio-fs at 0x10001000, interrupt 1",
+                    "@@L2 fs mounted: share /mnt virtiofs",
+                    "@@L2 fs exec (boot 1): ran-from-the-share",
+                    "@@L2 fs wrote from-l2",
+                    "@@L2 fs unmounted",
+                    "@@FS rvvmm status 0",
+                    "@@FS the 64 MiB file read in L2 is intact",
+                    "@@FS L1 reads what L2 wrote: written-by-l2-42",
+                    "@@FS virtiofsd ended with rvvmm's connection: status 0",
+                    "@@FS hugepages: rvvmm status 0",
+                    "@@FS hugepages: L1 reads what L2 wrote: written-by-l2-42",
+                    "H: @@L2 fs exec (boot 1): ran-from-the-share",
+                    "H: @@L2 fs rebooting",
+                    "H: @@L2 fs exec (boot 2): ran-from-the-share",
+                ],
+            )
+        },
+        Case {
+            timeout: 600,
+            reject: &["Kernel panic", "panicked"],
+            ..case(
+                "virtio_fs_backend_dies",
+                fs_dead_session(),
+                0,
+                &[
+                    "@@L2 fs before: made-in-L1",
+                    "@@FSD virtiofsd killed",
+                    "@@L2 fs after the backend died: cat: can't open '/mnt/probe-",
+                    "Input/output error",
+                    "@@L2 powering off",
+                    "@@FSD rvvmm status 0",
+                    "@@FSD lines saying so: 1",
                 ],
             )
         },

@@ -278,6 +278,11 @@ impl MmioTransport {
                 .unwrap_or(0),
             0x60 => self.interrupt_status.load(Ordering::SeqCst),
             0x70 => self.status,
+            // SHMLenLow/High and SHMBaseLow/High: no device here has shared memory regions,
+            // and a region that does not exist reads as length -1 (virtio 1.2, 4.2.2). A 0
+            // would be a region of length 0 at address 0, which virtio-fs's driver then
+            // fails to claim for its DAX window (its probe ends with EBUSY).
+            0xb0 | 0xb4 | 0xb8 | 0xbc => u32::MAX,
             0xfc => self.config_generation,
             _ => {
                 log::debug!(
@@ -709,6 +714,12 @@ mod tests {
     #[test]
     fn identity_registers() {
         let (t, _, _) = transport();
+        w(&t, 0xac, 0);
+        assert_eq!(
+            (r(&t, 0xb0), r(&t, 0xb4)),
+            (u32::MAX, u32::MAX),
+            "no shared memory region: length -1"
+        );
         assert_eq!(r(&t, 0), MAGIC);
         assert_eq!(r(&t, 4), 2);
         assert_eq!(r(&t, 8), 4);
