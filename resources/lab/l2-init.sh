@@ -108,6 +108,37 @@ fs)
         reboot -f
     fi
     ;;
+fs-read)
+    # The bench's virtio-fs part: the same 256 MiB file through virtio-blk (/dev/vda) and
+    # through virtio-fs, alternately, the guest's page cache dropped before each read; the
+    # second read of each is reported (the first touches guest RAM for the first time).
+    mkdir -p /mnt
+    mount -t virtiofs "$(arg rvvmm.fs_tag)" /mnt || echo "@@L2 fs mount FAILED"
+    for pass in 1 2; do
+        for dev in blk fs; do
+            src=/dev/vda; [ $dev = fs ] && src=/mnt/blk.img
+            sync; echo 3 > /proc/sys/vm/drop_caches
+            t0=$(cut -d' ' -f1 /proc/uptime)
+            dd if=$src of=/dev/null bs=1M 2>/dev/null
+            t1=$(cut -d' ' -f1 /proc/uptime)
+            [ $pass = 2 ] && echo "@@L2 fsread $dev $(awk "BEGIN { print $t1 - $t0 }")"
+        done
+    done
+    umount /mnt
+    ;;
+vsock-bench)
+    # The bench's vsock part: echo listeners on vsock port 5000 and TCP port 5001 (over the
+    # tap), two connections each (throughput, then round trips).
+    ifconfig lo 127.0.0.1 up
+    ifconfig eth0 10.0.4.2 netmask 255.255.255.0 up
+    /bin/vsock-tool listen 5000 2 > /dev/null &
+    v=$!
+    /bin/vsock-tool tcp-listen 5001 2 > /dev/null &
+    t=$!
+    sleep 0.5
+    echo "@@L2 io listeners up"
+    wait $v $t
+    ;;
 fs-dead)
     # virtio-fs whose backend L1 kills once this says ready: each probe looks up a new name
     # (no cached answer), ENOENT while the backend lives, then the error rvvmm gives.

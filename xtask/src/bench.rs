@@ -58,7 +58,7 @@ pub struct Options {
 
 /// The benchmark's parts, for `--only`.
 pub const PARTS: &[&str] = &[
-    "exits", "boot", "blk", "startup", "idle", "snapshot", "uboot",
+    "exits", "boot", "blk", "fs", "vsock", "startup", "idle", "snapshot", "uboot",
 ];
 
 /// A shell loop running `body` for `$v` = each of `vmms` in each repetition `$r`, the order
@@ -398,6 +398,109 @@ fn blk_case(reps: usize, lkvm: bool) -> Case {
     bench_case("bench_blk", script)
 }
 
+/// virtio-fs beside virtio-blk: one guest with the same 256 MiB file as its disk and in the
+/// directory L1's virtiofsd shares, read through each alternately (see l2-init's fs-read).
+fn fs_case(reps: usize) -> Case {
+    let body = format!(
+        "{start}/rvvmm --kernel /l2/Image --initrd /l2/initrd.cpio --memory 256M --disk /tmp/fsb/blk.img,readonly --fs tag=fsb,socket=/tmp/fsb.sock --cmdline 'console=ttyS0 quiet rvvmm.test=fs-read rvvmm.fs_tag=fsb' > /tmp/fsb.out 2>&1
+         wait $vfsd
+         grep -o '@@L2 fsread [a-z]* [0-9.]*' /tmp/fsb.out | sed \"s/@@L2 fsread /@@FSB $r /\"",
+        start = plan::start_virtiofsd("/tmp/fsb", "/tmp/fsb.sock")
+    );
+    let script = format!(
+        "mkdir -p /tmp/fsb; dd if=/dev/urandom of=/tmp/fsb/blk.img bs=1M count={BLK_MIB} 2>/dev/null
+{}
+rm -rf /tmp/fsb",
+        interleaved(reps, &["rvvmm"], &body)
+    );
+    bench_case("bench_fs", script)
+}
+
+/// `@@FSB rep device seconds` lines, as MiB/s of the 256 MiB file.
+fn fs_samples(output: &str) -> Vec<Sample> {
+    output
+        .lines()
+        .filter_map(|l| {
+            let mut f = l.strip_prefix("@@FSB ")?.split_whitespace();
+            let rep = f.next()?.parse().ok()?;
+            let dev = f.next()?;
+            let secs: f64 = f.next()?.parse().ok().filter(|s: &f64| *s > 0.0)?;
+            Some(Sample {
+                vmm: "rvvmm".into(),
+                what: format!("{dev}_read_mib_s"),
+                rep,
+                value: BLK_MIB as f64 / secs,
+            })
+        })
+        .collect()
+}
+
+/// Bytes each way of the vsock and TCP throughput runs, and round trips of the latency runs.
+const VSOCK_BYTES: u64 = 10 << 20;
+const VSOCK_RTTS: u32 = 100;
+
+/// virtio-vsock beside a tap + TCP connection in the same boot: 10 MiB each way at once
+/// through rvvmm's hybrid socket and through TCP over the tap (the guest echoes both), and
+/// one-byte round trips (median of 100); the order alternates between repetitions.
+fn vsock_case(reps: usize) -> Case {
+    let body = format!(
+        "rm -f /tmp/vb.sock
+         /rvvmm --kernel /l2/Image --initrd /l2/initrd.cpio --memory 256M --net tap=tap4 --vsock cid=3,socket=/tmp/vb.sock --cmdline 'console=ttyS0 quiet rvvmm.test=vsock-bench' > /tmp/vb.out 2>&1 &
+         pid=$!
+         for i in $(seq 1 900); do grep -q '@@L2 io listeners up' /tmp/vb.out && break; sleep 0.2; done
+         if [ $((r % 2)) -eq 1 ]; then order='vsock tcp'; else order='tcp vsock'; fi
+         for k in $order; do
+         case $k in
+         vsock) /vsock-tool hybrid /tmp/vb.sock 5000 {VSOCK_BYTES}; /vsock-tool hybrid-rtt /tmp/vb.sock 5000 {VSOCK_RTTS};;
+         tcp) /vsock-tool tcp 10.0.4.2:5001 {VSOCK_BYTES}; /vsock-tool tcp-rtt 10.0.4.2:5001 {VSOCK_RTTS};;
+         esac | sed \"s/^/@@VB $r /\"
+         done
+         wait $pid"
+    );
+    let script = format!(
+        "tunctl -t tap4 >/dev/null && ifconfig tap4 10.0.4.1 netmask 255.255.255.0 up
+{}
+ip link delete tap4",
+        interleaved(reps, &["rvvmm"], &body)
+    );
+    bench_case("bench_vsock", script)
+}
+
+/// `@@VB rep @@VSOCK|@@TCP sent ... in S s (...)` and `... round trip median U us ...` lines.
+fn vsock_samples(output: &str) -> Vec<Sample> {
+    output
+        .lines()
+        .filter_map(|l| {
+            let mut f = l.strip_prefix("@@VB ")?.split_whitespace();
+            let rep = f.next()?.parse().ok()?;
+            let how = match f.next()? {
+                "@@VSOCK" => "vsock",
+                "@@TCP" => "tcp",
+                _ => return None,
+            };
+            let rest: Vec<&str> = f.collect();
+            let (what, value) = if rest.first() == Some(&"sent") {
+                if !l.contains(", intact") {
+                    return None;
+                }
+                let at = rest.iter().position(|w| *w == "in")?;
+                let secs: f64 = rest.get(at + 1)?.parse().ok().filter(|s: &f64| *s > 0.0)?;
+                ("mib_s", VSOCK_BYTES as f64 / 1048576.0 / secs)
+            } else if rest.first() == Some(&"round") {
+                ("rtt_us", rest.get(3)?.parse().ok()?)
+            } else {
+                return None;
+            };
+            Some(Sample {
+                vmm: "rvvmm".into(),
+                what: format!("{how}_{what}"),
+                rep,
+                value,
+            })
+        })
+        .collect()
+}
+
 /// `@@BLK vmm rep seconds` lines, as MiB/s (a run without a time gives no sample).
 fn blk_samples(output: &str) -> Vec<Sample> {
     output
@@ -579,6 +682,8 @@ pub fn run(opts: &Options) -> Result<bool, String> {
         ("exits", exits_case(opts.reps, opts.baseline.is_some())),
         ("boot", boot_case(opts.reps, opts.lkvm.is_some())),
         ("blk", blk_case(opts.reps, opts.lkvm.is_some())),
+        ("fs", fs_case(opts.reps)),
+        ("vsock", vsock_case(opts.reps)),
         ("startup", startup_case(opts.reps, opts.lkvm.is_some())),
         (
             "idle",
@@ -633,6 +738,8 @@ pub fn run(opts: &Options) -> Result<bool, String> {
         let mut samples = exit_samples(&output("bench_exits"));
         samples.extend(boot_samples(&output("bench_boot")));
         samples.extend(blk_samples(&output("bench_blk")));
+        samples.extend(fs_samples(&output("bench_fs")));
+        samples.extend(vsock_samples(&output("bench_vsock")));
         samples.extend(startup_samples(&output("bench_startup")));
         samples.extend(idle_samples(&output("bench_idle")));
         samples.extend(snapshot_samples(&output("bench_snapshot")));
@@ -786,6 +893,40 @@ pub fn run(opts: &Options) -> Result<bool, String> {
                     label,
                     w / f
                 );
+            }
+        }
+        if want("fs") {
+            match (
+                med(&samples, "rvvmm", "fs_read_mib_s"),
+                med(&samples, "rvvmm", "blk_read_mib_s"),
+            ) {
+                (Some(fs), Some(blk)) => println!(
+                    "bench[{}] virtio-fs beside virtio-blk (the same {BLK_MIB} MiB file, one guest, page cache dropped before each read): \
+                     virtio-fs (virtiofsd in L1) {fs:.1} MiB/s, virtio-blk {blk:.1} MiB/s, ratio fs/blk {:.3}",
+                    label,
+                    fs / blk
+                ),
+                _ => {
+                    println!("bench[{}] virtio-fs read: missing samples", label);
+                    complete = false;
+                }
+            }
+        }
+        if want("vsock") {
+            let m = |what: &str| med(&samples, "rvvmm", what);
+            match (m("vsock_mib_s"), m("tcp_mib_s"), m("vsock_rtt_us"), m("tcp_rtt_us")) {
+                (Some(vt), Some(tt), Some(vl), Some(tl)) => println!(
+                    "bench[{}] virtio-vsock beside tap + TCP (same boot, guest echoes, {} MiB each way at once; median of {VSOCK_RTTS} one-byte round trips): \
+                     throughput vsock {vt:.1} MiB/s, TCP {tt:.1} MiB/s, ratio {:.3}; round trip vsock {vl:.0} us, TCP {tl:.0} us, ratio (TCP/vsock) {:.3}",
+                    label,
+                    VSOCK_BYTES >> 20,
+                    vt / tt,
+                    tl / vl
+                ),
+                _ => {
+                    println!("bench[{}] virtio-vsock: missing samples", label);
+                    complete = false;
+                }
             }
         }
         // Own memory comes from the Linux boots, the first exit from the exit guests: each is
@@ -1092,6 +1233,24 @@ mod tests {
         assert_eq!(med(&blk, "direct", "blk_read_mib_s"), Some(512.0));
         assert_eq!(med(&blk, "rvvmm_warm", "blk_read_mib_s"), Some(128.0));
         assert_eq!(blk.len(), 3, "a run without a time is no sample");
+        let fs = fs_samples("@@FSB 1 blk 2\n@@FSB 1 fs 4\n@@FSB 2 fs \n");
+        assert_eq!(med(&fs, "rvvmm", "blk_read_mib_s"), Some(128.0));
+        assert_eq!(med(&fs, "rvvmm", "fs_read_mib_s"), Some(64.0));
+        assert_eq!(fs.len(), 2);
+        let vb = vsock_samples(
+            "@@VB 1 @@VSOCK sent 10485760 bytes sha256 a, received 10485760 bytes sha256 a in 0.500 s (20.0 MiB/s each way), intact\n\
+             @@VB 1 @@VSOCK round trip median 4000 us over 100\n\
+             @@VB 1 @@TCP sent 10485760 bytes sha256 a, received 10 bytes sha256 b in 1.000 s (10.0 MiB/s each way), DIFFERENT\n\
+             @@VB 1 @@TCP round trip median 2000 us over 100\n",
+        );
+        assert_eq!(med(&vb, "rvvmm", "vsock_mib_s"), Some(20.0));
+        assert_eq!(med(&vb, "rvvmm", "vsock_rtt_us"), Some(4000.0));
+        assert_eq!(med(&vb, "rvvmm", "tcp_rtt_us"), Some(2000.0));
+        assert_eq!(
+            med(&vb, "rvvmm", "tcp_mib_s"),
+            None,
+            "data that came back wrong is no sample"
+        );
         let s = startup_samples(
             "@@EXEC rvvmm 1 first_output_us=8000 exit_us=15000 rc=0\n\
              @@EXEC lkvm 1 first_output_us=-1 exit_us=9000 rc=0\n\

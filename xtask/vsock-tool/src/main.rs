@@ -10,6 +10,9 @@
 //! vsock-tool hybrid-rtt PATH PORT N     host: N one-byte round trips, print the median
 //! vsock-tool hybrid-stall PATH PORT     host: send without ever reading, until killed
 //! vsock-tool hybrid-hold PATH PORT      host: one round trip, then idle until killed
+//! vsock-tool tcp-listen PORT COUNT     guest: echo COUNT TCP connections (the bench's yardstick)
+//! vsock-tool tcp HOST:PORT BYTES       host: as hybrid, over TCP
+//! vsock-tool tcp-rtt HOST:PORT N       host: as hybrid-rtt, over TCP
 //! ```
 
 use std::io::{self, BufRead, BufReader, Read, Write};
@@ -176,8 +179,42 @@ fn fill(buf: &mut [u8], state: &mut u64) {
     }
 }
 
+/// Connects to a TCP `addr` (the bench's tap + TCP yardstick), as a stream like the others
+/// (read, write and shutdown are the same calls on any stream socket).
+fn tcp_connect(addr: &str) -> io::Result<(UnixStream, BufReader<UnixStream>)> {
+    let tcp = std::net::TcpStream::connect(addr)?;
+    tcp.set_nodelay(true)?;
+    let stream = UnixStream::from(OwnedFd::from(tcp));
+    let reader = BufReader::new(stream.try_clone()?);
+    Ok((stream, reader))
+}
+
+/// Echoes `count` TCP connections on `port`, each to EOF (the guest's end of the TCP runs).
+fn tcp_listen(port: u32, count: usize) -> io::Result<()> {
+    let listener = std::net::TcpListener::bind(("0.0.0.0", port as u16))?;
+    println!("@@TCP listening on port {port}");
+    for _ in 0..count {
+        let (tcp, _) = listener.accept()?;
+        tcp.set_nodelay(true)?;
+        let total = echo(UnixStream::from(OwnedFd::from(tcp)))?;
+        println!("@@TCP echoed {total} bytes");
+    }
+    Ok(())
+}
+
 fn hybrid(path: &str, port: u32, bytes: u64) -> io::Result<()> {
-    let (mut stream, mut reader) = hybrid_connect(path, port)?;
+    let (stream, reader) = hybrid_connect(path, port)?;
+    both_ways("VSOCK", stream, reader, bytes)
+}
+
+/// Sends `bytes` on `stream` while reading the echo from `reader`; prints both sha256, the
+/// time and the rate, under `label`.
+fn both_ways(
+    label: &str,
+    mut stream: UnixStream,
+    mut reader: BufReader<UnixStream>,
+    bytes: u64,
+) -> io::Result<()> {
     let start = Instant::now();
     let writer = std::thread::spawn(move || -> io::Result<String> {
         let mut hash = Sha256::new();
@@ -211,7 +248,7 @@ fn hybrid(path: &str, port: u32, bytes: u64) -> io::Result<()> {
         .map_err(|_| io::Error::other("writer panicked"))??;
     let received = format!("{:x}", hash.finalize());
     println!(
-        "@@VSOCK sent {bytes} bytes sha256 {sent}, received {got} bytes sha256 {received} in {secs:.3} s ({:.1} MiB/s each way){}",
+        "@@{label} sent {bytes} bytes sha256 {sent}, received {got} bytes sha256 {received} in {secs:.3} s ({:.1} MiB/s each way){}",
         bytes as f64 / secs / 1048576.0,
         if sent == received && got == bytes { ", intact" } else { ", DIFFERENT" }
     );
@@ -219,7 +256,17 @@ fn hybrid(path: &str, port: u32, bytes: u64) -> io::Result<()> {
 }
 
 fn hybrid_rtt(path: &str, port: u32, n: usize) -> io::Result<()> {
-    let (mut stream, mut reader) = hybrid_connect(path, port)?;
+    let (stream, reader) = hybrid_connect(path, port)?;
+    round_trips("VSOCK", stream, reader, n)
+}
+
+/// `n` one-byte round trips; prints the median under `label`.
+fn round_trips(
+    label: &str,
+    mut stream: UnixStream,
+    mut reader: BufReader<UnixStream>,
+    n: usize,
+) -> io::Result<()> {
     let mut times = Vec::with_capacity(n);
     let mut b = [0u8; 1];
     for i in 0..n {
@@ -230,7 +277,10 @@ fn hybrid_rtt(path: &str, port: u32, n: usize) -> io::Result<()> {
     }
     stream.shutdown(Shutdown::Write)?;
     times.sort_by(f64::total_cmp);
-    println!("@@VSOCK round trip median {:.0} us over {n}", times[n / 2]);
+    println!(
+        "@@{label} round trip median {:.0} us over {n}",
+        times[n / 2]
+    );
     Ok(())
 }
 
@@ -276,11 +326,22 @@ fn main() -> ExitCode {
             num(port).and_then(|p| num(bytes).and_then(|b| hybrid(path, p as u32, b)))
         }
         ["hybrid-stall", path, port] => num(port).and_then(|p| hybrid_stall(path, p as u32)),
+        ["tcp-listen", port, count] => {
+            num(port).and_then(|p| num(count).and_then(|c| tcp_listen(p as u32, c as usize)))
+        }
+        ["tcp", addr, bytes] => num(bytes).and_then(|b| {
+            let (stream, reader) = tcp_connect(addr)?;
+            both_ways("TCP", stream, reader, b)
+        }),
+        ["tcp-rtt", addr, n] => num(n).and_then(|n| {
+            let (stream, reader) = tcp_connect(addr)?;
+            round_trips("TCP", stream, reader, n.max(1) as usize)
+        }),
         ["hybrid-hold", path, port] => num(port).and_then(|p| hybrid_hold(path, p as u32)),
         ["hybrid-rtt", path, port, n] => num(port)
             .and_then(|p| num(n).and_then(|n| hybrid_rtt(path, p as u32, n.max(1) as usize))),
         _ => {
-            eprintln!("usage: vsock-tool listen PORT [COUNT] | connect CID PORT MESSAGE | unix-serve PATH | hybrid PATH PORT BYTES | hybrid-rtt PATH PORT N | hybrid-stall PATH PORT | hybrid-hold PATH PORT");
+            eprintln!("usage: vsock-tool listen PORT [COUNT] | connect CID PORT MESSAGE | unix-serve PATH | hybrid PATH PORT BYTES | hybrid-rtt PATH PORT N | hybrid-stall PATH PORT | hybrid-hold PATH PORT | tcp-listen PORT COUNT | tcp HOST:PORT BYTES | tcp-rtt HOST:PORT N");
             return ExitCode::from(2);
         }
     };
