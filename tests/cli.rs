@@ -82,6 +82,21 @@ fn bad_flag_values_are_usage_errors() {
             "--vsock",
             &format!("cid=3,socket=/tmp/{}", "v".repeat(100)),
         ],
+        &["--kernel", "k", "--fs", "socket=/tmp/vfs.sock"],
+        &["--kernel", "k", "--fs", "tag=share"],
+        &[
+            "--kernel",
+            "k",
+            "--fs",
+            &format!("tag={},socket=/tmp/vfs.sock", "t".repeat(37)),
+        ],
+        &[
+            "--kernel",
+            "k",
+            "--fs",
+            "tag=a,socket=/tmp/v,queue_size=1000",
+        ],
+        &["--kernel", "k", "--fs", "tag=a,socket=/tmp/v,cache=always"],
     ] {
         let out = rvvmm(args);
         assert_eq!(out.status.code(), Some(2), "{args:?}: {}", stderr(&out));
@@ -132,6 +147,33 @@ fn a_vsock_socket_path_in_use_is_one_line_before_anything_starts() {
         b"not a socket",
         "left alone"
     );
+}
+
+#[test]
+fn a_virtio_fs_backend_nobody_serves_is_a_usage_error_before_anything_starts() {
+    let kernel = temp_file("rvvmm-cli-fs", "guest.bin", [0x73, 0, 0x50, 0x10]);
+    let absent = kernel.with_file_name("absent.sock");
+    let out = rvvmm(&[
+        "--kernel",
+        kernel.to_str().unwrap(),
+        "--fs",
+        &format!("tag=share,socket={}", absent.display()),
+    ]);
+    assert_one_line_error(
+        &out,
+        2,
+        "virtio-fs 'share': cannot connect to the backend's socket",
+    );
+    // A socket file whose listener is gone: refused, the same one line.
+    let dead = kernel.with_file_name("dead.sock");
+    drop(std::os::unix::net::UnixListener::bind(&dead).unwrap());
+    let out = rvvmm(&[
+        "--kernel",
+        kernel.to_str().unwrap(),
+        "--fs",
+        &format!("tag=share,socket={}", dead.display()),
+    ]);
+    assert_one_line_error(&out, 2, "Connection refused");
 }
 
 #[test]

@@ -400,7 +400,7 @@ fn blk_case(reps: usize, lkvm: bool) -> Case {
 
 /// virtio-fs beside virtio-blk: one guest with the same 256 MiB file as its disk and in the
 /// directory L1's virtiofsd shares, read through each alternately (see l2-init's fs-read).
-fn fs_case(reps: usize) -> Case {
+fn fs_case(reps: usize, mib: u64) -> Case {
     let body = format!(
         "{start}/rvvmm --kernel /l2/Image --initrd /l2/initrd.cpio --memory 256M --disk /tmp/fsb/blk.img,readonly --fs tag=fsb,socket=/tmp/fsb.sock --cmdline 'console=ttyS0 quiet rvvmm.test=fs-read rvvmm.fs_tag=fsb' > /tmp/fsb.out 2>&1
          wait $vfsd
@@ -408,7 +408,7 @@ fn fs_case(reps: usize) -> Case {
         start = plan::start_virtiofsd("/tmp/fsb", "/tmp/fsb.sock")
     );
     let script = format!(
-        "mkdir -p /tmp/fsb; dd if=/dev/urandom of=/tmp/fsb/blk.img bs=1M count={BLK_MIB} 2>/dev/null
+        "mkdir -p /tmp/fsb; dd if=/dev/urandom of=/tmp/fsb/blk.img bs=1M count={mib} 2>/dev/null
 {}
 rm -rf /tmp/fsb",
         interleaved(reps, &["rvvmm"], &body)
@@ -416,8 +416,11 @@ rm -rf /tmp/fsb",
     bench_case("bench_fs", script)
 }
 
-/// `@@FSB rep device seconds` lines, as MiB/s of the 256 MiB file.
-fn fs_samples(output: &str) -> Vec<Sample> {
+/// The file of the fs part in CI's quick run (a smoke run; `--reps` runs read [`BLK_MIB`]).
+const FS_QUICK_MIB: u64 = 64;
+
+/// `@@FSB rep device seconds` lines, as MiB/s of the `mib` MiB file.
+fn fs_samples(output: &str, mib: u64) -> Vec<Sample> {
     output
         .lines()
         .filter_map(|l| {
@@ -429,7 +432,7 @@ fn fs_samples(output: &str) -> Vec<Sample> {
                 vmm: "rvvmm".into(),
                 what: format!("{dev}_read_mib_s"),
                 rep,
-                value: BLK_MIB as f64 / secs,
+                value: mib as f64 / secs,
             })
         })
         .collect()
@@ -678,11 +681,12 @@ pub fn run(opts: &Options) -> Result<bool, String> {
         );
     }
     let want = |part: &str| opts.only.is_empty() || opts.only.iter().any(|p| p == part);
+    let fs_mib = if opts.quick { FS_QUICK_MIB } else { BLK_MIB };
     let cases: Vec<Case> = [
         ("exits", exits_case(opts.reps, opts.baseline.is_some())),
         ("boot", boot_case(opts.reps, opts.lkvm.is_some())),
         ("blk", blk_case(opts.reps, opts.lkvm.is_some())),
-        ("fs", fs_case(opts.reps)),
+        ("fs", fs_case(opts.reps, fs_mib)),
         ("vsock", vsock_case(opts.reps)),
         ("startup", startup_case(opts.reps, opts.lkvm.is_some())),
         (
@@ -738,7 +742,7 @@ pub fn run(opts: &Options) -> Result<bool, String> {
         let mut samples = exit_samples(&output("bench_exits"));
         samples.extend(boot_samples(&output("bench_boot")));
         samples.extend(blk_samples(&output("bench_blk")));
-        samples.extend(fs_samples(&output("bench_fs")));
+        samples.extend(fs_samples(&output("bench_fs"), fs_mib));
         samples.extend(vsock_samples(&output("bench_vsock")));
         samples.extend(startup_samples(&output("bench_startup")));
         samples.extend(idle_samples(&output("bench_idle")));
@@ -901,7 +905,7 @@ pub fn run(opts: &Options) -> Result<bool, String> {
                 med(&samples, "rvvmm", "blk_read_mib_s"),
             ) {
                 (Some(fs), Some(blk)) => println!(
-                    "bench[{}] virtio-fs beside virtio-blk (the same {BLK_MIB} MiB file, one guest, page cache dropped before each read): \
+                    "bench[{}] virtio-fs beside virtio-blk (the same {fs_mib} MiB file, one guest, page cache dropped before each read): \
                      virtio-fs (virtiofsd in L1) {fs:.1} MiB/s, virtio-blk {blk:.1} MiB/s, ratio fs/blk {:.3}",
                     label,
                     fs / blk
@@ -1233,7 +1237,7 @@ mod tests {
         assert_eq!(med(&blk, "direct", "blk_read_mib_s"), Some(512.0));
         assert_eq!(med(&blk, "rvvmm_warm", "blk_read_mib_s"), Some(128.0));
         assert_eq!(blk.len(), 3, "a run without a time is no sample");
-        let fs = fs_samples("@@FSB 1 blk 2\n@@FSB 1 fs 4\n@@FSB 2 fs \n");
+        let fs = fs_samples("@@FSB 1 blk 2\n@@FSB 1 fs 4\n@@FSB 2 fs \n", 256);
         assert_eq!(med(&fs, "rvvmm", "blk_read_mib_s"), Some(128.0));
         assert_eq!(med(&fs, "rvvmm", "fs_read_mib_s"), Some(64.0));
         assert_eq!(fs.len(), 2);

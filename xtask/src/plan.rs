@@ -586,6 +586,9 @@ pub const ONE_KERNEL: &[&str] = &[
     "linux_qemu_dtb_cpus1",
     "virtio_fs_share",
     "virtio_fs_backend_dies",
+    "virtio_net_ping_both_ways",
+    "linux_qemu_dtb_smp2",
+    "uboot_prompt_virtio_reset_poweroff",
 ];
 
 pub fn cases() -> Vec<Case> {
