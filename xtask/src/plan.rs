@@ -247,7 +247,8 @@ restore() { # $1: fifo, $2: socket, $3: output, $4: commands after resume
     $R resume && echo "@@SNAP resumed" >&2
     sleep 3
     echo "$4"
-    sleep 8
+    # The fifo stays open until the guest has powered off (8 s at most), not a fixed 8 s.
+    for i in $(seq 1 80); do grep -q 'reboot: Power down' $3 && break; sleep 0.1; done
   ) > $1 2>>/tmp/snap.feed2 &
   RUST_LOG=rvvmm=info /rvvmm --restore source_url=file:///tmp/snap --api-socket $2 < $1 > $3 2>&1
   echo "@@SNAP restored rvvmm status $?"
