@@ -16,7 +16,8 @@ load() {
         [ -e /lib/modules/$m.ko ] && insmod /lib/modules/$m.ko 2>/dev/null
     done
 }
-for node in /proc/device-tree/soc/virtio_mmio@*; do
+# (rvvmm and QEMU put the transports under /soc, kvmtool under /smb.)
+for node in /proc/device-tree/soc/virtio_mmio@* /proc/device-tree/smb/virtio@*; do
     [ -e "$node/compatible" ] || continue
     [ -e "$node/status" ] && [ "$(tr -d '\0' < "$node/status")" = disabled ] && continue
     load virtio_mmio
@@ -138,6 +139,17 @@ vsock-bench)
     sleep 0.5
     echo "@@L2 io listeners up"
     wait $v $t
+    ;;
+io-bench)
+    # The bench's io part: L1 drives the guest over TCP (vsock-tool io-run/io-push/io-pull),
+    # so it can time each phase and read the VMM's CPU time around it; L1 powers it off.
+    ifconfig lo 127.0.0.1 up
+    ifconfig eth0 10.0.5.2 netmask 255.255.255.0 up
+    /bin/vsock-tool io-serve 5000 &
+    sleep 0.5
+    echo "@@L2 io eth0 $(cat /sys/class/net/eth0/address 2>&1) $(cat /sys/class/net/eth0/operstate 2>&1), vda $(cat /sys/block/vda/size 2>&1) sectors"
+    echo "@@L2 io serving"
+    wait
     ;;
 fs-dead)
     # virtio-fs whose backend L1 kills once this says ready: each probe looks up a new name

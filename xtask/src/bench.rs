@@ -17,6 +17,7 @@ use std::fs;
 use std::path::PathBuf;
 
 use crate::chart;
+use crate::io_bench;
 use crate::lab;
 use crate::mode::Mode;
 use crate::paths;
@@ -58,12 +59,12 @@ pub struct Options {
 
 /// The benchmark's parts, for `--only`.
 pub const PARTS: &[&str] = &[
-    "exits", "boot", "blk", "fs", "vsock", "startup", "idle", "snapshot", "uboot",
+    "exits", "boot", "blk", "io", "fs", "vsock", "startup", "idle", "snapshot", "uboot",
 ];
 
 /// A shell loop running `body` for `$v` = each of `vmms` in each repetition `$r`, the order
 /// reversed every other repetition so that none always runs first.
-fn interleaved(reps: usize, vmms: &[&str], body: &str) -> String {
+pub(crate) fn interleaved(reps: usize, vmms: &[&str], body: &str) -> String {
     let odd = vmms.join(" ");
     let even = vmms.iter().rev().copied().collect::<Vec<_>>().join(" ");
     format!(
@@ -174,14 +175,9 @@ const IDLE_GUESTS: &[(&str, u32, &str)] = &[
     ("linux_maxcpus1", 8, "maxcpus=1"),
 ];
 
-/// The idle guests CI's quick run measures: one of each kind, and the widest bare guest (the
-/// Linux guests with 2 and 8 running vCPUs take minutes to boot nested).
-const IDLE_QUICK: &[&str] = &[
-    "idle_bare_1",
-    "idle_bare_8",
-    "idle_linux_1",
-    "idle_linux_maxcpus1_8",
-];
+/// The idle guests CI's quick run measures: the widest of each kind (the Linux guests with 2
+/// and 8 running vCPUs take minutes to boot nested).
+const IDLE_QUICK: &[&str] = &["idle_bare_8", "idle_linux_maxcpus1_8"];
 
 /// The idle guests a run measures.
 fn idle_guests(quick: bool) -> impl Iterator<Item = &'static (&'static str, u32, &'static str)> {
@@ -686,6 +682,10 @@ pub fn run(opts: &Options) -> Result<bool, String> {
         ("exits", exits_case(opts.reps, opts.baseline.is_some())),
         ("boot", boot_case(opts.reps, opts.lkvm.is_some())),
         ("blk", blk_case(opts.reps, opts.lkvm.is_some())),
+        (
+            "io",
+            io_bench::case(opts.reps, opts.lkvm.is_some(), opts.quick),
+        ),
         ("fs", fs_case(opts.reps, fs_mib)),
         ("vsock", vsock_case(opts.reps)),
         ("startup", startup_case(opts.reps, opts.lkvm.is_some())),
@@ -742,6 +742,16 @@ pub fn run(opts: &Options) -> Result<bool, String> {
         let mut samples = exit_samples(&output("bench_exits"));
         samples.extend(boot_samples(&output("bench_boot")));
         samples.extend(blk_samples(&output("bench_blk")));
+        samples.extend(
+            io_bench::samples(&output("bench_io"))
+                .into_iter()
+                .map(|s| Sample {
+                    vmm: s.vmm,
+                    what: s.key,
+                    rep: s.rep,
+                    value: s.value,
+                }),
+        );
         samples.extend(fs_samples(&output("bench_fs"), fs_mib));
         samples.extend(vsock_samples(&output("bench_vsock")));
         samples.extend(startup_samples(&output("bench_startup")));
@@ -898,6 +908,9 @@ pub fn run(opts: &Options) -> Result<bool, String> {
                     w / f
                 );
             }
+        }
+        if want("io") {
+            complete &= io_bench::report(&label, &output("bench_io"));
         }
         if want("fs") {
             match (

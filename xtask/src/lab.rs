@@ -289,9 +289,21 @@ pub fn run(kernels: &[Kernel], modes: &[Mode], only: &[String]) -> Result<bool, 
                 cases.iter().cloned().partition(|c| i == 0 || !c.one_mode);
             if !elsewhere.is_empty() {
                 println!(
-                    "lab[{label}] {} cases that take no interrupt ran in {} mode only: {}",
+                    "lab[{label}] {} cases that take no interrupt, or prove no interrupt path, ran in {} mode only: {}",
                     elsewhere.len(),
                     modes[0].name(),
+                    names(&elsewhere)
+                );
+            }
+            // On a later kernel, a case whose KVM interface is the same in both modes runs in
+            // AIA mode only.
+            let (cases, elsewhere): (Vec<Case>, Vec<Case>) = cases
+                .into_iter()
+                .partition(|c| ki == 0 || mode == Mode::Aia || !c.later_kernels_aia_only);
+            if !elsewhere.is_empty() {
+                println!(
+                    "lab[{label}] {} cases whose KVM interface is the same in both modes run in aia mode only on this kernel: {}",
+                    elsewhere.len(),
                     names(&elsewhere)
                 );
             }

@@ -30,6 +30,7 @@ mod cpio;
 mod fuzz;
 mod host;
 mod image;
+mod io_bench;
 mod kernel;
 mod lab;
 mod mode;
@@ -107,11 +108,14 @@ fn test() -> Result<bool, String> {
             }
         ),
     }
+    let mut stages = Stages::default();
     host::run_visible(host::cargo().args(["test", "--workspace"]))?;
+    stages.done("cargo test");
     // Every fuzz target for a short while (CI's run; `cargo xtask fuzz --time 600` runs long).
     if !fuzz::run(CI_FUZZ_SECONDS, &[])? {
         return Ok(false);
     }
+    stages.done("fuzz (build and runs)");
     if unusable.is_none() {
         return lab::prepare_native(Vec::new()).and_then(|o| native::run(&o));
     }
@@ -129,9 +133,11 @@ fn test() -> Result<bool, String> {
             "--target",
             host::RISCV_TARGET,
         ]))?;
+        stages.done("riscv64 tests under qemu-user");
         if !image::run()? {
             return Ok(false);
         }
+        stages.done("riscv64 image");
     }
     if std::env::var("RVVMM_NESTED_LAB").as_deref() == Ok("off") {
         println!("xtask test: RVVMM_NESTED_LAB=off: no lab on this host");
@@ -146,12 +152,49 @@ fn test() -> Result<bool, String> {
         baseline: None,
         quick: true,
     })?;
+    stages.done("bench (quick)");
     let lab_ok = lab::run(
         &[Kernel::Stable, Kernel::Newest],
         &[Mode::Plic, Mode::Aia],
         &[],
     )?;
+    stages.done("lab");
+    stages.summary();
     Ok(bench_ok && lab_ok)
+}
+
+/// The seconds each stage of `cargo xtask test` took, said as each ends and once at the end
+/// (CI's time limit is the sum: this says where it goes).
+struct Stages {
+    last: std::time::Instant,
+    done: Vec<(&'static str, u64)>,
+}
+
+impl Default for Stages {
+    fn default() -> Self {
+        Stages {
+            last: std::time::Instant::now(),
+            done: Vec::new(),
+        }
+    }
+}
+
+impl Stages {
+    fn done(&mut self, what: &'static str) {
+        let secs = self.last.elapsed().as_secs();
+        self.last = std::time::Instant::now();
+        println!("xtask test: {what}: {secs} s");
+        self.done.push((what, secs));
+    }
+
+    fn summary(&self) {
+        let parts: Vec<String> = self
+            .done
+            .iter()
+            .map(|(w, s)| format!("{w} {s} s"))
+            .collect();
+        println!("xtask test: stages: {}", parts.join(", "));
+    }
 }
 
 fn parse_bench_args(args: &[String]) -> Result<bench::Options, String> {

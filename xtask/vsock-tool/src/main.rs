@@ -14,6 +14,8 @@
 //! vsock-tool tcp HOST:PORT BYTES       host: as hybrid, over TCP
 //! vsock-tool tcp-rtt HOST:PORT N       host: as hybrid-rtt, over TCP
 //! ```
+//!
+//! and the I/O bench's ends (see `io_bench`).
 
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::net::Shutdown;
@@ -23,6 +25,8 @@ use std::process::ExitCode;
 use std::time::Instant;
 
 use sha2::{Digest, Sha256};
+
+mod io_bench;
 
 fn vsock_addr(cid: u32, port: u32) -> libc::sockaddr_vm {
     // SAFETY: a zeroed sockaddr_vm is valid; the fields that matter are set below.
@@ -340,8 +344,18 @@ fn main() -> ExitCode {
         ["hybrid-hold", path, port] => num(port).and_then(|p| hybrid_hold(path, p as u32)),
         ["hybrid-rtt", path, port, n] => num(port)
             .and_then(|p| num(n).and_then(|n| hybrid_rtt(path, p as u32, n.max(1) as usize))),
+        ["io-serve", port] => num(port).and_then(|p| io_bench::serve(p as u16)),
+        ["io-run", addr, command] => io_bench::run(addr, command),
+        ["io-push", addr, bytes] => num(bytes).and_then(|b| io_bench::push(addr, b)),
+        ["io-pull", addr, bytes] => num(bytes).and_then(|b| io_bench::pull(addr, b)),
+        ["seq", dev, mib, how @ ("read" | "write")] => {
+            num(mib).and_then(|m| io_bench::seq(dev, m, *how == "write"))
+        }
+        ["randread", dev, jobs, secs] => {
+            num(jobs).and_then(|j| num(secs).and_then(|s| io_bench::randread(dev, j as usize, s)))
+        }
         _ => {
-            eprintln!("usage: vsock-tool listen PORT [COUNT] | connect CID PORT MESSAGE | unix-serve PATH | hybrid PATH PORT BYTES | hybrid-rtt PATH PORT N | hybrid-stall PATH PORT | hybrid-hold PATH PORT | tcp-listen PORT COUNT | tcp HOST:PORT BYTES | tcp-rtt HOST:PORT N");
+            eprintln!("usage: vsock-tool listen PORT [COUNT] | connect CID PORT MESSAGE | unix-serve PATH | hybrid PATH PORT BYTES | hybrid-rtt PATH PORT N | hybrid-stall PATH PORT | hybrid-hold PATH PORT | tcp-listen PORT COUNT | tcp HOST:PORT BYTES | tcp-rtt HOST:PORT N | io-serve PORT | io-run HOST:PORT COMMAND | io-push HOST:PORT BYTES | io-pull HOST:PORT BYTES | randread DEV JOBS SECONDS | seq DEV MIB read|write");
             return ExitCode::from(2);
         }
     };

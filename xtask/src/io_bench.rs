@@ -1,0 +1,243 @@
+//! The bench's `io` part: virtio-blk and virtio-net under rvvmm and (with `--lkvm`) under
+//! kvmtool, in the same L1 boot, interleaved: the same kernel, initramfs, disk file, tap, 256
+//! MiB of RAM and one vCPU, both on virtio-mmio. L1 drives the guest over TCP (vsock-tool's
+//! io-serve in L2, see l2-init's io-bench), so L1 can read the VMM's CPU time around each
+//! phase:
+//!
+//! - virtio-blk sequential read and write, 1 MiB direct I/O in the guest (`dd iflag=direct`,
+//!   `oflag=direct`: no guest page cache), timed by the guest's dd;
+//! - 4 KiB random reads (O_DIRECT) at queue depth 1 and 16 (`vsock-tool randread`, 16
+//!   threads for 16), with the interrupts the guest took for the disk meanwhile;
+//! - TCP throughput L1 -> L2 and L2 -> L1 over the tap, and ping's round trip (median);
+//! - the VMM's CPU time (utime + stime of all its threads, which includes the guest's own time
+//!   on its vCPU) per GiB moved, for the disk phases and the network phases;
+//! - the VMM's own memory: its peak RSS less the resident part of its largest mapping (guest
+//!   RAM), read from /proc before the guest powers off.
+
+use crate::plan::{self, Case};
+
+/// The sizes of one run: CI's quick one (rvvmm alone, so it cannot rot) and the measuring one.
+struct Sizes {
+    disk_mib: u64,
+    rand_secs: u64,
+    net_mib: u64,
+    pings: u32,
+}
+
+fn sizes(quick: bool) -> Sizes {
+    if quick {
+        Sizes {
+            disk_mib: 64,
+            rand_secs: 2,
+            net_mib: 8,
+            pings: 20,
+        }
+    } else {
+        Sizes {
+            disk_mib: 256,
+            rand_secs: 5,
+            net_mib: 32,
+            pings: 100,
+        }
+    }
+}
+
+/// The guest's command line in both VMMs.
+const GUEST: &str = "console=ttyS0 quiet rvvmm.test=io-bench";
+
+/// The case: `reps` interleaved runs of each VMM. Every number comes out as
+/// `@@IO vmm rep key value`.
+pub fn case(reps: usize, lkvm: bool, quick: bool) -> Case {
+    let s = sizes(quick);
+    let (mib, secs, net, pings) = (s.disk_mib, s.rand_secs, s.net_mib, s.pings);
+    let bytes = net << 20;
+    let body = format!(
+        r#"case $v in
+rvvmm) /rvvmm --kernel /l2/Image --initrd /l2/initrd.cpio --memory 256M --disk /tmp/io.img --net tap=tap5 --cmdline '{GUEST}' > /tmp/io.out 2>&1 & ;;
+lkvm) /lkvm run --console serial --nodefaults --virtio-transport mmio -k /l2/Image -i /l2/initrd.cpio -m 256 -c 1 -d /tmp/io.img -n mode=tap,tapif=tap5 -p '{GUEST}' > /tmp/io.out 2>&1 & ;;
+esac
+pid=$!
+for i in $(seq 1 900); do grep -q '@@L2 io serving' /tmp/io.out && break; kill -0 $pid 2>/dev/null || break; sleep 0.2; done
+c0=$(cpu)
+seq_rate read seqread_mib_s
+seq_rate write seqwrite_mib_s
+c1=$(cpu)
+emit blk_cpu_s_per_gib "$(awk "BEGIN {{ print ($c1 - $c0) / 100 / ({mib} * 2 / 1024) }}")"
+for q in 1 16; do
+  o=$(timeout $(({secs} + 60)) /vsock-tool io-run $g "/bin/vsock-tool randread /dev/vda $q {secs}")
+  echo "$o" | sed "s/^/@@IO-RAW $v randread /"
+  emit randread${{q}}_iops "$(echo "$o" | sed -n 's/.* iops=\([0-9.]*\).*/\1/p')"
+  reads=$(echo "$o" | sed -n 's/.* reads=\([0-9]*\).*/\1/p'); irqs=$(echo "$o" | sed -n 's/.* irqs=\([0-9]*\).*/\1/p')
+  [ -n "$reads" ] && [ -n "$irqs" ] && [ "$reads" -gt 0 ] && emit randread${{q}}_irqs_per_read "$(awk "BEGIN {{ print $irqs / $reads }}")" && emit randread${{q}}_irqs_per_s "$(awk "BEGIN {{ print $irqs / {secs} }}")"
+done
+c0=$(cpu)
+emit push_mib_s "$(timeout 300 /vsock-tool io-push $g {bytes} | sed -n 's/.* in \([0-9.]*\) s.*/\1/p' | awk '{{ if ($1 > 0) print {net} / $1 }}')"
+emit pull_mib_s "$(timeout 300 /vsock-tool io-pull $g {bytes} | sed -n 's/.* in \([0-9.]*\) s.*/\1/p' | awk '{{ if ($1 > 0) print {net} / $1 }}')"
+c1=$(cpu)
+emit net_cpu_s_per_gib "$(awk "BEGIN {{ print ($c1 - $c0) / 100 / ({net} * 2 / 1024) }}")"
+emit ping_us "$(timeout 60 ping -c {pings} -A -W 5 10.0.5.2 | sed -n 's/.*time=\([0-9.]*\) ms.*/\1/p' | sort -n | awk '{{ t[NR] = $1 }} END {{ if (NR > 0) print t[int((NR + 1) / 2)] * 1000 }}')"
+hwm=$(awk '/^VmHWM:/ {{ print $2 }}' /proc/$pid/status)
+ram=$(awk '/^[0-9a-f]+-[0-9a-f]+ / {{ n = 1 }} n && /^Size:/ {{ sz = $2 }} n && /^Rss:/ {{ if (sz > best) {{ best = sz; rss = $2 }}; n = 0 }} END {{ print rss }}' /proc/$pid/smaps)
+[ -n "$hwm" ] && [ -n "$ram" ] && emit own_kib $((hwm - ram))
+timeout 10 /vsock-tool io-run $g 'poweroff -f' > /dev/null 2>&1
+for i in $(seq 1 100); do kill -0 $pid 2>/dev/null || break; sleep 0.1; done
+kill -9 $pid 2>/dev/null
+wait $pid
+grep -E 'eth0|virtio|error|warn|@@L2' /tmp/io.out | tail -20 | sed "s/^/@@IO-LOG $v /""#
+    );
+    let mut vmms = vec!["rvvmm"];
+    if lkvm {
+        vmms.push("lkvm");
+    }
+    let script = format!(
+        r#"tunctl -t tap5 >/dev/null && ifconfig tap5 10.0.5.1 netmask 255.255.255.0 up
+dd if=/dev/urandom of=/tmp/io.img bs=1M count={mib} 2>/dev/null
+g=10.0.5.2:5000
+cpu() {{ awk '{{ print $14 + $15 }}' /proc/$pid/stat; }}
+emit() {{ [ -n "$2" ] && echo "@@IO $v $r $1 $2"; }}
+seq_rate() {{ o=$(timeout 300 /vsock-tool io-run $g "/bin/vsock-tool seq /dev/vda {mib} $1"); echo "$o" | sed "s/^/@@IO-RAW $v $1 /"; emit $2 "$(echo "$o" | sed -n 's/.* secs=\([0-9.]*\).*/\1/p' | awk '{{ if ($1 > 0) print {mib} / $1 }}')"; }}
+{}
+rm -f /tmp/io.img
+ip link delete tap5"#,
+        crate::bench::interleaved(reps, &vmms, &body)
+    );
+    Case {
+        timeout: 3600,
+        ..plan::case("bench_io", plan::leak(script), 0, &[])
+    }
+}
+
+/// One number of one run.
+pub struct IoSample {
+    pub vmm: String,
+    pub rep: usize,
+    pub key: String,
+    pub value: f64,
+}
+
+/// The `@@IO vmm rep key value` lines.
+pub fn samples(output: &str) -> Vec<IoSample> {
+    output
+        .lines()
+        .filter_map(|l| {
+            let mut f = l.strip_prefix("@@IO ")?.split_whitespace();
+            Some(IoSample {
+                vmm: f.next()?.to_string(),
+                rep: f.next()?.parse().ok()?,
+                key: f.next()?.to_string(),
+                value: f.next()?.parse().ok().filter(|v: &f64| v.is_finite())?,
+            })
+        })
+        .collect()
+}
+
+/// Which way a number is better: the ratio printed is rvvmm/kvmtool where more is better,
+/// kvmtool/rvvmm where less is, so that above 1 always means rvvmm does better; none for a
+/// count that only explains the others.
+#[derive(Clone, Copy, PartialEq)]
+enum Better {
+    More,
+    Less,
+    Neither,
+}
+
+const KEYS: &[(&str, &str, Better)] = &[
+    (
+        "seqread_mib_s",
+        "blk seq read 1M direct, MiB/s",
+        Better::More,
+    ),
+    (
+        "seqwrite_mib_s",
+        "blk seq write 1M direct, MiB/s",
+        Better::More,
+    ),
+    (
+        "randread1_iops",
+        "blk 4K random read QD1, IOPS",
+        Better::More,
+    ),
+    (
+        "randread16_iops",
+        "blk 4K random read QD16, IOPS",
+        Better::More,
+    ),
+    (
+        "randread1_irqs_per_s",
+        "guest interrupts/s, blk QD1",
+        Better::Neither,
+    ),
+    (
+        "randread1_irqs_per_read",
+        "guest interrupts per read, QD1",
+        Better::Less,
+    ),
+    (
+        "randread16_irqs_per_read",
+        "guest interrupts per read, QD16",
+        Better::Less,
+    ),
+    (
+        "blk_cpu_s_per_gib",
+        "VMM CPU s per GiB, blk seq",
+        Better::Less,
+    ),
+    ("push_mib_s", "net TCP L1 -> L2, MiB/s", Better::More),
+    ("pull_mib_s", "net TCP L2 -> L1, MiB/s", Better::More),
+    ("ping_us", "net ping round trip (median), us", Better::Less),
+    ("net_cpu_s_per_gib", "VMM CPU s per GiB, net", Better::Less),
+    (
+        "own_kib",
+        "VMM own memory (peak RSS - guest RAM), KiB",
+        Better::Less,
+    ),
+];
+
+/// Prints the table from the case's `output`: each VMM's medians and the ratio. Returns
+/// whether rvvmm gave every number (kvmtool's gaps show as `-`).
+pub fn report(label: &str, output: &str) -> bool {
+    let samples = samples(output);
+    let med = |vmm: &str, key: &str| {
+        let mut v: Vec<f64> = samples
+            .iter()
+            .filter(|s| s.vmm == vmm && s.key == key)
+            .map(|s| s.value)
+            .collect();
+        plan::median(&mut v)
+    };
+    let reps = samples.iter().map(|s| s.rep).max().unwrap_or(0);
+    println!(
+        "bench[{label}] I/O beside kvmtool (same L1 boot, guest, disk file, tap, 256 MiB, 1 vCPU, virtio-mmio; medians of {reps}; ratio above 1: rvvmm better)"
+    );
+    println!(
+        "bench[{label}]   {:<44} {:>10} {:>10} {:>7}",
+        "", "rvvmm", "kvmtool", "ratio"
+    );
+    let mut complete = true;
+    for &(key, what, better) in KEYS {
+        let (r, k) = (med("rvvmm", key), med("lkvm", key));
+        complete &= r.is_some();
+        let ratio = match (r, k, better) {
+            (Some(r), Some(k), Better::More) if k > 0.0 => format!("{:.3}", r / k),
+            (Some(r), Some(k), Better::Less) if r > 0.0 => format!("{:.3}", k / r),
+            _ => "-".into(),
+        };
+        let show = |v: Option<f64>| v.map_or("-".into(), |v| format!("{v:.1}"));
+        println!(
+            "bench[{label}]   {what:<44} {:>10} {:>10} {ratio:>7}",
+            show(r),
+            show(k)
+        );
+    }
+    if !complete {
+        println!("bench[{label}] I/O: missing rvvmm samples; the VMM's last lines:");
+        for l in output.lines().filter(|l| {
+            l.starts_with("@@IO-LOG ")
+                || l.starts_with("@@IO-RAW ")
+                || l.starts_with("@@VSOCK error")
+        }) {
+            println!("    | {l}");
+        }
+    }
+    complete
+}
