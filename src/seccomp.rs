@@ -186,6 +186,9 @@ const TCGETS: u64 = 0x5401;
 const TCSETS: u64 = 0x5402;
 const FIONBIO: u64 = 0x5421;
 const FIOCLEX: u64 = 0x5451;
+// include/uapi/linux/if_tun.h: a virtio-net driver's DRIVER_OK (an MMIO write, handled on the
+// vCPU thread) tells the tap which offloaded frames the guest takes.
+const TUNSETOFFLOAD: u64 = ioc(WRITE, b'T' as u64, 0xd0, 4);
 
 /// The system calls every thread makes: memory (the allocator), futexes (locks, condvars,
 /// channels), time, the log and console writes, signals (vCPU kicks, the handlers), its
@@ -369,6 +372,7 @@ fn ioctl_rules(kind: ThreadKind) -> Vec<SeccompRule> {
             KVM_SET_MP_STATE,
             KVM_INTERRUPT,
             KVM_IRQ_LINE,
+            TUNSETOFFLOAD,
             TCGETS,
             TCSETS,
         ]),
@@ -540,6 +544,7 @@ mod tests {
         assert_eq!(KVM_GET_ONE_REG, 0x4010_aeab);
         assert_eq!(KVM_SET_ONE_REG, 0x4010_aeac);
         assert_eq!(KVM_GET_REG_LIST, 0xc008_aeb0);
+        assert_eq!(TUNSETOFFLOAD, 0x4004_54d0);
     }
 
     #[test]

@@ -250,10 +250,19 @@ net)
     ifconfig lo 127.0.0.1 up
     ifconfig eth0 10.0.2.2 netmask 255.255.255.0 up
     echo "@@L2 eth0 $(cat /sys/class/net/eth0/address)"
+    # The offloads the driver negotiated (virtio feature bits 0, 1, 7, 8, 11, 12), then an
+    # 8 MiB TCP echo with them on (L1 checks both directions' sha256).
+    f=$(cat /sys/class/net/eth0/device/features)
+    bit() { echo "$f" | cut -c$(($1 + 1)); }
+    echo "@@L2 eth0 offloads csum=$(bit 0) guest_csum=$(bit 1) guest_tso4=$(bit 7) guest_tso6=$(bit 8) host_tso4=$(bit 11) host_tso6=$(bit 12)"
+    /bin/vsock-tool tcp-listen 5001 1 > /tmp/tcp.out 2>&1 &
+    tcp=$!
     echo "@@L2 ping to L1: $(ping -c 3 -W 5 10.0.2.1 | grep 'packets transmitted')"
     echos() { awk '/^Icmp:/ { if (!c) { for (i = 1; i <= NF; i++) if ($i == "InEchos") c = i } else print $c }' /proc/net/snmp; }
     for i in $(seq 1 300); do [ "$(echos)" -ge 3 ] && break; sleep 0.2; done
     echo "@@L2 answered $(echos) pings from L1"
+    wait $tcp
+    grep '@@TCP echoed' /tmp/tcp.out | sed 's/^/@@L2 tcp: /'
     ;;
 net-gone)
     # L1 deletes the tap while the card is up: the guest's sends go nowhere, nothing breaks.

@@ -1465,14 +1465,19 @@ fn all_cases() -> Vec<Case> {
                  pid=$!\n\
                  for i in $(seq 1 900); do grep -q '@@L2 ping to L1' /tmp/net.out && break; sleep 0.2; done\n\
                  ping -c 3 -W 5 10.0.2.2 | sed 's/^/L1: /'\n\
+                 timeout 120 /vsock-tool tcp 10.0.2.2:5001 8388608 | sed 's/^/L1: /'\n\
                  wait $pid; echo \"rvvmm status $?\"\n\
                  cat /tmp/net.out",
                 0,
                 &[
                     "@@L2 eth0 52:54:00:00:00:02",
+                    "@@L2 eth0 offloads csum=1 guest_csum=1 guest_tso4=1 guest_tso6=1 host_tso4=1 host_tso6=1",
                     "@@L2 ping to L1: 3 packets transmitted, 3 packets received",
                     "L1: 3 packets transmitted, 3 packets received",
                     "@@L2 answered 3 pings from L1",
+                    "L1: @@TCP sent 8388608 bytes",
+                    "each way), intact",
+                    "@@L2 tcp: @@TCP echoed 8388608 bytes",
                     "rvvmm status 0",
                 ],
             )

@@ -1,8 +1,16 @@
 //! virtio-net (`--net tap=NAME[,mac=MAC]`) on a Linux tap device.
 //!
-//! Queue 0 receives (tap to guest), queue 1 transmits (guest to tap); no control queue, no
-//! offloads. Each buffer is a 12-byte `virtio_net_hdr_v1` and an Ethernet frame, which is what
-//! the tap reads and writes (see [`super::tap`]), so a frame costs one syscall and one copy.
+//! Queue 0 receives (tap to guest), queue 1 transmits (guest to tap); no control queue. Each
+//! buffer is a 12-byte `virtio_net_hdr_v1` and an Ethernet frame, which is what the tap reads
+//! and writes (see [`super::tap`]), so a frame costs one syscall and one copy.
+//!
+//! Offloads go through that header as the kernel's tap defines them (as kvmtool's and
+//! Firecracker's virtio-net do): checksum and TCP segmentation both ways
+//! (`CSUM`/`HOST_TSO4`/`HOST_TSO6`: the guest sends partly checksummed frames of up to 64 KiB
+//! and the host's stack finishes them; `GUEST_CSUM`/`GUEST_TSO4`/`GUEST_TSO6`: the tap is told
+//! with TUNSETOFFLOAD to hand over such frames, only those the driver accepted). The guest's
+//! header goes to the tap as it is when the driver negotiated an offload (the tap's kernel
+//! checks it and refuses a bad one, which counts as a refused frame); without one it is cleared.
 //!
 //! Receive is flow-controlled: when a frame waits and the guest has posted no buffer for it,
 //! the device stops watching the tap ([`VirtioDevice::event_armed`]) until the guest notifies
@@ -25,7 +33,27 @@ pub const HDR_LEN: usize = 12;
 /// MTU was raised and a hostile guest.
 const MAX_BUFFER: usize = HDR_LEN + 65550;
 
+const VIRTIO_NET_F_CSUM: u64 = 1 << 0;
+const VIRTIO_NET_F_GUEST_CSUM: u64 = 1 << 1;
+const VIRTIO_NET_F_GUEST_TSO4: u64 = 1 << 7;
+const VIRTIO_NET_F_GUEST_TSO6: u64 = 1 << 8;
+const VIRTIO_NET_F_HOST_TSO4: u64 = 1 << 11;
+const VIRTIO_NET_F_HOST_TSO6: u64 = 1 << 12;
 const VIRTIO_NET_F_MAC: u64 = 1 << 5;
+/// The offloads offered: checksum and TSO each way.
+const OFFLOADS: u64 = VIRTIO_NET_F_CSUM
+    | VIRTIO_NET_F_GUEST_CSUM
+    | VIRTIO_NET_F_GUEST_TSO4
+    | VIRTIO_NET_F_GUEST_TSO6
+    | VIRTIO_NET_F_HOST_TSO4
+    | VIRTIO_NET_F_HOST_TSO6;
+
+/// The tap's offload flags (linux/if_tun.h): frames with a partial checksum,
+pub const TUN_F_CSUM: u32 = 0x01;
+/// TCP over IPv4 segments up to 64 KiB,
+pub const TUN_F_TSO4: u32 = 0x02;
+/// and over IPv6.
+pub const TUN_F_TSO6: u32 = 0x04;
 const VIRTIO_NET_F_STATUS: u64 = 1 << 16;
 const VIRTIO_NET_S_LINK_UP: u16 = 1;
 
@@ -40,6 +68,25 @@ pub trait NetBackend: Send {
     fn recv(&mut self, buf: &mut [u8]) -> std::io::Result<usize>;
     /// Writes one header + frame.
     fn send(&mut self, frame: &[u8]) -> std::io::Result<usize>;
+    /// Which offloaded frames (`TUN_F_*`) the backend may hand over from now on.
+    fn set_offload(&mut self, _flags: u32) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// The tap's offload flags for the features the driver accepted: what it may receive.
+fn tun_offload(features: u64) -> u32 {
+    let mut flags = 0;
+    if features & VIRTIO_NET_F_GUEST_CSUM != 0 {
+        flags |= TUN_F_CSUM;
+        if features & VIRTIO_NET_F_GUEST_TSO4 != 0 {
+            flags |= TUN_F_TSO4;
+        }
+        if features & VIRTIO_NET_F_GUEST_TSO6 != 0 {
+            flags |= TUN_F_TSO6;
+        }
+    }
+    flags
 }
 
 /// Frames dropped, by cause (shown in the log when the device goes away).
@@ -76,6 +123,8 @@ pub struct Net {
     /// The tap failed for good (e.g. its interface was deleted): stop watching it.
     rx_failed: bool,
     tx_buf: Vec<u8>,
+    /// The driver negotiated a transmit offload: its headers go to the tap as they are.
+    tx_offload: bool,
     drops: Drops,
     /// Frames and bytes (headers not counted) each way, for `vm.counters`.
     stats: NetStats,
@@ -115,6 +164,7 @@ impl Net {
             rx_stalled: false,
             rx_failed: false,
             tx_buf: vec![0; MAX_BUFFER],
+            tx_offload: false,
             drops: Drops::default(),
             stats: NetStats::default(),
         }
@@ -193,11 +243,12 @@ impl Net {
         let (Some(memory), Some(queue)) = (self.memory.as_ref(), self.queues.get_mut(TX)) else {
             return QueueOutcome::Idle;
         };
-        let (backend, buf, drops, stats) = (
+        let (backend, buf, drops, stats, offload) = (
             &mut self.backend,
             &mut self.tx_buf,
             &mut self.drops,
             &mut self.stats,
+            self.tx_offload,
         );
         drain_queue(queue, memory, |chain| {
             let len = match chain.reader(memory) {
@@ -216,9 +267,11 @@ impl Net {
                 drops.tx_malformed += 1;
                 return 0;
             };
-            // No offloads were offered: clear whatever the guest put in the header so the tap
-            // sends the frame as it is.
-            buf[..HDR_LEN].fill(0);
+            // Without a transmit offload the header means nothing: clear whatever the guest
+            // put there so the tap sends the frame as it is.
+            if !offload {
+                buf[..HDR_LEN].fill(0);
+            }
             loop {
                 match backend.send(&buf[..len]) {
                     Err(e) if e.kind() == ErrorKind::Interrupted => continue,
@@ -252,7 +305,7 @@ impl VirtioDevice for Net {
     }
 
     fn features(&self) -> u64 {
-        VIRTIO_NET_F_MAC | VIRTIO_NET_F_STATUS
+        VIRTIO_NET_F_MAC | VIRTIO_NET_F_STATUS | OFFLOADS
     }
 
     fn queue_max_sizes(&self) -> &[u16] {
@@ -267,9 +320,18 @@ impl VirtioDevice for Net {
         self.queues.iter().map(|q| q.state()).enumerate().collect()
     }
 
-    fn activate(&mut self, memory: GuestMemoryMmap, queues: Vec<Queue>, _features: u64) {
+    fn activate(&mut self, memory: GuestMemoryMmap, queues: Vec<Queue>, features: u64) {
         self.queues = queues;
         self.memory = Some(memory);
+        self.tx_offload =
+            features & (VIRTIO_NET_F_CSUM | VIRTIO_NET_F_HOST_TSO4 | VIRTIO_NET_F_HOST_TSO6) != 0;
+        let flags = tun_offload(features);
+        if let Err(e) = self.backend.set_offload(flags) {
+            // The tap then hands over plain frames only, which the guest takes too.
+            log::warn!(
+                "virtio-net: the tap refused offloads {flags:#x} ({e}); receiving plain frames"
+            );
+        }
     }
 
     fn process_queue(&mut self, index: usize) -> QueueOutcome {
@@ -297,6 +359,9 @@ impl VirtioDevice for Net {
         self.memory = None;
         self.rx_len = 0;
         self.rx_stalled = false;
+        self.tx_offload = false;
+        // The next driver may take no offload: no more offloaded frames from the tap.
+        let _ = self.backend.set_offload(0);
     }
 
     fn counters(&self) -> Vec<(&'static str, u64)> {
@@ -448,6 +513,68 @@ mod tests {
         let mut got = [0u8; 1024];
         assert_eq!(peer.recv(&mut got).unwrap(), 16 * usize::from(SIZE));
         assert!(peer.recv(&mut got).is_err(), "nothing else was sent");
+    }
+
+    /// A backend that records the offloads it was told.
+    struct OffloadBackend(UnixDatagram, std::sync::Arc<std::sync::Mutex<Vec<u32>>>);
+
+    impl NetBackend for OffloadBackend {
+        fn raw_fd(&self) -> RawFd {
+            self.0.as_raw_fd()
+        }
+        fn recv(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+            self.0.recv(buf)
+        }
+        fn send(&mut self, frame: &[u8]) -> std::io::Result<usize> {
+            self.0.send(frame)
+        }
+        fn set_offload(&mut self, flags: u32) -> std::io::Result<()> {
+            self.1.lock().unwrap().push(flags);
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn offloads_are_offered_and_the_tap_takes_what_the_driver_accepted() {
+        let (a, _b) = UnixDatagram::pair().unwrap();
+        let told = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let mut net = Net::new(Box::new(OffloadBackend(a, told.clone())), MAC);
+        assert_eq!(net.features() & OFFLOADS, OFFLOADS);
+        // Checksum and TSO4 only: the tap hands over those, not TSO6.
+        let accepted = VIRTIO_NET_F_GUEST_CSUM | VIRTIO_NET_F_GUEST_TSO4 | VIRTIO_NET_F_CSUM;
+        net.activate(memory(), vec![queue(), queue()], accepted);
+        // A reset: nothing offloaded any more; a driver that takes no offload: the same.
+        net.reset();
+        net.activate(memory(), vec![queue(), queue()], 0);
+        // TSO without checksum offload is no offload (the spec makes one need the other).
+        net.reset();
+        net.activate(memory(), vec![queue(), queue()], VIRTIO_NET_F_GUEST_TSO6);
+        assert_eq!(*told.lock().unwrap(), [TUN_F_CSUM | TUN_F_TSO4, 0, 0, 0, 0]);
+    }
+
+    #[test]
+    fn with_a_transmit_offload_the_guests_header_reaches_the_tap() {
+        let (a, peer) = UnixDatagram::pair().unwrap();
+        let mem = memory();
+        let mut net = Net::new(Box::new(SocketBackend(a)), MAC);
+        net.activate(
+            mem.clone(),
+            vec![queue(), queue()],
+            VIRTIO_NET_F_CSUM | VIRTIO_NET_F_HOST_TSO4,
+        );
+        // NEEDS_CSUM, GSO TCPv4, hdr_len 54, gso_size 1448, csum_start 34, csum_offset 16.
+        let mut tx = vec![1u8, 1, 54, 0, 0xa8, 0x05, 34, 0, 16, 0, 0, 0];
+        tx.extend_from_slice(b"a segment to be");
+        mem.write_slice(&tx, GuestAddress(DATA)).unwrap();
+        publish(&mem, &[(DATA, tx.len() as u32, 0, 0)], &[0]);
+        assert_eq!(net.process_queue(TX), QueueOutcome::Used);
+        let mut got = [0u8; 64];
+        let n = peer.recv(&mut got).unwrap();
+        assert_eq!(
+            &got[..n],
+            &tx[..],
+            "header and frame as the guest wrote them"
+        );
     }
 
     /// A tap whose interface is gone.

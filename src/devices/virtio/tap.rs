@@ -161,6 +161,21 @@ impl NetBackend for Tap {
     fn send(&mut self, frame: &[u8]) -> std::io::Result<usize> {
         self.file.write(frame)
     }
+
+    fn set_offload(&mut self, flags: u32) -> std::io::Result<()> {
+        // SAFETY: TUNSETOFFLOAD takes its flags by value on the tap's own fd.
+        let rc = unsafe {
+            libc::ioctl(
+                self.file.as_raw_fd(),
+                TUNSETOFFLOAD,
+                libc::c_ulong::from(flags),
+            )
+        };
+        if rc < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        Ok(())
+    }
 }
 
 #[cfg(test)]
