@@ -235,7 +235,7 @@ impl Net {
             }
             used = true;
         }
-        QueueOutcome::used_if(used)
+        super::used_outcome(queue, memory, used)
     }
 
     /// Sends every frame the guest queued for transmission.
@@ -392,7 +392,14 @@ mod tests {
     use vm_memory::{Bytes, GuestAddress};
 
     /// One end of a datagram socket pair: a frame is a datagram, as on a tap.
-    struct SocketBackend(UnixDatagram);
+    /// It records the offloads it was told.
+    struct SocketBackend(UnixDatagram, std::sync::Arc<std::sync::Mutex<Vec<u32>>>);
+
+    impl SocketBackend {
+        fn boxed(sock: UnixDatagram) -> Box<Self> {
+            Box::new(SocketBackend(sock, Default::default()))
+        }
+    }
 
     impl NetBackend for SocketBackend {
         fn raw_fd(&self) -> RawFd {
@@ -404,6 +411,10 @@ mod tests {
         fn send(&mut self, frame: &[u8]) -> std::io::Result<usize> {
             self.0.send(frame)
         }
+        fn set_offload(&mut self, flags: u32) -> std::io::Result<()> {
+            self.1.lock().unwrap().push(flags);
+            Ok(())
+        }
     }
 
     const MAC: [u8; 6] = [0x52, 0x54, 0, 0x12, 0x34, 0x56];
@@ -413,7 +424,7 @@ mod tests {
         let (a, b) = UnixDatagram::pair().unwrap();
         a.set_nonblocking(true).unwrap();
         let mem = memory();
-        let mut net = Net::new(Box::new(SocketBackend(a)), MAC);
+        let mut net = Net::new(SocketBackend::boxed(a), MAC);
         net.activate(mem.clone(), vec![queue(), queue()], 0);
         (net, b, mem)
     }
@@ -515,30 +526,12 @@ mod tests {
         assert!(peer.recv(&mut got).is_err(), "nothing else was sent");
     }
 
-    /// A backend that records the offloads it was told.
-    struct OffloadBackend(UnixDatagram, std::sync::Arc<std::sync::Mutex<Vec<u32>>>);
-
-    impl NetBackend for OffloadBackend {
-        fn raw_fd(&self) -> RawFd {
-            self.0.as_raw_fd()
-        }
-        fn recv(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-            self.0.recv(buf)
-        }
-        fn send(&mut self, frame: &[u8]) -> std::io::Result<usize> {
-            self.0.send(frame)
-        }
-        fn set_offload(&mut self, flags: u32) -> std::io::Result<()> {
-            self.1.lock().unwrap().push(flags);
-            Ok(())
-        }
-    }
-
     #[test]
     fn offloads_are_offered_and_the_tap_takes_what_the_driver_accepted() {
         let (a, _b) = UnixDatagram::pair().unwrap();
-        let told = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
-        let mut net = Net::new(Box::new(OffloadBackend(a, told.clone())), MAC);
+        let backend = SocketBackend::boxed(a);
+        let told = backend.1.clone();
+        let mut net = Net::new(backend, MAC);
         assert_eq!(net.features() & OFFLOADS, OFFLOADS);
         // Checksum and TSO4 only: the tap hands over those, not TSO6.
         let accepted = VIRTIO_NET_F_GUEST_CSUM | VIRTIO_NET_F_GUEST_TSO4 | VIRTIO_NET_F_CSUM;
@@ -556,7 +549,7 @@ mod tests {
     fn with_a_transmit_offload_the_guests_header_reaches_the_tap() {
         let (a, peer) = UnixDatagram::pair().unwrap();
         let mem = memory();
-        let mut net = Net::new(Box::new(SocketBackend(a)), MAC);
+        let mut net = Net::new(SocketBackend::boxed(a), MAC);
         net.activate(
             mem.clone(),
             vec![queue(), queue()],

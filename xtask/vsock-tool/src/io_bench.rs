@@ -56,15 +56,7 @@ fn serve_one(mut conn: TcpStream) -> io::Result<()> {
             conn.write_all(&out.stderr)?;
         }
         b'R' => {
-            let mut buf = vec![0u8; WIRE_BUF];
-            let mut total = 0u64;
-            loop {
-                let n = conn.read(&mut buf)?;
-                if n == 0 {
-                    break;
-                }
-                total += n as u64;
-            }
+            let total = count_to_eof(&mut conn)?;
             conn.write_all(&total.to_le_bytes())?;
         }
         b'W' => {
@@ -75,6 +67,19 @@ fn serve_one(mut conn: TcpStream) -> io::Result<()> {
         other => return Err(io::Error::other(format!("unknown request {other:#x}"))),
     }
     conn.shutdown(Shutdown::Write)
+}
+
+/// Reads `conn` to its EOF; the bytes it brought.
+fn count_to_eof(conn: &mut TcpStream) -> io::Result<u64> {
+    let mut buf = vec![0u8; WIRE_BUF];
+    let mut total = 0u64;
+    loop {
+        let n = conn.read(&mut buf)?;
+        if n == 0 {
+            return Ok(total);
+        }
+        total += n as u64;
+    }
 }
 
 /// Writes `bytes` of a pattern that does not compress.
@@ -138,15 +143,7 @@ pub fn pull(addr: &str, bytes: u64) -> io::Result<()> {
     let mut ask = vec![b'W'];
     ask.extend_from_slice(&bytes.to_le_bytes());
     conn.write_all(&ask)?;
-    let mut buf = vec![0u8; WIRE_BUF];
-    let mut got = 0u64;
-    loop {
-        let n = conn.read(&mut buf)?;
-        if n == 0 {
-            break;
-        }
-        got += n as u64;
-    }
+    let got = count_to_eof(&mut conn)?;
     let secs = start.elapsed().as_secs_f64();
     if got != bytes {
         return Err(io::Error::other(format!("got {got} of {bytes} bytes")));
