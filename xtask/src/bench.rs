@@ -519,11 +519,11 @@ fn blk_samples(output: &str) -> Vec<Sample> {
 }
 
 /// One sample.
-struct Sample {
-    vmm: String,
-    what: String,
-    rep: usize,
-    value: f64,
+pub(crate) struct Sample {
+    pub(crate) vmm: String,
+    pub(crate) what: String,
+    pub(crate) rep: usize,
+    pub(crate) value: f64,
 }
 
 fn exit_samples(output: &str) -> Vec<Sample> {
@@ -656,7 +656,7 @@ fn boot_samples(output: &str) -> Vec<Sample> {
     samples
 }
 
-fn med(samples: &[Sample], vmm: &str, what: &str) -> Option<f64> {
+pub(crate) fn med(samples: &[Sample], vmm: &str, what: &str) -> Option<f64> {
     let mut v: Vec<f64> = samples
         .iter()
         .filter(|s| s.vmm == vmm && s.what == what)
@@ -742,16 +742,7 @@ pub fn run(opts: &Options) -> Result<bool, String> {
         let mut samples = exit_samples(&output("bench_exits"));
         samples.extend(boot_samples(&output("bench_boot")));
         samples.extend(blk_samples(&output("bench_blk")));
-        samples.extend(
-            io_bench::samples(&output("bench_io"))
-                .into_iter()
-                .map(|s| Sample {
-                    vmm: s.vmm,
-                    what: s.key,
-                    rep: s.rep,
-                    value: s.value,
-                }),
-        );
+        samples.extend(io_bench::samples(&output("bench_io")));
         samples.extend(fs_samples(&output("bench_fs"), fs_mib));
         samples.extend(vsock_samples(&output("bench_vsock")));
         samples.extend(startup_samples(&output("bench_startup")));
@@ -910,7 +901,7 @@ pub fn run(opts: &Options) -> Result<bool, String> {
             }
         }
         if want("io") {
-            complete &= io_bench::report(&label, &output("bench_io"));
+            complete &= io_bench::report(&label, &samples, &output("bench_io"));
         }
         if want("fs") {
             match (

@@ -14,6 +14,7 @@
 //! - the VMM's own memory: its peak RSS less the resident part of its largest mapping (guest
 //!   RAM), read from /proc before the guest powers off.
 
+use crate::bench::{med, Sample};
 use crate::plan::{self, Case};
 
 /// The sizes of one run: CI's quick one (rvvmm alone, so it cannot rot) and the measuring one.
@@ -107,24 +108,16 @@ ip link delete tap5"#,
     }
 }
 
-/// One number of one run.
-pub struct IoSample {
-    pub vmm: String,
-    pub rep: usize,
-    pub key: String,
-    pub value: f64,
-}
-
-/// The `@@IO vmm rep key value` lines.
-pub fn samples(output: &str) -> Vec<IoSample> {
+/// The `@@IO vmm rep key value` lines, as the bench's samples (`what` is the key).
+pub fn samples(output: &str) -> Vec<Sample> {
     output
         .lines()
         .filter_map(|l| {
             let mut f = l.strip_prefix("@@IO ")?.split_whitespace();
-            Some(IoSample {
+            Some(Sample {
                 vmm: f.next()?.to_string(),
                 rep: f.next()?.parse().ok()?,
-                key: f.next()?.to_string(),
+                what: f.next()?.to_string(),
                 value: f.next()?.parse().ok().filter(|v: &f64| v.is_finite())?,
             })
         })
@@ -193,18 +186,11 @@ const KEYS: &[(&str, &str, Better)] = &[
     ),
 ];
 
-/// Prints the table from the case's `output`: each VMM's medians and the ratio. Returns
+/// Prints the table of the part's `samples` (among the bench's): each VMM's medians and the
+/// ratio; the case's `output` gives the VMM's last lines when rvvmm missed a number. Returns
 /// whether rvvmm gave every number (kvmtool's gaps show as `-`).
-pub fn report(label: &str, output: &str) -> bool {
-    let samples = samples(output);
-    let med = |vmm: &str, key: &str| {
-        let mut v: Vec<f64> = samples
-            .iter()
-            .filter(|s| s.vmm == vmm && s.key == key)
-            .map(|s| s.value)
-            .collect();
-        plan::median(&mut v)
-    };
+pub fn report(label: &str, samples: &[Sample], output: &str) -> bool {
+    let med = |vmm: &str, key: &str| med(samples, vmm, key);
     let reps = samples.iter().map(|s| s.rep).max().unwrap_or(0);
     println!(
         "bench[{label}] I/O beside kvmtool (same L1 boot, guest, disk file, tap, 256 MiB, 1 vCPU, virtio-mmio; medians of {reps}; ratio above 1: rvvmm better)"

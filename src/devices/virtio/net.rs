@@ -47,15 +47,14 @@ const OFFLOADS: u64 = VIRTIO_NET_F_CSUM
     | VIRTIO_NET_F_GUEST_TSO6
     | VIRTIO_NET_F_HOST_TSO4
     | VIRTIO_NET_F_HOST_TSO6;
-
-/// The tap's offload flags (linux/if_tun.h): frames with a partial checksum,
-pub const TUN_F_CSUM: u32 = 0x01;
-/// TCP over IPv4 segments up to 64 KiB,
-pub const TUN_F_TSO4: u32 = 0x02;
-/// and over IPv6.
-pub const TUN_F_TSO6: u32 = 0x04;
 const VIRTIO_NET_F_STATUS: u64 = 1 << 16;
 const VIRTIO_NET_S_LINK_UP: u16 = 1;
+
+/// The tap's offload flags (linux/if_tun.h): frames with a partial checksum, TCP over IPv4
+/// segments up to 64 KiB, and over IPv6.
+const TUN_F_CSUM: u32 = 0x01;
+const TUN_F_TSO4: u32 = 0x02;
+const TUN_F_TSO6: u32 = 0x04;
 
 const RX: usize = 0;
 const TX: usize = 1;

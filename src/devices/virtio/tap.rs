@@ -116,11 +116,14 @@ impl Tap {
         // SAFETY: TUNSETVNETHDRSZ reads one int through the pointer, which is valid.
         let rc = unsafe { libc::ioctl(tap.file.as_raw_fd(), TUNSETVNETHDRSZ, &hdr_len) };
         tap.check(rc, "TUNSETVNETHDRSZ")?;
-        // No offloads: the guest is offered none, so the tap must not hand it any (no GSO
-        // frames, no partial checksums).
-        // SAFETY: TUNSETOFFLOAD takes its argument by value; the fd is the tap's.
-        let rc = unsafe { libc::ioctl(tap.file.as_raw_fd(), TUNSETOFFLOAD, 0 as libc::c_ulong) };
-        tap.check(rc, "TUNSETOFFLOAD")?;
+        // No offloaded frames (GSO, partial checksums) until a driver accepts them
+        // (virtio-net's activate tells the tap which).
+        let mut tap = tap;
+        tap.set_offload(0).map_err(|source| TapError::Setup {
+            name: tap.name.clone(),
+            what: "TUNSETOFFLOAD",
+            source,
+        })?;
         Ok(tap)
     }
 
