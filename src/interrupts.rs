@@ -1,17 +1,18 @@
 //! How devices interrupt the guest: the interrupt controller in use ([`IrqMode`]), what
 //! devices see of it ([`IrqChip`] for wired devices, [`Interrupt`] for a virtio device), and
-//! the adapters from one to the other.
+//! the adapter from one to the other ([`ChipInterrupt`]).
 //!
 //! The matrix: with the PLIC (rvvmm's, in user space) every source is an edge the PLIC latches,
 //! and the PLIC drives each vCPU's external line with KVM_INTERRUPT
-//! ([`crate::hypervisor::InterruptLine`]). With KVM's in-kernel AIA every source is a level
-//! line: a virtio device raises it through a KVM irqfd ([`IrqfdInterrupt`]; the event loop's
-//! eventfd write is the whole signal) and lowers it with KVM_IRQ_LINE when the driver
-//! acknowledges; where KVM takes no irqfd, KVM_IRQ_LINE does both ([`LevelInterrupt`]).
+//! ([`crate::hypervisor::InterruptLine`]). With KVM's in-kernel AIA a virtio device's source is
+//! a rising edge: [`KvmIrqChip::trigger`] pulses the line with KVM_IRQ_LINE (high, then low),
+//! as kvmtool does, and the dtb says so. A level source would cost the guest an exit per
+//! interrupt (Linux's APLIC driver writes `setipnum` at every EOI to re-pend a still-high
+//! level source: measured, 5.4 exits a 4 KiB read against kvmtool's 4.4) and rvvmm a
+//! KVM_IRQ_LINE at every acknowledgement; a KVM irqfd cannot make edges (its in-atomic
+//! injection only raises a line). The UART's line is a level that follows its IIR.
 
 use std::sync::Arc;
-
-use vmm_sys_util::eventfd::EventFd;
 
 use crate::hypervisor::VmBackend;
 
@@ -52,13 +53,11 @@ pub trait IrqChip: Send + Sync {
     }
 }
 
-/// How a virtio device interrupts the guest: a PLIC source, or a line of KVM's in-kernel irqchip.
+/// How a virtio device interrupts the guest: an edge on a PLIC source or on a line of KVM's
+/// in-kernel irqchip.
 pub trait Interrupt: Send + Sync {
     /// A new interrupt condition (InterruptStatus gained bits).
     fn trigger(&self);
-    /// The driver acknowledged; `pending` says whether InterruptStatus still has bits (a
-    /// level-sensitive line follows it; an edge source ignores this).
-    fn acknowledged(&self, _pending: bool) {}
 }
 
 /// A virtio device's interrupt through an [`IrqChip`] source.
@@ -75,76 +74,12 @@ impl Interrupt for ChipInterrupt {
     }
 }
 
-/// A virtio device's level-sensitive line on KVM's AIA, raised through an irqfd: the event
-/// loop's write to the eventfd makes KVM raise the line itself, so signalling the guest runs
-/// no user-space irqchip code. KVM's RISC-V irqfd only ever raises a line (its in-atomic
-/// injection sets level 1 and the level-0 half of a pulse never runs), so the line is lowered
-/// here, with KVM_IRQ_LINE, when the driver acknowledges the last InterruptStatus bit. Raise
-/// and lower both happen under the transport's lock, so they cannot cross: a condition that
-/// arrives before the acknowledgement keeps the line high (Linux's APLIC driver re-pends a
-/// still-high level source at EOI), one that arrives after it raises the line again.
-pub struct IrqfdInterrupt {
-    evt: EventFd,
-    chip: Arc<dyn IrqChip>,
-    irq: u32,
-}
-
-impl Interrupt for IrqfdInterrupt {
-    fn trigger(&self) {
-        if let Err(e) = self.evt.write(1) {
-            crate::guest_warn!(
-                "cannot signal interrupt {} through its irqfd: {e}",
-                self.irq
-            );
-        }
-    }
-
-    fn acknowledged(&self, pending: bool) {
-        if !pending {
-            self.chip.set_level(self.irq, false);
-        }
-    }
-}
-
-/// A virtio device's level-sensitive line on KVM's AIA driven with KVM_IRQ_LINE both ways:
-/// the fallback where KVM takes no irqfd.
-pub struct LevelInterrupt {
-    chip: Arc<dyn IrqChip>,
-    irq: u32,
-}
-
-impl Interrupt for LevelInterrupt {
-    fn trigger(&self) {
-        self.chip.set_level(self.irq, true);
-    }
-
-    fn acknowledged(&self, pending: bool) {
-        self.chip.set_level(self.irq, pending);
-    }
-}
-
-/// The interrupt of a virtio device on interrupt `irq` of KVM's AIA: an irqfd when KVM takes
-/// one, else a line driven with KVM_IRQ_LINE. Returns it and how it is wired (for the log).
-pub fn aia_interrupt<V: VmBackend>(
-    vm: &V,
-    chip: &Arc<dyn IrqChip>,
-    irq: u32,
-) -> std::io::Result<(Arc<dyn Interrupt>, &'static str)> {
-    let evt = EventFd::new(libc::EFD_NONBLOCK)?;
-    let chip = chip.clone();
-    match vm.register_irqfd(&evt, irq) {
-        Ok(()) => Ok((Arc::new(IrqfdInterrupt { evt, chip, irq }), "AIA, irqfd")),
-        Err(e) => {
-            log::warn!("no irqfd for interrupt {irq} ({e}); driving it with KVM_IRQ_LINE");
-            Ok((Arc::new(LevelInterrupt { chip, irq }), "AIA, KVM_IRQ_LINE"))
-        }
-    }
-}
-
 /// KVM's in-kernel AIA as an [`IrqChip`]: wired sources driven with KVM_IRQ_LINE.
 pub struct KvmIrqChip<V>(pub Arc<V>);
 
 impl<V: VmBackend> IrqChip for KvmIrqChip<V> {
+    /// A rising edge: the line high, then low (two ioctls, from the event loop's thread; the
+    /// vCPU then has nothing to lower when the driver acknowledges).
     fn trigger(&self, irq: u32) {
         self.set_level(irq, true);
         self.set_level(irq, false);
@@ -176,61 +111,21 @@ impl Interrupt for CountingInterrupt {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::sync::Mutex;
 
-    #[derive(Default)]
-    struct Lines(Mutex<Vec<(u32, bool)>>);
-
-    impl IrqChip for Lines {
-        fn trigger(&self, irq: u32) {
-            self.set_level(irq, true);
-        }
-        fn set_level(&self, irq: u32, level: bool) {
-            self.0.lock().unwrap().push((irq, level));
-        }
-    }
-
+    /// A virtio device's interrupt on KVM's AIA is a pulse of its line, every time.
     #[test]
-    fn an_irqfd_line_is_raised_by_the_eventfd_and_lowered_by_the_last_ack() {
-        let chip = Arc::new(Lines::default());
-        let interrupt = IrqfdInterrupt {
-            evt: EventFd::new(libc::EFD_NONBLOCK).unwrap(),
-            chip: chip.clone(),
+    fn a_virtio_interrupt_on_the_aia_is_a_pulse() {
+        let vm = Arc::new(crate::hypervisor::scripted::ScriptedVm::new().with_aia());
+        let lines = vm.irq_lines.clone();
+        let interrupt = ChipInterrupt {
+            chip: Arc::new(KvmIrqChip(vm)),
             irq: 3,
         };
         interrupt.trigger();
         interrupt.trigger();
         assert_eq!(
-            interrupt.evt.read().unwrap(),
-            2,
-            "raised through the eventfd"
-        );
-        assert!(
-            chip.0.lock().unwrap().is_empty(),
-            "no KVM_IRQ_LINE to raise"
-        );
-        interrupt.acknowledged(true);
-        assert!(
-            chip.0.lock().unwrap().is_empty(),
-            "still pending: stays high"
-        );
-        interrupt.acknowledged(false);
-        assert_eq!(*chip.0.lock().unwrap(), vec![(3, false)]);
-    }
-
-    #[test]
-    fn a_level_line_follows_the_acknowledgement() {
-        let chip = Arc::new(Lines::default());
-        let interrupt = LevelInterrupt {
-            chip: chip.clone(),
-            irq: 5,
-        };
-        interrupt.trigger();
-        interrupt.acknowledged(true);
-        interrupt.acknowledged(false);
-        assert_eq!(
-            *chip.0.lock().unwrap(),
-            vec![(5, true), (5, true), (5, false)]
+            *lines.lock().unwrap(),
+            vec![(3, true), (3, false), (3, true), (3, false)]
         );
     }
 }

@@ -128,7 +128,7 @@ fuzz_target!(|data: &[u8]| {
     let Ok(transport) = MmioTransport::new(device, mem.clone(), irq) else {
         return;
     };
-    let t = SharedTransport(Arc::new(Mutex::new(transport)));
+    let t = SharedTransport::new(transport);
     let mut ops = 0;
     while !input.done() && ops < 256 {
         ops += 1;

@@ -172,6 +172,24 @@ console-flood)
     echo
     ;;
 disk-write)
+    if [ -b /dev/vdb ]; then
+        # The raw second disk: four direct readers at once (requests in flight together, the
+        # ring's events at work), each quarter's sha256 for L1; then four direct writers at
+        # once of the guest's own random data, whose sha256 L1 compares with the image.
+        echo "@@L2 vdb event_idx=$(cut -c30 /sys/block/vdb/device/features)"
+        for q in 0 1 2 3; do
+            dd if=/dev/vdb bs=64k skip=$((q * 64)) count=64 iflag=direct 2>/dev/null | sha256sum | cut -d' ' -f1 > /tmp/rq$q &
+        done
+        wait
+        echo "@@L2 vdb read sha256 $(cat /tmp/rq0 /tmp/rq1 /tmp/rq2 /tmp/rq3 | tr '\n' ' ')"
+        dd if=/dev/urandom of=/tmp/w bs=1M count=16 2>/dev/null
+        for q in 0 1 2 3; do
+            dd if=/tmp/w of=/dev/vdb bs=64k skip=$((q * 64)) seek=$((q * 64)) count=64 oflag=direct conv=notrunc 2>/dev/null &
+        done
+        wait
+        echo "@@L2 vdb wrote sha256 $(sha256sum /tmp/w | cut -d' ' -f1)"
+        rm -f /tmp/w
+    fi
     mkdir -p /mnt
     if mount -t ext4 /dev/vda /mnt; then
         echo "@@L2 disk has: $(cat /mnt/hello.txt)"
@@ -250,11 +268,12 @@ net)
     ifconfig lo 127.0.0.1 up
     ifconfig eth0 10.0.2.2 netmask 255.255.255.0 up
     echo "@@L2 eth0 $(cat /sys/class/net/eth0/address)"
-    # The offloads the driver negotiated (virtio feature bits 0, 1, 7, 8, 11, 12), then an
+    # The offloads the driver negotiated (virtio feature bits 0, 1, 7, 8, 11, 12) and the
+    # ring's event index (bit 29), then an
     # 8 MiB TCP echo with them on (L1 checks both directions' sha256).
     f=$(cat /sys/class/net/eth0/device/features)
     bit() { echo "$f" | cut -c$(($1 + 1)); }
-    echo "@@L2 eth0 offloads csum=$(bit 0) guest_csum=$(bit 1) guest_tso4=$(bit 7) guest_tso6=$(bit 8) host_tso4=$(bit 11) host_tso6=$(bit 12)"
+    echo "@@L2 eth0 offloads csum=$(bit 0) guest_csum=$(bit 1) guest_tso4=$(bit 7) guest_tso6=$(bit 8) host_tso4=$(bit 11) host_tso6=$(bit 12) event_idx=$(bit 29)"
     /bin/vsock-tool tcp-listen 5001 1 > /tmp/tcp.out 2>&1 &
     tcp=$!
     echo "@@L2 ping to L1: $(ping -c 3 -W 5 10.0.2.1 | grep 'packets transmitted')"

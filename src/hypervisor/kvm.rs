@@ -239,12 +239,6 @@ impl VmBackend for KvmVm {
             .map_err(ioctl_err("KVM_IRQ_LINE"))
     }
 
-    fn register_irqfd(&self, evt: &vmm_sys_util::eventfd::EventFd, gsi: u32) -> Result<()> {
-        self.vm
-            .register_irqfd(evt, gsi)
-            .map_err(ioctl_err("KVM_IRQFD"))
-    }
-
     fn register_ioevent(
         &self,
         evt: &vmm_sys_util::eventfd::EventFd,

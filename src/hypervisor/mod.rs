@@ -159,9 +159,6 @@ pub trait VmBackend: Send + Sync {
     /// Sets wired interrupt `irq` of the in-kernel irqchip to `level` (KVM_IRQ_LINE).
     fn set_irq_line(&self, irq: u32, level: bool) -> Result<()>;
 
-    /// Makes a write to `evt` assert wired interrupt `gsi` in the kernel (KVM_IRQFD).
-    fn register_irqfd(&self, evt: &vmm_sys_util::eventfd::EventFd, gsi: u32) -> Result<()>;
-
     /// Makes a guest 32-bit write of `data` to `addr` signal `evt` in the kernel, with no exit
     /// (KVM_IOEVENTFD). Without it the write exits as MMIO and the device signals `evt` itself.
     fn register_ioevent(

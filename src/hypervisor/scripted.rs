@@ -74,8 +74,6 @@ pub struct ScriptedVm {
     pub aia_config: Mutex<Option<super::AiaConfig>>,
     /// KVM_IRQ_LINE calls: (irq, level); shared, so a test keeps a handle after the VM goes.
     pub irq_lines: Arc<Mutex<Vec<(u32, bool)>>>,
-    /// irqfds registered (gsi); shared like `irq_lines`.
-    pub irqfds: Arc<Mutex<Vec<u32>>>,
     /// The in-kernel AIA's registers by (group, attribute), as written; shared like
     /// `irq_lines`.
     pub aia_attrs: Arc<Mutex<BTreeMap<(u32, u64), u64>>>,
@@ -152,11 +150,6 @@ impl VmBackend for ScriptedVm {
 
     fn set_irq_line(&self, irq: u32, level: bool) -> Result<()> {
         self.irq_lines.lock().unwrap().push((irq, level));
-        Ok(())
-    }
-
-    fn register_irqfd(&self, _evt: &vmm_sys_util::eventfd::EventFd, gsi: u32) -> Result<()> {
-        self.irqfds.lock().unwrap().push(gsi);
         Ok(())
     }
 

@@ -5,7 +5,7 @@
 //! The virtio slot order (disks, nets, rng, console, vsock, fs) exists here only ([`virtio_plan`]): the
 //! device tree's slot list and the devices both come from it.
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use vm_memory::GuestMemoryMmap;
 use vmm_sys_util::eventfd::EventFd;
@@ -32,7 +32,7 @@ use crate::devices::virtio::VirtioDevice;
 use crate::devices::{Bus, BusError, Counted};
 use crate::event_loop::Subscriber;
 use crate::hypervisor::{InterruptLine, VmBackend};
-use crate::interrupts::{aia_interrupt, ChipInterrupt, Interrupt, IrqChip, IrqMode, KvmIrqChip};
+use crate::interrupts::{ChipInterrupt, Interrupt, IrqChip, IrqMode, KvmIrqChip};
 
 /// Errors building the devices.
 #[derive(Debug, thiserror::Error)]
@@ -149,7 +149,7 @@ pub struct Devices {
 pub struct DeviceContext<'a, V> {
     /// The configuration.
     pub config: &'a VmConfig,
-    /// The VM (ioeventfds, irqfds, the AIA's lines).
+    /// The VM (ioeventfds, the AIA's lines).
     pub vm: &'a Arc<V>,
     /// Guest RAM.
     pub memory: &'a GuestMemoryMmap,
@@ -220,15 +220,14 @@ pub fn build<V: VmBackend + 'static>(
             device: name,
             source,
         };
-        let (interrupt, how): (Arc<dyn Interrupt>, _) = match irq_mode {
-            IrqMode::Aia { .. } => aia_interrupt(&**ctx.vm, &chip, slot.irq).map_err(host)?,
-            IrqMode::Plic => (
-                Arc::new(ChipInterrupt {
-                    chip: chip.clone(),
-                    irq: slot.irq,
-                }),
-                "user-space PLIC",
-            ),
+        // An edge either way: the PLIC latches it; on the AIA a pulse of the line.
+        let interrupt: Arc<dyn Interrupt> = Arc::new(ChipInterrupt {
+            chip: chip.clone(),
+            irq: slot.irq,
+        });
+        let how = match irq_mode {
+            IrqMode::Aia { .. } => "AIA, edge",
+            IrqMode::Plic => "user-space PLIC",
         };
         let transport = MmioTransport::new(device, ctx.memory.clone(), interrupt).map_err(host)?;
         log::info!(
@@ -247,7 +246,7 @@ pub fn build<V: VmBackend + 'static>(
                 Err(e) => log::warn!("virtio-{name}: no ioeventfd ({e}); notifies will exit"),
             }
         }
-        let shared = SharedTransport(Arc::new(Mutex::new(transport)));
+        let shared = SharedTransport::new(transport);
         devices
             .bus
             .insert(slot.base, VIRTIO_SIZE, Arc::new(shared.clone()))?;

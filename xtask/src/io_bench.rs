@@ -4,15 +4,18 @@
 //! io-serve in L2, see l2-init's io-bench), so L1 can read the VMM's CPU time around each
 //! phase:
 //!
-//! - virtio-blk sequential read and write, 1 MiB direct I/O in the guest (`dd iflag=direct`,
-//!   `oflag=direct`: no guest page cache), timed by the guest's dd;
+//! - virtio-blk sequential read and write, 1 MiB direct I/O in the guest (`O_DIRECT`: no guest
+//!   page cache), timed in the guest by `vsock-tool seq`;
 //! - 4 KiB random reads (O_DIRECT) at queue depth 1 and 16 (`vsock-tool randread`, 16
 //!   threads for 16), with the interrupts the guest took for the disk meanwhile;
 //! - TCP throughput L1 -> L2 and L2 -> L1 over the tap, and ping's round trip (median);
 //! - the VMM's CPU time (utime + stime of all its threads, which includes the guest's own time
 //!   on its vCPU) per GiB moved, for the disk phases and the network phases;
-//! - the VMM's own memory: its peak RSS less the resident part of its largest mapping (guest
-//!   RAM), read from /proc before the guest powers off.
+//! - the VMM's own memory: its peak RSS less the resident part of guest RAM (the largest
+//!   mapping and its same-named neighbours up to the guest's size: madvise splits rvvmm's),
+//!   read from /proc before the guest powers off, and what of it is resident then by kind (the
+//!   binary; heap, stacks and buffers);
+//! - L1's KVM counts of the guest's exits (debugfs) per read and per ping, by kind.
 
 use crate::bench::{med, Sample};
 use crate::plan::{self, Case};
@@ -65,21 +68,58 @@ seq_rate write seqwrite_mib_s
 c1=$(cpu)
 emit blk_cpu_s_per_gib "$(awk "BEGIN {{ print ($c1 - $c0) / 100 / ({mib} * 2 / 1024) }}")"
 for q in 1 16; do
+  k0=$(kvm_stats)
   o=$(timeout $(({secs} + 60)) /vsock-tool io-run $g "/bin/vsock-tool randread /dev/vda $q {secs}")
+  k1=$(kvm_stats)
   echo "$o" | sed "s/^/@@IO-RAW $v randread /"
   emit randread${{q}}_iops "$(echo "$o" | sed -n 's/.* iops=\([0-9.]*\).*/\1/p')"
   reads=$(echo "$o" | sed -n 's/.* reads=\([0-9]*\).*/\1/p'); irqs=$(echo "$o" | sed -n 's/.* irqs=\([0-9]*\).*/\1/p')
   [ -n "$reads" ] && [ -n "$irqs" ] && [ "$reads" -gt 0 ] && emit randread${{q}}_irqs_per_read "$(awk "BEGIN {{ print $irqs / $reads }}")" && emit randread${{q}}_irqs_per_s "$(awk "BEGIN {{ print $irqs / {secs} }}")"
+  if [ -n "$reads" ] && [ "$reads" -gt 0 ]; then
+    i=0
+    for stat in exits mmio_exit_user mmio_exit_kernel wfi_exit_stat; do
+      i=$((i + 1))
+      emit randread${{q}}_${{stat}}_per_read "$(echo "$k0 $k1" | awk -v i=$i -v n=$reads '{{ print ($(i + 4) - $i) / n }}')"
+    done
+  fi
 done
 c0=$(cpu)
 emit push_mib_s "$(timeout 300 /vsock-tool io-push $g {bytes} | sed -n 's/.* in \([0-9.]*\) s.*/\1/p' | awk '{{ if ($1 > 0) print {net} / $1 }}')"
 emit pull_mib_s "$(timeout 300 /vsock-tool io-pull $g {bytes} | sed -n 's/.* in \([0-9.]*\) s.*/\1/p' | awk '{{ if ($1 > 0) print {net} / $1 }}')"
 c1=$(cpu)
 emit net_cpu_s_per_gib "$(awk "BEGIN {{ print ($c1 - $c0) / 100 / ({net} * 2 / 1024) }}")"
+k0=$(kvm_stats)
 emit ping_us "$(timeout 60 ping -c {pings} -A -W 5 10.0.5.2 | sed -n 's/.*time=\([0-9.]*\) ms.*/\1/p' | sort -n | awk '{{ t[NR] = $1 }} END {{ if (NR > 0) print t[int((NR + 1) / 2)] * 1000 }}')"
+k1=$(kvm_stats)
+emit ping_exits "$(echo "$k0 $k1" | awk '{{ print ($5 - $1) / {pings} }}')"
+emit ping_mmio_exit_user "$(echo "$k0 $k1" | awk '{{ print ($6 - $2) / {pings} }}')"
+# Guest RAM is the largest mapping and the mappings right beside it of the same name, up to
+# the guest's 256 MiB (rvvmm's is three: madvise gives the dtb's 2 MiB block its own); the
+# rest is the VMM's own. What is resident of it now, by kind: the VMM's binary, anonymous
+# memory (heap, stacks, buffers); each mapping also as a raw line.
 hwm=$(awk '/^VmHWM:/ {{ print $2 }}' /proc/$pid/status)
-ram=$(awk '/^[0-9a-f]+-[0-9a-f]+ / {{ n = 1 }} n && /^Size:/ {{ sz = $2 }} n && /^Rss:/ {{ if (sz > best) {{ best = sz; rss = $2 }}; n = 0 }} END {{ print rss }}' /proc/$pid/smaps)
-[ -n "$hwm" ] && [ -n "$ram" ] && emit own_kib $((hwm - ram))
+exe=$(readlink /proc/$pid/exe)
+awk -v exe="$exe" -v v=$v -v r=$r -v hwm="$hwm" -v ramkib=262144 '
+/^[0-9a-f]+-[0-9a-f]+ / {{ n++; split($1, a, "-"); lo[n] = a[1]; hi[n] = a[2]; name[n] = $6; what[n] = $1 " " $2 " " $6 }}
+/^Size:/ {{ sz[n] = $2 }}
+/^Rss:/ {{ rss[n] = $2; if (sz[n] > sz[big] + 0) big = n }}
+END {{
+  if (!big || hwm == "") exit
+  ram[big] = 1; got = sz[big]
+  for (i = big - 1; i >= 1 && got < ramkib && hi[i] == lo[i + 1] && name[i] == name[big]; i--) {{ ram[i] = 1; got += sz[i] }}
+  for (i = big + 1; i <= n && got < ramkib && lo[i] == hi[i - 1] && name[i] == name[big]; i++) {{ ram[i] = 1; got += sz[i] }}
+  for (i = 1; i <= n; i++) {{
+    if (ram[i]) {{ guest += rss[i]; continue }}
+    if (rss[i] == 0) continue
+    print "@@IO-RAW " v " mapping " what[i] " " sz[i] " " rss[i]
+    if (name[i] == exe) bin += rss[i]
+    else if (name[i] == "" || name[i] == "[heap]" || name[i] == "[stack]") anon += rss[i]
+  }}
+  print "@@IO " v " " r " own_kib " hwm - guest
+  print "@@IO " v " " r " own_bin_kib " bin + 0
+  print "@@IO " v " " r " own_anon_kib " anon + 0
+}}' /proc/$pid/smaps
+for t in /proc/$pid/task/*; do echo "@@IO-RAW $v thread $(cat $t/comm) sp $(cut -d' ' -f8 $t/syscall 2>/dev/null)"; done
 timeout 10 /vsock-tool io-run $g 'poweroff -f' > /dev/null 2>&1
 for i in $(seq 1 100); do kill -0 $pid 2>/dev/null || break; sleep 0.1; done
 kill -9 $pid 2>/dev/null
@@ -95,6 +135,9 @@ grep -E 'eth0|virtio|error|warn|@@L2' /tmp/io.out | tail -20 | sed "s/^/@@IO-LOG
 dd if=/dev/urandom of=/tmp/io.img bs=1M count={mib} 2>/dev/null
 g=10.0.5.2:5000
 cpu() {{ awk '{{ print $14 + $15 }}' /proc/$pid/stat; }}
+# KVM's own counts of the guest's exits (all VMs: one runs at a time), from L1's debugfs.
+mount -t debugfs none /sys/kernel/debug 2>/dev/null
+kvm_stats() {{ for f in exits mmio_exit_user mmio_exit_kernel wfi_exit_stat; do cat /sys/kernel/debug/kvm/$f 2>/dev/null || echo 0; done | tr '\n' ' '; }}
 emit() {{ [ -n "$2" ] && echo "@@IO $v $r $1 $2"; }}
 seq_rate() {{ o=$(timeout 300 /vsock-tool io-run $g "/bin/vsock-tool seq /dev/vda {mib} $1"); echo "$o" | sed "s/^/@@IO-RAW $v $1 /"; emit $2 "$(echo "$o" | sed -n 's/.* secs=\([0-9.]*\).*/\1/p' | awk '{{ if ($1 > 0) print {mib} / $1 }}')"; }}
 {}
@@ -171,6 +214,41 @@ const KEYS: &[(&str, &str, Better)] = &[
         Better::Less,
     ),
     (
+        "randread1_exits_per_read",
+        "L2 exits per read, QD1 (L1's KVM counts)",
+        Better::Less,
+    ),
+    (
+        "randread1_mmio_exit_user_per_read",
+        "  of them MMIO in the VMM, QD1",
+        Better::Less,
+    ),
+    (
+        "randread1_mmio_exit_kernel_per_read",
+        "  of them MMIO in L1's KVM (ioeventfd), QD1",
+        Better::Less,
+    ),
+    (
+        "randread1_wfi_exit_stat_per_read",
+        "  of them WFI, QD1",
+        Better::Neither,
+    ),
+    (
+        "randread16_exits_per_read",
+        "L2 exits per read, QD16",
+        Better::Less,
+    ),
+    (
+        "randread16_mmio_exit_user_per_read",
+        "  of them MMIO in the VMM, QD16",
+        Better::Less,
+    ),
+    (
+        "randread16_mmio_exit_kernel_per_read",
+        "  of them MMIO in L1's KVM (ioeventfd), QD16",
+        Better::Less,
+    ),
+    (
         "blk_cpu_s_per_gib",
         "VMM CPU s per GiB, blk seq",
         Better::Less,
@@ -179,9 +257,25 @@ const KEYS: &[(&str, &str, Better)] = &[
     ("pull_mib_s", "net TCP L2 -> L1, MiB/s", Better::More),
     ("ping_us", "net ping round trip (median), us", Better::Less),
     ("net_cpu_s_per_gib", "VMM CPU s per GiB, net", Better::Less),
+    ("ping_exits", "L2 exits per ping round trip", Better::Less),
+    (
+        "ping_mmio_exit_user",
+        "  of them MMIO in the VMM",
+        Better::Less,
+    ),
     (
         "own_kib",
         "VMM own memory (peak RSS - guest RAM), KiB",
+        Better::Less,
+    ),
+    (
+        "own_bin_kib",
+        "  resident now: the VMM's binary, KiB",
+        Better::Less,
+    ),
+    (
+        "own_anon_kib",
+        "  resident now: heap, stacks, buffers, KiB",
         Better::Less,
     ),
 ];

@@ -1383,10 +1383,19 @@ fn all_cases() -> Vec<Case> {
             ..case(
                 "virtio_blk_persists",
                 "cp /l2/disk.img /tmp/disk.img\n\
-                 /rvvmm --kernel /l2/Image --initrd /l2/initrd.cpio --memory 256M --disk /tmp/disk.img --cmdline 'console=ttyS0 quiet rvvmm.test=disk-write' && \
-                 /rvvmm --kernel /l2/Image --initrd /l2/initrd.cpio --memory 256M --disk /tmp/disk.img,readonly --cmdline 'console=ttyS0 quiet rvvmm.test=disk-read'",
+                 dd if=/dev/urandom of=/tmp/raw.img bs=1M count=16 2>/dev/null\n\
+                 r=$(for q in 0 1 2 3; do dd if=/tmp/raw.img bs=64k skip=$((q * 64)) count=64 2>/dev/null | sha256sum | cut -d' ' -f1; done)\n\
+                 /rvvmm --kernel /l2/Image --initrd /l2/initrd.cpio --memory 256M --disk /tmp/disk.img --disk /tmp/raw.img --cmdline 'console=ttyS0 quiet rvvmm.test=disk-write' > /tmp/bp.out 2>&1; s=$?\n\
+                 cat /tmp/bp.out\n\
+                 [ \"$(echo $(sed -n 's/.*@@L2 vdb read sha256 //p' /tmp/bp.out | tr -d '\\r'))\" = \"$(echo $r)\" ] && echo '@@BLK four readers at once read the raw disk intact'\n\
+                 grep -q \"@@L2 vdb wrote sha256 $(sha256sum /tmp/raw.img | cut -d' ' -f1)\" /tmp/bp.out && echo '@@BLK four writers at once wrote the raw disk intact'\n\
+                 rm -f /tmp/raw.img\n\
+                 [ $s -eq 0 ] && /rvvmm --kernel /l2/Image --initrd /l2/initrd.cpio --memory 256M --disk /tmp/disk.img,readonly --cmdline 'console=ttyS0 quiet rvvmm.test=disk-read'",
                 0,
                 &[
+                    "@@L2 vdb event_idx=1",
+                    "@@BLK four readers at once read the raw disk intact",
+                    "@@BLK four writers at once wrote the raw disk intact",
                     "@@L2 disk has: made by the lab with mkfs.ext4 -d",
                     "@@L2 discard: 2147483648 max, /mnt: ",
                     "bytes trimmed",
@@ -1457,7 +1466,7 @@ fn all_cases() -> Vec<Case> {
             timeout: 600,
             reject: &["FAILED", "Kernel panic"],
             expect_plic: &["virtio-net at 0x10001000, interrupt 1 (user-space PLIC)"],
-            expect_aia: &["virtio-net at 0x10001000, interrupt 1 (AIA, irqfd)"],
+            expect_aia: &["virtio-net at 0x10001000, interrupt 1 (AIA, edge)"],
             ..case(
                 "virtio_net_ping_both_ways",
                 "tunctl -t tap0 >/dev/null && ifconfig tap0 10.0.2.1 netmask 255.255.255.0 up\n\
@@ -1471,7 +1480,7 @@ fn all_cases() -> Vec<Case> {
                 0,
                 &[
                     "@@L2 eth0 52:54:00:00:00:02",
-                    "@@L2 eth0 offloads csum=1 guest_csum=1 guest_tso4=1 guest_tso6=1 host_tso4=1 host_tso6=1",
+                    "@@L2 eth0 offloads csum=1 guest_csum=1 guest_tso4=1 guest_tso6=1 host_tso4=1 host_tso6=1 event_idx=1",
                     "@@L2 ping to L1: 3 packets transmitted, 3 packets received",
                     "L1: 3 packets transmitted, 3 packets received",
                     "@@L2 answered 3 pings from L1",
@@ -1621,7 +1630,7 @@ fn all_cases() -> Vec<Case> {
         },
         Case {
             timeout: 300,
-            expect_aia: &["in-kernel AIA: mode", "@@L2 hwrng virtio_rng.0 ", "APLIC-MSI", "virtio-rng at 0x10001000, interrupt 1 (AIA, irqfd)", "status=0"],
+            expect_aia: &["in-kernel AIA: mode", "@@L2 hwrng virtio_rng.0 ", "APLIC-MSI", "virtio-rng at 0x10001000, interrupt 1 (AIA, edge)", "status=0"],
             expect_plic: &["has no in-kernel AIA", "status=1"],
             ..case(
                 "linux_irqchip_aia_generated",

@@ -17,6 +17,7 @@ use vm_memory::{GuestAddress, GuestMemoryBackend, GuestMemoryMmap};
 
 use super::{
     device_id, drain_queue_costed, read_config_bytes, QueueOutcome, VirtioDevice, PASS_BUDGET,
+    VIRTIO_RING_F_EVENT_IDX,
 };
 
 const SECTOR: u64 = 512;
@@ -566,7 +567,10 @@ impl VirtioDevice for Block {
     }
 
     fn features(&self) -> u64 {
-        let mut f = VIRTIO_BLK_F_FLUSH | VIRTIO_BLK_F_SEG_MAX | VIRTIO_BLK_F_SIZE_MAX;
+        let mut f = VIRTIO_BLK_F_FLUSH
+            | VIRTIO_BLK_F_SEG_MAX
+            | VIRTIO_BLK_F_SIZE_MAX
+            | VIRTIO_RING_F_EVENT_IDX;
         if self.readonly {
             f |= VIRTIO_BLK_F_RO;
         } else {

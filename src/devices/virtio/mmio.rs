@@ -3,7 +3,7 @@
 //! Three points of installation, as Firecracker's transport: the MMIO bus (registers, this
 //! file's [`MmioTransport`] as a [`BusDevice`]), the event loop (one eventfd per queue, which
 //! KVM signals directly when registered as an ioeventfd on the QueueNotify register), and the
-//! interrupt ([`Interrupt`]: a PLIC source or a KVM irqfd).
+//! interrupt ([`Interrupt`]: an edge on a PLIC source or on a line of KVM's AIA).
 //!
 //! Every register write is checked against the status the driver has reached
 //! (`check_device_status`, as Firecracker does): queue setup only between FEATURES_OK and
@@ -20,7 +20,7 @@ use virtio_queue::{Queue, QueueT};
 use vm_memory::GuestMemoryMmap;
 use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
-use super::{QueueOutcome, VirtioDevice, VIRTIO_F_VERSION_1};
+use super::{QueueOutcome, VirtioDevice, VIRTIO_F_VERSION_1, VIRTIO_RING_F_EVENT_IDX};
 use crate::control::{Flow, CONTINUE};
 use crate::devices::{BusDevice, Counted};
 use crate::event_loop::set_watched;
@@ -57,7 +57,7 @@ pub struct MmioTransport {
     queues: Vec<Queue>,
     queue_evts: Vec<EventFd>,
     interrupt: Arc<dyn Interrupt>,
-    interrupt_status: AtomicU32,
+    interrupt_status: Arc<AtomicU32>,
     /// Queue notifications handled (an eventfd's count adds up several) and interrupts sent.
     notifications: u64,
     interrupts: AtomicU64,
@@ -93,7 +93,7 @@ impl MmioTransport {
             queues,
             queue_evts,
             interrupt,
-            interrupt_status: AtomicU32::new(0),
+            interrupt_status: Arc::new(AtomicU32::new(0)),
             notifications: 0,
             interrupts: AtomicU64::new(0),
             status: 0,
@@ -208,7 +208,11 @@ impl MmioTransport {
         let mut queues = Vec::with_capacity(self.queues.len());
         for q in &self.queues {
             match Queue::try_from(q.state()) {
-                Ok(q) => queues.push(q),
+                Ok(mut q) => {
+                    // The device offered it only if all its queue paths keep the events.
+                    q.set_event_idx(self.driver_features & VIRTIO_RING_F_EVENT_IDX != 0);
+                    queues.push(q)
+                }
                 Err(e) => return self.needs_reset(&format!("bad queue setup: {e}")),
             }
         }
@@ -276,7 +280,7 @@ impl MmioTransport {
                 .selected_queue()
                 .map(|q| u32::from(q.ready()))
                 .unwrap_or(0),
-            0x60 => self.interrupt_status.load(Ordering::SeqCst),
+            INTERRUPT_STATUS => self.interrupt_status.load(Ordering::SeqCst),
             0x70 => self.status,
             // SHMLenLow/High and SHMBaseLow/High: no device here has shared memory regions,
             // and a region that does not exist reads as length -1 (virtio 1.2, 4.2.2). A 0
@@ -329,9 +333,8 @@ impl MmioTransport {
                     let _ = evt.write(1);
                 }
             }
-            0x64 => {
-                let left = self.interrupt_status.fetch_and(!value, Ordering::SeqCst) & !value;
-                self.interrupt.acknowledged(left != 0);
+            INTERRUPT_ACK => {
+                self.interrupt_status.fetch_and(!value, Ordering::SeqCst);
             }
             0x70 => self.set_status(value),
             0x80 | 0x84 | 0x90 | 0x94 | 0xa0 | 0xa4 if setup => {
@@ -359,19 +362,45 @@ impl MmioTransport {
 
 /// The transport on the bus and in the event loop: shared between the vCPU threads (registers)
 /// and the event-loop thread (queues).
+///
+/// InterruptStatus and InterruptACK, which the driver reads and writes at every interrupt, are
+/// served without the lock: the event loop holds it for a whole pass over a queue (a disk's
+/// reads included), and a vCPU taking the interrupt of the pass's first request would wait for
+/// the pass's last. They are one atomic, which the device sets before it raises the edge.
 #[derive(Clone)]
-pub struct SharedTransport(pub Arc<Mutex<MmioTransport>>);
+pub struct SharedTransport {
+    transport: Arc<Mutex<MmioTransport>>,
+    interrupt_status: Arc<AtomicU32>,
+}
 
 impl SharedTransport {
+    /// Shares `transport`.
+    pub fn new(transport: MmioTransport) -> Self {
+        let interrupt_status = transport.interrupt_status.clone();
+        SharedTransport {
+            transport: Arc::new(Mutex::new(transport)),
+            interrupt_status,
+        }
+    }
+
     /// The transport, locked (a poisoned lock is taken over: its state is plain registers).
     pub fn lock(&self) -> std::sync::MutexGuard<'_, MmioTransport> {
-        self.0.lock().unwrap_or_else(|e| e.into_inner())
+        self.transport.lock().unwrap_or_else(|e| e.into_inner())
     }
 }
+
+/// InterruptStatus (read) and InterruptACK (write).
+const INTERRUPT_STATUS: u64 = 0x60;
+const INTERRUPT_ACK: u64 = 0x64;
 
 impl BusDevice for SharedTransport {
     fn read(&self, offset: u64, data: &mut [u8]) {
         data.fill(0);
+        if offset == INTERRUPT_STATUS && data.len() == 4 {
+            let status = self.interrupt_status.load(Ordering::SeqCst);
+            data.copy_from_slice(&status.to_le_bytes());
+            return;
+        }
         let mut t = self.lock();
         if offset >= CONFIG_SPACE {
             t.device.read_config(offset - CONFIG_SPACE, data);
@@ -381,6 +410,11 @@ impl BusDevice for SharedTransport {
     }
 
     fn write(&self, offset: u64, data: &[u8]) -> Flow {
+        if offset == INTERRUPT_ACK && data.len() == 4 {
+            let value = u32::from_le_bytes([data[0], data[1], data[2], data[3]]);
+            self.interrupt_status.fetch_and(!value, Ordering::SeqCst);
+            return CONTINUE;
+        }
         let mut t = self.lock();
         if offset >= CONFIG_SPACE {
             if t.check_device_status(STATUS_DRIVER, STATUS_FAILED) {
@@ -633,7 +667,7 @@ mod tests {
         let mem = memory();
         let irq = Arc::new(CountingInterrupt::default());
         let t = MmioTransport::new(Box::new(Rng::new()), mem.clone(), irq.clone()).unwrap();
-        (SharedTransport(Arc::new(Mutex::new(t))), irq, mem)
+        (SharedTransport::new(t), irq, mem)
     }
 
     fn r(t: &SharedTransport, off: u64) -> u32 {
@@ -742,6 +776,27 @@ mod tests {
         assert_eq!(r(&t, 0x60), INT_USED_RING);
         w(&t, 0x64, INT_USED_RING);
         assert_eq!(r(&t, 0x60), 0);
+    }
+
+    /// A vCPU reads InterruptStatus and acknowledges while the event loop holds the transport
+    /// (a pass over a disk's queue): neither waits for the lock.
+    #[test]
+    fn the_interrupt_registers_do_not_wait_for_a_pass() {
+        let (t, _, mem) = transport();
+        bring_up(&t);
+        publish(&mem, &[(DATA, 64, F_WRITE, 0)], &[0]);
+        t.lock().process_queue(0);
+        let pass = t.lock();
+        let (done, finished) = std::sync::mpsc::channel();
+        let vcpu = t.clone();
+        std::thread::spawn(move || {
+            let status = r(&vcpu, 0x60);
+            w(&vcpu, 0x64, status);
+            let _ = done.send((status, r(&vcpu, 0x60)));
+        });
+        let seen = finished.recv_timeout(std::time::Duration::from_secs(10));
+        drop(pass);
+        assert_eq!(seen, Ok((INT_USED_RING, 0)));
     }
 
     #[test]

@@ -156,6 +156,13 @@ where
 /// [`drain_queue_within`] for a device whose chains differ in cost (a disk's bytes): `handle`
 /// returns the bytes written into the chain and the chain's cost, and the pass ends once the
 /// costs reach `cost_budget` (at least one chain is always served).
+///
+/// The driver is asked not to notify while the pass runs (`VRING_USED_F_NO_NOTIFY`; with
+/// EVENT_IDX the avail event already stands behind the ring): what it adds meanwhile is taken
+/// by this pass, without a notification (an exit of the vCPU) per request. Between passes
+/// notifications are on: the pass turns them on before it ends and then looks at the ring once
+/// more, so a chain the driver made available just before it saw them on is not left waiting
+/// for a notification that will not come (virtio 1.2, 2.7.10 and 2.7.7.2).
 pub fn drain_queue_costed<F>(
     queue: &mut Queue,
     memory: &GuestMemoryMmap,
@@ -168,23 +175,38 @@ where
 {
     let mut used = false;
     let (mut taken, mut cost) = (0usize, 0u64);
+    if !runs(queue) {
+        return QueueOutcome::Idle;
+    }
+    if let Err(e) = queue.disable_notification(memory) {
+        crate::guest_warn!("virtio: cannot write the used ring's flags: {e}");
+        return QueueOutcome::Broken;
+    }
     loop {
-        if taken >= budget || cost >= cost_budget {
-            if queue_has_more(queue, memory) {
-                return QueueOutcome::Yielded;
-            }
-            break;
-        }
-        // One chain at a time off the avail ring (the iterator moves next_avail as it
-        // goes): what the budget does not reach stays there for the next pass.
-        let chain = match queue.iter(memory) {
-            Ok(mut iter) => iter.next(),
-            Err(e) => {
-                crate::guest_warn!("virtio: malformed avail ring: {e}");
-                return QueueOutcome::Broken;
+        let at_budget = taken >= budget || cost >= cost_budget;
+        let chain = if at_budget {
+            None
+        } else {
+            match next_chain(queue, memory) {
+                Ok(chain) => chain,
+                Err(()) => return QueueOutcome::Broken,
             }
         };
-        let Some(chain) = chain else { break };
+        let Some(chain) = chain else {
+            match rearm(queue, memory) {
+                Ok(false) => break,
+                // More wait past the budget: the rest at the next pass (notifications are on
+                // meanwhile, as between any two passes).
+                Ok(true) if at_budget => return QueueOutcome::Yielded,
+                Ok(true) => {
+                    if queue.disable_notification(memory).is_err() {
+                        return QueueOutcome::Broken;
+                    }
+                    continue;
+                }
+                Err(()) => return QueueOutcome::Broken,
+            }
+        };
         taken += 1;
         let head = chain.head_index();
         let (len, chain_cost) = handle(chain);
@@ -198,31 +220,76 @@ where
     used_outcome(queue, memory, used)
 }
 
+/// Whether the driver set the queue up (a notification of a queue it did not, or a frame for
+/// a receive queue it left alone, finds nothing to do: the driver is not wrong to leave a
+/// queue unused).
+fn runs(queue: &Queue) -> bool {
+    queue.ready() && queue.avail_ring() != 0
+}
+
+/// The next available chain, one at a time off the avail ring (the iterator moves next_avail
+/// as it goes, so what a pass does not reach stays there); `Err` if the avail ring is
+/// malformed (the device then needs a reset). None from a queue that is not set up.
+pub(crate) fn next_chain<'a>(
+    queue: &mut Queue,
+    memory: &'a GuestMemoryMmap,
+) -> Result<Option<virtio_queue::DescriptorChain<&'a GuestMemoryMmap>>, ()> {
+    if !runs(queue) {
+        return Ok(None);
+    }
+    match queue.iter(memory) {
+        Ok(mut iter) => Ok(iter.next()),
+        Err(e) => {
+            crate::guest_warn!("virtio: malformed avail ring: {e}");
+            Err(())
+        }
+    }
+}
+
+/// Asks the driver for notifications again (clears `VRING_USED_F_NO_NOTIFY`, or with EVENT_IDX
+/// sets the avail event to the next chain the device will take) and says whether chains are
+/// available after all: the driver may have added one before it saw the request.
+pub(crate) fn rearm(queue: &mut Queue, memory: &GuestMemoryMmap) -> Result<bool, ()> {
+    if !runs(queue) {
+        return Ok(false);
+    }
+    queue.enable_notification(memory).map_err(|e| {
+        crate::guest_warn!("virtio: cannot ask the driver for notifications: {e}");
+    })
+}
+
 /// `VRING_AVAIL_F_NO_INTERRUPT`: the driver polls the used ring and wants no interrupt.
 const VRING_AVAIL_F_NO_INTERRUPT: u16 = 1;
 
-/// `Used` if buffers were used and the driver wants to hear of it, else `Idle`: a driver
-/// that polls (Linux's NAPI, a block driver draining completions) sets
-/// `VRING_AVAIL_F_NO_INTERRUPT` meanwhile, and an interrupt then costs the guest an entry for
-/// nothing (virtio 1.2, 2.7.7; virtio-queue's `needs_notification` reads the flag only with
-/// EVENT_IDX, which rvvmm does not offer). The flag is read after the used ring was written.
-pub fn used_outcome(queue: &Queue, memory: &GuestMemoryMmap, used: bool) -> QueueOutcome {
+/// `VIRTIO_RING_F_EVENT_IDX` (virtio 1.2, 6): the driver and the device say how far the other
+/// may go before it notifies (the used and avail events) instead of flags. A device offers it
+/// only if every path that takes chains off its queues ends with [`rearm`] or a drain (which
+/// calls it), and decides its interrupts with [`used_outcome`]: a device that never writes the
+/// avail event would stop hearing from the driver.
+pub const VIRTIO_RING_F_EVENT_IDX: u64 = 1 << 29;
+
+/// `Used` if buffers were used and the driver wants to hear of it, else `Idle`. With EVENT_IDX,
+/// whether the used ring passed the driver's used event since the last interrupt decision
+/// (virtio-queue's `needs_notification`); without, whether the driver polls (Linux's NAPI, a
+/// block driver draining completions set `VRING_AVAIL_F_NO_INTERRUPT` meanwhile, and an
+/// interrupt then costs the guest an entry for nothing; virtio 1.2, 2.7.7). Read after the
+/// used ring was written.
+pub fn used_outcome(queue: &mut Queue, memory: &GuestMemoryMmap, used: bool) -> QueueOutcome {
     use vm_memory::{Bytes, GuestAddress};
     if !used {
         return QueueOutcome::Idle;
+    }
+    if queue.event_idx_enabled() {
+        return match queue.needs_notification(memory) {
+            Ok(false) => QueueOutcome::Idle,
+            _ => QueueOutcome::Used,
+        };
     }
     std::sync::atomic::fence(std::sync::atomic::Ordering::SeqCst);
     match memory.read_obj::<u16>(GuestAddress(queue.avail_ring())) {
         Ok(flags) if flags & VRING_AVAIL_F_NO_INTERRUPT != 0 => QueueOutcome::Idle,
         _ => QueueOutcome::Used,
     }
-}
-
-/// Whether the driver has made chains available that the device has not taken.
-fn queue_has_more(queue: &Queue, memory: &GuestMemoryMmap) -> bool {
-    queue
-        .avail_idx(memory, std::sync::atomic::Ordering::Acquire)
-        .is_ok_and(|idx| idx.0 != queue.next_avail())
 }
 
 #[cfg(test)]
@@ -282,6 +349,11 @@ pub(crate) mod testing {
             .collect();
         (idx, entries)
     }
+
+    /// The driver's used event (after the avail ring's entries) and the device's avail event
+    /// (after the used ring's), as EVENT_IDX places them.
+    pub const USED_EVENT: u64 = AVAIL + 4 + 2 * SIZE as u64;
+    pub const AVAIL_EVENT: u64 = USED + 4 + 8 * SIZE as u64;
 
     pub const F_NEXT: u16 = 1;
     pub const F_WRITE: u16 = 2;
@@ -370,6 +442,99 @@ mod tests {
         mem.write_obj(0u16, GuestAddress(AVAIL)).unwrap();
         publish(&mem, &[(DATA, 8, F_WRITE, 0)], &[0, 0, 0, 0]);
         assert_eq!(drain_queue(&mut q, &mem, |_| 8), QueueOutcome::Used);
+    }
+
+    /// The used ring's flags, where `VRING_USED_F_NO_NOTIFY` (1) tells the driver not to notify.
+    fn used_flags(mem: &GuestMemoryMmap) -> u16 {
+        use vm_memory::{Bytes, GuestAddress};
+        mem.read_obj(GuestAddress(USED)).unwrap()
+    }
+
+    /// While a pass runs the driver is asked not to notify; what it adds meanwhile is taken by
+    /// the same pass; after it, notifications are on again.
+    #[test]
+    fn a_pass_asks_for_no_notification_and_takes_what_comes_meanwhile() {
+        let mem = memory();
+        let mut q = queue();
+        publish(&mem, &[(DATA, 8, F_WRITE, 0)], &[0]);
+        let driver = mem.clone();
+        let mut seen = Vec::new();
+        let outcome = drain_queue(&mut q, &mem, |c| {
+            assert_eq!(used_flags(&mem), 1, "no notifications while the pass runs");
+            if seen.is_empty() {
+                // The driver adds two more chains while the device works on the first.
+                publish(
+                    &driver,
+                    &[
+                        (DATA, 8, F_WRITE, 0),
+                        (DATA, 8, F_WRITE, 0),
+                        (DATA, 8, F_WRITE, 0),
+                    ],
+                    &[0, 1, 2],
+                );
+            }
+            seen.push(c.head_index());
+            8
+        });
+        assert_eq!(outcome, QueueOutcome::Used);
+        assert_eq!(seen, [0, 1, 2]);
+        assert_eq!(used_flags(&mem), 0, "notifications are on between passes");
+    }
+
+    /// A pass cut short by its budget leaves notifications on too (the device comes back by
+    /// its own eventfd, and a snapshot taken meanwhile must not hold a silenced queue).
+    #[test]
+    fn a_yielded_pass_leaves_notifications_on() {
+        let (mem, mut q) = three_chains();
+        assert_eq!(
+            drain_queue_within(&mut q, &mem, 1, |_| 8),
+            QueueOutcome::Yielded
+        );
+        assert_eq!(used_flags(&mem), 0);
+    }
+
+    /// With EVENT_IDX the device writes its avail event (the next chain it takes) after every
+    /// pass, so the driver notifies for the next chain; and interrupts follow the driver's used
+    /// event: none until the used ring passes it.
+    #[test]
+    fn with_event_idx_the_events_decide_notifications_and_interrupts() {
+        use vm_memory::{Bytes, GuestAddress};
+        let (mem, mut q) = three_chains();
+        q.set_event_idx(true);
+        // The driver wants an interrupt only once the fifth buffer is used.
+        mem.write_obj(4u16, GuestAddress(USED_EVENT)).unwrap();
+        assert_eq!(drain_queue(&mut q, &mem, |_| 8), QueueOutcome::Idle);
+        assert_eq!(used(&mem).0, 3, "the buffers are returned all the same");
+        let avail_event: u16 = mem.read_obj(GuestAddress(AVAIL_EVENT)).unwrap();
+        assert_eq!(avail_event, 3, "notify me when chain 3 is made available");
+        assert_eq!(used_flags(&mem), 0, "no flags with EVENT_IDX");
+        // Two more: the used ring passes the used event (index 4): an interrupt.
+        publish(&mem, &[(DATA, 8, F_WRITE, 0)], &[0, 0, 0, 0, 0]);
+        assert_eq!(drain_queue(&mut q, &mem, |_| 8), QueueOutcome::Used);
+        let avail_event: u16 = mem.read_obj(GuestAddress(AVAIL_EVENT)).unwrap();
+        assert_eq!(avail_event, 5);
+    }
+
+    /// A driver that moves its avail index back (a hostile one) breaks the queue; the pass
+    /// does not spin on a ring that says it has chains and gives none.
+    #[test]
+    fn an_avail_index_moved_back_breaks_the_queue() {
+        use vm_memory::{Bytes, GuestAddress};
+        let (mem, mut q) = three_chains();
+        assert_eq!(drain_queue(&mut q, &mem, |_| 8), QueueOutcome::Used);
+        mem.write_obj(1u16, GuestAddress(AVAIL + 2)).unwrap();
+        assert_eq!(drain_queue(&mut q, &mem, |_| 8), QueueOutcome::Broken);
+    }
+
+    /// A queue the driver never set up is no fault of its: a notification finds nothing to do
+    /// and writes nothing (its rings are nowhere).
+    #[test]
+    fn a_queue_that_is_not_set_up_is_idle() {
+        let mem = memory();
+        let mut q = virtio_queue::Queue::new(SIZE).unwrap();
+        assert_eq!(drain_queue(&mut q, &mem, |_| 8), QueueOutcome::Idle);
+        assert_eq!(next_chain(&mut q, &mem).map(|c| c.is_none()), Ok(true));
+        assert_eq!(rearm(&mut q, &mem), Ok(false));
     }
 
     #[test]

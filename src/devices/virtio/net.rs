@@ -24,7 +24,9 @@ use std::os::fd::RawFd;
 use virtio_queue::{Queue, QueueT};
 use vm_memory::GuestMemoryMmap;
 
-use super::{device_id, drain_queue, read_config_bytes, QueueOutcome, VirtioDevice};
+use super::{
+    device_id, drain_queue, read_config_bytes, QueueOutcome, VirtioDevice, VIRTIO_RING_F_EVENT_IDX,
+};
 
 /// Length of `virtio_net_hdr_v1` (with `num_buffers`), the header of every buffer.
 pub const HDR_LEN: usize = 12;
@@ -203,9 +205,21 @@ impl Net {
                 // One buffer a frame: num_buffers is 1 (the tap leaves those bytes alone).
                 self.rx_buf[10..12].copy_from_slice(&1u16.to_le_bytes());
             }
-            let Some(chain) = queue.pop_descriptor_chain(memory) else {
-                self.rx_stalled = true;
-                break;
+            let chain = match super::next_chain(queue, memory) {
+                Ok(Some(chain)) => chain,
+                Ok(None) => {
+                    // Out of buffers: ask for a notification when the driver adds some, and
+                    // look once more (it may have added one before it saw the request).
+                    match super::rearm(queue, memory) {
+                        Ok(true) => continue,
+                        Ok(false) => {
+                            self.rx_stalled = true;
+                            break;
+                        }
+                        Err(()) => return QueueOutcome::Broken,
+                    }
+                }
+                Err(()) => return QueueOutcome::Broken,
             };
             let head = chain.head_index();
             let frame = &self.rx_buf[..self.rx_len];
@@ -233,6 +247,10 @@ impl Net {
                 return QueueOutcome::Broken;
             }
             used = true;
+        }
+        // Buffers to spare: the driver need not say when it adds more.
+        if !self.rx_stalled && queue.ready() && queue.disable_notification(memory).is_err() {
+            return QueueOutcome::Broken;
         }
         super::used_outcome(queue, memory, used)
     }
@@ -304,7 +322,7 @@ impl VirtioDevice for Net {
     }
 
     fn features(&self) -> u64 {
-        VIRTIO_NET_F_MAC | VIRTIO_NET_F_STATUS | OFFLOADS
+        VIRTIO_NET_F_MAC | VIRTIO_NET_F_STATUS | OFFLOADS | VIRTIO_RING_F_EVENT_IDX
     }
 
     fn queue_max_sizes(&self) -> &[u16] {
@@ -468,6 +486,72 @@ mod tests {
         assert!(net.event_armed());
         assert_eq!(used(&mem).0, 2);
         assert_eq!(used(&mem).1[1].1, (HDR_LEN + 6) as u32);
+    }
+
+    /// With EVENT_IDX, a receive queue out of buffers asks the driver to notify for the next
+    /// one (its avail event); with buffers to spare it asks for nothing (no flag, no event
+    /// moved), so the driver's refills cost no exits.
+    #[test]
+    fn receive_asks_for_notifications_only_when_out_of_buffers() {
+        let (a, peer) = UnixDatagram::pair().unwrap();
+        a.set_nonblocking(true).unwrap();
+        let mem = memory();
+        let mut net = Net::new(SocketBackend::boxed(a), MAC);
+        let mut rx = queue();
+        rx.set_event_idx(true);
+        net.activate(mem.clone(), vec![rx, queue()], VIRTIO_RING_F_EVENT_IDX);
+        publish(
+            &mem,
+            &[(DATA, 2048, F_WRITE, 0), (DATA + 2048, 2048, F_WRITE, 0)],
+            &[0, 1],
+        );
+        peer.send(&frame(b"one")).unwrap();
+        assert_eq!(net.process_event(), QueueOutcome::Used);
+        let event: u16 = mem.read_obj(GuestAddress(AVAIL_EVENT)).unwrap();
+        assert_eq!(event, 0, "a buffer to spare: no notification asked for");
+        peer.send(&frame(b"two")).unwrap();
+        peer.send(&frame(b"three")).unwrap();
+        // The driver took the first and wants to hear of the next.
+        mem.write_obj(1u16, GuestAddress(USED_EVENT)).unwrap();
+        assert_eq!(net.process_event(), QueueOutcome::Used);
+        assert!(!net.event_armed());
+        let event: u16 = mem.read_obj(GuestAddress(AVAIL_EVENT)).unwrap();
+        assert_eq!(event, 2, "out of buffers: notify when the third is added");
+        // Without EVENT_IDX the same is said with the used ring's flag.
+        let (mut net, peer, mem) = active();
+        publish(
+            &mem,
+            &[(DATA, 2048, F_WRITE, 0), (DATA + 2048, 2048, F_WRITE, 0)],
+            &[0, 1],
+        );
+        peer.send(&frame(b"one")).unwrap();
+        net.process_event();
+        assert_eq!(mem.read_obj::<u16>(GuestAddress(USED)).unwrap(), 1);
+        peer.send(&frame(b"two")).unwrap();
+        peer.send(&frame(b"three")).unwrap();
+        net.process_event();
+        assert_eq!(mem.read_obj::<u16>(GuestAddress(USED)).unwrap(), 0);
+    }
+
+    /// A driver that sets up only the transmit queue (as the abuse guest does): a frame from
+    /// the tap waits, the device does not break, and transmit works.
+    #[test]
+    fn a_receive_queue_not_set_up_only_waits() {
+        let (a, peer) = UnixDatagram::pair().unwrap();
+        a.set_nonblocking(true).unwrap();
+        let mem = memory();
+        let mut net = Net::new(SocketBackend::boxed(a), MAC);
+        net.activate(mem.clone(), vec![Queue::new(256).unwrap(), queue()], 0);
+        peer.send(&frame(b"early")).unwrap();
+        assert_eq!(net.process_event(), QueueOutcome::Idle);
+        assert!(!net.event_armed(), "the frame waits for buffers");
+        let tx = frame(b"out");
+        mem.write_slice(&tx, GuestAddress(DATA)).unwrap();
+        publish(&mem, &[(DATA, tx.len() as u32, 0, 0)], &[0]);
+        assert_eq!(net.process_queue(TX), QueueOutcome::Used);
+        let mut got = [0u8; 64];
+        let n = peer.recv(&mut got).unwrap();
+        assert_eq!(&got[HDR_LEN..n], b"out");
     }
 
     #[test]

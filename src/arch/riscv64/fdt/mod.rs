@@ -25,11 +25,11 @@ const PLIC_PHANDLE: u32 = 65;
 const IMSIC_PHANDLE: u32 = 66;
 /// Phandle of the APLIC.
 const APLIC_PHANDLE: u32 = 67;
-/// Two-cell APLIC interrupt specifier flag: level-high. On the AIA every line is a level (the
-/// UART's follows its IIR, a virtio device's its InterruptStatus: raised by an irqfd, lowered
-/// at the last acknowledgement). KVM's RISC-V irqfd only ever raises a line, so edge sources
-/// would see one edge and never another (the first virtio request hung), and level sources
-/// left high stormed (100,001 interrupts for one virtio-rng request) until rvvmm lowered them.
+/// Two-cell APLIC interrupt specifier flag: rising edge, a virtio device's source on the AIA
+/// (rvvmm pulses the line, as kvmtool does: see [`crate::interrupts`]). A level source costs
+/// the guest an APLIC write (an exit) at every EOI, where Linux re-pends a still-high level.
+pub const IRQ_TYPE_EDGE_RISING: u32 = 1;
+/// Two-cell APLIC interrupt specifier flag: level-high, the UART's (its line follows its IIR).
 pub const IRQ_TYPE_LEVEL_HIGH: u32 = 4;
 /// `interrupts-extended` cause of a hart's M-mode external interrupt (unused under KVM).
 const IRQ_M_EXT: u32 = 11;
@@ -203,7 +203,7 @@ fn create_soc_node(fdt: &mut FdtWriter, config: &FdtConfig) -> FdtWriterResult<(
             fdt,
             *base,
             irq_parent,
-            &irq_cells(*irq, IRQ_TYPE_LEVEL_HIGH),
+            &irq_cells(*irq, IRQ_TYPE_EDGE_RISING),
         )?;
     }
     if config.testdev {
@@ -425,7 +425,8 @@ mod tests {
             tree.node("/soc/virtio_mmio@10001000")
                 .unwrap()
                 .prop_u32s("interrupts"),
-            [1, 4]
+            [1, IRQ_TYPE_EDGE_RISING],
+            "a virtio line is pulsed"
         );
     }
 
