@@ -93,9 +93,9 @@ emit ping_us "$(timeout 60 ping -c {pings} -A -W 5 10.0.5.2 | sed -n 's/.*time=\
 k1=$(kvm_stats)
 emit ping_exits "$(echo "$k0 $k1" | awk '{{ print ($5 - $1) / {pings} }}')"
 emit ping_mmio_exit_user "$(echo "$k0 $k1" | awk '{{ print ($6 - $2) / {pings} }}')"
-# Guest RAM is the largest mapping and the mappings right beside it of the same name, up to
-# the guest's 256 MiB (rvvmm's is three: madvise gives the dtb's 2 MiB block its own); the
-# rest is the VMM's own. What is resident of it now, by kind: the VMM's binary, anonymous
+# Guest RAM is the largest mapping and the mappings touching it of the same name that make up
+# the guest's 256 MiB (madvise gives rvvmm's dtb block, its last 2 MiB, a mapping of its own);
+# the rest is the VMM's own. What is resident of it now, by kind: the VMM's binary, anonymous
 # memory (heap, stacks, buffers); each mapping also as a raw line.
 hwm=$(awk '/^VmHWM:/ {{ print $2 }}' /proc/$pid/status)
 exe=$(readlink /proc/$pid/exe)
@@ -103,13 +103,26 @@ awk -v exe="$exe" -v v=$v -v r=$r -v hwm="$hwm" -v ramkib=262144 '
 /^[0-9a-f]+-[0-9a-f]+ / {{ n++; split($1, a, "-"); lo[n] = a[1]; hi[n] = a[2]; name[n] = $6; what[n] = $1 " " $2 " " $6 }}
 /^Size:/ {{ sz[n] = $2 }}
 /^Rss:/ {{ rss[n] = $2; if (sz[n] > sz[big] + 0) big = n }}
+/^VmFlags:/ {{ advised[n] = / (hg|nh)( |$)/ }}
 END {{
   if (!big || hwm == "") exit
-  ram[big] = 1; got = sz[big]
-  for (i = big - 1; i >= 1 && got < ramkib && hi[i] == lo[i + 1] && name[i] == name[big]; i--) {{ ram[i] = 1; got += sz[i] }}
-  for (i = big + 1; i <= n && got < ramkib && lo[i] == hi[i - 1] && name[i] == name[big]; i++) {{ ram[i] = 1; got += sz[i] }}
+  # The run of touching, same-named mappings around the largest that adds up to the guest's
+  # size exactly, its other pieces split off by madvise (VmFlags hg or nh: a thread stack can
+  # touch guest RAM too, and be as large as a piece); else the largest alone.
+  first = big; last = big
+  for (l = big; l >= 1 && l > big - 4; l--) {{
+    if (l < big && (hi[l] != lo[l + 1] || name[l] != name[big] || !advised[l])) break
+    got = 0
+    for (i = l; i < big; i++) got += sz[i]
+    for (m = big; m <= n && m < big + 4; m++) {{
+      if (m > big && (lo[m] != hi[m - 1] || name[m] != name[big] || !advised[m])) break
+      got += sz[m]
+      if (got == ramkib) {{ first = l; last = m }}
+    }}
+  }}
+  for (i = first; i <= last; i++) ram[i] = 1
   for (i = 1; i <= n; i++) {{
-    if (ram[i]) {{ guest += rss[i]; continue }}
+    if (ram[i]) {{ guest += rss[i]; print "@@IO-RAW " v " guest RAM " what[i] " " sz[i] " " rss[i]; continue }}
     if (rss[i] == 0) continue
     print "@@IO-RAW " v " mapping " what[i] " " sz[i] " " rss[i]
     if (name[i] == exe) bin += rss[i]

@@ -438,11 +438,16 @@ mod tests {
 
     /// A device with RX at the test queue addresses and TX 0x4000 above them.
     fn active() -> (Net, UnixDatagram, GuestMemoryMmap) {
+        active_with(queue(), 0)
+    }
+
+    /// [`active`] with receive queue `rx` and `features` accepted.
+    fn active_with(rx: Queue, features: u64) -> (Net, UnixDatagram, GuestMemoryMmap) {
         let (a, b) = UnixDatagram::pair().unwrap();
         a.set_nonblocking(true).unwrap();
         let mem = memory();
         let mut net = Net::new(SocketBackend::boxed(a), MAC);
-        net.activate(mem.clone(), vec![queue(), queue()], 0);
+        net.activate(mem.clone(), vec![rx, queue()], features);
         (net, b, mem)
     }
 
@@ -493,13 +498,9 @@ mod tests {
     /// moved), so the driver's refills cost no exits.
     #[test]
     fn receive_asks_for_notifications_only_when_out_of_buffers() {
-        let (a, peer) = UnixDatagram::pair().unwrap();
-        a.set_nonblocking(true).unwrap();
-        let mem = memory();
-        let mut net = Net::new(SocketBackend::boxed(a), MAC);
         let mut rx = queue();
         rx.set_event_idx(true);
-        net.activate(mem.clone(), vec![rx, queue()], VIRTIO_RING_F_EVENT_IDX);
+        let (mut net, peer, mem) = active_with(rx, VIRTIO_RING_F_EVENT_IDX);
         publish(
             &mem,
             &[(DATA, 2048, F_WRITE, 0), (DATA + 2048, 2048, F_WRITE, 0)],
@@ -537,11 +538,7 @@ mod tests {
     /// the tap waits, the device does not break, and transmit works.
     #[test]
     fn a_receive_queue_not_set_up_only_waits() {
-        let (a, peer) = UnixDatagram::pair().unwrap();
-        a.set_nonblocking(true).unwrap();
-        let mem = memory();
-        let mut net = Net::new(SocketBackend::boxed(a), MAC);
-        net.activate(mem.clone(), vec![Queue::new(256).unwrap(), queue()], 0);
+        let (mut net, peer, mem) = active_with(Queue::new(256).unwrap(), 0);
         peer.send(&frame(b"early")).unwrap();
         assert_eq!(net.process_event(), QueueOutcome::Idle);
         assert!(!net.event_armed(), "the frame waits for buffers");
