@@ -43,10 +43,15 @@ const S_UNSUPP: u8 = 2;
 
 /// Bytes moved through rvvmm per copy.
 const CHUNK: usize = 128 * 1024;
-/// Segments per request the driver may use (config `seg_max`).
-const SEG_MAX: u32 = 126;
+/// Segments per request the driver may use (config `seg_max`): a request's chain of header,
+/// segments and status fills the 256-entry queue at most (no indirect descriptors), as
+/// kvmtool tells it. A 1 MiB O_DIRECT read into 256 scattered pages needs 256 segments:
+/// three requests at rvvmm's first value, 126, two at 254.
+const SEG_MAX: u32 = QUEUE_SIZE as u32 - 2;
+/// The queue's size.
+const QUEUE_SIZE: u16 = 256;
 /// Largest data segment the driver may use (config `size_max`): with [`SEG_MAX`] it bounds
-/// what Linux puts in one request (126 MiB, when its max_sectors_kb is raised that far).
+/// what Linux puts in one request (254 MiB, when its max_sectors_kb is raised that far).
 const SIZE_MAX: u32 = 1 << 20;
 /// Most data one read or write may carry; a larger one gets an I/O error, so one request
 /// holds the device thread for a bounded time. Above what SEG_MAX x SIZE_MAX lets Linux send,
@@ -580,7 +585,7 @@ impl VirtioDevice for Block {
     }
 
     fn queue_max_sizes(&self) -> &[u16] {
-        &[256]
+        &[QUEUE_SIZE]
     }
 
     fn read_config(&self, offset: u64, data: &mut [u8]) {
