@@ -1192,6 +1192,26 @@ mod tests {
     use super::*;
 
     #[test]
+    fn every_part_is_a_shell_script_that_parses() {
+        for lkvm in [false, true] {
+            for case in [
+                exits_case(2, lkvm),
+                boot_case(2, lkvm),
+                blk_case(2, lkvm),
+                io_bench::case(2, lkvm, !lkvm),
+                fs_case(2, FS_QUICK_MIB),
+                vsock_case(2),
+                startup_case(2, lkvm),
+                idle_case(2, lkvm, !lkvm),
+                snapshot_case(2),
+                uboot_diff::case(LKVM_FLAGS),
+            ] {
+                plan::shell_parses(&case).unwrap();
+            }
+        }
+    }
+
+    #[test]
     fn the_quick_idle_set_is_part_of_the_full_one() {
         assert_eq!(idle_guests(true).count(), IDLE_QUICK.len());
         assert_eq!(idle_guests(false).count(), IDLE_GUESTS.len());

@@ -106,9 +106,10 @@ awk -v exe="$exe" -v v=$v -v r=$r -v hwm="$hwm" -v ramkib=262144 '
 /^VmFlags:/ {{ advised[n] = / (hg|nh)( |$)/ }}
 END {{
   if (!big || hwm == "") exit
-  # The run of touching, same-named mappings around the largest that adds up to the guest's
+  # The run of touching, same-named mappings around the largest that adds up to the guest
   # size exactly, its other pieces split off by madvise (VmFlags hg or nh: a thread stack can
-  # touch guest RAM too, and be as large as a piece); else the largest alone.
+  # touch guest RAM too, and be as large as a piece); else the largest alone. (No apostrophe
+  # in here: this program is single-quoted in the shell.)
   first = big; last = big
   for (l = big; l >= 1 && l > big - 4; l--) {{
     if (l < big && (hi[l] != lo[l + 1] || name[l] != name[big] || !advised[l])) break

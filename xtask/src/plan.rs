@@ -2117,9 +2117,45 @@ fn kib_after(output: &str, prefix: &str) -> Option<u64> {
         .and_then(|n| n.parse().ok())
 }
 
+/// Whether `sh -n` (L1 runs cases with a POSIX shell: busybox's; here dash) parses the
+/// case's command; the shell's complaint if not. A quote in an embedded awk program, say,
+/// ends a case at its first line in L1, long after the build.
+#[cfg(test)]
+pub fn shell_parses(case: &Case) -> Result<(), String> {
+    use std::io::Write;
+    let mut sh = std::process::Command::new("sh")
+        .arg("-n")
+        .stdin(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("cannot run sh: {e}"))?;
+    sh.stdin
+        .take()
+        .expect("piped")
+        .write_all(case.cmd.as_bytes())
+        .map_err(|e| e.to_string())?;
+    let out = sh.wait_with_output().map_err(|e| e.to_string())?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(format!(
+            "{}: {}",
+            case.name,
+            String::from_utf8_lossy(&out.stderr).trim()
+        ))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_case_is_a_shell_script_that_parses() {
+        for case in all_cases() {
+            shell_parses(&case).unwrap();
+        }
+    }
 
     #[test]
     fn cases_needing_a_kvm_feature_run_on_the_kernels_that_have_it() {
