@@ -182,6 +182,9 @@ where
         crate::guest_warn!("virtio: cannot write the used ring's flags: {e}");
         return QueueOutcome::Broken;
     }
+    // Set when the ring, looked at once more, had chains: if it then gives none, it is
+    // malformed (its index moved, its entries unreadable) and the pass must not spin on it.
+    let mut more_said = false;
     loop {
         let at_budget = taken >= budget || cost >= cost_budget;
         let chain = if at_budget {
@@ -193,6 +196,10 @@ where
             }
         };
         let Some(chain) = chain else {
+            if more_said && !at_budget {
+                crate::guest_warn!("virtio: the avail ring says it has chains and gives none");
+                return QueueOutcome::Broken;
+            }
             match rearm(queue, memory) {
                 Ok(false) => break,
                 // More wait past the budget: the rest at the next pass (notifications are on
@@ -202,11 +209,13 @@ where
                     if queue.disable_notification(memory).is_err() {
                         return QueueOutcome::Broken;
                     }
+                    more_said = true;
                     continue;
                 }
                 Err(()) => return QueueOutcome::Broken,
             }
         };
+        more_said = false;
         taken += 1;
         let head = chain.head_index();
         let (len, chain_cost) = handle(chain);
@@ -523,6 +532,19 @@ mod tests {
         let (mem, mut q) = three_chains();
         assert_eq!(drain_queue(&mut q, &mem, |_| 8), QueueOutcome::Used);
         mem.write_obj(1u16, GuestAddress(AVAIL + 2)).unwrap();
+        assert_eq!(drain_queue(&mut q, &mem, |_| 8), QueueOutcome::Broken);
+    }
+
+    /// A ring whose index says a chain waits but whose entries cannot be read (here: past the
+    /// end of RAM) breaks the queue; the pass does not spin asking again and again.
+    #[test]
+    fn a_ring_that_says_more_and_gives_none_breaks_the_queue() {
+        use vm_memory::{Bytes, GuestAddress};
+        let mem = memory();
+        let mut q = queue();
+        let avail = 0x8000_0000 + (1 << 20) - 4;
+        q.set_avail_ring_address(Some(avail as u32), Some(0));
+        mem.write_obj(1u16, GuestAddress(avail + 2)).unwrap();
         assert_eq!(drain_queue(&mut q, &mem, |_| 8), QueueOutcome::Broken);
     }
 

@@ -186,6 +186,8 @@ impl Net {
         }
         let mut used = false;
         self.rx_stalled = false;
+        // As in a drain: a ring that says it has buffers and then gives none is malformed.
+        let mut more_said = false;
         loop {
             if self.rx_len == 0 {
                 match self.backend.recv(&mut self.rx_buf) {
@@ -207,11 +209,15 @@ impl Net {
             }
             let chain = match super::next_chain(queue, memory) {
                 Ok(Some(chain)) => chain,
+                Ok(None) if more_said => return QueueOutcome::Broken,
                 Ok(None) => {
                     // Out of buffers: ask for a notification when the driver adds some, and
                     // look once more (it may have added one before it saw the request).
                     match super::rearm(queue, memory) {
-                        Ok(true) => continue,
+                        Ok(true) => {
+                            more_said = true;
+                            continue;
+                        }
                         Ok(false) => {
                             self.rx_stalled = true;
                             break;
@@ -221,6 +227,7 @@ impl Net {
                 }
                 Err(()) => return QueueOutcome::Broken,
             };
+            more_said = false;
             let head = chain.head_index();
             let frame = &self.rx_buf[..self.rx_len];
             let written = match chain.writer(memory) {
