@@ -99,24 +99,27 @@ emit ping_mmio_exit_user "$(echo "$k0 $k1" | awk '{{ print ($6 - $2) / {pings} }
 # memory (heap, stacks, buffers); each mapping also as a raw line.
 hwm=$(awk '/^VmHWM:/ {{ print $2 }}' /proc/$pid/status)
 exe=$(readlink /proc/$pid/exe)
-awk -v exe="$exe" -v v=$v -v r=$r -v hwm="$hwm" -v ramkib=262144 '
+sps=$(for t in /proc/$pid/task/*; do cut -d' ' -f8 $t/syscall 2>/dev/null | sed -n 's/^0x\([0-9a-f]*\)$/\1/p'; done | tr '\n' ' ')
+awk -v exe="$exe" -v v=$v -v r=$r -v hwm="$hwm" -v ramkib=262144 -v sps="$sps" '
 /^[0-9a-f]+-[0-9a-f]+ / {{ n++; split($1, a, "-"); lo[n] = a[1]; hi[n] = a[2]; name[n] = $6; what[n] = $1 " " $2 " " $6 }}
 /^Size:/ {{ sz[n] = $2 }}
 /^Rss:/ {{ rss[n] = $2; if (sz[n] > sz[big] + 0) big = n }}
-/^VmFlags:/ {{ advised[n] = / (hg|nh)( |$)/ }}
+function pad(h) {{ h = sprintf("%16s", h); gsub(/ /, "0", h); return h }}
 END {{
   if (!big || hwm == "") exit
+  k = split(sps, sp, " ")
+  for (i = 1; i <= n; i++) for (j = 1; j <= k; j++) if (pad(lo[i]) <= pad(sp[j]) && pad(sp[j]) < pad(hi[i])) stack[i] = 1
   # The run of touching, same-named mappings around the largest that adds up to the guest
-  # size exactly, its other pieces split off by madvise (VmFlags hg or nh: a thread stack can
-  # touch guest RAM too, and be as large as a piece); else the largest alone. (No apostrophe
-  # in here: this program is single-quoted in the shell.)
+  # size exactly, none of them a thread stack (a stack can touch guest RAM, be as large as a
+  # piece, and carry the same VmFlags: glibc marks stacks nh); else the largest alone. (No
+  # apostrophe in here: this program is single-quoted in the shell.)
   first = big; last = big
   for (l = big; l >= 1 && l > big - 4; l--) {{
-    if (l < big && (hi[l] != lo[l + 1] || name[l] != name[big] || !advised[l])) break
+    if (l < big && (hi[l] != lo[l + 1] || name[l] != name[big] || stack[l])) break
     got = 0
     for (i = l; i < big; i++) got += sz[i]
     for (m = big; m <= n && m < big + 4; m++) {{
-      if (m > big && (lo[m] != hi[m - 1] || name[m] != name[big] || !advised[m])) break
+      if (m > big && (lo[m] != hi[m - 1] || name[m] != name[big] || stack[m])) break
       got += sz[m]
       if (got == ramkib) {{ first = l; last = m }}
     }}
