@@ -99,7 +99,12 @@ emit ping_mmio_exit_user "$(echo "$k0 $k1" | awk '{{ print ($6 - $2) / {pings} }
 # memory (heap, stacks, buffers); each mapping also as a raw line.
 hwm=$(awk '/^VmHWM:/ {{ print $2 }}' /proc/$pid/status)
 exe=$(readlink /proc/$pid/exe)
-sps=$(for t in /proc/$pid/task/*; do cut -d' ' -f8 $t/syscall 2>/dev/null | sed -n 's/^0x\([0-9a-f]*\)$/\1/p'; done | tr '\n' ' ')
+sps=""
+for t in /proc/$pid/task/*; do
+  sp=$(cut -d' ' -f8 $t/syscall 2>/dev/null)
+  echo "@@IO-RAW $v thread $(cat $t/comm) sp $sp"
+  sps="$sps $(echo "$sp" | sed -n 's/^0x\([0-9a-f]*\)$/\1/p')"
+done
 awk -v exe="$exe" -v v=$v -v r=$r -v hwm="$hwm" -v ramkib=262144 -v sps="$sps" '
 /^[0-9a-f]+-[0-9a-f]+ / {{ n++; split($1, a, "-"); lo[n] = a[1]; hi[n] = a[2]; name[n] = $6; what[n] = $1 " " $2 " " $6 }}
 /^Size:/ {{ sz[n] = $2 }}
@@ -136,7 +141,6 @@ END {{
   print "@@IO " v " " r " own_bin_kib " bin + 0
   print "@@IO " v " " r " own_anon_kib " anon + 0
 }}' /proc/$pid/smaps
-for t in /proc/$pid/task/*; do echo "@@IO-RAW $v thread $(cat $t/comm) sp $(cut -d' ' -f8 $t/syscall 2>/dev/null)"; done
 timeout 10 /vsock-tool io-run $g 'poweroff -f' > /dev/null 2>&1
 for i in $(seq 1 100); do kill -0 $pid 2>/dev/null || break; sleep 0.1; done
 kill -9 $pid 2>/dev/null

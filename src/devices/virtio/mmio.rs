@@ -280,7 +280,7 @@ impl MmioTransport {
                 .selected_queue()
                 .map(|q| u32::from(q.ready()))
                 .unwrap_or(0),
-            INTERRUPT_STATUS => self.interrupt_status.load(Ordering::SeqCst),
+            // InterruptStatus (0x60) is served by `SharedTransport`, without the lock.
             0x70 => self.status,
             // SHMLenLow/High and SHMBaseLow/High: no device here has shared memory regions,
             // and a region that does not exist reads as length -1 (virtio 1.2, 4.2.2). A 0
@@ -333,9 +333,7 @@ impl MmioTransport {
                     let _ = evt.write(1);
                 }
             }
-            INTERRUPT_ACK => {
-                self.interrupt_status.fetch_and(!value, Ordering::SeqCst);
-            }
+            // InterruptACK (0x64) is served by `SharedTransport`, without the lock.
             0x70 => self.set_status(value),
             0x80 | 0x84 | 0x90 | 0x94 | 0xa0 | 0xa4 if setup => {
                 let (lo, hi) = if offset.is_multiple_of(8) {

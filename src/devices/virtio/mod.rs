@@ -178,8 +178,7 @@ where
     if !runs(queue) {
         return QueueOutcome::Idle;
     }
-    if let Err(e) = queue.disable_notification(memory) {
-        crate::guest_warn!("virtio: cannot write the used ring's flags: {e}");
+    if disarm(queue, memory).is_err() {
         return QueueOutcome::Broken;
     }
     // Set when the ring, looked at once more, had chains: if it then gives none, it is
@@ -206,7 +205,7 @@ where
                 // meanwhile, as between any two passes).
                 Ok(true) if at_budget => return QueueOutcome::Yielded,
                 Ok(true) => {
-                    if queue.disable_notification(memory).is_err() {
+                    if disarm(queue, memory).is_err() {
                         return QueueOutcome::Broken;
                     }
                     more_said = true;
@@ -264,6 +263,17 @@ pub(crate) fn rearm(queue: &mut Queue, memory: &GuestMemoryMmap) -> Result<bool,
     }
     queue.enable_notification(memory).map_err(|e| {
         crate::guest_warn!("virtio: cannot ask the driver for notifications: {e}");
+    })
+}
+
+/// Asks the driver not to notify (`VRING_USED_F_NO_NOTIFY`; with EVENT_IDX nothing to write:
+/// the avail event stays behind the ring until [`rearm`] moves it).
+pub(crate) fn disarm(queue: &mut Queue, memory: &GuestMemoryMmap) -> Result<(), ()> {
+    if !runs(queue) {
+        return Ok(());
+    }
+    queue.disable_notification(memory).map_err(|e| {
+        crate::guest_warn!("virtio: cannot write the used ring's flags: {e}");
     })
 }
 

@@ -256,7 +256,7 @@ impl Net {
             used = true;
         }
         // Buffers to spare: the driver need not say when it adds more.
-        if !self.rx_stalled && queue.ready() && queue.disable_notification(memory).is_err() {
+        if !self.rx_stalled && super::disarm(queue, memory).is_err() {
             return QueueOutcome::Broken;
         }
         super::used_outcome(queue, memory, used)
