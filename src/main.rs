@@ -14,7 +14,7 @@ use rvvmm::config::{ConfigError, Source, Sources};
 use rvvmm::console::terminal::{stdin_is_tty, RawTerminal};
 use rvvmm::console::StdioConsole;
 use rvvmm::hypervisor::HypervisorError;
-use rvvmm::seccomp::{self, ThreadKind};
+use rvvmm::seccomp;
 use rvvmm::signals::StopSignals;
 use rvvmm::startup::{process_start, startup_step};
 use rvvmm::vmm::VmmError;
@@ -53,6 +53,7 @@ fn main() -> ExitCode {
 fn run(args: Args) -> Result<i32, Box<dyn Error>> {
     // Before any thread starts, so that every thread has them blocked.
     seccomp::enable(args.seccomp)?;
+    startup_step("seccomp filters built");
     let signals = StopSignals::block()
         .map_err(|e| log::warn!("stop signals will end rvvmm without a clean stop: {e}"))
         .ok();
@@ -111,8 +112,8 @@ fn run(args: Args) -> Result<i32, Box<dyn Error>> {
     if interactive {
         eprint!("rvvmm: console on this terminal; Ctrl-A x quits\r\n");
     }
-    // Set up: from here the main thread and every thread it starts run filtered.
-    seccomp::apply(ThreadKind::Main)?;
+    // The input thread installs its own filter; the main thread's is installed by the control
+    // loop once the first boot's threads run (see `Vmm::run`).
     console.start_input();
     Ok(vmm.run(make_vm)?)
 }

@@ -173,12 +173,13 @@ console-flood)
     ;;
 disk-write)
     if [ -b /dev/vdb ]; then
-        # The raw second disk: four direct readers at once (requests in flight together, the
-        # ring's events at work), each quarter's sha256 for L1; then four direct writers at
-        # once of the guest's own random data, whose sha256 L1 compares with the image.
-        echo "@@L2 vdb event_idx=$(cut -c30 /sys/block/vdb/device/features)"
+        # The raw second disk: four direct readers at once of 1 MiB requests (in flight
+        # together, the ring's events at work; each in two chains of up to 254 segments, in
+        # indirect tables), each quarter's sha256 for L1; then four direct writers at once of
+        # the guest's own random data, whose sha256 L1 compares with the image.
+        echo "@@L2 vdb event_idx=$(cut -c30 /sys/block/vdb/device/features) indirect=$(cut -c29 /sys/block/vdb/device/features)"
         for q in 0 1 2 3; do
-            dd if=/dev/vdb bs=64k skip=$((q * 64)) count=64 iflag=direct 2>/dev/null | sha256sum | cut -d' ' -f1 > /tmp/rq$q &
+            dd if=/dev/vdb bs=1M skip=$((q * 4)) count=4 iflag=direct 2>/dev/null | sha256sum | cut -d' ' -f1 > /tmp/rq$q &
         done
         wait
         echo "@@L2 vdb read sha256 $(cat /tmp/rq0 /tmp/rq1 /tmp/rq2 /tmp/rq3 | tr '\n' ' ')"

@@ -134,6 +134,7 @@ impl KvmVm {
                 return Err(HypervisorError::MissingCapability(name));
             }
         }
+        crate::startup::startup_step("/dev/kvm opened");
         let vm = kvm.create_vm().map_err(ioctl_err("KVM_CREATE_VM"))?;
         Ok(KvmVm {
             aia: std::sync::Mutex::new(None),

@@ -388,6 +388,7 @@ impl Vm {
             vcpu.setup_with(&off)?;
             vcpus.push(vcpu);
         }
+        startup_step("vCPUs set up (before the AIA)");
         if !aia {
             return Ok((vcpus, IrqMode::Plic));
         }

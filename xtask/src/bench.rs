@@ -84,7 +84,7 @@ fn bench_case(name: &'static str, script: String) -> Case {
 
 /// Per exit kind, the bench guest under `bare-kvm`, rvvmm, rvvmm with `--seccomp false`
 /// (`nosec`: the filters run in the kernel on every KVM_RUN, which the user-space timing
-/// cannot see), `bare-kvm --seccomp-floor` (`baresec`: under two filters that allow
+/// cannot see), `bare-kvm --seccomp-floor` (`baresec`: under a filter that allows
 /// everything, what seccomp itself costs an exit) and the measuring builds, interleaved.
 fn exits_case(reps: usize, baseline: bool) -> Case {
     let mut script = String::from("for r in $(seq 1 ");

@@ -1393,7 +1393,7 @@ fn all_cases() -> Vec<Case> {
                  [ $s -eq 0 ] && /rvvmm --kernel /l2/Image --initrd /l2/initrd.cpio --memory 256M --disk /tmp/disk.img,readonly --cmdline 'console=ttyS0 quiet rvvmm.test=disk-read'",
                 0,
                 &[
-                    "@@L2 vdb event_idx=1",
+                    "@@L2 vdb event_idx=1 indirect=1",
                     "@@BLK four readers at once read the raw disk intact",
                     "@@BLK four writers at once wrote the raw disk intact",
                     "@@L2 disk has: made by the lab with mkfs.ext4 -d",

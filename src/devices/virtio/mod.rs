@@ -287,6 +287,13 @@ const VRING_AVAIL_F_NO_INTERRUPT: u16 = 1;
 /// avail event would stop hearing from the driver.
 pub const VIRTIO_RING_F_EVENT_IDX: u64 = 1 << 29;
 
+/// `VIRTIO_RING_F_INDIRECT_DESC` (virtio 1.2, 2.7.5.3): a chain may sit in a table of its own,
+/// one ring entry pointing to it, so a request of many segments takes one slot of the queue
+/// instead of as many. virtio-queue's chain iterator follows the table (one level, a table
+/// length a multiple of 16, at most 65535 entries); a device that offers it bounds how many
+/// descriptors it takes from one chain itself.
+pub const VIRTIO_RING_F_INDIRECT_DESC: u64 = 1 << 28;
+
 /// `Used` if buffers were used and the driver wants to hear of it, else `Idle`. With EVENT_IDX,
 /// whether the used ring passed the driver's used event since the last interrupt decision
 /// (virtio-queue's `needs_notification`); without, whether the driver polls (Linux's NAPI, a

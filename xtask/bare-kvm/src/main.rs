@@ -3,7 +3,7 @@
 //! the same result rvvmm gives (hypercall 0 -> (0, 1), DBCN -> stdout, MMIO read -> 0, MMIO
 //! write ignored), with no devices, bus, threads or logging. `bare-kvm [--timing] [--seccomp-floor] GUEST.bin`
 //!
-//! `--seccomp-floor` runs it under two seccomp filters that allow everything (see
+//! `--seccomp-floor` runs it under a seccomp filter that allows everything (see
 //! `seccomp_allow_all`): the floor of a VMM whose vCPU threads are sandboxed.
 //!
 //! `--timing` also counts the time-CSR ticks spent in user space between KVM_RUN's return and
@@ -94,8 +94,8 @@ mod floor {
         if timing {
             args.remove(0);
         }
-        // `--seccomp-floor`: run under what a rvvmm vCPU thread runs, two stacked seccomp
-        // filters the kernel must run on each ioctl, here each allowing everything.
+        // `--seccomp-floor`: run under what a rvvmm vCPU thread of a first boot runs, one
+        // seccomp filter the kernel must run on each ioctl, here allowing everything.
         let seccomp_floor = args.first().is_some_and(|a| a == "--seccomp-floor");
         if seccomp_floor {
             args.remove(0);
@@ -149,7 +149,6 @@ mod floor {
                 .map_err(|e| format!("ONE_REG {id:#x}: {e}"))?;
         }
         if seccomp_floor {
-            seccomp_allow_all()?;
             seccomp_allow_all()?;
         }
         let mut out = std::io::stdout().lock();
