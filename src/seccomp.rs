@@ -361,20 +361,15 @@ const LEGACY: &[libc::c_long] = &[
 #[cfg(not(target_arch = "x86_64"))]
 const LEGACY: &[libc::c_long] = &[];
 
-/// The ioctls a kind may issue, by number: the main thread any KVM, terminal or tap ioctl
-/// (its type byte: KVM's 0xAE, the terminal's and TUN's 'T'), the others exactly theirs.
-fn ioctl_rules(kind: ThreadKind) -> Vec<SeccompRule> {
-    let exact = |cmds: &[u64]| -> Vec<SeccompRule> {
-        cmds.iter()
-            .map(|&cmd| rule(1, SeccompCmpOp::Eq, cmd))
-            .collect()
-    };
+/// The ioctl type bytes the main thread may issue any ioctl of: KVM's 0xAE, and the
+/// terminal's and TUN's 'T'.
+const MAIN_IOCTL_TYPES: [u64; 2] = [KVMIO, b'T' as u64];
+
+/// The ioctls each other kind may issue, exactly.
+fn exact_ioctls(kind: ThreadKind) -> &'static [u64] {
     match kind {
-        ThreadKind::Main => [KVMIO, u64::from(b'T')]
-            .iter()
-            .map(|&ty| rule(1, SeccompCmpOp::MaskedEq(0xff00), ty << 8))
-            .collect(),
-        ThreadKind::Vcpu => exact(&[
+        ThreadKind::Main => &[],
+        ThreadKind::Vcpu => &[
             KVM_RUN,
             KVM_GET_ONE_REG,
             KVM_SET_ONE_REG,
@@ -386,13 +381,28 @@ fn ioctl_rules(kind: ThreadKind) -> Vec<SeccompRule> {
             TUNSETOFFLOAD,
             TCGETS,
             TCSETS,
-        ]),
+        ],
         // Input wakes the UART, which raises its interrupt from the thread that read it.
-        ThreadKind::Stdin => exact(&[KVM_INTERRUPT, KVM_IRQ_LINE, TCGETS, TCSETS]),
+        ThreadKind::Stdin => &[KVM_INTERRUPT, KVM_IRQ_LINE, TCGETS, TCSETS],
         // FIONBIO: vsock makes the host connections it accepts non-blocking.
-        ThreadKind::EventLoop => exact(&[KVM_INTERRUPT, KVM_IRQ_LINE, TCGETS, TCSETS, FIONBIO]),
-        ThreadKind::Api => exact(&[FIONBIO, FIOCLEX, TCGETS, TCSETS]),
+        ThreadKind::EventLoop => &[KVM_INTERRUPT, KVM_IRQ_LINE, TCGETS, TCSETS, FIONBIO],
+        ThreadKind::Api => &[FIONBIO, FIOCLEX, TCGETS, TCSETS],
     }
+}
+
+/// The ioctls a kind may issue, by number: the main thread any of [`MAIN_IOCTL_TYPES`] (by
+/// the command's type byte), the others exactly theirs.
+fn ioctl_rules(kind: ThreadKind) -> Vec<SeccompRule> {
+    if kind == ThreadKind::Main {
+        return MAIN_IOCTL_TYPES
+            .iter()
+            .map(|&ty| rule(1, SeccompCmpOp::MaskedEq(0xff00), ty << 8))
+            .collect();
+    }
+    exact_ioctls(kind)
+        .iter()
+        .map(|&cmd| rule(1, SeccompCmpOp::Eq, cmd))
+        .collect()
 }
 
 fn rule(arg: u8, op: SeccompCmpOp, value: u64) -> SeccompRule {

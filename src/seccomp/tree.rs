@@ -251,26 +251,10 @@ mod tests {
 
     /// The values `kind`'s argument rules compare with.
     fn named_values(kind: ThreadKind) -> Vec<u64> {
-        use crate::seccomp::*;
-        let mut values = vec![KVMIO << 8, u64::from(b'T') << 8, libc::AF_UNIX as u64];
-        if kind == ThreadKind::Main {
-            return values;
-        }
-        values.extend([
-            KVM_RUN,
-            KVM_GET_ONE_REG,
-            KVM_SET_ONE_REG,
-            KVM_GET_REG_LIST,
-            KVM_GET_MP_STATE,
-            KVM_SET_MP_STATE,
-            KVM_INTERRUPT,
-            KVM_IRQ_LINE,
-            TUNSETOFFLOAD,
-            TCGETS,
-            TCSETS,
-            FIONBIO,
-            FIOCLEX,
-        ]);
+        use crate::seccomp::{exact_ioctls, MAIN_IOCTL_TYPES};
+        let mut values: Vec<u64> = MAIN_IOCTL_TYPES.iter().map(|ty| ty << 8).collect();
+        values.push(libc::AF_UNIX as u64);
+        values.extend(exact_ioctls(kind));
         values
     }
 
