@@ -53,7 +53,7 @@ fn main() -> ExitCode {
 fn run(args: Args) -> Result<i32, Box<dyn Error>> {
     // Before any thread starts, so that every thread has them blocked.
     seccomp::enable(args.seccomp)?;
-    startup_step("seccomp filters built");
+    startup_step("seccomp on (filters are built as threads start)");
     let signals = StopSignals::block()
         .map_err(|e| log::warn!("stop signals will end rvvmm without a clean stop: {e}"))
         .ok();

@@ -94,7 +94,7 @@ pub(super) fn compile(
         .iter()
         .position(|(nr, _)| i64::from(*nr) == libc::SYS_ioctl)
         .map(|at| entries.remove(at));
-    let search = search(&entries, allow, refuse);
+    let search = search(&entries, allow, refuse)?;
     match ioctl {
         Some((nr, Action::Rules(rules))) => {
             program.push(jump(BPF_JMP_JEQ_K, nr, 0, 1));
@@ -121,31 +121,36 @@ pub(super) fn compile(
 
 /// The search over `entries` (sorted by number), the number in the accumulator: a leaf for a
 /// few, else a comparison with the middle one's number that goes on into either half.
-fn search(entries: &[(u32, Action)], allow: u32, refuse: u32) -> BpfProgram {
+fn search(
+    entries: &[(u32, Action)],
+    allow: u32,
+    refuse: u32,
+) -> Result<BpfProgram, seccompiler::BackendError> {
     if entries.len() <= LEAF {
         return leaf(entries, allow, refuse);
     }
     let (low, high) = entries.split_at(entries.len() / 2);
-    let low = search(low, allow, refuse);
-    let high = search(high, allow, refuse);
+    let high_first = high[0].0;
+    let (low, high) = (search(low, allow, refuse)?, search(high, allow, refuse)?);
     let mut code = Vec::with_capacity(low.len() + high.len() + 2);
     // At or above the high half's first number: on past the low half (a JA, whose offset is 32
     // bits; the conditional jumps' are 8).
-    code.push(jump(BPF_JMP_JGE_K, high_first(entries), 0, 1));
+    code.push(jump(BPF_JMP_JGE_K, high_first, 0, 1));
     code.push(stmt(BPF_JMP_JA, low.len() as u32));
     code.extend(low);
     code.extend(high);
-    code
-}
-
-fn high_first(entries: &[(u32, Action)]) -> u32 {
-    entries[entries.len() / 2].0
+    Ok(code)
 }
 
 /// A leaf: each number compared in turn, a match jumping to its action; no match: refused.
 /// Layout: the comparisons, the refusal, one allow (if any call here is allowed outright), then
-/// each call's rules.
-fn leaf(entries: &[(u32, Action)], allow: u32, refuse: u32) -> BpfProgram {
+/// each call's rules. Rules too long for a conditional jump (255 instructions) to reach past
+/// make the filter too large.
+fn leaf(
+    entries: &[(u32, Action)],
+    allow: u32,
+    refuse: u32,
+) -> Result<BpfProgram, seccompiler::BackendError> {
     let compares = entries.len();
     let any_allow = entries.iter().any(|(_, a)| matches!(a, Action::Allow));
     let allow_at = compares + 1;
@@ -162,9 +167,9 @@ fn leaf(entries: &[(u32, Action)], allow: u32, refuse: u32) -> BpfProgram {
                 at
             }
         };
-        // From the instruction after this one; a leaf is a few short rule lists, far below
-        // the 255 a conditional jump reaches.
-        let offset = u8::try_from(target - i - 1).expect("a leaf fits a conditional jump");
+        // From the instruction after this one.
+        let offset = u8::try_from(target - i - 1)
+            .map_err(|_| seccompiler::BackendError::FilterTooLarge(rules_at))?;
         code.push(jump(BPF_JMP_JEQ_K, *nr, offset, 0));
     }
     code.push(stmt(BPF_RET_K, refuse));
@@ -172,7 +177,7 @@ fn leaf(entries: &[(u32, Action)], allow: u32, refuse: u32) -> BpfProgram {
         code.push(stmt(BPF_RET_K, allow));
     }
     code.extend(tails);
-    code
+    Ok(code)
 }
 
 #[cfg(test)]
