@@ -1415,7 +1415,18 @@ mod tests {
             "{second}"
         );
         drop(first);
-        lock_work_dir(&dir).unwrap();
+        // The lock goes when the last descriptor of its open file goes. The files are opened
+        // O_CLOEXEC, but a test running beside this one that spawns a process holds a copy
+        // from its fork until its exec (CI once saw WouldBlock here): wait that out, bounded.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        let third = loop {
+            match lock_work_dir(&dir) {
+                Ok(f) => break f,
+                Err(e) if std::time::Instant::now() >= deadline => panic!("{e}"),
+                Err(_) => std::thread::sleep(std::time::Duration::from_millis(5)),
+            }
+        };
+        drop(third);
         let _ = fs::remove_dir_all(&dir);
     }
 
