@@ -13,7 +13,7 @@ use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::{Path, PathBuf};
 
 use virtio_queue::{DescriptorChain, Queue};
-use vm_memory::{GuestAddress, GuestMemoryBackend, GuestMemoryMmap};
+use vm_memory::{Bytes, GuestAddress, GuestMemoryBackend, GuestMemoryMmap};
 
 use super::{
     device_id, drain_queue_costed, read_config_bytes, QueueOutcome, VirtioDevice, PASS_BUDGET,
@@ -199,38 +199,23 @@ impl Block {
         memory: &GuestMemoryMmap,
         chain: DescriptorChain<&GuestMemoryMmap>,
     ) -> (u32, u64) {
-        let mut reader = match chain.clone().reader(memory) {
-            Ok(r) => r,
-            Err(_) => return (0, 0),
-        };
-        let mut writer = match chain.clone().writer(memory) {
-            Ok(w) => w,
-            Err(_) => return (0, 0),
-        };
-        // The last writable byte is the status.
-        let avail = writer.available_bytes();
-        if avail == 0 {
+        let layout = Layout::of(&chain);
+        // The last writable byte is the status: without one the driver cannot be answered.
+        let Some(status_at) = layout.status else {
             return (0, 0);
-        }
-        let mut status_writer = match writer.split_at(avail - 1) {
-            Ok(s) => s,
-            Err(_) => return (0, 0),
         };
         let mut cost = 0u64;
         let mut header = [0u8; 16];
-        // Bytes a read put straight into guest memory (not through `writer`).
-        let mut direct_read = 0;
-        let data_out = reader.available_bytes().saturating_sub(header.len()) as u64;
-        let status = if reader.read_exact(&mut header).is_err() {
-            S_IOERR
+        let data_out = layout.readable_bytes().saturating_sub(header.len()) as u64;
+        let (status, data) = if !layout.read_header(memory, &mut header) {
+            (S_IOERR, 0)
         } else {
             let kind = u32::from_le_bytes(header[0..4].try_into().unwrap());
             let sector = u64::from_le_bytes(header[8..16].try_into().unwrap());
             match kind {
-                T_OUT | T_WRITE_ZEROES | T_DISCARD if self.readonly => S_IOERR,
+                T_OUT | T_WRITE_ZEROES | T_DISCARD if self.readonly => (S_IOERR, 0),
                 T_IN | T_OUT => {
-                    let (status, read) = self.transfer(memory, &chain, kind, sector);
-                    direct_read = read;
+                    let (status, read) = self.transfer(memory, &layout, kind, sector);
                     cost = read as u64 + if kind == T_OUT { data_out } else { 0 };
                     if status == S_OK && kind == T_IN {
                         self.stats.read_ops += 1;
@@ -239,16 +224,43 @@ impl Block {
                         self.stats.write_ops += 1;
                         self.stats.write_bytes += data_out;
                     }
-                    status
+                    (status, read)
                 }
-                _ => self.execute(kind, &mut reader, &mut writer, &mut cost),
+                // The rare requests go through virtio-queue's Reader and Writer, which walk
+                // the chain again.
+                _ => self.other(memory, &chain, kind, &mut cost),
             }
         };
-        let data = (writer.bytes_written() + direct_read) as u32;
-        if status_writer.write_all(&[status]).is_err() {
-            return (data, cost);
+        if memory.write_obj(status, status_at).is_err() {
+            return (data as u32, cost);
         }
-        (data + 1, cost)
+        (data as u32 + 1, cost)
+    }
+
+    /// A request other than a read or write (`kind`, its header already read): its status
+    /// and the bytes it wrote into the chain.
+    fn other(
+        &mut self,
+        memory: &GuestMemoryMmap,
+        chain: &DescriptorChain<&GuestMemoryMmap>,
+        kind: u32,
+        cost: &mut u64,
+    ) -> (u8, usize) {
+        let (Ok(mut reader), Ok(mut writer)) =
+            (chain.clone().reader(memory), chain.clone().writer(memory))
+        else {
+            return (S_IOERR, 0);
+        };
+        // Past the header; the writable bytes but the status.
+        let avail = writer.available_bytes();
+        if reader.read_exact(&mut [0u8; 16]).is_err() || avail == 0 {
+            return (S_IOERR, 0);
+        }
+        if writer.split_at(avail - 1).is_err() {
+            return (S_IOERR, 0);
+        }
+        let status = self.execute(kind, &mut reader, &mut writer, cost);
+        (status, writer.bytes_written())
     }
 
     /// Every request but reads and writes; adds the bytes it wrote to the disk to `cost`.
@@ -315,12 +327,12 @@ impl Block {
     fn transfer(
         &mut self,
         memory: &GuestMemoryMmap,
-        chain: &DescriptorChain<&GuestMemoryMmap>,
+        layout: &Layout,
         kind: u32,
         sector: u64,
     ) -> (u8, usize) {
         let read = kind == T_IN;
-        let (mut iovecs, len) = match data_iovecs(memory, chain, read) {
+        let (mut iovecs, len) = match data_iovecs(memory, layout, read) {
             Ok(data) => data,
             Err(DataError::OutsideRam) => return (S_IOERR, 0),
             Err(DataError::TooLong) => {
@@ -427,27 +439,91 @@ enum DataError {
     TooLong,
 }
 
+/// A request's descriptors, read from guest memory once. (virtio-queue's Reader and Writer
+/// each walk the chain, reading every descriptor from guest memory again; a 1 MiB request has
+/// 258 of them, and a read or write needs one walk.)
+struct Layout {
+    /// (guest address, length, device-writable) of the first [`QUEUE_SIZE`] descriptors.
+    pieces: Vec<(u64, u32, bool)>,
+    /// The chain has more descriptors than the queue has entries (an indirect table may hold
+    /// 65535; the spec allows no chain longer than the queue).
+    too_long: bool,
+    /// The chain's last device-writable byte: the status.
+    status: Option<GuestAddress>,
+}
+
+impl Layout {
+    /// Walks `chain` once. The iterator stops after the queue size's worth of descriptors, or
+    /// an indirect table's (at most 65535), so this ends; what lies past the queue's size is
+    /// looked at only for the status byte's place.
+    fn of(chain: &DescriptorChain<&GuestMemoryMmap>) -> Layout {
+        let mut layout = Layout {
+            pieces: Vec::with_capacity(SEG_MAX as usize + 2),
+            too_long: false,
+            status: None,
+        };
+        for desc in chain.clone() {
+            let (addr, len, write) = (desc.addr().0, desc.len(), desc.is_write_only());
+            if write && len > 0 {
+                layout.status = addr.checked_add(u64::from(len) - 1).map(GuestAddress);
+            }
+            if layout.pieces.len() < usize::from(QUEUE_SIZE) {
+                layout.pieces.push((addr, len, write));
+            } else {
+                layout.too_long = true;
+            }
+        }
+        layout
+    }
+
+    /// The device-readable bytes.
+    fn readable_bytes(&self) -> usize {
+        self.pieces
+            .iter()
+            .filter(|p| !p.2)
+            .fold(0usize, |t, p| t.saturating_add(p.1 as usize))
+    }
+
+    /// Reads the first `header.len()` device-readable bytes; false if there are fewer or they
+    /// are not in guest RAM.
+    fn read_header(&self, memory: &GuestMemoryMmap, header: &mut [u8]) -> bool {
+        let mut got = 0;
+        for &(addr, len, _) in self.pieces.iter().filter(|p| !p.2) {
+            if got == header.len() {
+                break;
+            }
+            let n = (len as usize).min(header.len() - got);
+            if memory
+                .read_slice(&mut header[got..got + n], GuestAddress(addr))
+                .is_err()
+            {
+                return false;
+            }
+            got += n;
+        }
+        got == header.len()
+    }
+}
+
 /// The guest memory holding a request's data, as iovecs, and its length: for a read
 /// (`writable`), every device-writable byte but the last (the status); for a write, every
 /// device-readable byte after the 16-byte header.
 fn data_iovecs(
     memory: &GuestMemoryMmap,
-    chain: &DescriptorChain<&GuestMemoryMmap>,
+    layout: &Layout,
     writable: bool,
 ) -> Result<(Vec<libc::iovec>, usize), DataError> {
-    // The data's (address, length) pieces. The chain iterator stops after the queue size's
-    // worth of descriptors, or an indirect table's (at most 65535), so this ends; a chain
-    // longer than the queue is refused before its pieces are looked at.
-    if chain.clone().nth(usize::from(QUEUE_SIZE)).is_some() {
+    if layout.too_long {
         return Err(DataError::TooLong);
     }
     let pieces = || {
         let mut skip = if writable { 0 } else { 16 };
-        chain
-            .clone()
-            .filter(move |desc| desc.is_write_only() == writable)
-            .filter_map(move |desc| {
-                let (addr, len) = (desc.addr().0, desc.len() as usize);
+        layout
+            .pieces
+            .iter()
+            .filter(move |p| p.2 == writable)
+            .filter_map(move |&(addr, len, _)| {
+                let len = len as usize;
                 let s = skip.min(len);
                 skip -= s;
                 (len > s).then(|| (addr + s as u64, len - s))
@@ -458,7 +534,7 @@ fn data_iovecs(
     if total > MAX_REQUEST_BYTES + usize::from(writable) {
         return Err(DataError::TooLarge);
     }
-    let mut iovecs = Vec::with_capacity(SEG_MAX as usize + 2);
+    let mut iovecs = Vec::with_capacity(layout.pieces.len());
     for (addr, len) in pieces() {
         let slice = memory
             .get_slice(GuestAddress(addr), len)
@@ -868,7 +944,10 @@ mod tests {
                 (STATUS, 1, F_WRITE, 0),
             ],
         );
-        assert_eq!(data_iovecs(&mem, &c, true).err(), Some(DataError::TooLarge));
+        assert_eq!(
+            data_iovecs(&mem, &Layout::of(&c), true).err(),
+            Some(DataError::TooLarge)
+        );
         // Exactly the limit: only its place outside RAM is wrong.
         let c = chain(
             &mem,
@@ -880,7 +959,7 @@ mod tests {
             ],
         );
         assert_eq!(
-            data_iovecs(&mem, &c, true).err(),
+            data_iovecs(&mem, &Layout::of(&c), true).err(),
             Some(DataError::OutsideRam)
         );
         // A write the same: the header is not data.
@@ -894,7 +973,7 @@ mod tests {
             ],
         );
         assert_eq!(
-            data_iovecs(&mem, &c, false).err(),
+            data_iovecs(&mem, &Layout::of(&c), false).err(),
             Some(DataError::TooLarge)
         );
 
@@ -916,6 +995,38 @@ mod tests {
                 "{segs} segment(s) of {sectors} sectors"
             );
         }
+    }
+
+    /// The header may come in pieces, and the status in a descriptor of its own or at the
+    /// end of the data's last: both are found in the one walk of the chain.
+    #[test]
+    fn a_header_in_pieces_and_a_status_at_the_end_of_the_data() {
+        let (mut blk, mem, _) = active("pieces", false);
+        let mut hdr = [0u8; 16];
+        hdr[8..16].copy_from_slice(&1u64.to_le_bytes());
+        mem.write_slice(&hdr, GuestAddress(HDR)).unwrap();
+        mem.write_obj(0xffu8, GuestAddress(BUF + 512)).unwrap();
+        // 3 + 13 header bytes, then 512 data bytes and the status in one writable buffer.
+        publish(
+            &mem,
+            &[
+                (HDR, 3, F_NEXT, 1),
+                (HDR + 3, 13, F_NEXT, 2),
+                (BUF, 513, F_WRITE, 0),
+            ],
+            &[0],
+        );
+        blk.process_queue(0);
+        assert_eq!(peek(&mem, BUF + 512, 1), [S_OK]);
+        assert_eq!(&peek(&mem, BUF, 5), b"hello");
+        assert_eq!(used(&mem).1, vec![(0, 513)]);
+        // A header cut short (15 bytes) is an I/O error, still answered in the status.
+        let (mut blk, mem, _) = active("short", false);
+        mem.write_obj(0xffu8, GuestAddress(STATUS)).unwrap();
+        publish(&mem, &[(HDR, 15, F_NEXT, 1), (STATUS, 1, F_WRITE, 0)], &[0]);
+        blk.process_queue(0);
+        assert_eq!(status(&mem), S_IOERR);
+        assert_eq!(used(&mem).1, vec![(0, 1)]);
     }
 
     #[test]
