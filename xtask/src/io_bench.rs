@@ -66,16 +66,24 @@ c0=$(cpu)
 seq_rate read seqread_mib_s
 seq_rate write seqwrite_mib_s
 c1=$(cpu)
-emit blk_cpu_s_per_gib "$(awk "BEGIN {{ print ($c1 - $c0) / 100 / ({mib} * 2 / 1024) }}")"
+emit_cpu blk "$(awk "BEGIN {{ print {mib} * 2 / 1024 }}")" "$c0" "$c1"
 for q in 1 16; do
+  u0=$(cpu)
   k0=$(kvm_stats)
   o=$(timeout $(({secs} + 60)) /vsock-tool io-run $g "/bin/vsock-tool randread /dev/vda $q {secs}")
   k1=$(kvm_stats)
+  u1=$(cpu)
   echo "$o" | sed "s/^/@@IO-RAW $v randread /"
   emit randread${{q}}_iops "$(echo "$o" | sed -n 's/.* iops=\([0-9.]*\).*/\1/p')"
   reads=$(echo "$o" | sed -n 's/.* reads=\([0-9]*\).*/\1/p'); irqs=$(echo "$o" | sed -n 's/.* irqs=\([0-9]*\).*/\1/p')
   [ -n "$reads" ] && [ -n "$irqs" ] && [ "$reads" -gt 0 ] && emit randread${{q}}_irqs_per_read "$(awk "BEGIN {{ print $irqs / $reads }}")" && emit randread${{q}}_irqs_per_s "$(awk "BEGIN {{ print $irqs / {secs} }}")"
   if [ -n "$reads" ] && [ "$reads" -gt 0 ]; then
+    # Where a read's time goes, in CPU us (ticks of 10 ms): the guest, the vCPU thread outside
+    # it (L1's KVM and the VMM's exit handling), the VMM's other threads (the device's work).
+    emit randread${{q}}_us_per_read "$(echo "$o" | sed -n 's/.* iops=\([0-9.]*\).*/\1/p' | awk '{{ if ($1 > 0) print 1000000 / $1 }}')"
+    emit randread${{q}}_guest_us_per_read "$(echo "$u0 $u1" | awk -v n=$reads '{{ print ($6 - $3) * 10000 / n }}')"
+    emit randread${{q}}_vcpu_host_us_per_read "$(echo "$u0 $u1" | awk -v n=$reads '{{ print (($5 - $6) - ($2 - $3)) * 10000 / n }}')"
+    emit randread${{q}}_dev_us_per_read "$(echo "$u0 $u1" | awk -v n=$reads '{{ print (($4 - $5) - ($1 - $2)) * 10000 / n }}')"
     i=0
     for stat in exits mmio_exit_user mmio_exit_kernel wfi_exit_stat; do
       i=$((i + 1))
@@ -87,7 +95,7 @@ c0=$(cpu)
 emit push_mib_s "$(timeout 300 /vsock-tool io-push $g {bytes} | sed -n 's/.* in \([0-9.]*\) s.*/\1/p' | awk '{{ if ($1 > 0) print {net} / $1 }}')"
 emit pull_mib_s "$(timeout 300 /vsock-tool io-pull $g {bytes} | sed -n 's/.* in \([0-9.]*\) s.*/\1/p' | awk '{{ if ($1 > 0) print {net} / $1 }}')"
 c1=$(cpu)
-emit net_cpu_s_per_gib "$(awk "BEGIN {{ print ($c1 - $c0) / 100 / ({net} * 2 / 1024) }}")"
+emit_cpu net "$(awk "BEGIN {{ print {net} * 2 / 1024 }}")" "$c0" "$c1"
 k0=$(kvm_stats)
 emit ping_us "$(timeout 60 ping -c {pings} -A -W 5 10.0.5.2 | sed -n 's/.*time=\([0-9.]*\) ms.*/\1/p' | sort -n | awk '{{ t[NR] = $1 }} END {{ if (NR > 0) print t[int((NR + 1) / 2)] * 1000 }}')"
 k1=$(kvm_stats)
@@ -155,7 +163,22 @@ grep -E 'eth0|virtio|error|warn|@@L2' /tmp/io.out | tail -20 | sed "s/^/@@IO-LOG
         r#"tunctl -t tap5 >/dev/null && ifconfig tap5 10.0.5.1 netmask 255.255.255.0 up
 dd if=/dev/urandom of=/tmp/io.img bs=1M count={mib} 2>/dev/null
 g=10.0.5.2:5000
-cpu() {{ awk '{{ print $14 + $15 }}' /proc/$pid/stat; }}
+# The VMM's CPU time in ticks: all of it, its vCPU threads' (rvvmm's vcpuN, kvmtool's
+# kvm-vcpu-N; the L2 guest's own time is in theirs) and the guest's (stat field 43, KVM's guest
+# accounting). The rest is the device and event threads'.
+cpu() {{
+  vc=0
+  for t in /proc/$pid/task/*; do
+    case "$(cat $t/comm 2>/dev/null)" in *vcpu*) vc=$((vc + $(awk '{{ print $14 + $15 }}' $t/stat 2>/dev/null || echo 0))) ;; esac
+  done
+  awk -v vc=$vc '{{ print $14 + $15, vc, $43 }}' /proc/$pid/stat
+}}
+# emit_cpu blk|net GIB "$c0" "$c1": CPU seconds per GiB moved, all, vCPU threads, guest.
+emit_cpu() {{
+  emit $1_cpu_s_per_gib "$(echo "$3 $4" | awk -v g=$2 '{{ print ($4 - $1) / 100 / g }}')"
+  emit $1_vcpu_cpu_s_per_gib "$(echo "$3 $4" | awk -v g=$2 '{{ print ($5 - $2) / 100 / g }}')"
+  emit $1_guest_cpu_s_per_gib "$(echo "$3 $4" | awk -v g=$2 '{{ print ($6 - $3) / 100 / g }}')"
+}}
 # KVM's own counts of the guest's exits (all VMs: one runs at a time), from L1's debugfs.
 mount -t debugfs none /sys/kernel/debug 2>/dev/null
 kvm_stats() {{ for f in exits mmio_exit_user mmio_exit_kernel wfi_exit_stat; do cat /sys/kernel/debug/kvm/$f 2>/dev/null || echo 0; done | tr '\n' ' '; }}
@@ -220,6 +243,26 @@ const KEYS: &[(&str, &str, Better)] = &[
         Better::More,
     ),
     (
+        "randread1_us_per_read",
+        "time per read QD1 (1 / IOPS), us",
+        Better::Less,
+    ),
+    (
+        "randread1_guest_us_per_read",
+        "  CPU of it in the guest, us",
+        Better::Less,
+    ),
+    (
+        "randread1_vcpu_host_us_per_read",
+        "  CPU of it in the vCPU thread out of the guest, us",
+        Better::Less,
+    ),
+    (
+        "randread1_dev_us_per_read",
+        "  CPU of it in the VMM's other threads, us",
+        Better::Less,
+    ),
+    (
         "randread1_irqs_per_s",
         "guest interrupts/s, blk QD1",
         Better::Neither,
@@ -274,10 +317,30 @@ const KEYS: &[(&str, &str, Better)] = &[
         "VMM CPU s per GiB, blk seq",
         Better::Less,
     ),
+    (
+        "blk_vcpu_cpu_s_per_gib",
+        "  of it vCPU threads (guest inside)",
+        Better::Less,
+    ),
+    (
+        "blk_guest_cpu_s_per_gib",
+        "  of it the guest (KVM's guest time)",
+        Better::Less,
+    ),
     ("push_mib_s", "net TCP L1 -> L2, MiB/s", Better::More),
     ("pull_mib_s", "net TCP L2 -> L1, MiB/s", Better::More),
     ("ping_us", "net ping round trip (median), us", Better::Less),
     ("net_cpu_s_per_gib", "VMM CPU s per GiB, net", Better::Less),
+    (
+        "net_vcpu_cpu_s_per_gib",
+        "  of it vCPU threads (guest inside)",
+        Better::Less,
+    ),
+    (
+        "net_guest_cpu_s_per_gib",
+        "  of it the guest (KVM's guest time)",
+        Better::Less,
+    ),
     ("ping_exits", "L2 exits per ping round trip", Better::Less),
     (
         "ping_mmio_exit_user",
