@@ -152,19 +152,16 @@ fn startup_case(reps: usize, lkvm: bool) -> Case {
     } else {
         &["bare", "rvvmm"]
     };
-    let odd = vmms.join(" ");
-    let even = vmms.iter().rev().copied().collect::<Vec<_>>().join(" ");
-    let script = format!(
-        "for r in $(seq 1 {reps}); do\n\
-         for i in $(seq 1 {STARTUP_RUNS}); do\n\
-         if [ $(((r + i) % 2)) -eq 0 ]; then order='{odd}'; else order='{even}'; fi\n\
-         for v in $order; do\n\
-         case $v in rvvmm) /exec-timer /rvvmm --kernel /guests/bench_startup.bin --memory 256M --cmdline quiet;; \
+    // Each run its own turn of `interleaved`; the sample's repetition from the run's number.
+    let body = format!(
+        "case $v in rvvmm) /exec-timer /rvvmm --kernel /guests/bench_startup.bin --memory 256M --cmdline quiet;; \
          bare) /exec-timer /bare-kvm /guests/bench_startup_flat.bin;; \
-         *) /exec-timer /lkvm run {LKVM_FLAGS} -k /guests/bench_startup.bin -m 256 -c 1 -p quiet;; esac | sed \"s/^EXEC/@@EXEC $v $r/\"\n\
-         done\ndone\ndone"
+         *) /exec-timer /lkvm run {LKVM_FLAGS} -k /guests/bench_startup.bin -m 256 -c 1 -p quiet;; esac | sed \"s/^EXEC/@@EXEC $v $(((r - 1) / {STARTUP_RUNS} + 1))/\""
     );
-    bench_case("bench_startup", script)
+    bench_case(
+        "bench_startup",
+        interleaved(reps * STARTUP_RUNS, vmms, &body),
+    )
 }
 
 /// Seconds of idle guest each idle sample measures.

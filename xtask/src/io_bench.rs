@@ -74,13 +74,14 @@ for q in 1 16; do
   k1=$(kvm_stats)
   u1=$(cpu)
   echo "$o" | sed "s/^/@@IO-RAW $v randread /"
-  emit randread${{q}}_iops "$(echo "$o" | sed -n 's/.* iops=\([0-9.]*\).*/\1/p')"
+  iops=$(echo "$o" | sed -n 's/.* iops=\([0-9.]*\).*/\1/p')
+  emit randread${{q}}_iops "$iops"
   reads=$(echo "$o" | sed -n 's/.* reads=\([0-9]*\).*/\1/p'); irqs=$(echo "$o" | sed -n 's/.* irqs=\([0-9]*\).*/\1/p')
   [ -n "$reads" ] && [ -n "$irqs" ] && [ "$reads" -gt 0 ] && emit randread${{q}}_irqs_per_read "$(awk "BEGIN {{ print $irqs / $reads }}")" && emit randread${{q}}_irqs_per_s "$(awk "BEGIN {{ print $irqs / {secs} }}")"
   if [ -n "$reads" ] && [ "$reads" -gt 0 ]; then
     # Where a read's time goes, in CPU us (ticks of 10 ms): the guest, the vCPU thread outside
     # it (L1's KVM and the VMM's exit handling), the VMM's other threads (the device's work).
-    emit randread${{q}}_us_per_read "$(echo "$o" | sed -n 's/.* iops=\([0-9.]*\).*/\1/p' | awk '{{ if ($1 > 0) print 1000000 / $1 }}')"
+    emit randread${{q}}_us_per_read "$(echo "$iops" | awk '{{ if ($1 > 0) print 1000000 / $1 }}')"
     emit randread${{q}}_guest_us_per_read "$(echo "$u0 $u1" | awk -v n=$reads '{{ print ($6 - $3) * 10000 / n }}')"
     emit randread${{q}}_vcpu_host_us_per_read "$(echo "$u0 $u1" | awk -v n=$reads '{{ print (($5 - $6) - ($2 - $3)) * 10000 / n }}')"
     emit randread${{q}}_dev_us_per_read "$(echo "$u0 $u1" | awk -v n=$reads '{{ print (($4 - $5) - ($1 - $2)) * 10000 / n }}')"
