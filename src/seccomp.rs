@@ -463,21 +463,49 @@ fn install_sigsys_handler() -> std::io::Result<()> {
 
 /// The SIGSYS handler: one line (thread, system call number), the terminal restored, then
 /// rvvmm ends by SIGSYS. Only async-signal-safe work: no allocation, no lock, one write.
-extern "C" fn on_sigsys(_sig: libc::c_int, info: *mut libc::siginfo_t, _ctx: *mut libc::c_void) {
+extern "C" fn on_sigsys(_sig: libc::c_int, info: *mut libc::siginfo_t, ctx: *mut libc::c_void) {
     // siginfo_t's SIGSYS fields (include/uapi/asm-generic/siginfo.h): after si_signo,
     // si_errno, si_code and padding to 8 bytes, `void *_call_addr; int _syscall;`.
     // SAFETY: the kernel passes a valid siginfo_t for a SIGSYS from seccomp; offset 24 lies
     // inside it (it is 128 bytes) and holds an int.
     let nr = unsafe { info.cast::<u8>().add(24).cast::<i32>().read_unaligned() };
+    // SAFETY: as above; offset 16 holds the address of the system call instruction.
+    let at = unsafe { info.cast::<u8>().add(16).cast::<u64>().read_unaligned() };
     let mut line = Line::default();
     line.push(b"rvvmm: seccomp: the ");
     line.push(FILTERED_AS.with(|c| c.get()).as_bytes());
     line.push(b" thread made system call ");
     line.push_number(nr);
-    line.push(b", which its filter does not allow; stopping (--seccomp log lets it through and the kernel logs it)\n");
+    line.push(b", which its filter does not allow; stopping (--seccomp log lets it through and the kernel logs it)");
+    // Where, for `addr2line -e rvvmm` (a call that happens rarely is found from its line).
+    line.push(b" [at 0x");
+    line.push_hex(at);
+    if let Some(ra) = return_address(ctx) {
+        line.push(b", return address 0x");
+        line.push_hex(ra);
+    }
+    line.push(b"]\n");
     // SAFETY: writes the bytes of `line`, which live for the call.
     unsafe { libc::write(libc::STDERR_FILENO, line.buf.as_ptr().cast(), line.len) };
     crate::console::terminal::restore_and_die(libc::SIGSYS);
+}
+
+/// The interrupted thread's return address register from the signal's context (`ra`: the
+/// caller of the libc function that made the call), on riscv64.
+#[cfg(target_arch = "riscv64")]
+fn return_address(ctx: *mut libc::c_void) -> Option<u64> {
+    if ctx.is_null() {
+        return None;
+    }
+    // The kernel's riscv64 ucontext: uc_flags, uc_link, uc_stack (24 bytes), uc_sigmask (8),
+    // 120 reserved bytes, then uc_mcontext (16-aligned, at 176), whose gregs[1] is ra.
+    // SAFETY: the kernel passes its ucontext for an SA_SIGINFO handler; offset 184 lies in it.
+    Some(unsafe { ctx.cast::<u8>().add(176 + 8).cast::<u64>().read_unaligned() })
+}
+
+#[cfg(not(target_arch = "riscv64"))]
+fn return_address(_ctx: *mut libc::c_void) -> Option<u64> {
+    None
 }
 
 /// A fixed buffer the SIGSYS handler formats into.
@@ -500,6 +528,15 @@ impl Line {
         let n = bytes.len().min(self.buf.len() - self.len);
         self.buf[self.len..self.len + n].copy_from_slice(&bytes[..n]);
         self.len += n;
+    }
+
+    fn push_hex(&mut self, v: u64) {
+        let mut digits = [0u8; 16];
+        for (i, d) in digits.iter_mut().enumerate() {
+            let nibble = (v >> (60 - 4 * i)) & 0xf;
+            *d = b"0123456789abcdef"[nibble as usize];
+        }
+        self.push(&digits);
     }
 
     fn push_number(&mut self, n: i32) {
